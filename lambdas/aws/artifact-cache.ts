@@ -1,0 +1,165 @@
+import { createHash, randomUUID } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, readdir, rename, stat, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { ArtifactIntegrityError, ModelNotReadyError } from "#core/errors.ts";
+import type { ArtifactRef } from "#core/model.ts";
+
+/** Where artifact bytes come from: S3 in AWS and locally. */
+export interface ArtifactSource {
+  open(ref: ArtifactRef): Promise<Readable>;
+}
+
+export interface ArtifactCacheOptions {
+  readonly source: ArtifactSource;
+  /** Local directory for verified artifacts (in Lambda, under /tmp). */
+  readonly directory: string;
+  /** Byte budget on disk; least recently used artifacts are deleted to stay under it. */
+  readonly maxBytes: number;
+}
+
+interface CachedFile {
+  readonly path: string;
+  readonly bytes: number;
+}
+
+const CACHED_NAME = /^([0-9a-f]{64})\.onnx$/;
+
+/**
+ * Artifacts on local disk, named by their sha256. A download is hashed while it streams, verified
+ * against the registry's digest and size, and only then renamed into place, so a file under its
+ * final name is always complete and correct. Concurrent requests for one artifact share one download.
+ */
+export class ArtifactCache {
+  readonly #options: ArtifactCacheOptions;
+  /** Insertion order is recency order: a hit re-inserts its entry. */
+  readonly #files = new Map<string, CachedFile>();
+  readonly #downloads = new Map<string, Promise<string>>();
+  #bytes = 0;
+  /** Bytes of downloads in flight, counted against the budget before they land. */
+  #reserved = 0;
+  #scanned: Promise<void> | undefined;
+
+  constructor(options: ArtifactCacheOptions) {
+    this.#options = options;
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Path of a verified local copy of the artifact, downloading it first if needed. */
+  async path(ref: ArtifactRef): Promise<string> {
+    this.#scanned ??= this.#adoptExisting();
+    await this.#scanned;
+    const cached = this.#files.get(ref.sha256);
+    if (cached !== undefined) {
+      const present = await stat(cached.path).then(
+        () => true,
+        () => false,
+      );
+      if (present) {
+        this.#files.delete(ref.sha256);
+        this.#files.set(ref.sha256, cached);
+        return cached.path;
+      }
+      this.#forget(ref.sha256);
+    }
+    let download = this.#downloads.get(ref.sha256);
+    if (download === undefined) {
+      download = this.#download(ref).finally(() => this.#downloads.delete(ref.sha256));
+      this.#downloads.set(ref.sha256, download);
+    }
+    return download;
+  }
+
+  /** A warm container that restarted its process keeps /tmp: reuse what is already verified there. */
+  async #adoptExisting(): Promise<void> {
+    await mkdir(this.#options.directory, { recursive: true });
+    for (const name of await readdir(this.#options.directory)) {
+      const path = join(this.#options.directory, name);
+      const sha256 = CACHED_NAME.exec(name)?.[1];
+      if (sha256 === undefined) {
+        if (name.endsWith(".part")) await unlink(path).catch(() => undefined);
+        continue;
+      }
+      const { size } = await stat(path);
+      this.#files.set(sha256, { path, bytes: size });
+      this.#bytes += size;
+    }
+  }
+
+  async #download(ref: ArtifactRef): Promise<string> {
+    if (ref.bytes > this.#options.maxBytes) {
+      throw new ModelNotReadyError(
+        `artifact of ${ref.bytes} bytes exceeds this function's cache of ${this.#options.maxBytes} bytes; ` +
+          "serve it from a larger /tmp or a SageMaker target",
+      );
+    }
+    const finalPath = join(this.#options.directory, `${ref.sha256}.onnx`);
+    this.#reserved += ref.bytes;
+    try {
+      await this.#evictToBudget();
+      await this.#fetchVerified(ref, finalPath);
+    } finally {
+      this.#reserved -= ref.bytes;
+    }
+    this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes });
+    this.#bytes += ref.bytes;
+    return finalPath;
+  }
+
+  async #fetchVerified(ref: ArtifactRef, finalPath: string): Promise<void> {
+    const partPath = join(this.#options.directory, `${ref.sha256}.${randomUUID()}.part`);
+    const hash = createHash("sha256");
+    let received = 0;
+    try {
+      const body = await this.#options.source.open(ref);
+      await pipeline(
+        body,
+        async function* (chunks: AsyncIterable<Buffer>) {
+          for await (const chunk of chunks) {
+            received += chunk.length;
+            if (received > ref.bytes) {
+              throw new ArtifactIntegrityError(
+                `artifact ${ref.key} is larger than the ${ref.bytes} bytes registered`,
+              );
+            }
+            hash.update(chunk);
+            yield chunk;
+          }
+        },
+        createWriteStream(partPath),
+      );
+      const digest = hash.digest("hex");
+      if (received !== ref.bytes || digest !== ref.sha256) {
+        throw new ArtifactIntegrityError(
+          `artifact ${ref.key} does not match its registry record ` +
+            `(got ${received} bytes, sha256 ${digest}; expected ${ref.bytes} bytes, sha256 ${ref.sha256})`,
+        );
+      }
+      await rename(partPath, finalPath);
+    } catch (error) {
+      await unlink(partPath).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Deletes least recently used files until the reserved downloads fit in the budget. */
+  async #evictToBudget(): Promise<void> {
+    for (const [sha256, file] of this.#files) {
+      if (this.#bytes + this.#reserved <= this.#options.maxBytes) break;
+      this.#forget(sha256);
+      await unlink(file.path).catch(() => undefined);
+    }
+  }
+
+  #forget(sha256: string): void {
+    const file = this.#files.get(sha256);
+    if (file === undefined) return;
+    this.#files.delete(sha256);
+    this.#bytes -= file.bytes;
+  }
+}

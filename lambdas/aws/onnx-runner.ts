@@ -1,0 +1,80 @@
+import { availableParallelism } from "node:os";
+import * as ort from "onnxruntime-node";
+import { InferenceFailedError, InvalidRequestError } from "#core/errors.ts";
+import { type ModelVersion, servingArtifact } from "#core/model.ts";
+import type { ModelRunner } from "#core/runner.ts";
+import type { NamedTensor, OrtElementType, TensorData } from "#core/tensor-codec.ts";
+import type { ArtifactCache } from "./artifact-cache.ts";
+import type { SessionPool } from "./session-pool.ts";
+
+export function createOrtSession(path: string, intraOpThreads = availableParallelism()) {
+  return ort.InferenceSession.create(path, {
+    executionProviders: ["cpu"],
+    graphOptimizationLevel: "all",
+    // Lambda's vCPUs scale with its memory setting; one request at a time per environment uses them all.
+    intraOpNumThreads: intraOpThreads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    logSeverityLevel: 3,
+  });
+}
+
+/** onnxruntime reports a caller's tensor problem (e.g. a reshape that cannot hold) as INVALID_ARGUMENT. */
+const CALLER_ERROR = /INVALID_ARGUMENT|Got invalid dimensions|Invalid rank/i;
+
+/** Runs models inside this function: artifact from the disk cache, session from the pool. */
+export class OnnxRunner implements ModelRunner {
+  readonly backend = "lambda" as const;
+  readonly #artifacts: ArtifactCache;
+  readonly #sessions: SessionPool<ort.InferenceSession>;
+
+  constructor(artifacts: ArtifactCache, sessions: SessionPool<ort.InferenceSession>) {
+    this.#artifacts = artifacts;
+    this.#sessions = sessions;
+  }
+
+  isLoaded(version: ModelVersion): boolean {
+    return this.#sessions.has(servingArtifact(version).sha256);
+  }
+
+  async run(
+    version: ModelVersion,
+    inputs: readonly NamedTensor[],
+    outputs: readonly string[],
+  ): Promise<NamedTensor[]> {
+    const artifact = servingArtifact(version);
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const input of inputs) {
+      feeds[input.name] = new ort.Tensor(
+        input.type,
+        input.data as ort.Tensor.DataType,
+        input.dims as number[],
+      );
+    }
+    return this.#sessions.use(
+      artifact.sha256,
+      artifact.bytes,
+      () => this.#artifacts.path(artifact),
+      async (session) => {
+        let results: ort.InferenceSession.OnnxValueMapType;
+        try {
+          results = await session.run(feeds, outputs as string[]);
+        } catch (error) {
+          const message = (error as Error).message;
+          if (CALLER_ERROR.test(message))
+            throw new InvalidRequestError(`the model rejected the inputs: ${message}`);
+          throw new InferenceFailedError(`inference failed: ${message}`, { cause: error });
+        }
+        return outputs.map((name) => {
+          const tensor = results[name] as ort.Tensor;
+          return {
+            name,
+            type: tensor.type as OrtElementType,
+            dims: tensor.dims,
+            data: tensor.data as TensorData,
+          };
+        });
+      },
+    );
+  }
+}

@@ -1,0 +1,80 @@
+/** Shared vocabulary of the registry and the serving path: datatypes, signatures, version records. */
+
+/** Tensor datatypes of the Open Inference Protocol that this service serves. */
+export const V2_DATATYPES = [
+  "BOOL",
+  "UINT8",
+  "UINT16",
+  "UINT32",
+  "UINT64",
+  "INT8",
+  "INT16",
+  "INT32",
+  "INT64",
+  "FP16",
+  "FP32",
+  "FP64",
+  "BYTES",
+] as const;
+export type V2Datatype = (typeof V2_DATATYPES)[number];
+
+/**
+ * One dimension of a declared shape: a fixed size, -1 for an unnamed dynamic dimension, or the
+ * name of a symbolic dimension (inputs sharing a name must agree on its size).
+ */
+export type Dim = number | string;
+
+export interface TensorSpec {
+  readonly name: string;
+  readonly datatype: V2Datatype;
+  readonly shape: readonly Dim[];
+}
+
+export interface ModelSignature {
+  readonly inputs: readonly TensorSpec[];
+  readonly outputs: readonly TensorSpec[];
+}
+
+export type VersionStatus = "registering" | "optimizing" | "ready" | "failed";
+export type ServingTarget = "lambda" | "sagemaker";
+
+/** Where a model's bytes live and what they must hash to. */
+export interface ArtifactRef {
+  readonly bucket: string;
+  readonly key: string;
+  readonly sha256: string;
+  readonly bytes: number;
+}
+
+export interface Variant {
+  readonly kind: string;
+  readonly bytes: number;
+  readonly selected: boolean;
+  readonly artifact?: ArtifactRef;
+}
+
+export interface ModelVersion {
+  readonly name: string;
+  readonly version: number;
+  readonly status: VersionStatus;
+  readonly reason?: string;
+  readonly target: ServingTarget;
+  /** The original upload. */
+  readonly artifact: ArtifactRef;
+  readonly signature: ModelSignature;
+  readonly variants: readonly Variant[];
+  /** Class labels of a classifier, from the manifest or the model's metadata. */
+  readonly labels?: readonly string[];
+  readonly description?: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+/** Model names are path segments and registry keys: keep them to a safe alphabet. */
+export const MODEL_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const ALIAS_PATTERN = /^[a-z][a-z0-9_-]{0,63}$/;
+
+/** The artifact a version is served from: the selected variant if one is, else the original. */
+export function servingArtifact(version: ModelVersion): ArtifactRef {
+  return version.variants.find((variant) => variant.selected)?.artifact ?? version.artifact;
+}

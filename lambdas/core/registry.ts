@@ -1,0 +1,113 @@
+import { z } from "zod";
+import { ModelNotFoundError, ModelNotReadyError } from "./errors.ts";
+import { ALIAS_PATTERN, type ModelVersion, V2_DATATYPES } from "./model.ts";
+
+/** Read side of the model registry, as the serving path sees it. */
+export interface ModelRegistry {
+  getVersion(name: string, version: number): Promise<ModelVersion | undefined>;
+  /** The version an alias points at, if the alias exists. */
+  getAlias(name: string, alias: string): Promise<number | undefined>;
+  /** Every version of a model, oldest first. */
+  listVersions(name: string): Promise<ModelVersion[]>;
+  listModels(): Promise<ModelSummary[]>;
+}
+
+export interface ModelSummary {
+  readonly name: string;
+  readonly versions: readonly number[];
+}
+
+export const DEFAULT_ALIAS = "default";
+
+const tensorSpecSchema = z.object({
+  name: z.string(),
+  datatype: z.enum(V2_DATATYPES),
+  shape: z.array(z.union([z.number().int(), z.string()])),
+});
+
+const artifactSchema = z.object({
+  bucket: z.string(),
+  key: z.string(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  bytes: z.number().int().nonnegative(),
+});
+
+/** A registry record as stored; parsed on every read so a bad record fails loudly, once. */
+export const modelVersionSchema = z.object({
+  name: z.string(),
+  version: z.number().int().positive(),
+  status: z.enum(["registering", "optimizing", "ready", "failed"]),
+  reason: z.string().optional(),
+  target: z.enum(["lambda", "sagemaker"]),
+  artifact: artifactSchema,
+  signature: z.object({ inputs: z.array(tensorSpecSchema), outputs: z.array(tensorSpecSchema) }),
+  variants: z
+    .array(
+      z.object({
+        kind: z.string(),
+        bytes: z.number().int().nonnegative(),
+        selected: z.boolean(),
+        artifact: artifactSchema.optional(),
+      }),
+    )
+    .default([]),
+  labels: z.array(z.string()).optional(),
+  description: z.string().optional(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+}) satisfies z.ZodType<ModelVersion, unknown>;
+
+/** Versions that may serve traffic: an `optimizing` version keeps serving its original. */
+export function isServable(version: ModelVersion): boolean {
+  return version.status === "ready" || version.status === "optimizing";
+}
+
+/**
+ * Resolves a version reference as the V2 routes use it: a positive integer is a version, any other
+ * reference an alias, and no reference means the alias `default` if set, else the newest servable
+ * version. Throws 404 for what does not exist; returns records in any status (callers decide).
+ */
+export async function resolveVersion(
+  registry: ModelRegistry,
+  name: string,
+  reference: string | undefined,
+): Promise<ModelVersion> {
+  if (reference === undefined) {
+    const aliased = await registry.getAlias(name, DEFAULT_ALIAS);
+    if (aliased !== undefined) return mustGet(registry, name, aliased, `alias '${DEFAULT_ALIAS}'`);
+    const versions = await registry.listVersions(name);
+    if (versions.length === 0) throw new ModelNotFoundError(`model '${name}' not found`);
+    const newestServable = versions.findLast(isServable);
+    if (newestServable !== undefined) return newestServable;
+    return versions.at(-1) as ModelVersion;
+  }
+  if (/^[1-9]\d{0,9}$/.test(reference)) return mustGet(registry, name, Number(reference));
+  if (!ALIAS_PATTERN.test(reference)) {
+    throw new ModelNotFoundError(
+      `'${reference}' is neither a version number nor an alias of model '${name}'`,
+    );
+  }
+  const aliased = await registry.getAlias(name, reference);
+  if (aliased === undefined)
+    throw new ModelNotFoundError(`model '${name}' has no version or alias '${reference}'`);
+  return mustGet(registry, name, aliased, `alias '${reference}'`);
+}
+
+async function mustGet(registry: ModelRegistry, name: string, version: number, via?: string) {
+  const record = await registry.getVersion(name, version);
+  if (record === undefined) {
+    const suffix = via ? ` (named by ${via})` : "";
+    throw new ModelNotFoundError(`model '${name}' has no version ${version}${suffix}`);
+  }
+  return record;
+}
+
+/** Throws 503 unless the version can serve traffic, with a reason the caller can act on. */
+export function assertServable(version: ModelVersion): void {
+  if (isServable(version)) return;
+  const id = `model '${version.name}' version ${version.version}`;
+  if (version.status === "failed") {
+    throw new ModelNotReadyError(`${id} failed to register: ${version.reason ?? "no reason recorded"}`);
+  }
+  throw new ModelNotReadyError(`${id} is ${version.status}; retry shortly`);
+}

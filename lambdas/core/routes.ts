@@ -1,0 +1,58 @@
+import { MethodNotAllowedError, ModelNotFoundError, RouteNotFoundError } from "./errors.ts";
+import { MODEL_NAME_PATTERN } from "./model.ts";
+
+/** The V2 routes this service answers; `version` is a number or an alias when present. */
+export type V2Route =
+  | { readonly kind: "server-metadata" }
+  | { readonly kind: "live" }
+  | { readonly kind: "ready" }
+  | { readonly kind: "list-models" }
+  | { readonly kind: "model-metadata"; readonly model: string; readonly version?: string }
+  | { readonly kind: "model-ready"; readonly model: string; readonly version?: string }
+  | { readonly kind: "infer"; readonly model: string; readonly version?: string };
+
+const FIXED: Record<string, { method: string; route: V2Route }> = {
+  "/v2": { method: "GET", route: { kind: "server-metadata" } },
+  "/v2/health/live": { method: "GET", route: { kind: "live" } },
+  "/v2/health/ready": { method: "GET", route: { kind: "ready" } },
+  "/v2/models": { method: "GET", route: { kind: "list-models" } },
+};
+
+const MODEL_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?$/;
+
+/** Matches a request to a V2 route; 404 for an unknown path, 405 for a known path and wrong method. */
+export function matchV2Route(method: string, rawPath: string): V2Route {
+  const path = rawPath.length > 1 && rawPath.endsWith("/") ? rawPath.slice(0, -1) : rawPath;
+  const fixed = FIXED[path];
+  if (fixed !== undefined) {
+    if (method !== fixed.method && !(method === "HEAD" && fixed.method === "GET")) {
+      throw new MethodNotAllowedError(method, path, [fixed.method]);
+    }
+    return fixed.route;
+  }
+  const match = MODEL_PATH.exec(path);
+  if (match === null) throw new RouteNotFoundError(method, path);
+  const [, rawModel = "", rawVersion, action] = match;
+  const model = safeDecode(rawModel);
+  if (!MODEL_NAME_PATTERN.test(model)) {
+    throw new ModelNotFoundError(
+      `model '${model}' not found: names are 1-64 lower-case letters, digits, '-', '_' or '.'`,
+    );
+  }
+  const version = rawVersion === undefined ? undefined : safeDecode(rawVersion);
+  const expected = action === "infer" ? "POST" : "GET";
+  if (method !== expected && !(method === "HEAD" && expected === "GET")) {
+    throw new MethodNotAllowedError(method, path, [expected]);
+  }
+  if (action === "infer") return { kind: "infer", model, version };
+  if (action === "ready") return { kind: "model-ready", model, version };
+  return { kind: "model-metadata", model, version };
+}
+
+function safeDecode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}

@@ -1,0 +1,33 @@
+import { z } from "zod";
+
+const MiB = 1024 * 1024;
+const positiveInt = z.coerce.number().int().positive();
+
+/** Configuration of the inference function, from its environment; a bad value fails the cold start loudly. */
+export const inferenceConfigSchema = z.object({
+  MAAS_REGISTRY_TABLE: z.string().min(1),
+  MAAS_ARTIFACT_DIR: z.string().default("/tmp/maas-artifacts"),
+  /** Disk budget for artifacts; keep it under the function's ephemeral storage. */
+  MAAS_ARTIFACT_CACHE_BYTES: positiveInt.default(400 * MiB),
+  MAAS_SESSION_MAX: positiveInt.default(8),
+  /** Summed artifact bytes of open sessions; defaults to half the function's memory. */
+  MAAS_SESSION_BYTES: positiveInt.optional(),
+  MAAS_SESSION_RETRY_MS: positiveInt.default(10_000),
+  MAAS_REGISTRY_TTL_MS: positiveInt.default(5_000),
+  MAAS_REGISTRY_MISS_TTL_MS: positiveInt.default(1_000),
+  AWS_LAMBDA_FUNCTION_MEMORY_SIZE: positiveInt.optional(),
+});
+
+export type InferenceConfig = z.infer<typeof inferenceConfigSchema> & { readonly MAAS_SESSION_BYTES: number };
+
+export function loadInferenceConfig(env: Record<string, string | undefined>): InferenceConfig {
+  const result = inferenceConfigSchema.safeParse(env);
+  if (!result.success) {
+    const details = result.error.issues
+      .map((issue) => `${issue.path.join(".")}: ${issue.message}`)
+      .join("; ");
+    throw new Error(`invalid inference function configuration: ${details}`);
+  }
+  const memoryMiB = result.data.AWS_LAMBDA_FUNCTION_MEMORY_SIZE ?? 4096;
+  return { ...result.data, MAAS_SESSION_BYTES: result.data.MAAS_SESSION_BYTES ?? (memoryMiB * MiB) / 2 };
+}

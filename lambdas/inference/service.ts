@@ -1,0 +1,63 @@
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { S3Client } from "@aws-sdk/client-s3";
+import type { InferenceSession } from "onnxruntime-node";
+import { ArtifactCache } from "#aws/artifact-cache.ts";
+import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
+import { createOrtSession, OnnxRunner } from "#aws/onnx-runner.ts";
+import { S3ArtifactSource } from "#aws/s3-artifact-source.ts";
+import { SessionPool } from "#aws/session-pool.ts";
+import { CachedModelRegistry } from "#core/cached-registry.ts";
+import { InferenceService } from "#core/inference-service.ts";
+import type { ModelRunner } from "#core/runner.ts";
+import type { InferenceConfig } from "./config.ts";
+
+export const SERVER_NAME = "serverless-maas";
+export const SERVER_VERSION = "0.1.0";
+
+export interface InferenceClients {
+  readonly s3: S3Client;
+  readonly dynamo: DynamoDBClient;
+}
+
+/** Clients for the function's own region and credentials; AWS_ENDPOINT_URL_* redirects them. */
+export function defaultClients(): InferenceClients {
+  return { s3: new S3Client({}), dynamo: new DynamoDBClient({}) };
+}
+
+export interface InferenceParts {
+  readonly service: InferenceService;
+  readonly registry: CachedModelRegistry;
+  readonly artifacts: ArtifactCache;
+  readonly sessions: SessionPool<InferenceSession>;
+  readonly runner: ModelRunner;
+}
+
+/** Wires the inference service from configuration and clients: the same code in Lambda and locally. */
+export function createInferenceParts(config: InferenceConfig, clients: InferenceClients): InferenceParts {
+  const registry = new CachedModelRegistry(
+    new DynamoModelRegistry(clients.dynamo, config.MAAS_REGISTRY_TABLE),
+    {
+      ttlMs: config.MAAS_REGISTRY_TTL_MS,
+      missTtlMs: config.MAAS_REGISTRY_MISS_TTL_MS,
+      maxEntries: 10_000,
+    },
+  );
+  const artifacts = new ArtifactCache({
+    source: new S3ArtifactSource(clients.s3),
+    directory: config.MAAS_ARTIFACT_DIR,
+    maxBytes: config.MAAS_ARTIFACT_CACHE_BYTES,
+  });
+  const sessions = new SessionPool<InferenceSession>({
+    create: (path) => createOrtSession(path),
+    maxSessions: config.MAAS_SESSION_MAX,
+    maxBytes: config.MAAS_SESSION_BYTES,
+    retryAfterMs: config.MAAS_SESSION_RETRY_MS,
+  });
+  const runner = new OnnxRunner(artifacts, sessions);
+  const service = new InferenceService({
+    registry,
+    runners: { lambda: runner },
+    server: { name: SERVER_NAME, version: SERVER_VERSION },
+  });
+  return { service, registry, artifacts, sessions, runner };
+}

@@ -1,0 +1,230 @@
+/**
+ * The local stack's AWS: S3 and SQS from fauxqs, DynamoDB from dynalite, both in this process and both
+ * persisted under `dataDir`, so the handlers run their real SDK code against them.
+ *
+ *   const emulators = await startEmulators({ dataDir: ".maas", s3Port: 4566, bucket, table, queues });
+ *   emulators.s3Client();            // shared clients, already pointed at the emulators
+ *   emulators.fauxqs.spy;            // every S3 upload / SQS message, for the S3 -> SQS bridge
+ *   await emulators.stop();
+ *
+ * Layout under dataDir: `fauxqs/` (SQLite: queues and messages), `s3/` (objects as plain files:
+ * `s3/buckets/<bucket>/objects/<key>.data`), `dynamodb/` (LevelDB). The bucket, the registry table and
+ * the queues are created only when missing, so a restart keeps what was there.
+ */
+import { mkdir } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import {
+  CreateTableCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  ResourceInUseException,
+  ResourceNotFoundException,
+} from "@aws-sdk/client-dynamodb";
+import { S3Client } from "@aws-sdk/client-s3";
+import { type FauxqsServer, startFauxqs } from "fauxqs";
+import { registryTableDefinition } from "../lambdas/aws/registry-table.ts";
+import { listen, PortInUseError } from "./gateway.ts";
+
+export interface EmulatorOptions {
+  /** Root of the persisted state; created when missing. */
+  readonly dataDir: string;
+  /** fauxqs (S3 and SQS) port; 0 picks a free one. */
+  readonly s3Port: number;
+  /** dynalite port; @default 0 (a free one) */
+  readonly dynamoPort?: number;
+  readonly bucket: string;
+  /** Registry table, created from `registryTableDefinition`. */
+  readonly table: string;
+  /** Standard SQS queues to create when missing. */
+  readonly queues?: readonly string[];
+}
+
+export interface Emulators {
+  /** `http://127.0.0.1:<port>`: S3 and SQS (fauxqs serves both on one port). */
+  readonly s3Endpoint: string;
+  readonly dynamoEndpoint: string;
+  readonly region: "us-east-1";
+  readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
+  /** The fauxqs server, for `spy` (S3 uploads, SQS messages) and `inspectQueue`. */
+  readonly fauxqs: FauxqsServer;
+  /** Queue URL for a queue name, valid for this run's port (persisted URLs keep the port they were made on). */
+  queueUrl(name: string): string;
+  /** One shared client per service (S3 path-style), destroyed by stop(). */
+  s3Client(): S3Client;
+  dynamoClient(): DynamoDBClient;
+  stop(): Promise<void>;
+}
+
+const REGION = "us-east-1";
+const CREDENTIALS = { accessKeyId: "local", secretAccessKey: "local" } as const;
+// fauxqs puts every queue in this account; its lookups only use the last path segment.
+const FAUXQS_ACCOUNT_ID = "000000000000";
+const TABLE_ACTIVE_TIMEOUT_MS = 5_000;
+
+interface DynaliteOptions {
+  path?: string;
+  createTableMs?: number;
+  deleteTableMs?: number;
+  updateTableMs?: number;
+}
+interface LevelDatabase {
+  open(): Promise<void>;
+  close(): Promise<void>;
+}
+// dynalite is CommonJS without type declarations: it returns a plain http.Server.
+const requireHere = createRequire(import.meta.url);
+const createDynalite = requireHere("dynalite") as (options: DynaliteOptions) => Server;
+// dynalite's own LevelDB binding, resolved from dynalite so that the probe opens the store the same way.
+const { Level } = createRequire(requireHere.resolve("dynalite"))("level") as {
+  Level: new (location: string) => LevelDatabase;
+};
+
+/** Thrown when another running local stack holds `dataDir`. */
+export class DataDirInUseError extends Error {
+  constructor(readonly dataDir: string) {
+    super(
+      `${dataDir} is in use by another running local stack (its DynamoDB store is locked). ` +
+        "Stop that one, or set MAAS_DATA_DIR to another directory.",
+    );
+    this.name = "DataDirInUseError";
+  }
+}
+
+export async function startEmulators(options: EmulatorOptions): Promise<Emulators> {
+  const dirs = {
+    fauxqs: join(options.dataDir, "fauxqs"),
+    s3: join(options.dataDir, "s3"),
+    dynamodb: join(options.dataDir, "dynamodb"),
+  };
+  await Promise.all(Object.values(dirs).map((dir) => mkdir(dir, { recursive: true })));
+  await assertDataDirFree(options.dataDir, dirs.dynamodb);
+
+  // fauxqs opens its SQLite store before listening and leaks it if listen fails, so test the port first.
+  await assertPortFree(options.s3Port, "0.0.0.0", {
+    service: "The S3/SQS emulator (fauxqs)",
+    envVar: "MAAS_S3_PORT",
+  });
+  const fauxqs = await startFauxqs({
+    port: options.s3Port,
+    logger: false,
+    messageSpies: true,
+    dataDir: dirs.fauxqs,
+    s3StorageDir: dirs.s3,
+  }).catch((error: unknown) => {
+    throw isAddressInUse(error)
+      ? new PortInUseError("The S3/SQS emulator (fauxqs)", options.s3Port, "MAAS_S3_PORT")
+      : error;
+  });
+
+  let dynalite: Server | undefined;
+  let emulators: Emulators | undefined;
+  try {
+    const dynamoPort = options.dynamoPort ?? 0;
+    // Same reason: dynalite opens (and locks) its LevelDB before listening.
+    await assertPortFree(dynamoPort, "127.0.0.1", dynamoPortHint);
+    dynalite = createDynalite({ path: dirs.dynamodb, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+    const boundDynamoPort = await listen(dynalite, dynamoPort, "127.0.0.1", dynamoPortHint);
+    emulators = assemble(fauxqs, dynalite, boundDynamoPort);
+    fauxqs.setup({ buckets: [options.bucket], queues: (options.queues ?? []).map((name) => ({ name })) });
+    await ensureTable(emulators.dynamoClient(), options.table);
+    return emulators;
+  } catch (error) {
+    if (emulators) await emulators.stop().catch(() => {});
+    else await Promise.allSettled([fauxqs.stop(), dynalite ? closeServer(dynalite) : Promise.resolve()]);
+    throw error;
+  }
+}
+
+const dynamoPortHint = {
+  service: "The DynamoDB emulator (dynalite)",
+  envVar: "the dynamoPort option",
+};
+
+function assemble(fauxqs: FauxqsServer, dynalite: Server, dynamoPort: number): Emulators {
+  const s3Endpoint = `http://127.0.0.1:${fauxqs.port}`;
+  const dynamoEndpoint = `http://127.0.0.1:${dynamoPort}`;
+  const common = { region: REGION, credentials: CREDENTIALS };
+  let s3: S3Client | undefined;
+  let dynamo: DynamoDBClient | undefined;
+  return {
+    s3Endpoint,
+    dynamoEndpoint,
+    region: REGION,
+    credentials: CREDENTIALS,
+    fauxqs,
+    queueUrl: (name) => `${s3Endpoint}/${FAUXQS_ACCOUNT_ID}/${name}`,
+    s3Client: () => {
+      s3 ??= new S3Client({ ...common, endpoint: s3Endpoint, forcePathStyle: true });
+      return s3;
+    },
+    dynamoClient: () => {
+      dynamo ??= new DynamoDBClient({ ...common, endpoint: dynamoEndpoint });
+      return dynamo;
+    },
+    stop: async () => {
+      s3?.destroy();
+      dynamo?.destroy();
+      await Promise.all([fauxqs.stop(), closeServer(dynalite)]);
+    },
+  };
+}
+
+async function ensureTable(client: DynamoDBClient, table: string): Promise<void> {
+  try {
+    await client.send(new CreateTableCommand(registryTableDefinition(table)));
+  } catch (error) {
+    if (!(error instanceof ResourceInUseException)) throw error;
+  }
+  // dynalite reports CREATING for a moment even with createTableMs 0.
+  const deadline = Date.now() + TABLE_ACTIVE_TIMEOUT_MS;
+  for (;;) {
+    const status = await client
+      .send(new DescribeTableCommand({ TableName: table }))
+      .then((described) => described.Table?.TableStatus)
+      .catch((error: unknown) => {
+        if (error instanceof ResourceNotFoundException) return undefined;
+        throw error;
+      });
+    if (status === "ACTIVE") return;
+    if (Date.now() > deadline) throw new Error(`DynamoDB table ${table} is not ACTIVE (status: ${status})`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** dynalite throws from a callback (killing the process) when its LevelDB is locked, so look first. */
+async function assertDataDirFree(dataDir: string, levelDir: string): Promise<void> {
+  const probe = new Level(levelDir);
+  try {
+    await probe.open();
+  } catch (error) {
+    const cause = error instanceof Error ? error.cause : undefined;
+    if (cause instanceof Error && "code" in cause && cause.code === "LEVEL_LOCKED")
+      throw new DataDirInUseError(dataDir);
+    throw error;
+  }
+  await probe.close();
+}
+
+async function assertPortFree(
+  port: number,
+  host: string,
+  what: { service: string; envVar: string },
+): Promise<void> {
+  if (port === 0) return;
+  const probe = createServer();
+  await listen(probe, port, host, what);
+  await closeServer(probe);
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.close((error) => (error ? reject(error) : resolve()));
+    server.closeAllConnections();
+  });
+}
+
+function isAddressInUse(error: unknown): boolean {
+  return error instanceof Error && "code" in error && error.code === "EADDRINUSE";
+}

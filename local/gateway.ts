@@ -1,0 +1,464 @@
+/**
+ * Local stand-in for the API Gateway REST API: a `node:http` server that turns each request into the
+ * Lambda proxy event (payload v1) a `/{proxy+}` resource with a Lambda proxy integration sends, and the
+ * handler's result back into HTTP.
+ *
+ *   const gateway = await startGateway({ port: 3000, handler, apiKey, adminKey });
+ *   gateway.url    // "http://127.0.0.1:3000"
+ *   await gateway.close();
+ *
+ * What it reproduces from API Gateway:
+ * - access like a usage plan: `GET /v2/health/live|ready` are open, `/admin/*` takes `x-api-key: <adminKey>`
+ *   only, everything else `x-api-key: <apiKey>` only; otherwise 403 `{"message":"Forbidden"}`.
+ *   `/` has no resource (only `/{proxy+}` exists): 403 `{"message":"Missing Authentication Token"}`.
+ * - 413 `{"message":"Request Entity Too Large"}` past `maxBodyBytes` (default 10 MiB), 502
+ *   `{"message":"Internal server error"}` when the handler throws or returns a malformed result, 504
+ *   `{"message":"Endpoint request timed out"}` past the 29 s integration timeout.
+ * - request bodies are utf-8 text for text/JSON/XML/form content types (or none), base64 otherwise;
+ *   response bodies are base64-decoded when `isBase64Encoded`; `Content-Type` defaults to application/json.
+ * Paths are served without the stage prefix (`/v2/...`); `requestContext.path` carries `/<stage>/v2/...`.
+ */
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
+import { z } from "zod";
+
+export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
+
+export interface GatewayOptions {
+  readonly port: number;
+  /** @default "127.0.0.1" */
+  readonly host?: string;
+  readonly handler: ProxyHandler;
+  /** Opens every route except `/admin/*` (the usage plan's API key). */
+  readonly apiKey: string;
+  /** Opens `/admin/*` only (stands in for IAM auth). */
+  readonly adminKey: string;
+  /** @default 10 MiB, API Gateway REST's payload limit */
+  readonly maxBodyBytes?: number;
+  /** @default "local" */
+  readonly stage?: string;
+  /** @default 29_000, API Gateway REST's integration timeout */
+  readonly integrationTimeoutMs?: number;
+  /** Where handler failures are reported (CloudWatch's role); @default console.error */
+  readonly onHandlerError?: (error: unknown, event: APIGatewayProxyEvent) => void;
+}
+
+export interface Gateway {
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export const LOCAL_FUNCTION_NAME = "maas-inference-local";
+const LAMBDA_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
+const DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000;
+const OPEN_ROUTES = new Set(["GET /v2/health/live", "GET /v2/health/ready"]);
+const ACCOUNT_ID = "000000000000";
+const REGION = "us-east-1";
+// How long a rejected upload may keep sending before its socket is cut: long enough for the 413 to arrive.
+const REJECTED_UPLOAD_GRACE_MS = 1_000;
+// In-flight requests get this long to finish after close() before their connections are cut.
+const CLOSE_GRACE_MS = 2_000;
+
+/** Thrown when a local server's port is taken; names the variable that moves it. */
+export class PortInUseError extends Error {
+  constructor(
+    readonly service: string,
+    readonly port: number,
+    readonly envVar: string,
+  ) {
+    super(`${service} cannot listen on port ${port}: it is already in use. Set ${envVar} to a free port.`);
+    this.name = "PortInUseError";
+  }
+}
+
+/** Listens and resolves the bound port; EADDRINUSE becomes a PortInUseError instead of an 'error' event. */
+export function listen(
+  server: Server,
+  port: number,
+  host: string,
+  what: { service: string; envVar: string },
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: NodeJS.ErrnoException) => {
+      server.off("listening", onListening);
+      reject(error.code === "EADDRINUSE" ? new PortInUseError(what.service, port, what.envVar) : error);
+    };
+    const onListening = () => {
+      server.off("error", onError);
+      resolve((server.address() as AddressInfo).port);
+    };
+    server.once("error", onError);
+    server.once("listening", onListening);
+    server.listen(port, host);
+  });
+}
+
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const settings: Settings = {
+    handler: options.handler,
+    apiKey: options.apiKey,
+    adminKey: options.adminKey,
+    maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+    stage: options.stage ?? "local",
+    integrationTimeoutMs: options.integrationTimeoutMs ?? DEFAULT_INTEGRATION_TIMEOUT_MS,
+    onHandlerError: options.onHandlerError ?? ((error) => console.error("[gateway] handler failed:", error)),
+  };
+  const host = options.host ?? "127.0.0.1";
+  const server = createServer((req, res) => {
+    handleRequest(settings, req, res).catch((error: unknown) => {
+      // Only reachable on a bug in this file; answer like API Gateway rather than dropping the socket.
+      console.error("[gateway] unexpected failure:", error);
+      if (!res.headersSent)
+        sendGatewayError(res, 500, "Internal server error", "InternalServerErrorException");
+      else res.destroy();
+    });
+  });
+  const port = await listen(server, options.port, host, { service: "The API gateway", envVar: "PORT" });
+  const urlHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+
+  return {
+    url: `http://${urlHost}:${port}`,
+    port,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+        cut.unref();
+        server.close((error) => {
+          clearTimeout(cut);
+          if (error) reject(error);
+          else resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+interface Settings {
+  readonly handler: ProxyHandler;
+  readonly apiKey: string;
+  readonly adminKey: string;
+  readonly maxBodyBytes: number;
+  readonly stage: string;
+  readonly integrationTimeoutMs: number;
+  readonly onHandlerError: (error: unknown, event: APIGatewayProxyEvent) => void;
+}
+
+async function handleRequest(settings: Settings, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const requestTimeEpoch = Date.now();
+  const requestId = randomUUID();
+  res.setHeader("x-amzn-RequestId", requestId);
+  const method = req.method ?? "GET";
+  const target = new URL(req.url ?? "/", "http://gateway.local");
+  const path = target.pathname;
+
+  if (path === "/")
+    return discardAndSend(
+      req,
+      res,
+      403,
+      "Missing Authentication Token",
+      "MissingAuthenticationTokenException",
+    );
+  const headers = collectHeaders(req.rawHeaders);
+  const presentedKey = findHeader(headers.single, "x-api-key");
+  const access = checkAccess(settings, method, path, presentedKey);
+  if (access === "denied") return discardAndSend(req, res, 403, "Forbidden", "ForbiddenException");
+
+  const declaredLength = Number(req.headers["content-length"] ?? "0");
+  if (declaredLength > settings.maxBodyBytes) return rejectUpload(req, res);
+  const body = await readBody(req, settings.maxBodyBytes);
+  if (body === "too-large") return rejectUpload(req, res);
+
+  const sourceIp = (req.socket.remoteAddress ?? "127.0.0.1").replace(/^::ffff:/, "");
+  addForwardingHeaders(headers, sourceIp, req.socket.localPort ?? 0);
+  const contentType = findHeader(headers.single, "content-type");
+  const binary = body.length > 0 && !isTextContentType(contentType);
+  const query = collectQuery(target.searchParams);
+  const proxy = path.slice(1);
+  const event: APIGatewayProxyEvent = {
+    resource: "/{proxy+}",
+    path,
+    httpMethod: method,
+    headers: headers.single,
+    multiValueHeaders: headers.multi,
+    queryStringParameters: query.single,
+    multiValueQueryStringParameters: query.multi,
+    pathParameters: { proxy: safeDecode(proxy) },
+    stageVariables: null,
+    body: body.length === 0 ? null : binary ? body.toString("base64") : body.toString("utf8"),
+    isBase64Encoded: binary,
+    requestContext: {
+      accountId: ACCOUNT_ID,
+      apiId: "local",
+      authorizer: null,
+      domainName: findHeader(headers.single, "host") ?? "localhost",
+      extendedRequestId: requestId,
+      httpMethod: method,
+      identity: {
+        accessKey: null,
+        accountId: null,
+        apiKey: access === "open" ? null : (presentedKey ?? null),
+        apiKeyId: access === "open" ? null : access,
+        caller: null,
+        clientCert: null,
+        cognitoAuthenticationProvider: null,
+        cognitoAuthenticationType: null,
+        cognitoIdentityId: null,
+        cognitoIdentityPoolId: null,
+        principalOrgId: null,
+        sourceIp,
+        user: null,
+        userAgent: findHeader(headers.single, "user-agent") ?? null,
+        userArn: null,
+      },
+      path: `/${settings.stage}${path}`,
+      protocol: `HTTP/${req.httpVersion}`,
+      requestId,
+      requestTime: formatRequestTime(new Date(requestTimeEpoch)),
+      requestTimeEpoch,
+      resourceId: "proxy",
+      resourcePath: "/{proxy+}",
+      stage: settings.stage,
+    },
+  };
+
+  const outcome = await invoke(settings, event, lambdaContext(requestId, requestTimeEpoch));
+  if (outcome.kind === "timeout")
+    return sendGatewayError(res, 504, "Endpoint request timed out", "IntegrationTimeout");
+  if (outcome.kind === "failed") {
+    settings.onHandlerError(outcome.error, event);
+    return sendGatewayError(res, 502, "Internal server error", "InternalServerErrorException");
+  }
+  sendProxyResult(res, outcome.result);
+}
+
+type Access = "open" | "inference" | "admin" | "denied";
+
+function checkAccess(settings: Settings, method: string, path: string, key: string | undefined): Access {
+  if (OPEN_ROUTES.has(`${method} ${path}`)) return "open";
+  if (path === "/admin" || path.startsWith("/admin/")) return key === settings.adminKey ? "admin" : "denied";
+  return key === settings.apiKey ? "inference" : "denied";
+}
+
+interface HeaderMaps {
+  single: Record<string, string>;
+  multi: Record<string, string[]>;
+}
+
+/** Keeps the case the client sent (as API Gateway does); a repeated header keeps its first spelling. */
+function collectHeaders(rawHeaders: string[]): HeaderMaps {
+  const single: Record<string, string> = {};
+  const multi: Record<string, string[]> = {};
+  const spelling = new Map<string, string>();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const sent = rawHeaders[i]!;
+    const value = rawHeaders[i + 1]!;
+    const name = spelling.get(sent.toLowerCase()) ?? sent;
+    spelling.set(sent.toLowerCase(), name);
+    single[name] = value;
+    multi[name] = [...(multi[name] ?? []), value];
+  }
+  return { single, multi };
+}
+
+function findHeader(headers: Record<string, string>, lowerName: string): string | undefined {
+  for (const [name, value] of Object.entries(headers)) {
+    if (name.toLowerCase() === lowerName) return value;
+  }
+  return undefined;
+}
+
+function addForwardingHeaders(headers: HeaderMaps, sourceIp: string, port: number): void {
+  const added: Record<string, string> = {
+    "X-Forwarded-For": sourceIp,
+    "X-Forwarded-Port": String(port),
+    "X-Forwarded-Proto": "http",
+  };
+  for (const [name, value] of Object.entries(added)) {
+    if (findHeader(headers.single, name.toLowerCase()) !== undefined) continue;
+    headers.single[name] = value;
+    headers.multi[name] = [value];
+  }
+}
+
+function collectQuery(params: URLSearchParams): {
+  single: Record<string, string> | null;
+  multi: Record<string, string[]> | null;
+} {
+  const single: Record<string, string> = {};
+  const multi: Record<string, string[]> = {};
+  for (const [name, value] of params) {
+    single[name] = value;
+    multi[name] = [...(multi[name] ?? []), value];
+  }
+  return Object.keys(single).length === 0 ? { single: null, multi: null } : { single, multi };
+}
+
+const TEXT_CONTENT_TYPE =
+  /^(text\/|application\/(json|[\w.+-]+\+json|xml|[\w.+-]+\+xml|x-www-form-urlencoded|javascript)\b)/i;
+
+/** What API Gateway would pass as text; anything else arrives base64 (as with binaryMediaTypes "*\/*"). */
+function isTextContentType(contentType: string | undefined): boolean {
+  return contentType === undefined || TEXT_CONTENT_TYPE.test(contentType.trim());
+}
+
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+/** Reads at most `limit` bytes; stops listening (without buffering the rest) as soon as it is exceeded. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | "too-large"> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        resolve("too-large");
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(Buffer.concat(chunks));
+    };
+    const onError = (error: Error) => {
+      cleanup();
+      reject(error);
+    };
+    const cleanup = () => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+    };
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+  });
+}
+
+function rejectUpload(req: IncomingMessage, res: ServerResponse): void {
+  res.setHeader("Connection", "close");
+  sendGatewayError(res, 413, "Request Entity Too Large", "RequestEntityTooLarge");
+  // Drain (discard) what is in flight so the client reads the 413 instead of a reset, then cut it off.
+  req.resume();
+  const cut = setTimeout(() => req.socket.destroy(), REJECTED_UPLOAD_GRACE_MS);
+  cut.unref();
+  req.socket.once("close", () => clearTimeout(cut));
+}
+
+function discardAndSend(
+  req: IncomingMessage,
+  res: ServerResponse,
+  status: number,
+  message: string,
+  errorType: string,
+): void {
+  req.resume();
+  sendGatewayError(res, status, message, errorType);
+}
+
+function sendGatewayError(res: ServerResponse, status: number, message: string, errorType: string): void {
+  const body = JSON.stringify({ message });
+  res.writeHead(status, {
+    "Content-Type": "application/json",
+    "Content-Length": Buffer.byteLength(body),
+    "x-amzn-ErrorType": errorType,
+  });
+  res.end(body);
+}
+
+type Outcome = { kind: "ok"; result: ProxyResult } | { kind: "failed"; error: unknown } | { kind: "timeout" };
+
+async function invoke(settings: Settings, event: APIGatewayProxyEvent, context: Context): Promise<Outcome> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<Outcome>((resolve) => {
+    timer = setTimeout(() => resolve({ kind: "timeout" }), settings.integrationTimeoutMs);
+  });
+  const run = (async (): Promise<Outcome> => {
+    try {
+      const parsed = proxyResultSchema.safeParse(await settings.handler(event, context));
+      return parsed.success
+        ? { kind: "ok", result: parsed.data }
+        : { kind: "failed", error: new Error(`Malformed Lambda proxy response: ${parsed.error.message}`) };
+    } catch (error) {
+      return { kind: "failed", error };
+    }
+  })();
+  try {
+    return await Promise.race([run, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const headerValue = z.union([z.string(), z.number(), z.boolean()]);
+const proxyResultSchema = z.object({
+  statusCode: z.number().int().min(100).max(599),
+  headers: z.record(z.string(), headerValue).optional(),
+  multiValueHeaders: z.record(z.string(), z.array(headerValue)).optional(),
+  body: z.string().optional(),
+  isBase64Encoded: z.boolean().optional(),
+});
+type ProxyResult = z.infer<typeof proxyResultSchema>;
+
+function sendProxyResult(res: ServerResponse, result: ProxyResult): void {
+  // API Gateway merges both maps; for a name in both, only the multi-value list survives.
+  const merged = new Map<string, { name: string; values: string[] }>();
+  for (const [name, value] of Object.entries(result.headers ?? {})) {
+    merged.set(name.toLowerCase(), { name, values: [String(value)] });
+  }
+  for (const [name, values] of Object.entries(result.multiValueHeaders ?? {})) {
+    merged.set(name.toLowerCase(), { name, values: values.map(String) });
+  }
+  if (!merged.has("content-type"))
+    merged.set("content-type", { name: "Content-Type", values: ["application/json"] });
+  const body = Buffer.from(result.body ?? "", result.isBase64Encoded ? "base64" : "utf8");
+  merged.set("content-length", { name: "Content-Length", values: [String(body.length)] });
+  for (const { name, values } of merged.values())
+    res.setHeader(name, values.length === 1 ? values[0]! : values);
+  res.statusCode = result.statusCode;
+  res.end(body);
+}
+
+function lambdaContext(requestId: string, startedAt: number): Context {
+  const deadline = startedAt + LAMBDA_TIMEOUT_MS;
+  const unsupported = () => {
+    throw new Error("context.done/fail/succeed are not supported: return a promise");
+  };
+  return {
+    callbackWaitsForEmptyEventLoop: true,
+    functionName: LOCAL_FUNCTION_NAME,
+    functionVersion: "$LATEST",
+    invokedFunctionArn: `arn:aws:lambda:${REGION}:${ACCOUNT_ID}:function:${LOCAL_FUNCTION_NAME}`,
+    memoryLimitInMB: "1024",
+    awsRequestId: requestId,
+    logGroupName: `/aws/lambda/${LOCAL_FUNCTION_NAME}`,
+    logStreamName: `${new Date(startedAt).toISOString().slice(0, 10).replaceAll("-", "/")}/[$LATEST]local`,
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+    done: unsupported,
+    fail: unsupported,
+    succeed: unsupported,
+  };
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** API Gateway's `requestTime` format: `09/Apr/2015:12:34:56 +0000`. */
+function formatRequestTime(date: Date): string {
+  const two = (n: number) => String(n).padStart(2, "0");
+  return (
+    `${two(date.getUTCDate())}/${MONTHS[date.getUTCMonth()]}/${date.getUTCFullYear()}:` +
+    `${two(date.getUTCHours())}:${two(date.getUTCMinutes())}:${two(date.getUTCSeconds())} +0000`
+  );
+}

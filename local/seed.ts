@@ -1,0 +1,54 @@
+import { createHash } from "node:crypto";
+import { HeadObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import type { DynamoModelRegistry } from "../lambdas/aws/dynamo-registry.ts";
+import type { ModelVersion } from "../lambdas/core/model.ts";
+import { inspectModel } from "../lambdas/core/onnx-inspect.ts";
+
+export interface SeedOptions {
+  readonly s3: S3Client;
+  readonly registry: DynamoModelRegistry;
+  readonly bucket: string;
+  readonly name: string;
+  readonly version: number;
+  readonly bytes: Uint8Array;
+}
+
+export function modelKey(name: string, version: number): string {
+  return `models/${name}/${version}/model.onnx`;
+}
+
+/**
+ * Uploads a model and writes its ready version record directly, skipping the register queue.
+ * Used for the demo model at start-up and by tests; idempotent, so a restart finds it in place.
+ */
+export async function seedModel(options: SeedOptions): Promise<ModelVersion> {
+  const { s3, registry, bucket, name, version, bytes } = options;
+  const existing = await registry.getVersion(name, version);
+  if (existing !== undefined) return existing;
+
+  const key = modelKey(name, version);
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  const present = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).then(
+    () => true,
+    () => false,
+  );
+  if (!present) await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
+
+  const inspection = inspectModel(bytes);
+  const now = new Date().toISOString();
+  const record: ModelVersion = {
+    name,
+    version,
+    status: "ready",
+    target: "lambda",
+    artifact: { bucket, key, sha256, bytes: bytes.byteLength },
+    signature: inspection.signature,
+    variants: [],
+    ...(inspection.labels ? { labels: inspection.labels } : {}),
+    ...(inspection.description ? { description: inspection.description } : {}),
+    createdAt: now,
+    updatedAt: now,
+  };
+  await registry.createVersion(record);
+  return record;
+}

@@ -1,0 +1,105 @@
+/**
+ * `npm start`: the whole service on this machine, with no AWS account. Configuration by environment:
+ * PORT (API, 3000), MAAS_S3_PORT (S3/SQS emulator, 4566), MAAS_DYNAMODB_PORT (free port if unset),
+ * MAAS_DATA_DIR (state, .maas), MAAS_API_KEY and MAAS_ADMIN_KEY (generated once and kept in the data dir).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { z } from "zod";
+import { DEMO_MODEL, startLocalStack } from "./stack.ts";
+
+const port = z.coerce.number().int().min(0).max(65535);
+const envSchema = z.object({
+  PORT: port.default(3000),
+  MAAS_S3_PORT: port.default(4566),
+  MAAS_DYNAMODB_PORT: port.default(0),
+  MAAS_DATA_DIR: z.string().min(1).default(".maas"),
+  MAAS_API_KEY: z.string().min(8, "MAAS_API_KEY must have at least 8 characters").optional(),
+  MAAS_ADMIN_KEY: z.string().min(8, "MAAS_ADMIN_KEY must have at least 8 characters").optional(),
+});
+
+const keysSchema = z.object({ apiKey: z.string(), adminKey: z.string() });
+
+/** Keys from the environment, else the ones generated on the first start, so pasted curls keep working. */
+async function loadKeys(dataDir: string, env: z.infer<typeof envSchema>) {
+  const file = join(dataDir, "keys.json");
+  const saved = await readFile(file, "utf8").then(
+    (text) => keysSchema.safeParse(JSON.parse(text)).data,
+    () => undefined,
+  );
+  const keys = {
+    apiKey: env.MAAS_API_KEY ?? saved?.apiKey ?? `maas-${randomBytes(12).toString("hex")}`,
+    adminKey: env.MAAS_ADMIN_KEY ?? saved?.adminKey ?? `maas-admin-${randomBytes(12).toString("hex")}`,
+  };
+  if (saved?.apiKey !== keys.apiKey || saved?.adminKey !== keys.adminKey) {
+    await mkdir(dataDir, { recursive: true });
+    await writeFile(file, `${JSON.stringify(keys, null, 2)}\n`, { mode: 0o600 });
+  }
+  return keys;
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const parsed = envSchema.safeParse(process.env);
+  if (!parsed.success) {
+    const details = parsed.error.issues
+      .map((issue) => `${issue.path.join(".")}: ${issue.message}`)
+      .join("\n  ");
+    throw new Error(`invalid configuration:\n  ${details}`);
+  }
+  const env = parsed.data;
+  const dataDir = resolve(env.MAAS_DATA_DIR);
+  const keys = await loadKeys(dataDir, env);
+  const stack = await startLocalStack({
+    dataDir,
+    port: env.PORT,
+    s3Port: env.MAAS_S3_PORT,
+    dynamoPort: env.MAAS_DYNAMODB_PORT,
+    ...keys,
+  });
+
+  const body = JSON.stringify({
+    inputs: [{ name: "features", shape: [1, 4], datatype: "FP32", data: [[5.1, 3.5, 1.4, 0.2]] }],
+  });
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  process.stdout.write(
+    [
+      "",
+      `serverless-maas is up in ${seconds} s`,
+      `  API          ${stack.url}   (Open Inference Protocol V2)`,
+      `  API key      ${keys.apiKey}`,
+      `  admin key    ${keys.adminKey}`,
+      `  S3 (models)  ${stack.emulators.s3Endpoint}   bucket ${stack.bucket}`,
+      `  DynamoDB     ${stack.emulators.dynamoEndpoint}`,
+      `  state        ${dataDir}`,
+      "",
+      `Classify an iris with the demo model '${DEMO_MODEL}':`,
+      `  curl -s ${stack.url}/v2/models/${DEMO_MODEL}/infer -H 'x-api-key: ${keys.apiKey}' -H 'content-type: application/json' -d '${body}'`,
+      "",
+      "Ctrl-C stops it; state is kept for the next start.",
+      "",
+    ].join("\n"),
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`\n${signal}: stopping...\n`);
+    stack.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        process.stderr.write(`error while stopping: ${(error as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`npm start failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,386 @@
+import { request } from "node:http";
+import { createServer, type Server } from "node:net";
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
+import { afterEach, describe, expect, it } from "vitest";
+import { type Gateway, type GatewayOptions, startGateway } from "../../local/gateway.ts";
+
+const API_KEY = "inference-key";
+const ADMIN_KEY = "admin-key";
+
+interface Echo {
+  event: APIGatewayProxyEvent;
+  context: { functionName: string; awsRequestId: string; remainingMs: number };
+}
+
+async function echo(event: APIGatewayProxyEvent, context: Context): Promise<APIGatewayProxyResult> {
+  const body: Echo = {
+    event,
+    context: {
+      functionName: context.functionName,
+      awsRequestId: context.awsRequestId,
+      remainingMs: context.getRemainingTimeInMillis(),
+    },
+  };
+  return { statusCode: 200, body: JSON.stringify(body) };
+}
+
+let gateway: Gateway | undefined;
+
+async function start(overrides: Partial<GatewayOptions> = {}): Promise<Gateway> {
+  gateway = await startGateway({
+    port: 0,
+    handler: echo,
+    apiKey: API_KEY,
+    adminKey: ADMIN_KEY,
+    onHandlerError: () => {},
+    ...overrides,
+  });
+  return gateway;
+}
+
+async function echoed(response: Response): Promise<Echo> {
+  expect(response.status).toBe(200);
+  return (await response.json()) as Echo;
+}
+
+afterEach(async () => {
+  await gateway?.close();
+  gateway = undefined;
+});
+
+describe("local API gateway: proxy event", () => {
+  it("passes method, path, proxy parameter, query and headers the way API Gateway does", async () => {
+    const { url } = await start({ stage: "prod" });
+
+    const response = await fetch(`${url}/v2/models/mnist/infer?a=1&b=x%20y&a=2`, {
+      method: "POST",
+      headers: { "x-api-key": API_KEY, "Content-Type": "application/json", "X-Custom-Case": "kept" },
+      body: '{"inputs":[]}',
+    });
+
+    const { event } = await echoed(response);
+    expect(event.httpMethod).toBe("POST");
+    expect(event.path).toBe("/v2/models/mnist/infer");
+    expect(event.resource).toBe("/{proxy+}");
+    expect(event.pathParameters).toEqual({ proxy: "v2/models/mnist/infer" });
+    expect(event.queryStringParameters).toEqual({ a: "2", b: "x y" });
+    expect(event.multiValueQueryStringParameters).toEqual({ a: ["1", "2"], b: ["x y"] });
+    expect(event.headers["X-Custom-Case"]).toBe("kept");
+    expect(event.multiValueHeaders["X-Custom-Case"]).toEqual(["kept"]);
+    expect(event.body).toBe('{"inputs":[]}');
+    expect(event.isBase64Encoded).toBe(false);
+    expect(event.stageVariables).toBeNull();
+    expect(event.requestContext).toMatchObject({
+      httpMethod: "POST",
+      path: "/prod/v2/models/mnist/infer",
+      stage: "prod",
+      resourcePath: "/{proxy+}",
+      identity: { apiKey: API_KEY, sourceIp: "127.0.0.1" },
+    });
+  });
+
+  it("sets null query maps and a null body when the request has neither", async () => {
+    const { url } = await start();
+
+    const { event } = await echoed(await fetch(`${url}/v2/models`, { headers: { "x-api-key": API_KEY } }));
+
+    expect(event.queryStringParameters).toBeNull();
+    expect(event.multiValueQueryStringParameters).toBeNull();
+    expect(event.body).toBeNull();
+  });
+
+  it("keeps the last value of a repeated header in headers and all of them in multiValueHeaders", async () => {
+    const { url } = await start();
+
+    // fetch folds repeated headers into one line, so send them with node:http.
+    const raw = await rawRequest(`${url}/v2`, { "x-api-key": API_KEY, "X-Trace": ["first", "second"] });
+
+    const rawEvent = (JSON.parse(raw.body) as Echo).event;
+    expect(raw.status).toBe(200);
+    expect(rawEvent.headers["X-Trace"]).toBe("second");
+    expect(rawEvent.multiValueHeaders["X-Trace"]).toEqual(["first", "second"]);
+  });
+
+  it("gives every request its own requestId, shared by the Lambda context and the response header", async () => {
+    const { url } = await start();
+
+    const first = await fetch(`${url}/v2`, { headers: { "x-api-key": API_KEY } });
+    const second = await fetch(`${url}/v2`, { headers: { "x-api-key": API_KEY } });
+
+    const a = await echoed(first);
+    const b = await echoed(second);
+    expect(a.event.requestContext.requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(a.event.requestContext.requestId).not.toBe(b.event.requestContext.requestId);
+    expect(a.context.awsRequestId).toBe(a.event.requestContext.requestId);
+    expect(first.headers.get("x-amzn-requestid")).toBe(a.event.requestContext.requestId);
+  });
+
+  it("hands the handler a Lambda context with the local function name and a 30 s budget", async () => {
+    const { url } = await start();
+
+    const { context } = await echoed(await fetch(`${url}/v2`, { headers: { "x-api-key": API_KEY } }));
+
+    expect(context.functionName).toBe("maas-inference-local");
+    expect(context.remainingMs).toBeGreaterThan(25_000);
+    expect(context.remainingMs).toBeLessThanOrEqual(30_000);
+  });
+
+  it("passes a binary request body as base64", async () => {
+    const { url } = await start();
+    const bytes = Buffer.from([0, 1, 2, 250, 255]);
+
+    const { event } = await echoed(
+      await fetch(`${url}/v2/models/m/infer`, {
+        method: "POST",
+        headers: { "x-api-key": API_KEY, "content-type": "application/octet-stream" },
+        body: bytes,
+      }),
+    );
+
+    expect(event.isBase64Encoded).toBe(true);
+    expect(Buffer.from(event.body ?? "", "base64")).toEqual(bytes);
+  });
+});
+
+describe("local API gateway: responses", () => {
+  it("decodes a base64 response body and sends the handler's headers", async () => {
+    const bytes = Buffer.from([9, 8, 7, 0, 255]);
+    const { url } = await start({
+      handler: async () => ({
+        statusCode: 201,
+        headers: { "content-type": "application/octet-stream", "x-maas-backend": "lambda" },
+        multiValueHeaders: { "x-multi": ["one", "two"] },
+        body: bytes.toString("base64"),
+        isBase64Encoded: true,
+      }),
+    });
+
+    const response = await fetch(`${url}/v2/models/m/infer`, { headers: { "x-api-key": API_KEY } });
+
+    expect(response.status).toBe(201);
+    expect(response.headers.get("x-maas-backend")).toBe("lambda");
+    expect(response.headers.get("x-multi")).toBe("one, two");
+    expect(Buffer.from(await response.arrayBuffer())).toEqual(bytes);
+  });
+
+  it("defaults the response Content-Type to application/json", async () => {
+    const { url } = await start({ handler: async () => ({ statusCode: 200, body: "{}" }) });
+
+    const response = await fetch(`${url}/v2`, { headers: { "x-api-key": API_KEY } });
+
+    expect(response.headers.get("content-type")).toBe("application/json");
+  });
+
+  it("answers 502 Internal server error when the handler throws, and keeps serving", async () => {
+    let calls = 0;
+    const { url } = await start({
+      handler: async (event, context) => {
+        calls += 1;
+        if (calls === 1) throw new Error("boom");
+        return echo(event, context);
+      },
+    });
+
+    const failed = await fetch(`${url}/v2`, { headers: { "x-api-key": API_KEY } });
+    const next = await fetch(`${url}/v2`, { headers: { "x-api-key": API_KEY } });
+
+    expect(failed.status).toBe(502);
+    expect(await failed.json()).toEqual({ message: "Internal server error" });
+    expect(next.status).toBe(200);
+  });
+
+  it("answers 502 when the handler returns something that is not a proxy result", async () => {
+    const { url } = await start({
+      handler: async () => ({ body: "no status" }) as unknown as APIGatewayProxyResult,
+    });
+
+    const response = await fetch(`${url}/v2`, { headers: { "x-api-key": API_KEY } });
+
+    expect(response.status).toBe(502);
+  });
+
+  it("answers 504 Endpoint request timed out when the handler outlives the integration timeout", async () => {
+    const { url } = await start({
+      integrationTimeoutMs: 50,
+      handler: () => new Promise((resolve) => setTimeout(() => resolve({ statusCode: 200, body: "" }), 500)),
+    });
+
+    const response = await fetch(`${url}/v2`, { headers: { "x-api-key": API_KEY } });
+
+    expect(response.status).toBe(504);
+    expect(await response.json()).toEqual({ message: "Endpoint request timed out" });
+  });
+});
+
+describe("local API gateway: access like a usage plan", () => {
+  it.each(["/v2/health/live", "/v2/health/ready"])("serves GET %s without a key", async (path) => {
+    const { url } = await start();
+
+    const { event } = await echoed(await fetch(`${url}${path}`));
+
+    expect(event.path).toBe(path);
+    expect(event.requestContext.identity.apiKey).toBeNull();
+  });
+
+  it("answers 403 Forbidden to an inference route without a key", async () => {
+    let invoked = false;
+    const { url } = await start({
+      handler: async () => {
+        invoked = true;
+        return { statusCode: 200, body: "" };
+      },
+    });
+
+    const response = await fetch(`${url}/v2/models`);
+
+    expect(response.status).toBe(403);
+    expect(await response.json()).toEqual({ message: "Forbidden" });
+    expect(invoked).toBe(false);
+  });
+
+  it("answers 403 Forbidden to a wrong key", async () => {
+    const { url } = await start();
+
+    const response = await fetch(`${url}/v2/models`, { headers: { "x-api-key": "guess" } });
+
+    expect(response.status).toBe(403);
+  });
+
+  it("refuses the inference key on /admin/ routes", async () => {
+    const { url } = await start();
+
+    const response = await fetch(`${url}/admin/models/m/aliases`, { headers: { "x-api-key": API_KEY } });
+
+    expect(response.status).toBe(403);
+    expect(await response.json()).toEqual({ message: "Forbidden" });
+  });
+
+  it("opens /admin/ routes with the admin key", async () => {
+    const { url } = await start();
+
+    const { event } = await echoed(
+      await fetch(`${url}/admin/models/m/aliases`, { headers: { "x-api-key": ADMIN_KEY } }),
+    );
+
+    expect(event.path).toBe("/admin/models/m/aliases");
+  });
+
+  it("refuses the admin key on inference routes", async () => {
+    const { url } = await start();
+
+    const response = await fetch(`${url}/v2/models`, { headers: { "x-api-key": ADMIN_KEY } });
+
+    expect(response.status).toBe(403);
+  });
+
+  it("answers 403 Missing Authentication Token for / (no resource matches it)", async () => {
+    const { url } = await start();
+
+    const response = await fetch(`${url}/`, { headers: { "x-api-key": API_KEY } });
+
+    expect(response.status).toBe(403);
+    expect(await response.json()).toEqual({ message: "Missing Authentication Token" });
+  });
+});
+
+describe("local API gateway: request size", () => {
+  it("answers 413 to a body over maxBodyBytes without invoking the handler", async () => {
+    let invoked = false;
+    const { url } = await start({
+      maxBodyBytes: 1024,
+      handler: async () => {
+        invoked = true;
+        return { statusCode: 200, body: "" };
+      },
+    });
+
+    const response = await fetch(`${url}/v2/models/m/infer`, {
+      method: "POST",
+      headers: { "x-api-key": API_KEY },
+      body: "x".repeat(1025),
+    });
+
+    expect(response.status).toBe(413);
+    expect(await response.json()).toEqual({ message: "Request Entity Too Large" });
+    expect(invoked).toBe(false);
+  });
+
+  it("answers 413 to an oversized chunked upload before it ends, and keeps serving", async () => {
+    const { url } = await start({ maxBodyBytes: 64 * 1024 });
+
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request(`${url}/v2/models/m/infer`, {
+        method: "POST",
+        headers: { "x-api-key": API_KEY, "content-type": "application/octet-stream" },
+      });
+      req.on("response", (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      // The gateway cuts the socket once it has answered; a write error after the 413 is expected.
+      req.on("error", () => {});
+      const chunk = Buffer.alloc(16 * 1024);
+      let sent = 0;
+      const pump = () => {
+        // Never ends on its own: only the gateway's early 413 can settle this promise.
+        while (sent < 256 && req.write(chunk)) sent += 1;
+        if (sent >= 256) reject(new Error("the gateway read 4 MiB without answering 413"));
+        else req.once("drain", pump);
+      };
+      pump();
+    });
+    const next = await fetch(`${url}/v2/health/live`);
+
+    expect(status).toBe(413);
+    expect(next.status).toBe(200);
+  });
+});
+
+describe("local API gateway: lifecycle", () => {
+  it("names the port and PORT when the port is taken", async () => {
+    const blocker = await occupyPort();
+    const port = (blocker.address() as { port: number }).port;
+
+    try {
+      await expect(start({ port })).rejects.toThrow(new RegExp(`port ${port}.*Set PORT`));
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+  });
+
+  it("closes promptly while a client holds a keep-alive connection", async () => {
+    const { url } = await start();
+    await fetch(`${url}/v2/health/live`);
+
+    const startedAt = Date.now();
+    await gateway?.close();
+    gateway = undefined;
+
+    expect(Date.now() - startedAt).toBeLessThan(1_000);
+    await expect(fetch(`${url}/v2/health/live`)).rejects.toThrow();
+  });
+});
+
+function occupyPort(): Promise<Server> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => resolve(server));
+  });
+}
+
+function rawRequest(
+  url: string,
+  headers: Record<string, string | string[]>,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.on("end", () =>
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }),
+      );
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
