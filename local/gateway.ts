@@ -431,7 +431,7 @@ function sendProxyResult(res: ServerResponse, result: ProxyResult): void {
   res.end(body);
 }
 
-function lambdaContext(requestId: string, startedAt: number): Context {
+export function lambdaContext(requestId: string, startedAt: number): Context {
   const deadline = startedAt + LAMBDA_TIMEOUT_MS;
   const unsupported = () => {
     throw new Error("context.done/fail/succeed are not supported: return a promise");

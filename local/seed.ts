@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { HeadObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { HeadObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
 import type { DynamoModelRegistry } from "../lambdas/aws/dynamo-registry.ts";
 import type { ModelVersion } from "../lambdas/core/model.ts";
 import { inspectModel } from "../lambdas/core/onnx-inspect.ts";
@@ -32,7 +33,14 @@ export async function seedModel(options: SeedOptions): Promise<ModelVersion> {
     () => true,
     () => false,
   );
-  if (!present) await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
+  // Multipart above 8 MiB, as S3 clients do; the emulator also refuses single PUTs over 11 MiB.
+  if (!present) {
+    await new Upload({
+      client: s3,
+      params: { Bucket: bucket, Key: key, Body: bytes },
+      partSize: 8 * 1024 * 1024,
+    }).done();
+  }
 
   const inspection = inspectModel(bytes);
   const now = new Date().toISOString();

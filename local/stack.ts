@@ -4,7 +4,7 @@ import type { LogLevel } from "@aws-lambda-powertools/logger/types";
 import { DynamoModelRegistry } from "../lambdas/aws/dynamo-registry.ts";
 import { loadInferenceConfig } from "../lambdas/inference/config.ts";
 import { createInferenceHandler } from "../lambdas/inference/handler.ts";
-import { createInferenceParts, type InferenceParts } from "../lambdas/inference/service.ts";
+import { createInferenceParts, defaultClients, type InferenceParts } from "../lambdas/inference/service.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { type Emulators, startEmulators } from "./emulators.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
@@ -59,13 +59,18 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       MAAS_REGISTRY_TTL_MS: "1000",
       MAAS_REGISTRY_MISS_TTL_MS: "250",
     });
-    const clients = { s3: emulators.s3Client(), dynamo: emulators.dynamoClient() };
+    // The function's own client set-up, pointed at the emulators: the same SDK code paths as in AWS.
+    const { region, credentials } = emulators;
+    const clients = defaultClients({
+      s3: { region, credentials, endpoint: emulators.s3Endpoint, forcePathStyle: true },
+      dynamo: { region, credentials, endpoint: emulators.dynamoEndpoint },
+    });
     const inference = createInferenceParts(config, clients);
-    const registry = new DynamoModelRegistry(clients.dynamo, LOCAL_TABLE);
+    const registry = new DynamoModelRegistry(emulators.dynamoClient(), LOCAL_TABLE);
 
     if (options.demo ?? true) {
       const demo = await seedModel({
-        s3: clients.s3,
+        s3: emulators.s3Client(),
         registry,
         bucket: LOCAL_BUCKET,
         name: DEMO_MODEL,
@@ -96,6 +101,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       async close() {
         await gateway.close();
         await inference.sessions.close();
+        clients.s3.destroy();
+        clients.dynamo.destroy();
         await emulators.stop();
       },
     };

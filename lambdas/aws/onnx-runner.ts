@@ -1,5 +1,5 @@
 import { availableParallelism } from "node:os";
-import * as ort from "onnxruntime-node";
+import type * as Ort from "onnxruntime-node";
 import { InferenceFailedError, InvalidRequestError } from "#core/errors.ts";
 import { type ModelVersion, servingArtifact } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
@@ -7,8 +7,19 @@ import type { NamedTensor, OrtElementType, TensorData } from "#core/tensor-codec
 import type { ArtifactCache } from "./artifact-cache.ts";
 import type { SessionPool } from "./session-pool.ts";
 
-export function createOrtSession(path: string, intraOpThreads = availableParallelism()) {
-  return ort.InferenceSession.create(path, {
+let ortModule: Promise<typeof Ort> | undefined;
+
+/**
+ * Loads onnxruntime-node on first use. Started early on a cold start, its native library loads while
+ * the first request waits on the registry and S3 instead of before the handler can start.
+ */
+export function loadOrt(): Promise<typeof Ort> {
+  ortModule ??= import("onnxruntime-node");
+  return ortModule;
+}
+
+export function sessionOptions(intraOpThreads = availableParallelism()): Ort.InferenceSession.SessionOptions {
+  return {
     executionProviders: ["cpu"],
     graphOptimizationLevel: "all",
     // Lambda's vCPUs scale with its memory setting; one request at a time per environment uses them all.
@@ -16,7 +27,12 @@ export function createOrtSession(path: string, intraOpThreads = availableParalle
     interOpNumThreads: 1,
     executionMode: "sequential",
     logSeverityLevel: 3,
-  });
+  };
+}
+
+export async function createOrtSession(path: string, intraOpThreads?: number): Promise<Ort.InferenceSession> {
+  const ort = await loadOrt();
+  return ort.InferenceSession.create(path, sessionOptions(intraOpThreads));
 }
 
 /** onnxruntime reports a caller's tensor problem (e.g. a reshape that cannot hold) as INVALID_ARGUMENT. */
@@ -26,9 +42,9 @@ const CALLER_ERROR = /INVALID_ARGUMENT|Got invalid dimensions|Invalid rank/i;
 export class OnnxRunner implements ModelRunner {
   readonly backend = "lambda" as const;
   readonly #artifacts: ArtifactCache;
-  readonly #sessions: SessionPool<ort.InferenceSession>;
+  readonly #sessions: SessionPool<Ort.InferenceSession>;
 
-  constructor(artifacts: ArtifactCache, sessions: SessionPool<ort.InferenceSession>) {
+  constructor(artifacts: ArtifactCache, sessions: SessionPool<Ort.InferenceSession>) {
     this.#artifacts = artifacts;
     this.#sessions = sessions;
   }
@@ -42,12 +58,13 @@ export class OnnxRunner implements ModelRunner {
     inputs: readonly NamedTensor[],
     outputs: readonly string[],
   ): Promise<NamedTensor[]> {
+    const ort = await loadOrt();
     const artifact = servingArtifact(version);
-    const feeds: Record<string, ort.Tensor> = {};
+    const feeds: Record<string, Ort.Tensor> = {};
     for (const input of inputs) {
       feeds[input.name] = new ort.Tensor(
         input.type,
-        input.data as ort.Tensor.DataType,
+        input.data as Ort.Tensor.DataType,
         input.dims as number[],
       );
     }
@@ -56,7 +73,7 @@ export class OnnxRunner implements ModelRunner {
       artifact.bytes,
       () => this.#artifacts.path(artifact),
       async (session) => {
-        let results: ort.InferenceSession.OnnxValueMapType;
+        let results: Ort.InferenceSession.OnnxValueMapType;
         try {
           results = await session.run(feeds, outputs as string[]);
         } catch (error) {
@@ -66,7 +83,7 @@ export class OnnxRunner implements ModelRunner {
           throw new InferenceFailedError(`inference failed: ${message}`, { cause: error });
         }
         return outputs.map((name) => {
-          const tensor = results[name] as ort.Tensor;
+          const tensor = results[name] as Ort.Tensor;
           return {
             name,
             type: tensor.type as OrtElementType,

@@ -105,9 +105,11 @@ export class SessionPool<S extends PooledSession> {
   }
 
   async #create(key: string, bytes: number, locate: () => Promise<string>): Promise<Entry<S>> {
+    // A failed download belongs to one S3 object, not to these bytes: it propagates as is, uncached.
+    const path = await locate();
     let session: S;
     try {
-      session = await this.#options.create(await locate());
+      session = await this.#options.create(path);
     } catch (error) {
       const cause = error instanceof Error ? error : new Error(String(error));
       this.#failures.set(key, { error: cause, until: this.#now() + this.#options.retryAfterMs });

@@ -73,9 +73,12 @@ export async function resolveVersion(
   reference: string | undefined,
 ): Promise<ModelVersion> {
   if (reference === undefined) {
-    const aliased = await registry.getAlias(name, DEFAULT_ALIAS);
+    // Both reads at once: a cold request pays one round trip, not two.
+    const [aliased, versions] = await Promise.all([
+      registry.getAlias(name, DEFAULT_ALIAS),
+      registry.listVersions(name),
+    ]);
     if (aliased !== undefined) return mustGet(registry, name, aliased, `alias '${DEFAULT_ALIAS}'`);
-    const versions = await registry.listVersions(name);
     if (versions.length === 0) throw new ModelNotFoundError(`model '${name}' not found`);
     const newestServable = versions.findLast(isServable);
     if (newestServable !== undefined) return newestServable;

@@ -74,7 +74,10 @@ export function createInferenceHandler(service: InferenceService, logger: Logger
     let result: APIGatewayProxyResult;
     try {
       const route = matchV2Route(event.httpMethod, event.path);
-      if ("model" in route) log.model = route.model;
+      if ("model" in route) {
+        log.model = route.model;
+        if (route.version !== undefined) log.reference = route.version;
+      }
       result = await answer(route, event, log);
     } catch (error) {
       result = errorResponse(error, logger);

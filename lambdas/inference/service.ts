@@ -1,9 +1,9 @@
-import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { S3Client } from "@aws-sdk/client-s3";
+import { DynamoDBClient, type DynamoDBClientConfig } from "@aws-sdk/client-dynamodb";
+import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
 import type { InferenceSession } from "onnxruntime-node";
 import { ArtifactCache } from "#aws/artifact-cache.ts";
 import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
-import { createOrtSession, OnnxRunner } from "#aws/onnx-runner.ts";
+import { createOrtSession, loadOrt, OnnxRunner } from "#aws/onnx-runner.ts";
 import { S3ArtifactSource } from "#aws/s3-artifact-source.ts";
 import { SessionPool } from "#aws/session-pool.ts";
 import { CachedModelRegistry } from "#core/cached-registry.ts";
@@ -19,9 +19,18 @@ export interface InferenceClients {
   readonly dynamo: DynamoDBClient;
 }
 
-/** Clients for the function's own region and credentials; AWS_ENDPOINT_URL_* redirects them. */
-export function defaultClients(): InferenceClients {
-  return { s3: new S3Client({}), dynamo: new DynamoDBClient({}) };
+/**
+ * Clients for the function's own region and credentials (AWS_ENDPOINT_URL_* redirects them); the
+ * local stack passes its emulator endpoints and credentials as `overrides`.
+ */
+export function defaultClients(
+  overrides: { s3?: S3ClientConfig; dynamo?: DynamoDBClientConfig } = {},
+): InferenceClients {
+  return {
+    // Artifacts are verified by sha256 end to end; the SDK's own CRC pass over every byte would only add latency.
+    s3: new S3Client({ ...overrides.s3, responseChecksumValidation: "WHEN_REQUIRED" }),
+    dynamo: new DynamoDBClient({ ...overrides.dynamo }),
+  };
 }
 
 export interface InferenceParts {
@@ -54,6 +63,7 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     retryAfterMs: config.MAAS_SESSION_RETRY_MS,
   });
   const runner = new OnnxRunner(artifacts, sessions);
+  void loadOrt().catch(() => undefined); // surfaced by the first run that needs it
   const service = new InferenceService({
     registry,
     runners: { lambda: runner },

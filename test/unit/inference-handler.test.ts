@@ -1,0 +1,583 @@
+import { createHash, randomUUID } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { Logger, type LogItem } from "@aws-lambda-powertools/logger";
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
+import type { InferenceSession } from "onnxruntime-node";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { ArtifactCache, type ArtifactSource } from "../../lambdas/aws/artifact-cache.ts";
+import { createOrtSession, OnnxRunner } from "../../lambdas/aws/onnx-runner.ts";
+import { SessionPool } from "../../lambdas/aws/session-pool.ts";
+import { InferenceService } from "../../lambdas/core/inference-service.ts";
+import type { ArtifactRef, ModelVersion } from "../../lambdas/core/model.ts";
+import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
+import type { ModelRegistry, ModelSummary } from "../../lambdas/core/registry.ts";
+import { createInferenceHandler, type ProxyHandler } from "../../lambdas/inference/handler.ts";
+import { buildIrisModel } from "../../models/iris.ts";
+import { buildFixedShapeModel } from "../../models/zoo.ts";
+
+const BUCKET = "maas-models";
+const STAGE = "prod";
+/** Distinctive enough that finding it in a log line means tensor data leaked into the logs. */
+const SECRET_FEATURES = [5.123456, 3.654321, 1.471717, 0.282828];
+
+/** The registry's read side in memory; `failure` makes every read throw, like an unreachable table. */
+class MemoryRegistry implements ModelRegistry {
+  readonly versions = new Map<string, ModelVersion[]>();
+  readonly aliases = new Map<string, number>();
+  failure: Error | undefined;
+
+  add(record: ModelVersion): void {
+    const versions = this.versions.get(record.name) ?? [];
+    versions.push(record);
+    versions.sort((a, b) => a.version - b.version);
+    this.versions.set(record.name, versions);
+  }
+
+  async getVersion(name: string, version: number): Promise<ModelVersion | undefined> {
+    this.#check();
+    return this.versions.get(name)?.find((record) => record.version === version);
+  }
+
+  async getAlias(name: string, alias: string): Promise<number | undefined> {
+    this.#check();
+    return this.aliases.get(`${name}/${alias}`);
+  }
+
+  async listVersions(name: string): Promise<ModelVersion[]> {
+    this.#check();
+    return [...(this.versions.get(name) ?? [])];
+  }
+
+  async listModels(): Promise<ModelSummary[]> {
+    this.#check();
+    return [...this.versions].map(([name, records]) => ({
+      name,
+      versions: records.map((record) => record.version),
+    }));
+  }
+
+  #check(): void {
+    if (this.failure) throw this.failure;
+  }
+}
+
+/** Artifact bytes by object key, streamed like an S3 GetObject body. */
+class MemoryArtifactSource implements ArtifactSource {
+  readonly objects = new Map<string, Uint8Array>();
+
+  async open(ref: ArtifactRef): Promise<Readable> {
+    const bytes = this.objects.get(ref.key);
+    if (bytes === undefined) throw new Error(`NoSuchKey: ${ref.key}`);
+    return Readable.from([Buffer.from(bytes)]);
+  }
+}
+
+/** Keeps each log line as the JSON object Powertools would print, instead of printing it. */
+class CapturingLogger extends Logger {
+  readonly lines: Record<string, unknown>[] = [];
+
+  protected override printLog(_logLevel: number, log: LogItem): void {
+    this.lines.push(JSON.parse(JSON.stringify(log.getAttributes(), this.getJsonReplacer())));
+  }
+}
+
+function proxyEvent(
+  method: string,
+  path: string,
+  options: { body?: string; base64?: boolean; headers?: Record<string, string> } = {},
+): APIGatewayProxyEvent {
+  const requestId = randomUUID();
+  const headers: Record<string, string> = {
+    Host: "abc123.execute-api.us-east-1.amazonaws.com",
+    "User-Agent": "vitest",
+    "x-api-key": "inference-key",
+    "X-Forwarded-For": "203.0.113.7",
+    "X-Forwarded-Port": "443",
+    "X-Forwarded-Proto": "https",
+    ...(options.body === undefined ? {} : { "Content-Type": "application/json" }),
+    ...options.headers,
+  };
+  const body =
+    options.body === undefined
+      ? null
+      : options.base64
+        ? Buffer.from(options.body, "utf8").toString("base64")
+        : options.body;
+  return {
+    resource: "/{proxy+}",
+    path,
+    httpMethod: method,
+    headers,
+    multiValueHeaders: Object.fromEntries(Object.entries(headers).map(([name, value]) => [name, [value]])),
+    queryStringParameters: null,
+    multiValueQueryStringParameters: null,
+    pathParameters: { proxy: path.slice(1) },
+    stageVariables: null,
+    body,
+    isBase64Encoded: options.base64 ?? false,
+    requestContext: {
+      accountId: "123456789012",
+      apiId: "abc123",
+      authorizer: null,
+      domainName: "abc123.execute-api.us-east-1.amazonaws.com",
+      extendedRequestId: requestId,
+      httpMethod: method,
+      identity: {
+        accessKey: null,
+        accountId: null,
+        apiKey: "inference-key",
+        apiKeyId: "key-id",
+        caller: null,
+        clientCert: null,
+        cognitoAuthenticationProvider: null,
+        cognitoAuthenticationType: null,
+        cognitoIdentityId: null,
+        cognitoIdentityPoolId: null,
+        principalOrgId: null,
+        sourceIp: "203.0.113.7",
+        user: null,
+        userAgent: "vitest",
+        userArn: null,
+      },
+      path: `/${STAGE}${path}`,
+      protocol: "HTTP/1.1",
+      requestId,
+      requestTime: "09/Apr/2026:12:34:56 +0000",
+      requestTimeEpoch: Date.now(),
+      resourceId: "proxy",
+      resourcePath: "/{proxy+}",
+      stage: STAGE,
+    },
+  };
+}
+
+function lambdaContext(): Context {
+  const unsupported = () => {
+    throw new Error("use the returned promise");
+  };
+  return {
+    callbackWaitsForEmptyEventLoop: true,
+    functionName: "maas-inference",
+    functionVersion: "$LATEST",
+    invokedFunctionArn: "arn:aws:lambda:us-east-1:123456789012:function:maas-inference",
+    memoryLimitInMB: "2048",
+    awsRequestId: randomUUID(),
+    logGroupName: "/aws/lambda/maas-inference",
+    logStreamName: "2026/04/09/[$LATEST]abcdef",
+    getRemainingTimeInMillis: () => 30_000,
+    done: unsupported,
+    fail: unsupported,
+    succeed: unsupported,
+  };
+}
+
+function irisBody(features: number[][] = [SECRET_FEATURES], extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    inputs: [{ name: "features", shape: [features.length, 4], datatype: "FP32", data: features.flat() }],
+    ...extra,
+  });
+}
+
+const registry = new MemoryRegistry();
+const artifacts = new MemoryArtifactSource();
+const logger = new CapturingLogger({ serviceName: "maas-inference", logLevel: "DEBUG" });
+let cacheDir: string;
+let sessions: SessionPool<InferenceSession>;
+let handler: ProxyHandler;
+
+function publish(name: string, version: number, bytes: Uint8Array, overrides: Partial<ModelVersion> = {}) {
+  const key = `models/${name}/${version}/model.onnx`;
+  artifacts.objects.set(key, bytes);
+  const inspection = inspectModel(bytes);
+  registry.add({
+    name,
+    version,
+    status: "ready",
+    target: "lambda",
+    artifact: {
+      bucket: BUCKET,
+      key,
+      sha256: createHash("sha256").update(bytes).digest("hex"),
+      bytes: bytes.byteLength,
+    },
+    signature: inspection.signature,
+    variants: [],
+    createdAt: "2026-04-09T12:00:00.000Z",
+    updatedAt: "2026-04-09T12:00:00.000Z",
+    ...overrides,
+  });
+}
+
+interface Call {
+  readonly result: APIGatewayProxyResult;
+  readonly body: Record<string, unknown>;
+  /** The "request" log entries this call wrote. */
+  readonly requests: Record<string, unknown>[];
+  readonly context: Context;
+}
+
+async function call(event: APIGatewayProxyEvent): Promise<Call> {
+  logger.lines.length = 0;
+  const context = lambdaContext();
+  const result = await handler(event, context);
+  return {
+    result,
+    body: JSON.parse(result.body) as Record<string, unknown>,
+    requests: logger.lines.filter((line) => line.message === "request"),
+    context,
+  };
+}
+
+beforeAll(async () => {
+  cacheDir = await mkdtemp(join(tmpdir(), "maas-handler-"));
+  const iris = buildIrisModel();
+  publish("iris", 1, iris);
+  publish("iris", 2, iris, { status: "registering" });
+  publish("iris", 3, iris, { status: "failed", reason: "the model uses opset 99, newer than this runtime" });
+  registry.aliases.set("iris/stable", 1);
+  publish("fixed", 1, buildFixedShapeModel());
+  publish("large", 1, buildFixedShapeModel(), { target: "sagemaker" });
+
+  sessions = new SessionPool<InferenceSession>({
+    create: (path) => createOrtSession(path, 1),
+    maxSessions: 4,
+    maxBytes: 64 * 1024 * 1024,
+    retryAfterMs: 1_000,
+  });
+  const runner = new OnnxRunner(
+    new ArtifactCache({ source: artifacts, directory: cacheDir, maxBytes: 64 * 1024 * 1024 }),
+    sessions,
+  );
+  const service = new InferenceService({
+    registry,
+    runners: { lambda: runner },
+    server: { name: "serverless-maas", version: "9.9.9" },
+  });
+  handler = createInferenceHandler(service, logger);
+});
+
+afterAll(async () => {
+  await sessions?.close();
+  if (cacheDir) await rm(cacheDir, { recursive: true, force: true });
+});
+
+beforeEach(() => {
+  registry.failure = undefined;
+});
+
+describe("inference handler: health and metadata routes", () => {
+  it("answers server metadata on GET /v2", async () => {
+    const { result, body } = await call(proxyEvent("GET", "/v2"));
+
+    expect(result.statusCode).toBe(200);
+    expect(result.headers).toMatchObject({ "content-type": "application/json" });
+    expect(body).toEqual({ name: "serverless-maas", version: "9.9.9", extensions: ["model_repository"] });
+  });
+
+  it("answers live and ready", async () => {
+    const live = await call(proxyEvent("GET", "/v2/health/live"));
+    const ready = await call(proxyEvent("GET", "/v2/health/ready"));
+
+    expect([live.result.statusCode, live.body]).toEqual([200, { live: true }]);
+    expect([ready.result.statusCode, ready.body]).toEqual([200, { ready: true }]);
+  });
+
+  it("answers 503 on ready while the registry is unreachable", async () => {
+    registry.failure = new Error("connect ECONNREFUSED 10.0.0.1:443");
+
+    const { result, body } = await call(proxyEvent("GET", "/v2/health/ready"));
+
+    expect(result.statusCode).toBe(503);
+    expect(body).toEqual({ error: "the model registry is unreachable" });
+  });
+
+  it("lists every model with its versions", async () => {
+    const { result, body } = await call(proxyEvent("GET", "/v2/models"));
+
+    expect(result.statusCode).toBe(200);
+    expect(body).toEqual({
+      models: [
+        { name: "iris", versions: ["1", "2", "3"] },
+        { name: "fixed", versions: ["1"] },
+        { name: "large", versions: ["1"] },
+      ],
+    });
+  });
+
+  it("describes a model unversioned with only its servable versions", async () => {
+    const { result, body } = await call(proxyEvent("GET", "/v2/models/iris"));
+
+    expect(result.statusCode).toBe(200);
+    expect(body).toEqual({
+      name: "iris",
+      versions: ["1"],
+      platform: "onnxruntime_onnx",
+      inputs: [{ name: "features", datatype: "FP32", shape: [-1, 4] }],
+      outputs: [
+        { name: "probabilities", datatype: "FP32", shape: [-1, 3] },
+        { name: "label", datatype: "BYTES", shape: [-1] },
+      ],
+    });
+  });
+
+  it("describes a version and an alias", async () => {
+    const byNumber = await call(proxyEvent("GET", "/v2/models/fixed/versions/1"));
+    const byAlias = await call(proxyEvent("GET", "/v2/models/iris/versions/stable"));
+
+    expect(byNumber.result.statusCode).toBe(200);
+    expect(byNumber.body).toMatchObject({
+      name: "fixed",
+      versions: ["1"],
+      inputs: [{ name: "x", datatype: "FP32", shape: [2, 3] }],
+    });
+    expect(byAlias.result.statusCode).toBe(200);
+    expect(byAlias.body).toMatchObject({ name: "iris", versions: ["1"] });
+  });
+
+  it("reports readiness of a model, a version and an alias", async () => {
+    const unversioned = await call(proxyEvent("GET", "/v2/models/iris/ready"));
+    const versioned = await call(proxyEvent("GET", "/v2/models/fixed/versions/1/ready"));
+    const aliased = await call(proxyEvent("GET", "/v2/models/iris/versions/stable/ready"));
+
+    expect([unversioned.result.statusCode, unversioned.body]).toEqual([
+      200,
+      { name: "iris", version: "1", ready: true },
+    ]);
+    expect([versioned.result.statusCode, versioned.body]).toEqual([
+      200,
+      { name: "fixed", version: "1", ready: true },
+    ]);
+    expect([aliased.result.statusCode, aliased.body]).toEqual([
+      200,
+      { name: "iris", version: "1", ready: true },
+    ]);
+  });
+
+  it("answers HEAD like GET", async () => {
+    const { result, body } = await call(proxyEvent("HEAD", "/v2/models/iris/ready"));
+
+    expect(result.statusCode).toBe(200);
+    expect(body).toEqual({ name: "iris", version: "1", ready: true });
+  });
+});
+
+describe("inference handler: infer", () => {
+  it("infers with the backend and version headers and echoes the id", async () => {
+    const { result, body } = await call(
+      proxyEvent("POST", "/v2/models/iris/versions/1/infer", { body: irisBody(undefined, { id: "abc" }) }),
+    );
+
+    expect(result.statusCode).toBe(200);
+    expect(result.headers).toEqual({
+      "content-type": "application/json",
+      "x-maas-backend": "lambda",
+      "x-maas-model-version": "1",
+    });
+    expect(body).toMatchObject({ model_name: "iris", model_version: "1", id: "abc" });
+    expect(body.outputs).toEqual([
+      {
+        name: "probabilities",
+        datatype: "FP32",
+        shape: [1, 3],
+        data: [expect.any(Number), expect.any(Number), expect.any(Number)],
+      },
+      {
+        name: "label",
+        datatype: "BYTES",
+        shape: [1],
+        data: [expect.stringMatching(/^(setosa|versicolor|virginica)$/)],
+      },
+    ]);
+  });
+
+  it("infers unversioned and through an alias", async () => {
+    const unversioned = await call(proxyEvent("POST", "/v2/models/iris/infer", { body: irisBody() }));
+    const aliased = await call(
+      proxyEvent("POST", "/v2/models/iris/versions/stable/infer", { body: irisBody() }),
+    );
+
+    expect(unversioned.result.statusCode).toBe(200);
+    expect(unversioned.result.headers?.["x-maas-model-version"]).toBe("1");
+    expect(aliased.result.statusCode).toBe(200);
+    expect(aliased.body.outputs).toEqual(unversioned.body.outputs);
+  });
+
+  it("decodes a base64-encoded body", async () => {
+    const plain = await call(proxyEvent("POST", "/v2/models/fixed/infer", { body: fixedBody() }));
+    const encoded = await call(
+      proxyEvent("POST", "/v2/models/fixed/infer", { body: fixedBody(), base64: true }),
+    );
+
+    expect(encoded.result.statusCode).toBe(200);
+    expect(encoded.body).toEqual(plain.body);
+    expect(encoded.body.outputs).toEqual([
+      { name: "y", datatype: "FP32", shape: [2, 3], data: [2, 4, 6, 8, 10, 12] },
+    ]);
+  });
+
+  it("rejects the binary tensor extension with a 415, whatever the header's case", async () => {
+    for (const name of ["inference-header-content-length", "Inference-Header-Content-Length"]) {
+      const { result, body } = await call(
+        proxyEvent("POST", "/v2/models/iris/infer", { body: irisBody(), headers: { [name]: "120" } }),
+      );
+
+      expect(result.statusCode).toBe(415);
+      expect(body).toEqual({ error: "the binary tensor extension is not supported; send JSON" });
+    }
+  });
+
+  it("answers a caller's mistake with a 400 naming it", async () => {
+    const { result, body } = await call(
+      proxyEvent("POST", "/v2/models/fixed/infer", {
+        body: JSON.stringify({ inputs: [{ name: "x", shape: [1, 3], datatype: "FP32", data: [1, 2, 3] }] }),
+      }),
+    );
+
+    expect(result.statusCode).toBe(400);
+    expect(body).toEqual({ error: "input 'x' has shape [1, 3] but the model expects [2, 3]" });
+  });
+
+  it("answers 400 for an empty body", async () => {
+    const { result, body } = await call(proxyEvent("POST", "/v2/models/iris/infer"));
+
+    expect(result.statusCode).toBe(400);
+    expect(body).toEqual({ error: "request body is empty; send a V2 infer request as JSON" });
+  });
+});
+
+function fixedBody(): string {
+  return JSON.stringify({
+    inputs: [{ name: "x", shape: [2, 3], datatype: "FP32", data: [1, 2, 3, 4, 5, 6] }],
+  });
+}
+
+describe("inference handler: versions that cannot serve", () => {
+  it("answers 503 for a version still registering", async () => {
+    const infer = await call(proxyEvent("POST", "/v2/models/iris/versions/2/infer", { body: irisBody() }));
+    const ready = await call(proxyEvent("GET", "/v2/models/iris/versions/2/ready"));
+
+    expect(infer.result.statusCode).toBe(503);
+    expect(infer.body).toEqual({ error: "model 'iris' version 2 is registering; retry shortly" });
+    expect(ready.result.statusCode).toBe(503);
+  });
+
+  it("answers 503 with the recorded reason for a version that failed", async () => {
+    const { result, body } = await call(
+      proxyEvent("POST", "/v2/models/iris/versions/3/infer", { body: irisBody() }),
+    );
+
+    expect(result.statusCode).toBe(503);
+    expect(body).toEqual({
+      error: "model 'iris' version 3 failed to register: the model uses opset 99, newer than this runtime",
+    });
+  });
+
+  it("answers 503 for a SageMaker version when no SageMaker runner is configured", async () => {
+    const infer = await call(proxyEvent("POST", "/v2/models/large/infer", { body: fixedBody() }));
+    const ready = await call(proxyEvent("GET", "/v2/models/large/ready"));
+
+    expect(infer.result.statusCode).toBe(503);
+    expect(infer.body).toEqual({
+      error: "model 'large' version 1 is served by sagemaker, which this deployment has not configured",
+    });
+    expect(ready.result.statusCode).toBe(503);
+  });
+});
+
+describe("inference handler: routing errors", () => {
+  it.each([
+    ["GET", "/v3", 404, "no route for GET /v3"],
+    ["GET", "/v2/models/nope", 404, "model 'nope' not found"],
+    ["GET", "/v2/models/iris/versions/9", 404, "model 'iris' has no version 9"],
+    ["POST", "/v2/models/iris/versions/canary/infer", 404, "model 'iris' has no version or alias 'canary'"],
+    [
+      "GET",
+      "/v2/models/Not_Valid",
+      404,
+      "model 'Not_Valid' not found: names are 1-64 lower-case letters, digits, '-', '_' or '.'",
+    ],
+  ])("answers %s %s with %i", async (method, path, status, message) => {
+    const { result, body } = await call(
+      proxyEvent(method, path, { body: method === "POST" ? irisBody() : undefined }),
+    );
+
+    expect(result.statusCode).toBe(status);
+    expect(body).toEqual({ error: message });
+  });
+
+  it("answers a wrong method with 405 and an allow header", async () => {
+    const post = await call(proxyEvent("POST", "/v2/health/live", { body: "{}" }));
+    const head = await call(proxyEvent("HEAD", "/v2/models/iris/infer"));
+
+    expect(post.result.statusCode).toBe(405);
+    expect(post.result.headers).toMatchObject({ allow: "GET" });
+    expect(post.body).toEqual({ error: "POST is not allowed on /v2/health/live; use GET" });
+    expect(head.result.statusCode).toBe(405);
+    expect(head.result.headers).toMatchObject({ allow: "POST" });
+  });
+});
+
+describe("inference handler: unexpected failures and logs", () => {
+  it("answers 500 'internal error' without a stack trace when the registry throws", async () => {
+    registry.failure = new Error("ProvisionedThroughputExceededException: rate exceeded");
+
+    const infer = await call(proxyEvent("POST", "/v2/models/iris/infer", { body: irisBody() }));
+    const list = await call(proxyEvent("GET", "/v2/models"));
+
+    expect(infer.result.statusCode).toBe(500);
+    expect(infer.result.body).toBe('{"error":"internal error"}');
+    expect(list.result.statusCode).toBe(500);
+    expect(list.result.body).toBe('{"error":"internal error"}');
+    const logged = logger.lines.find((line) => line.message === "unhandled error");
+    expect(JSON.stringify(logged)).toContain("rate exceeded");
+  });
+
+  it("logs one request entry with model, version, status and latency, and no tensor data", async () => {
+    const { requests, context } = await call(
+      proxyEvent("POST", "/v2/models/iris/versions/1/infer", { body: irisBody([SECRET_FEATURES]) }),
+    );
+
+    expect(requests).toHaveLength(1);
+    expect(requests[0]).toMatchObject({
+      level: "INFO",
+      message: "request",
+      method: "POST",
+      path: "/v2/models/iris/versions/1/infer",
+      model: "iris",
+      version: 1,
+      backend: "lambda",
+      status: 200,
+      latencyMs: expect.any(Number),
+      function_request_id: context.awsRequestId,
+    });
+    const text = JSON.stringify(logger.lines);
+    for (const value of SECRET_FEATURES) expect(text).not.toContain(String(value));
+    expect(text).not.toMatch(/setosa|versicolor|virginica|probabilities/);
+  });
+
+  it("logs one request entry for every call, failures included", async () => {
+    const events = [
+      proxyEvent("GET", "/v2/health/live"),
+      proxyEvent("GET", "/v3"),
+      proxyEvent("POST", "/v2/models/iris/infer", { body: "{not json" }),
+      proxyEvent("POST", "/v2/models/iris/versions/2/infer", { body: irisBody() }),
+    ];
+
+    const calls = [];
+    for (const event of events) calls.push(await call(event));
+
+    expect(calls.map((each) => each.requests.length)).toEqual([1, 1, 1, 1]);
+    expect(calls.map((each) => each.requests[0]?.status)).toEqual([200, 404, 400, 503]);
+    expect(calls.map((each) => typeof each.requests[0]?.latencyMs)).toEqual([
+      "number",
+      "number",
+      "number",
+      "number",
+    ]);
+    expect(calls[2]?.requests[0]).toMatchObject({ model: "iris", status: 400 });
+    expect(calls[3]?.requests[0]).toMatchObject({ model: "iris", status: 503 });
+  });
+});
