@@ -103,9 +103,16 @@ async function main() {
       const count = model.dims.reduce((a, b) => a * b, 1);
       const values = inputValues(count);
       const event = inferEvent(model.name, model.input, model.dims, values);
-      const session = await ort.InferenceSession.create(
-        model.bytes,
-        (await import("../lambdas/aws/onnx-runner.ts")).sessionOptions(),
+      // The very session the handler uses, from its pool: both sides share threads, memory and state.
+      const { sessions, registry } = stack.inference;
+      const record = await registry.getVersion(model.name, 1);
+      if (record === undefined) throw new Error(`${model.name} is not registered`);
+      await handler(event, lambdaContext("load", Date.now()));
+      const session = await sessions.use(
+        record.artifact.sha256,
+        record.artifact.bytes,
+        notLoaded,
+        async (s) => s,
       );
       const feeds = { [model.input]: new ort.Tensor("float32", Float32Array.from(values), [...model.dims]) };
       const rawTimes: number[] = [];
@@ -129,7 +136,6 @@ async function main() {
       } finally {
         silence();
       }
-      await session.release();
       const raw50 = median(rawTimes);
       const handler50 = median(handlerTimes);
       warmRows.push([
@@ -150,6 +156,8 @@ async function main() {
     await rm(dataDir, { recursive: true, force: true });
   }
 }
+
+const notLoaded = () => Promise.reject(new Error("the handler should have loaded this session"));
 
 /** Replaces stdout's writer while measuring, so handler logs cost their formatting but do not flood the table. */
 function muteStdout(): () => void {

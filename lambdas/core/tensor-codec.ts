@@ -280,6 +280,21 @@ function flatten(name: string, data: unknown): readonly unknown[] {
 }
 
 /**
+ * Whether an INT64 or UINT64 input holds a JSON number beyond 2^53, which JSON.parse has rounded:
+ * such a request must be parsed again with exact integers before it is decoded.
+ */
+export function hasRoundedIntegers(inputs: readonly RequestInput[]): boolean {
+  return inputs.some(
+    (input) =>
+      (input.datatype === "INT64" || input.datatype === "UINT64") &&
+      Array.isArray(input.data) &&
+      (input.data as unknown[])
+        .flat(32)
+        .some((value) => typeof value === "number" && Math.abs(value) > Number.MAX_SAFE_INTEGER),
+  );
+}
+
+/**
  * Decodes one V2 input's `data` into the typed array onnxruntime takes. The input's datatype must
  * already be checked against the signature; this checks the element count and every element.
  */

@@ -57,19 +57,15 @@ export interface ModelMetadataResponse {
   readonly outputs: readonly TensorMetadata[];
 }
 
-/** A run of 16 or more digits is the only way a JSON number can exceed 2^53 without an exponent. */
-const LONG_INTEGER = /\d{16}/;
-
 /**
- * Parses a JSON body. Integers beyond 2^53 are kept exact as bigint (JSON.parse alone would round
- * them silently); the slower reviver runs only when the body contains such a run of digits.
+ * Parses a JSON body. With `exactIntegers`, integer literals beyond 2^53 become bigint instead of
+ * being rounded; it is slower, so callers use it only when a rounded integer was actually seen.
  */
-export function parseJsonBody(body: string): unknown {
+export function parseJsonBody(body: string, exactIntegers = false): unknown {
   try {
-    if (!LONG_INTEGER.test(body)) return JSON.parse(body);
+    if (!exactIntegers) return JSON.parse(body);
     return JSON.parse(body, (_key, value, context?: { source?: string }) =>
       typeof value === "number" &&
-      Number.isInteger(value) &&
       !Number.isSafeInteger(value) &&
       context?.source !== undefined &&
       /^-?\d+$/.test(context.source)
