@@ -1,6 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { mkdir, readdir, rename, stat, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -115,6 +114,8 @@ export class ArtifactCache {
     const partPath = join(this.#options.directory, `${ref.sha256}.${randomUUID()}.part`);
     const hash = createHash("sha256");
     let received = 0;
+    // The file exists before any byte flows, so the cleanup below always finds what it must remove.
+    const file = await open(partPath, "wx");
     try {
       const body = await this.#options.source.open(ref);
       await pipeline(
@@ -131,7 +132,7 @@ export class ArtifactCache {
             yield chunk;
           }
         },
-        createWriteStream(partPath),
+        file.createWriteStream(),
       );
       const digest = hash.digest("hex");
       if (received !== ref.bytes || digest !== ref.sha256) {
@@ -142,6 +143,7 @@ export class ArtifactCache {
       }
       await rename(partPath, finalPath);
     } catch (error) {
+      await file.close().catch(() => undefined);
       await unlink(partPath).catch(() => undefined);
       throw error;
     }

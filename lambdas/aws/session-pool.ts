@@ -18,21 +18,29 @@ export interface SessionPoolOptions<S extends PooledSession> {
 interface Entry<S> {
   readonly session: S;
   readonly bytes: number;
-  /** Runs in progress: an evicted session is released only once this drops to zero. */
+  /** Runs in progress or claimed: an evicted session is released only once this drops to zero. */
   busy: number;
   retired: boolean;
+  released: boolean;
+}
+
+interface Loading<S> {
+  /** Callers waiting on this creation; the new session starts claimed by each of them. */
+  claims: number;
+  promise: Promise<Entry<S>>;
 }
 
 /**
  * onnxruntime sessions keyed by artifact digest: bounded by count and bytes with least recently
- * used eviction, one creation per key at a time, and failed loads remembered only briefly.
+ * used eviction, one creation per key at a time, and failed loads remembered only briefly. A session
+ * is never released while a caller holds it, even if it is evicted meanwhile.
  */
 export class SessionPool<S extends PooledSession> {
   readonly #options: SessionPoolOptions<S>;
   readonly #now: () => number;
   /** Insertion order is recency order. */
   readonly #entries = new Map<string, Entry<S>>();
-  readonly #loading = new Map<string, Promise<Entry<S>>>();
+  readonly #loading = new Map<string, Loading<S>>();
   readonly #failures = new Map<string, { error: Error; until: number }>();
   #bytes = 0;
 
@@ -53,24 +61,14 @@ export class SessionPool<S extends PooledSession> {
     return this.#entries.has(key);
   }
 
-  /**
-   * Runs `work` with the session for `key`, creating it from `locate()`'s path on first use. The
-   * session cannot be released while `work` runs, even if it is evicted meanwhile.
-   */
+  /** Runs `work` with the session for `key`, creating it from `locate()`'s path on first use. */
   async use<T>(key: string, bytes: number, locate: () => Promise<string>, work: (session: S) => Promise<T>) {
-    let entry = this.#entries.get(key) ?? (await this.#load(key, bytes, locate));
-    // A session evicted between its creation and this line is already released: load it again.
-    while (entry.retired) entry = this.#entries.get(key) ?? (await this.#load(key, bytes, locate));
-    if (this.#entries.get(key) === entry) {
-      this.#entries.delete(key);
-      this.#entries.set(key, entry);
-    }
-    entry.busy += 1;
+    const entry = this.#claimLoaded(key) ?? (await this.#load(key, bytes, locate));
     try {
       return await work(entry.session);
     } finally {
       entry.busy -= 1;
-      if (entry.retired && entry.busy === 0) await entry.session.release().catch(() => undefined);
+      await this.#releaseIfIdle(entry);
     }
   }
 
@@ -82,29 +80,38 @@ export class SessionPool<S extends PooledSession> {
     await Promise.all(entries.map((entry) => this.#retire(entry)));
   }
 
+  #claimLoaded(key: string): Entry<S> | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    entry.busy += 1;
+    return entry;
+  }
+
+  /** Resolves with the new session already claimed for this caller. */
   #load(key: string, bytes: number, locate: () => Promise<string>): Promise<Entry<S>> {
     const failure = this.#failures.get(key);
     if (failure !== undefined) {
       if (failure.until > this.#now()) {
         const seconds = Math.ceil((failure.until - this.#now()) / 1000);
-        throw new ModelNotReadyError(
-          `model failed to load (${failure.error.message}); retrying in ${seconds} s`,
-          {
-            cause: failure.error,
-          },
-        );
+        const message = `model failed to load (${failure.error.message}); retrying in ${seconds} s`;
+        return Promise.reject(new ModelNotReadyError(message, { cause: failure.error }));
       }
       this.#failures.delete(key);
     }
     let loading = this.#loading.get(key);
     if (loading === undefined) {
-      loading = this.#create(key, bytes, locate).finally(() => this.#loading.delete(key));
-      this.#loading.set(key, loading);
+      const record: Loading<S> = { claims: 0, promise: Promise.resolve() as unknown as Promise<Entry<S>> };
+      record.promise = this.#create(key, bytes, locate, record).finally(() => this.#loading.delete(key));
+      this.#loading.set(key, record);
+      loading = record;
     }
-    return loading;
+    loading.claims += 1;
+    return loading.promise;
   }
 
-  async #create(key: string, bytes: number, locate: () => Promise<string>): Promise<Entry<S>> {
+  async #create(key: string, bytes: number, locate: () => Promise<string>, loading: Loading<S>) {
     // A failed download belongs to one S3 object, not to these bytes: it propagates as is, uncached.
     const path = await locate();
     let session: S;
@@ -115,7 +122,8 @@ export class SessionPool<S extends PooledSession> {
       this.#failures.set(key, { error: cause, until: this.#now() + this.#options.retryAfterMs });
       throw new ModelNotReadyError(`model failed to load: ${cause.message}`, { cause });
     }
-    const entry: Entry<S> = { session, bytes, busy: 0, retired: false };
+    // Later callers find it in the map; earlier ones were counted while it was being created.
+    const entry: Entry<S> = { session, bytes, busy: loading.claims, retired: false, released: false };
     this.#entries.set(key, entry);
     this.#bytes += bytes;
     await this.#evictBeyondBudget(key);
@@ -138,6 +146,12 @@ export class SessionPool<S extends PooledSession> {
 
   async #retire(entry: Entry<S>): Promise<void> {
     entry.retired = true;
-    if (entry.busy === 0) await entry.session.release().catch(() => undefined);
+    await this.#releaseIfIdle(entry);
+  }
+
+  async #releaseIfIdle(entry: Entry<S>): Promise<void> {
+    if (!entry.retired || entry.busy > 0 || entry.released) return;
+    entry.released = true;
+    await entry.session.release().catch(() => undefined);
   }
 }

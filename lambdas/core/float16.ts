@@ -1,31 +1,34 @@
 /** IEEE 754 half precision <-> number, for FP16 tensors carried as Uint16Array bit patterns. */
 
-const scratch = new DataView(new ArrayBuffer(4));
+/** Rounds a non-negative double to the nearest integer, ties to even (the IEEE default). */
+function roundHalfEven(value: number): number {
+  const floor = Math.floor(value);
+  const fraction = value - floor;
+  return fraction > 0.5 || (fraction === 0.5 && floor % 2 === 1) ? floor + 1 : floor;
+}
 
+/**
+ * Converts a number to the nearest half-precision value (ties to even), rounding once from the
+ * double itself: going through float32 first would round twice and can land on the wrong side.
+ */
 export function toFloat16Bits(value: number): number {
-  scratch.setFloat32(0, value);
-  const bits = scratch.getUint32(0);
-  const sign = (bits >>> 16) & 0x8000;
-  const exponent = (bits >>> 23) & 0xff;
-  const mantissa = bits & 0x7fffff;
-
-  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0); // NaN keeps a quiet bit; Inf stays Inf
-  const halfExponent = exponent - 127 + 15;
-  if (halfExponent >= 0x1f) return sign | 0x7c00; // overflow to infinity, as a cast would
-  if (halfExponent <= 0) {
-    if (halfExponent < -10) return sign; // underflow to signed zero
-    const full = mantissa | 0x800000;
-    const shift = 14 - halfExponent;
-    let half = full >>> shift;
-    const remainder = full & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (remainder > halfway || (remainder === halfway && half & 1)) half += 1; // round half to even
-    return sign | half;
+  if (Number.isNaN(value)) return 0x7e00;
+  const sign = value < 0 || Object.is(value, -0) ? 0x8000 : 0;
+  const magnitude = Math.abs(value);
+  if (magnitude < 2 ** -14) {
+    // Subnormal range: multiples of 2^-24. A result of 1024 is the smallest normal, whose bits agree.
+    return sign | roundHalfEven(magnitude * 2 ** 24);
   }
-  let half = sign | (halfExponent << 10) | (mantissa >>> 13);
-  const remainder = mantissa & 0x1fff;
-  if (remainder > 0x1000 || (remainder === 0x1000 && half & 1)) half += 1; // carries into the exponent correctly
-  return half;
+  let exponent = Math.floor(Math.log2(magnitude));
+  if (2 ** exponent > magnitude) exponent -= 1; // log2 can be off by one next to a power of two
+  if (2 ** (exponent + 1) <= magnitude) exponent += 1;
+  let mantissa = roundHalfEven((magnitude / 2 ** exponent - 1) * 1024); // exact: scaling by powers of two
+  if (mantissa === 1024) {
+    mantissa = 0;
+    exponent += 1;
+  }
+  if (exponent > 15) return sign | 0x7c00; // beyond 65504 rounds to infinity, as a cast would
+  return sign | ((exponent + 15) << 10) | mantissa;
 }
 
 export function fromFloat16Bits(bits: number): number {

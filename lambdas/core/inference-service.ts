@@ -3,7 +3,7 @@ import type { ModelVersion, ServingTarget, TensorSpec } from "./model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "./registry.ts";
 import type { ModelRunner } from "./runner.ts";
 import { checkInputs, selectOutputs } from "./signature.ts";
-import { decodeInput, encodeOutput } from "./tensor-codec.ts";
+import { decodeInput, encodeOutput, hasRoundedIntegers } from "./tensor-codec.ts";
 import {
   type InferResponse,
   type ModelMetadataResponse,
@@ -92,7 +92,8 @@ export class InferenceService {
     if (body.length === 0)
       throw new InvalidRequestError("request body is empty; send a V2 infer request as JSON");
 
-    const request = parseInferRequest(parseJsonBody(body));
+    let request = parseInferRequest(parseJsonBody(body));
+    if (hasRoundedIntegers(request.inputs)) request = parseInferRequest(parseJsonBody(body, true));
     checkInputs(request.inputs, version.signature);
     const outputs = selectOutputs(request.outputs, version.signature);
     const inputs = request.inputs.map(decodeInput);

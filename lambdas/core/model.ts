@@ -53,6 +53,12 @@ export interface Variant {
   readonly artifact?: ArtifactRef;
 }
 
+/** The upload a version was registered from, so replays and overwrites can be told apart. */
+export interface UploadSource {
+  readonly key: string;
+  readonly etag: string;
+}
+
 export interface ModelVersion {
   readonly name: string;
   readonly version: number;
@@ -66,6 +72,10 @@ export interface ModelVersion {
   /** Class labels of a classifier, from the manifest or the model's metadata. */
   readonly labels?: readonly string[];
   readonly description?: string;
+  readonly tags?: Readonly<Record<string, string>>;
+  readonly source?: UploadSource;
+  /** Whether the optimize message for this version was sent: "pending" until the send succeeds. */
+  readonly optimizeState?: "pending" | "queued";
   readonly createdAt: string;
   readonly updatedAt: string;
 }

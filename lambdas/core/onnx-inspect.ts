@@ -81,6 +81,7 @@ export function inspectModel(bytes: Uint8Array): ModelInspection {
   if (!graph?.node || graph.node.length === 0) {
     throw new InvalidModelError("not an ONNX model: it has no graph");
   }
+  checkModelSafety(model, bytes.byteLength);
   // Older exporters list initializers among the graph inputs; they are weights, not inputs.
   const initializers = new Set((graph.initializer ?? []).map((tensor) => tensor.name));
   const inputs = (graph.input ?? []).filter((value) => !initializers.has(value.name ?? ""));
@@ -105,6 +106,127 @@ export function inspectModel(bytes: Uint8Array): ModelInspection {
     labels: parseLabels(metadata.labels),
     description: metadata.description || model.docString || undefined,
   };
+}
+
+/** onnxruntime dropped support for operator sets before 7. */
+export const MIN_OPSET = 7;
+/** No real tensor dimension comes near 2^31; a larger one is a crafted model. */
+const MAX_DIM = 2 ** 31 - 1;
+
+/** Bytes per element for the fixed-size ONNX element types. */
+const ELEMENT_BYTES: ReadonlyMap<number, number> = new Map([
+  [1, 4],
+  [2, 1],
+  [3, 1],
+  [4, 2],
+  [5, 2],
+  [6, 4],
+  [7, 8],
+  [9, 1],
+  [10, 2],
+  [11, 8],
+  [12, 4],
+  [13, 8],
+  [14, 8],
+  [15, 16],
+  [16, 2],
+  [17, 1],
+  [18, 1],
+  [19, 1],
+  [20, 1],
+]);
+
+type TensorProto = onnxProto.onnx.ITensorProto;
+type GraphProto = onnxProto.onnx.IGraphProto;
+
+/**
+ * Rejects what onnxruntime must never be asked to load: external data (single-file models only; a
+ * location could point anywhere on the host), too old an operator set, and dimensions or tensor sizes
+ * that no real model declares — the shapes of allocation bombs.
+ */
+function checkModelSafety(model: onnxProto.onnx.ModelProto, fileBytes: number): void {
+  const opset = (model.opsetImport ?? []).find((entry) => !entry.domain || entry.domain === "ai.onnx");
+  const opsetVersion = toNumber(opset?.version as number | Long | undefined);
+  if (opsetVersion < MIN_OPSET) {
+    throw new InvalidModelError(
+      `the model uses ONNX operator set ${opsetVersion}; the oldest served is ${MIN_OPSET}: re-export it with a newer opset`,
+    );
+  }
+  for (const value of [...(model.graph?.input ?? []), ...(model.graph?.output ?? [])]) {
+    for (const dim of value.type?.tensorType?.shape?.dim ?? []) {
+      const size = toNumber(dim.dimValue as number | Long | undefined);
+      if (size < 0 || size > MAX_DIM) {
+        throw new InvalidModelError(
+          `'${value.name}' declares a dimension of ${size}, which no real tensor has`,
+        );
+      }
+    }
+  }
+  visitGraphTensors(model.graph as GraphProto, (tensor, where) => checkTensor(tensor, where, fileBytes));
+}
+
+function visitGraphTensors(graph: GraphProto, visit: (tensor: TensorProto, where: string) => void): void {
+  for (const tensor of graph.initializer ?? []) visit(tensor, `initializer '${tensor.name}'`);
+  for (const sparse of graph.sparseInitializer ?? []) {
+    if (sparse.values) visit(sparse.values, `sparse initializer '${sparse.values.name}'`);
+  }
+  for (const node of graph.node ?? []) {
+    for (const attribute of node.attribute ?? []) {
+      const where = `attribute '${attribute.name}' of node '${node.name || node.opType}'`;
+      if (attribute.t) visit(attribute.t, where);
+      for (const tensor of attribute.tensors ?? []) visit(tensor, where);
+      if (attribute.g) visitGraphTensors(attribute.g, visit);
+      for (const subgraph of attribute.graphs ?? []) visitGraphTensors(subgraph, visit);
+    }
+  }
+}
+
+function checkTensor(tensor: TensorProto, where: string, fileBytes: number): void {
+  if (
+    tensor.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL ||
+    (tensor.externalData ?? []).length > 0
+  ) {
+    const location = (tensor.externalData ?? []).find((entry) => entry.key === "location")?.value ?? "";
+    const escapes =
+      location.startsWith("/") || /^[a-z]:/i.test(location) || location.split(/[\\/]/).includes("..");
+    throw new InvalidModelError(
+      escapes
+        ? `${where} points at external data '${location}' outside the model's folder: refused`
+        : `${where} keeps its data in an external file '${location}': only single-file models are served ` +
+            "(save the model with its weights inside the .onnx file)",
+    );
+  }
+  let elements = 1;
+  for (const dim of tensor.dims ?? []) {
+    const size = toNumber(dim as number | Long);
+    if (size < 0 || size > MAX_DIM) throw new InvalidModelError(`${where} declares a dimension of ${size}`);
+    elements *= size;
+  }
+  const elementBytes = ELEMENT_BYTES.get(tensor.dataType ?? 0);
+  const stored = tensor.rawData?.length ?? 0;
+  if (elementBytes !== undefined && stored > 0 && stored !== elements * elementBytes) {
+    throw new InvalidModelError(
+      `${where} declares ${elements} elements (${elements * elementBytes} bytes) but stores ${stored} bytes`,
+    );
+  }
+  if (stored === 0) {
+    // Typed-field storage holds one value per element (two for complex types), as ONNX requires.
+    const dataType = tensor.dataType ?? 0;
+    const held = dataType === 8 ? (tensor.stringData?.length ?? 0) : typedValueCount(tensor);
+    const expected = dataType === 14 || dataType === 15 ? elements * 2 : elements;
+    if (held !== expected)
+      throw new InvalidModelError(`${where} declares ${elements} elements but holds ${held}`);
+  }
+}
+
+function typedValueCount(tensor: TensorProto): number {
+  return (
+    (tensor.floatData?.length ?? 0) +
+    (tensor.int32Data?.length ?? 0) +
+    (tensor.int64Data?.length ?? 0) +
+    (tensor.doubleData?.length ?? 0) +
+    (tensor.uint64Data?.length ?? 0)
+  );
 }
 
 function parseLabels(text: string | undefined): readonly string[] | undefined {

@@ -19,6 +19,35 @@ export interface ModelSummary {
 
 export const DEFAULT_ALIAS = "default";
 
+export interface AliasRecord {
+  readonly alias: string;
+  readonly version: number;
+  /** The version the alias pointed at before its last move: where a rollback returns. */
+  readonly previous?: number;
+  readonly updatedAt: string;
+}
+
+/** Write side of the registry: registration, lifecycle and alias management. */
+export interface ModelRegistryWriter extends ModelRegistry {
+  /** Writes the record unless the version exists; returns the existing record if it did. */
+  createVersion(record: ModelVersion): Promise<ModelVersion | undefined>;
+  /** Applies `changes` only while the version is in `expected` status; false if it was not. */
+  updateVersion(
+    name: string,
+    version: number,
+    expected: ModelVersion["status"],
+    changes: Partial<Omit<ModelVersion, "name" | "version">>,
+  ): Promise<boolean>;
+  /** A strongly consistent read, for decisions that must see the latest write. */
+  getVersionConsistent(name: string, version: number): Promise<ModelVersion | undefined>;
+  listAliases(name: string): Promise<AliasRecord[]>;
+  getAliasRecord(name: string, alias: string): Promise<AliasRecord | undefined>;
+  /** Points the alias at `version`, remembering the version it pointed at before. */
+  setAlias(name: string, alias: string, version: number, now?: string): Promise<AliasRecord>;
+  deleteAlias(name: string, alias: string): Promise<boolean>;
+  deleteVersion(name: string, version: number): Promise<boolean>;
+}
+
 const tensorSpecSchema = z.object({
   name: z.string(),
   datatype: z.enum(V2_DATATYPES),
@@ -53,6 +82,9 @@ export const modelVersionSchema = z.object({
     .default([]),
   labels: z.array(z.string()).optional(),
   description: z.string().optional(),
+  tags: z.record(z.string(), z.string()).optional(),
+  source: z.object({ key: z.string(), etag: z.string() }).optional(),
+  optimizeState: z.enum(["pending", "queued"]).optional(),
   createdAt: z.string(),
   updatedAt: z.string(),
 }) satisfies z.ZodType<ModelVersion, unknown>;

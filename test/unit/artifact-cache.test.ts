@@ -1,0 +1,279 @@
+import { createHash } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ArtifactCache, type ArtifactSource } from "../../lambdas/aws/artifact-cache.ts";
+import { ArtifactIntegrityError, ModelNotReadyError } from "../../lambdas/core/errors.ts";
+import type { ArtifactRef } from "../../lambdas/core/model.ts";
+
+const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+
+function artifact(content: Uint8Array, key = "models/m/1/model.onnx"): ArtifactRef {
+  return { bucket: "models", key, sha256: sha256(content), bytes: content.length };
+}
+
+/** Deterministic bytes of a given size, different for each seed. */
+function bytesOf(size: number, seed: number): Buffer {
+  return Buffer.from(Uint8Array.from({ length: size }, (_, i) => (i * 31 + seed * 17) & 0xff));
+}
+
+/** Artifacts served from memory by key, in chunks, optionally slowly; counts every open. */
+class InMemorySource implements ArtifactSource {
+  readonly objects = new Map<string, Buffer>();
+  readonly opens = new Map<string, number>();
+  chunkSize = 64;
+  delayMs = 0;
+
+  put(key: string, content: Buffer): this {
+    this.objects.set(key, content);
+    return this;
+  }
+
+  openCount(key: string): number {
+    return this.opens.get(key) ?? 0;
+  }
+
+  async open(ref: ArtifactRef): Promise<Readable> {
+    this.opens.set(ref.key, this.openCount(ref.key) + 1);
+    const content = this.objects.get(ref.key);
+    if (content === undefined) throw new Error(`no object ${ref.key}`);
+    const { chunkSize, delayMs } = this;
+    const chunks: Buffer[] = [];
+    for (let offset = 0; offset < content.length; offset += chunkSize) {
+      chunks.push(content.subarray(offset, offset + chunkSize));
+    }
+    if (delayMs === 0) return Readable.from(chunks);
+    return Readable.from(
+      (async function* () {
+        for (const chunk of chunks) {
+          await sleep(delayMs);
+          yield chunk;
+        }
+      })(),
+    );
+  }
+}
+
+let directory: string;
+
+beforeEach(async () => {
+  directory = await mkdtemp(join(tmpdir(), "artifact-cache-"));
+});
+
+afterEach(async () => {
+  await rm(directory, { recursive: true, force: true });
+});
+
+function rejection(promise: Promise<unknown>): Promise<Error> {
+  return promise.then(
+    () => {
+      throw new Error("the promise resolved");
+    },
+    (error: unknown) => error as Error,
+  );
+}
+
+describe("ArtifactCache", () => {
+  it("downloads an artifact once and serves it from disk afterwards", async () => {
+    const content = bytesOf(1000, 1);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, content);
+    const cache = new ArtifactCache({ source, directory, maxBytes: 10_000 });
+
+    const first = await cache.path(ref);
+    const second = await cache.path(ref);
+
+    expect(first).toBe(join(directory, `${ref.sha256}.onnx`));
+    expect(second).toBe(first);
+    expect(await readFile(first)).toEqual(content);
+    expect(source.openCount(ref.key)).toBe(1);
+    expect(cache.bytes).toBe(1000);
+  });
+
+  it("shares one download between concurrent first requests", async () => {
+    const content = bytesOf(1000, 2);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, content);
+    source.delayMs = 1;
+    const cache = new ArtifactCache({ source, directory, maxBytes: 10_000 });
+
+    const paths = await Promise.all([cache.path(ref), cache.path(ref), cache.path(ref), cache.path(ref)]);
+
+    expect(new Set(paths).size).toBe(1);
+    expect(source.openCount(ref.key)).toBe(1);
+    expect(cache.bytes).toBe(1000);
+  });
+
+  it("rejects bytes whose sha256 differs from the record and leaves no file behind", async () => {
+    const content = bytesOf(1000, 3);
+    const ref = { ...artifact(content), sha256: sha256(bytesOf(1000, 4)) };
+    const source = new InMemorySource().put(ref.key, content);
+    const cache = new ArtifactCache({ source, directory, maxBytes: 10_000 });
+
+    const error = await rejection(cache.path(ref));
+
+    expect(error).toBeInstanceOf(ArtifactIntegrityError);
+    expect(error.message).toContain(`artifact ${ref.key} does not match its registry record`);
+    expect(error.message).toContain(`sha256 ${sha256(content)}`);
+    expect(await readdir(directory)).toEqual([]);
+    expect(cache.bytes).toBe(0);
+  });
+
+  it("rejects an artifact shorter than registered and leaves no file behind", async () => {
+    const content = bytesOf(1000, 5);
+    const ref = { ...artifact(content), bytes: 1001 };
+    const source = new InMemorySource().put(ref.key, content);
+    const cache = new ArtifactCache({ source, directory, maxBytes: 10_000 });
+
+    const error = await rejection(cache.path(ref));
+
+    expect(error).toBeInstanceOf(ArtifactIntegrityError);
+    expect(error.message).toContain("got 1000 bytes");
+    expect(error.message).toContain("expected 1001 bytes");
+    expect(await readdir(directory)).toEqual([]);
+  });
+
+  it("stops an artifact longer than registered as soon as it overflows and leaves no file behind", async () => {
+    const content = bytesOf(1000, 6);
+    const ref = { ...artifact(content), bytes: 500 };
+    const source = new InMemorySource().put(ref.key, content);
+    const cache = new ArtifactCache({ source, directory, maxBytes: 10_000 });
+
+    const error = await rejection(cache.path(ref));
+
+    expect(error).toBeInstanceOf(ArtifactIntegrityError);
+    expect(error.message).toBe(`artifact ${ref.key} is larger than the 500 bytes registered`);
+    expect(await readdir(directory)).toEqual([]);
+  });
+
+  it("leaves no partial file behind when an oversized download fails before its file is open", async () => {
+    // The overflow can be detected before the write stream has created its file; one attempt
+    // rarely hits that window, so this repeats it until a leftover would be all but certain.
+    const content = bytesOf(1000, 9);
+    const ref = { ...artifact(content), bytes: 500 };
+    const source = new InMemorySource().put(ref.key, content);
+    source.chunkSize = content.length;
+    const attempts = Array.from({ length: 1000 }, (_, attempt) => join(directory, `attempt-${attempt}`));
+
+    for (const attemptDirectory of attempts) {
+      await rejection(new ArtifactCache({ source, directory: attemptDirectory, maxBytes: 10_000 }).path(ref));
+    }
+    await sleep(20);
+
+    const leftovers = (await Promise.all(attempts.map((path) => readdir(path)))).flat();
+    expect(leftovers).toEqual([]);
+  });
+
+  it("does not remember a failed download: the next request downloads again", async () => {
+    const content = bytesOf(1000, 7);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, bytesOf(1000, 8));
+    const cache = new ArtifactCache({ source, directory, maxBytes: 10_000 });
+    await rejection(cache.path(ref));
+    source.put(ref.key, content);
+
+    const path = await cache.path(ref);
+
+    expect(await readFile(path)).toEqual(content);
+    expect(source.openCount(ref.key)).toBe(2);
+  });
+
+  it("evicts the least recently used artifact from disk to stay under the byte budget", async () => {
+    const [a, b, c] = [bytesOf(1000, 10), bytesOf(1000, 11), bytesOf(1000, 12)];
+    const [refA, refB, refC] = [artifact(a, "a"), artifact(b, "b"), artifact(c, "c")];
+    const source = new InMemorySource().put("a", a).put("b", b).put("c", c);
+    const cache = new ArtifactCache({ source, directory, maxBytes: 2500 });
+    const pathA = await cache.path(refA);
+    const pathB = await cache.path(refB);
+    await cache.path(refA);
+
+    const pathC = await cache.path(refC);
+
+    expect((await readdir(directory)).sort()).toEqual([`${refA.sha256}.onnx`, `${refC.sha256}.onnx`].sort());
+    expect(await readFile(pathA)).toEqual(a);
+    expect(await readFile(pathC)).toEqual(c);
+    expect(cache.bytes).toBe(2000);
+    await cache.path(refB);
+    expect(source.openCount("b")).toBe(2);
+    expect(pathB).toBe(join(directory, `${refB.sha256}.onnx`));
+  });
+
+  it("refuses an artifact larger than the whole budget without downloading it", async () => {
+    const content = bytesOf(3000, 13);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, content);
+    const cache = new ArtifactCache({ source, directory, maxBytes: 2500 });
+
+    const error = await rejection(cache.path(ref));
+
+    expect(error).toBeInstanceOf(ModelNotReadyError);
+    expect(error.message).toBe(
+      "artifact of 3000 bytes exceeds this function's cache of 2500 bytes; " +
+        "serve it from a larger /tmp or a SageMaker target",
+    );
+    expect(source.openCount(ref.key)).toBe(0);
+  });
+
+  it("adopts verified files a previous cache left in its directory, without downloading", async () => {
+    const content = bytesOf(1000, 14);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, content);
+    const path = await new ArtifactCache({ source, directory, maxBytes: 10_000 }).path(ref);
+
+    const restarted = new ArtifactCache({ source, directory, maxBytes: 10_000 });
+    const adopted = await restarted.path(ref);
+
+    expect(adopted).toBe(path);
+    expect(source.openCount(ref.key)).toBe(1);
+    expect(restarted.bytes).toBe(1000);
+  });
+
+  it("deletes stale partial downloads when it starts on an existing directory", async () => {
+    const content = bytesOf(1000, 15);
+    const ref = artifact(content);
+    const stale = `${ref.sha256}.0b6f1e2a-0000-4000-8000-000000000000.part`;
+    await writeFile(join(directory, stale), content.subarray(0, 10));
+    await writeFile(join(directory, "notes.txt"), "not ours");
+    const source = new InMemorySource().put(ref.key, content);
+    const cache = new ArtifactCache({ source, directory, maxBytes: 10_000 });
+
+    await cache.path(ref);
+
+    expect((await readdir(directory)).sort()).toEqual([`${ref.sha256}.onnx`, "notes.txt"].sort());
+    expect(cache.bytes).toBe(1000);
+  });
+
+  it("downloads again an artifact whose file was deleted behind its back", async () => {
+    const content = bytesOf(1000, 16);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, content);
+    const cache = new ArtifactCache({ source, directory, maxBytes: 10_000 });
+    const path = await cache.path(ref);
+    await unlink(path);
+
+    const again = await cache.path(ref);
+
+    expect(again).toBe(path);
+    expect(await readFile(again)).toEqual(content);
+    expect(source.openCount(ref.key)).toBe(2);
+    expect(cache.bytes).toBe(1000);
+  });
+
+  it("creates its directory when it does not exist yet", async () => {
+    const content = bytesOf(100, 17);
+    const ref = artifact(content);
+    const nested = join(directory, "a", "b");
+    const cache = new ArtifactCache({
+      source: new InMemorySource().put(ref.key, content),
+      directory: nested,
+      maxBytes: 10_000,
+    });
+
+    const path = await cache.path(ref);
+
+    expect(path).toBe(join(nested, `${ref.sha256}.onnx`));
+  });
+});
