@@ -106,7 +106,7 @@ async function main() {
       // The very session the handler uses, from its pool: both sides share threads, memory and state.
       const { sessions, registry } = stack.inference;
       const record = await registry.getVersion(model.name, 1);
-      if (record === undefined) throw new Error(`${model.name} is not registered`);
+      if (record?.artifact === undefined) throw new Error(`${model.name} is not registered`);
       await handler(event, lambdaContext("load", Date.now()));
       const session = await sessions.use(
         record.artifact.sha256,

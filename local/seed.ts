@@ -2,8 +2,9 @@ import { createHash } from "node:crypto";
 import { HeadObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import type { DynamoModelRegistry } from "../lambdas/aws/dynamo-registry.ts";
-import type { ModelVersion } from "../lambdas/core/model.ts";
+import type { ServableVersion } from "../lambdas/core/model.ts";
 import { inspectModel } from "../lambdas/core/onnx-inspect.ts";
+import { isServable } from "../lambdas/core/registry.ts";
 
 export interface SeedOptions {
   readonly s3: S3Client;
@@ -22,10 +23,13 @@ export function modelKey(name: string, version: number): string {
  * Uploads a model and writes its ready version record directly, skipping the register queue.
  * Used for the demo model at start-up and by tests; idempotent, so a restart finds it in place.
  */
-export async function seedModel(options: SeedOptions): Promise<ModelVersion> {
+export async function seedModel(options: SeedOptions): Promise<ServableVersion> {
   const { s3, registry, bucket, name, version, bytes } = options;
   const existing = await registry.getVersion(name, version);
-  if (existing !== undefined) return existing;
+  if (existing !== undefined) {
+    if (!isServable(existing)) throw new Error(`${name} version ${version} exists but is ${existing.status}`);
+    return existing;
+  }
 
   const key = modelKey(name, version);
   const sha256 = createHash("sha256").update(bytes).digest("hex");
@@ -44,7 +48,7 @@ export async function seedModel(options: SeedOptions): Promise<ModelVersion> {
 
   const inspection = inspectModel(bytes);
   const now = new Date().toISOString();
-  const record: ModelVersion = {
+  const record: ServableVersion = {
     name,
     version,
     status: "ready",

@@ -1,7 +1,7 @@
 import { availableParallelism } from "node:os";
 import type * as Ort from "onnxruntime-node";
 import { InferenceFailedError, InvalidRequestError } from "#core/errors.ts";
-import { type ModelVersion, servingArtifact } from "#core/model.ts";
+import { type ServableVersion, servingArtifact } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import type { NamedTensor, OrtElementType, TensorData } from "#core/tensor-codec.ts";
 import type { ArtifactCache } from "./artifact-cache.ts";
@@ -49,12 +49,12 @@ export class OnnxRunner implements ModelRunner {
     this.#sessions = sessions;
   }
 
-  isLoaded(version: ModelVersion): boolean {
+  isLoaded(version: ServableVersion): boolean {
     return this.#sessions.has(servingArtifact(version).sha256);
   }
 
   async run(
-    version: ModelVersion,
+    version: ServableVersion,
     inputs: readonly NamedTensor[],
     outputs: readonly string[],
   ): Promise<NamedTensor[]> {

@@ -68,6 +68,7 @@ export class InferenceService {
 
   async modelMetadata(name: string, reference: string | undefined): Promise<ModelMetadataResponse> {
     const version = await resolveVersion(this.#deps.registry, name, reference);
+    assertServable(version);
     const versions = reference === undefined ? await this.#deps.registry.listVersions(name) : [version];
     return {
       name,

@@ -65,9 +65,10 @@ export interface ModelVersion {
   readonly status: VersionStatus;
   readonly reason?: string;
   readonly target: ServingTarget;
-  /** The original upload. */
-  readonly artifact: ArtifactRef;
-  readonly signature: ModelSignature;
+  /** The verified, content-addressed copy of the upload; absent until registration has read it. */
+  readonly artifact?: ArtifactRef;
+  /** Absent while registering, and on versions that failed before their model could be read. */
+  readonly signature?: ModelSignature;
   readonly variants: readonly Variant[];
   /** Class labels of a classifier, from the manifest or the model's metadata. */
   readonly labels?: readonly string[];
@@ -84,7 +85,14 @@ export interface ModelVersion {
 export const MODEL_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const ALIAS_PATTERN = /^[a-z][a-z0-9_-]{0,63}$/;
 
+/** A version that can take traffic: registration finished, so its artifact and signature are known. */
+export type ServableVersion = ModelVersion & {
+  readonly status: "ready" | "optimizing";
+  readonly artifact: ArtifactRef;
+  readonly signature: ModelSignature;
+};
+
 /** The artifact a version is served from: the selected variant if one is, else the original. */
-export function servingArtifact(version: ModelVersion): ArtifactRef {
+export function servingArtifact(version: ServableVersion): ArtifactRef {
   return version.variants.find((variant) => variant.selected)?.artifact ?? version.artifact;
 }

@@ -81,7 +81,7 @@ export function inspectModel(bytes: Uint8Array): ModelInspection {
   if (!graph?.node || graph.node.length === 0) {
     throw new InvalidModelError("not an ONNX model: it has no graph");
   }
-  checkModelSafety(model, bytes.byteLength);
+  checkModelSafety(model);
   // Older exporters list initializers among the graph inputs; they are weights, not inputs.
   const initializers = new Set((graph.initializer ?? []).map((tensor) => tensor.name));
   const inputs = (graph.input ?? []).filter((value) => !initializers.has(value.name ?? ""));
@@ -144,7 +144,7 @@ type GraphProto = onnxProto.onnx.IGraphProto;
  * location could point anywhere on the host), too old an operator set, and dimensions or tensor sizes
  * that no real model declares — the shapes of allocation bombs.
  */
-function checkModelSafety(model: onnxProto.onnx.ModelProto, fileBytes: number): void {
+function checkModelSafety(model: onnxProto.onnx.ModelProto): void {
   const opset = (model.opsetImport ?? []).find((entry) => !entry.domain || entry.domain === "ai.onnx");
   const opsetVersion = toNumber(opset?.version as number | Long | undefined);
   if (opsetVersion < MIN_OPSET) {
@@ -162,7 +162,7 @@ function checkModelSafety(model: onnxProto.onnx.ModelProto, fileBytes: number): 
       }
     }
   }
-  visitGraphTensors(model.graph as GraphProto, (tensor, where) => checkTensor(tensor, where, fileBytes));
+  visitGraphTensors(model.graph as GraphProto, checkTensor);
 }
 
 function visitGraphTensors(graph: GraphProto, visit: (tensor: TensorProto, where: string) => void): void {
@@ -181,7 +181,7 @@ function visitGraphTensors(graph: GraphProto, visit: (tensor: TensorProto, where
   }
 }
 
-function checkTensor(tensor: TensorProto, where: string, fileBytes: number): void {
+function checkTensor(tensor: TensorProto, where: string): void {
   if (
     tensor.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL ||
     (tensor.externalData ?? []).length > 0

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ModelNotFoundError, ModelNotReadyError } from "./errors.ts";
-import { ALIAS_PATTERN, type ModelVersion, V2_DATATYPES } from "./model.ts";
+import { ALIAS_PATTERN, type ModelVersion, type ServableVersion, V2_DATATYPES } from "./model.ts";
 
 /** Read side of the model registry, as the serving path sees it. */
 export interface ModelRegistry {
@@ -68,8 +68,8 @@ export const modelVersionSchema = z.object({
   status: z.enum(["registering", "optimizing", "ready", "failed"]),
   reason: z.string().optional(),
   target: z.enum(["lambda", "sagemaker"]),
-  artifact: artifactSchema,
-  signature: z.object({ inputs: z.array(tensorSpecSchema), outputs: z.array(tensorSpecSchema) }),
+  artifact: artifactSchema.optional(),
+  signature: z.object({ inputs: z.array(tensorSpecSchema), outputs: z.array(tensorSpecSchema) }).optional(),
   variants: z
     .array(
       z.object({
@@ -90,8 +90,12 @@ export const modelVersionSchema = z.object({
 }) satisfies z.ZodType<ModelVersion, unknown>;
 
 /** Versions that may serve traffic: an `optimizing` version keeps serving its original. */
-export function isServable(version: ModelVersion): boolean {
-  return version.status === "ready" || version.status === "optimizing";
+export function isServable(version: ModelVersion): version is ServableVersion {
+  return (
+    (version.status === "ready" || version.status === "optimizing") &&
+    version.artifact !== undefined &&
+    version.signature !== undefined
+  );
 }
 
 /**
@@ -138,7 +142,7 @@ async function mustGet(registry: ModelRegistry, name: string, version: number, v
 }
 
 /** Throws 503 unless the version can serve traffic, with a reason the caller can act on. */
-export function assertServable(version: ModelVersion): void {
+export function assertServable(version: ModelVersion): asserts version is ServableVersion {
   if (isServable(version)) return;
   const id = `model '${version.name}' version ${version.version}`;
   if (version.status === "failed") {

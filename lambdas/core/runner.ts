@@ -1,14 +1,14 @@
-import type { ModelVersion } from "./model.ts";
+import type { ServableVersion } from "./model.ts";
 import type { NamedTensor } from "./tensor-codec.ts";
 
 /** Runs a version of a model on some backend: onnxruntime in this function, or a SageMaker endpoint. */
 export interface ModelRunner {
   readonly backend: "lambda" | "sagemaker";
   run(
-    version: ModelVersion,
+    version: ServableVersion,
     inputs: readonly NamedTensor[],
     outputs: readonly string[],
   ): Promise<NamedTensor[]>;
   /** Whether the version can answer without a cold load (for the model ready route). */
-  isLoaded?(version: ModelVersion): boolean;
+  isLoaded?(version: ServableVersion): boolean;
 }

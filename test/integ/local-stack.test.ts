@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ModelVersion } from "../../lambdas/core/model.ts";
+import type { ServableVersion } from "../../lambdas/core/model.ts";
 import { seedModel } from "../../local/seed.ts";
 import { type LocalStack, startLocalStack } from "../../local/stack.ts";
 import { buildIrisModel, IRIS_LABELS } from "../../models/iris.ts";
@@ -33,7 +33,7 @@ function start(): Promise<LocalStack> {
   });
 }
 
-function seed(name: string, version: number, bytes: Uint8Array): Promise<ModelVersion> {
+function seed(name: string, version: number, bytes: Uint8Array): Promise<ServableVersion> {
   return seedModel({
     s3: stack.emulators.s3Client(),
     registry: stack.registry,
