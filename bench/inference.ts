@@ -17,7 +17,6 @@ import * as ort from "onnxruntime-node";
 import { sessionOptions } from "../lambdas/aws/onnx-runner.ts";
 import { createInferenceHandler } from "../lambdas/inference/handler.ts";
 import { lambdaContext } from "../local/gateway.ts";
-import { seedModel } from "../local/seed.ts";
 import { LOCAL_BUCKET, LOCAL_TABLE, startLocalStack } from "../local/stack.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { buildMlpModel, MLP_50MB_LAYERS } from "../models/mlp.ts";
@@ -86,15 +85,7 @@ async function main() {
         iterations: MLP_ITERATIONS,
       },
     ];
-    const s3 = stack.emulators.s3Client();
-    await seedModel({
-      s3,
-      registry: stack.registry,
-      bucket: stack.bucket,
-      name: "mlp50",
-      version: 1,
-      bytes: models[1]!.bytes,
-    });
+    await stack.publish("mlp50", 1, models[1]!.bytes);
     const handler = createInferenceHandler(stack.inference.service, logger);
 
     console.log(`warm path: p50 over interleaved iterations (${ort.env.versions.node} onnxruntime-node)\n`);
@@ -150,7 +141,15 @@ async function main() {
     printTable(["model", "raw p50 ms", "handler p50 ms", "overhead ms", "ratio", "handler p99 ms"], warmRows);
 
     console.log(`\ncold path: median of ${COLD_SAMPLES} new processes each, 50 MB MLP\n`);
-    await coldBench(stack.emulators.s3Endpoint, stack.emulators.dynamoEndpoint, dataDir, models[1]!);
+    const mlp = await stack.registry.getVersion("mlp50", 1);
+    if (mlp?.artifact === undefined) throw new Error("mlp50 did not register");
+    await coldBench(
+      stack.emulators.s3Endpoint,
+      stack.emulators.dynamoEndpoint,
+      dataDir,
+      models[1]!,
+      mlp.artifact.key,
+    );
   } finally {
     await stack.close();
     await rm(dataDir, { recursive: true, force: true });
@@ -168,7 +167,13 @@ function muteStdout(): () => void {
   };
 }
 
-async function coldBench(s3Endpoint: string, dynamoEndpoint: string, dataDir: string, model: BenchModel) {
+async function coldBench(
+  s3Endpoint: string,
+  dynamoEndpoint: string,
+  dataDir: string,
+  model: BenchModel,
+  artifactKey: string,
+) {
   // Bundled like the Lambda asset (onnxruntime-node external), inside node_modules so it resolves.
   const outDir = join(process.cwd(), "node_modules", ".cache", "maas-bench");
   const common = {
@@ -225,7 +230,7 @@ async function coldBench(s3Endpoint: string, dynamoEndpoint: string, dataDir: st
       }),
     );
     await rm(artifactDir, { recursive: true, force: true });
-    transfers.push(await child(["transfer", LOCAL_BUCKET, `models/${model.name}/1/model.onnx`]));
+    transfers.push(await child(["transfer", LOCAL_BUCKET, artifactKey]));
   }
   const pick = (rows: Record<string, number>[], key: string) =>
     median(rows.map((row) => row[key] ?? Number.NaN));

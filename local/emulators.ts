@@ -27,6 +27,13 @@ import { type FauxqsServer, startFauxqs } from "fauxqs";
 import { registryTableDefinition } from "../lambdas/aws/registry-table.ts";
 import { listen, PortInUseError } from "./gateway.ts";
 
+export interface LocalQueue {
+  readonly name: string;
+  /** Messages received this many times without being deleted move here, as with a redrive policy. */
+  readonly deadLetter?: { readonly name: string; readonly maxReceiveCount: number };
+  readonly visibilityTimeoutSeconds?: number;
+}
+
 export interface EmulatorOptions {
   /** Root of the persisted state; created when missing. */
   readonly dataDir: string;
@@ -37,8 +44,8 @@ export interface EmulatorOptions {
   readonly bucket: string;
   /** Registry table, created from `registryTableDefinition`. */
   readonly table: string;
-  /** Standard SQS queues to create when missing. */
-  readonly queues?: readonly string[];
+  /** Standard SQS queues to create when missing, each with its dead-letter queue if named. */
+  readonly queues?: readonly LocalQueue[];
 }
 
 export interface Emulators {
@@ -127,7 +134,7 @@ export async function startEmulators(options: EmulatorOptions): Promise<Emulator
     dynalite = createDynalite({ path: dirs.dynamodb, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
     const boundDynamoPort = await listen(dynalite, dynamoPort, "127.0.0.1", dynamoPortHint);
     emulators = assemble(fauxqs, dynalite, boundDynamoPort);
-    fauxqs.setup({ buckets: [options.bucket], queues: (options.queues ?? []).map((name) => ({ name })) });
+    fauxqs.setup({ buckets: [options.bucket], queues: queueDefinitions(options.queues ?? []) });
     await ensureTable(emulators.dynamoClient(), options.table);
     return emulators;
   } catch (error) {
@@ -135,6 +142,29 @@ export async function startEmulators(options: EmulatorOptions): Promise<Emulator
     else await Promise.allSettled([fauxqs.stop(), dynalite ? closeServer(dynalite) : Promise.resolve()]);
     throw error;
   }
+}
+
+/** Dead-letter queues first, so the redrive policies can name them. */
+function queueDefinitions(queues: readonly LocalQueue[]) {
+  const arn = (name: string) => `arn:aws:sqs:${REGION}:${FAUXQS_ACCOUNT_ID}:${name}`;
+  const deadLetters = queues.flatMap((queue) => (queue.deadLetter ? [{ name: queue.deadLetter.name }] : []));
+  const main = queues.map((queue) => ({
+    name: queue.name,
+    attributes: {
+      ...(queue.visibilityTimeoutSeconds === undefined
+        ? {}
+        : { VisibilityTimeout: String(queue.visibilityTimeoutSeconds) }),
+      ...(queue.deadLetter === undefined
+        ? {}
+        : {
+            RedrivePolicy: JSON.stringify({
+              deadLetterTargetArn: arn(queue.deadLetter.name),
+              maxReceiveCount: String(queue.deadLetter.maxReceiveCount),
+            }),
+          }),
+    },
+  }));
+  return [...deadLetters, ...main];
 }
 
 const dynamoPortHint = {

@@ -31,6 +31,8 @@ export interface GatewayOptions {
   /** @default "127.0.0.1" */
   readonly host?: string;
   readonly handler: ProxyHandler;
+  /** Serves `/admin/*`, as the admin function behind its own IAM-authorized resource does in AWS. */
+  readonly adminHandler?: ProxyHandler;
   /** Opens every route except `/admin/*` (the usage plan's API key). */
   readonly apiKey: string;
   /** Opens `/admin/*` only (stands in for IAM auth). */
@@ -100,6 +102,7 @@ export function listen(
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const settings: Settings = {
     handler: options.handler,
+    adminHandler: options.adminHandler,
     apiKey: options.apiKey,
     adminKey: options.adminKey,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
@@ -139,6 +142,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
 interface Settings {
   readonly handler: ProxyHandler;
+  readonly adminHandler: ProxyHandler | undefined;
   readonly apiKey: string;
   readonly adminKey: string;
   readonly maxBodyBytes: number;
@@ -226,7 +230,8 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
     },
   };
 
-  const outcome = await invoke(settings, event, lambdaContext(requestId, requestTimeEpoch));
+  const handler = access === "admin" ? (settings.adminHandler ?? settings.handler) : settings.handler;
+  const outcome = await invoke(settings, handler, event, lambdaContext(requestId, requestTimeEpoch));
   if (outcome.kind === "timeout")
     return sendGatewayError(res, 504, "Endpoint request timed out", "IntegrationTimeout");
   if (outcome.kind === "failed") {
@@ -380,14 +385,19 @@ function sendGatewayError(res: ServerResponse, status: number, message: string, 
 
 type Outcome = { kind: "ok"; result: ProxyResult } | { kind: "failed"; error: unknown } | { kind: "timeout" };
 
-async function invoke(settings: Settings, event: APIGatewayProxyEvent, context: Context): Promise<Outcome> {
+async function invoke(
+  settings: Settings,
+  handler: ProxyHandler,
+  event: APIGatewayProxyEvent,
+  context: Context,
+): Promise<Outcome> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<Outcome>((resolve) => {
     timer = setTimeout(() => resolve({ kind: "timeout" }), settings.integrationTimeoutMs);
   });
   const run = (async (): Promise<Outcome> => {
     try {
-      const parsed = proxyResultSchema.safeParse(await settings.handler(event, context));
+      const parsed = proxyResultSchema.safeParse(await handler(event, context));
       return parsed.success
         ? { kind: "ok", result: parsed.data }
         : { kind: "failed", error: new Error(`Malformed Lambda proxy response: ${parsed.error.message}`) };

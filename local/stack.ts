@@ -1,17 +1,33 @@
 import { join, resolve } from "node:path";
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { LogLevel } from "@aws-lambda-powertools/logger/types";
+import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { SQSClient } from "@aws-sdk/client-sqs";
+import { Upload } from "@aws-sdk/lib-storage";
+import { adminConfigSchema, createAdminDeps, createAdminHandler } from "../lambdas/admin/handler.ts";
 import { DynamoModelRegistry } from "../lambdas/aws/dynamo-registry.ts";
+import { AdminService } from "../lambdas/core/admin-service.ts";
+import { manifestKey, modelKey } from "../lambdas/core/manifest.ts";
+import type { ModelVersion } from "../lambdas/core/model.ts";
+import { isServable } from "../lambdas/core/registry.ts";
 import { loadInferenceConfig } from "../lambdas/inference/config.ts";
 import { createInferenceHandler } from "../lambdas/inference/handler.ts";
 import { createInferenceParts, defaultClients, type InferenceParts } from "../lambdas/inference/service.ts";
+import {
+  createRegisterHandler,
+  createRegistrationDeps,
+  loadRegisterConfig,
+} from "../lambdas/register/handler.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { type Emulators, startEmulators } from "./emulators.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
-import { seedModel } from "./seed.ts";
+import { type QueuePoller, startQueuePoller } from "./queue-poller.ts";
+import { startUploadBridge, type UploadBridge } from "./upload-bridge.ts";
 
 export const LOCAL_BUCKET = "maas-models";
 export const LOCAL_TABLE = "maas-registry";
+export const REGISTER_QUEUE = "maas-register";
+export const OPTIMIZE_QUEUE = "maas-optimize";
 export const DEMO_MODEL = "iris";
 
 export interface LocalStackOptions {
@@ -21,10 +37,21 @@ export interface LocalStackOptions {
   readonly dynamoPort?: number;
   readonly apiKey: string;
   readonly adminKey: string;
-  /** Handler logs; "SILENT" for tests. @default "INFO" */
+  /** Function logs; "SILENT" for tests. @default "INFO" */
   readonly logLevel?: LogLevel;
   /** Publish and warm the demo model. @default true */
   readonly demo?: boolean;
+  /** How long a failed register message stays invisible before its retry. @default 10 */
+  readonly registerVisibilitySeconds?: number;
+  /** Models above this size are registered for SageMaker. @default 512 MiB */
+  readonly lambdaMaxModelBytes?: number;
+}
+
+export interface PublishOptions {
+  /** Contents of `maas.json`, uploaded before the model so registration reads it. */
+  readonly manifest?: unknown;
+  /** Give up waiting for a final status after this long. @default 60_000 */
+  readonly timeoutMs?: number;
 }
 
 export interface LocalStack {
@@ -32,15 +59,21 @@ export interface LocalStack {
   readonly emulators: Emulators;
   readonly gateway: Gateway;
   readonly inference: InferenceParts;
-  /** Write side of the registry, for seeding models. */
+  /** Read and write access to the registry, for tests and tools. */
   readonly registry: DynamoModelRegistry;
   readonly bucket: string;
+  readonly sqs: SQSClient;
+  /** Uploads a model as a publisher would, then waits until registration settles it. */
+  publish(name: string, version: number, bytes: Uint8Array, options?: PublishOptions): Promise<ModelVersion>;
+  /** Polls the registry until the version leaves `registering`. */
+  waitForVersion(name: string, version: number, timeoutMs?: number): Promise<ModelVersion>;
   close(): Promise<void>;
 }
 
 /**
- * The whole service in this process: emulators, the inference handler behind a local API Gateway,
- * and the demo model published and warmed so the first request answers at once.
+ * The whole service in this process: emulators, the upload bridge and queue poller standing in for
+ * S3 notifications and event source mappings, the register, inference and admin functions, and a
+ * local API Gateway. The demo model is published by upload, like any other, and warmed.
  */
 export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
   const dataDir = resolve(options.dataDir);
@@ -50,47 +83,160 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     dynamoPort: options.dynamoPort ?? 0,
     bucket: LOCAL_BUCKET,
     table: LOCAL_TABLE,
+    queues: [
+      {
+        name: REGISTER_QUEUE,
+        deadLetter: { name: `${REGISTER_QUEUE}-dlq`, maxReceiveCount: 3 },
+        visibilityTimeoutSeconds: options.registerVisibilitySeconds ?? 10,
+      },
+      { name: OPTIMIZE_QUEUE, deadLetter: { name: `${OPTIMIZE_QUEUE}-dlq`, maxReceiveCount: 3 } },
+    ],
   });
+  const stoppers: (() => Promise<void>)[] = [() => emulators.stop()];
+  const stopAll = async () => {
+    for (const stop of stoppers.reverse()) await stop().catch(() => undefined);
+  };
+
   try {
-    const config = loadInferenceConfig({
-      MAAS_REGISTRY_TABLE: LOCAL_TABLE,
-      MAAS_ARTIFACT_DIR: join(dataDir, "artifact-cache"),
-      MAAS_ARTIFACT_CACHE_BYTES: String(8 * 1024 ** 3),
-      MAAS_REGISTRY_TTL_MS: "1000",
-      MAAS_REGISTRY_MISS_TTL_MS: "250",
-    });
-    // The function's own client set-up, pointed at the emulators: the same SDK code paths as in AWS.
     const { region, credentials } = emulators;
+    const logLevel = options.logLevel ?? "INFO";
+    const onError = (error: unknown) => {
+      if (logLevel !== "SILENT") console.error("[local]", error);
+    };
+    // The functions' own client set-up, pointed at the emulators: the same SDK code paths as in AWS.
     const clients = defaultClients({
       s3: { region, credentials, endpoint: emulators.s3Endpoint, forcePathStyle: true },
       dynamo: { region, credentials, endpoint: emulators.dynamoEndpoint },
     });
-    const inference = createInferenceParts(config, clients);
-    const registry = new DynamoModelRegistry(emulators.dynamoClient(), LOCAL_TABLE);
+    const sqs = new SQSClient({ region, credentials, endpoint: emulators.s3Endpoint });
+    stoppers.push(async () => {
+      clients.s3.destroy();
+      clients.dynamo.destroy();
+      sqs.destroy();
+    });
 
-    if (options.demo ?? true) {
-      const demo = await seedModel({
-        s3: emulators.s3Client(),
-        registry,
-        bucket: LOCAL_BUCKET,
-        name: DEMO_MODEL,
-        version: 1,
-        bytes: buildIrisModel(),
-      });
-      await inference.runner.run(
-        demo,
-        [{ name: "features", type: "float32", dims: [1, 4], data: new Float32Array(4) }],
-        ["label"],
-      );
-    }
+    const inference = createInferenceParts(
+      loadInferenceConfig({
+        MAAS_REGISTRY_TABLE: LOCAL_TABLE,
+        MAAS_ARTIFACT_DIR: join(dataDir, "artifact-cache"),
+        MAAS_ARTIFACT_CACHE_BYTES: String(8 * 1024 ** 3),
+        MAAS_REGISTRY_TTL_MS: "1000",
+        MAAS_REGISTRY_MISS_TTL_MS: "250",
+      }),
+      clients,
+    );
+    stoppers.push(() => inference.sessions.close());
+    const registry = new DynamoModelRegistry(clients.dynamo, LOCAL_TABLE);
 
-    const logger = new Logger({ serviceName: "maas-inference", logLevel: options.logLevel ?? "INFO" });
+    const register = createRegisterHandler(
+      createRegistrationDeps(
+        loadRegisterConfig({
+          MAAS_REGISTRY_TABLE: LOCAL_TABLE,
+          MAAS_OPTIMIZE_QUEUE_URL: emulators.queueUrl(OPTIMIZE_QUEUE),
+          MAAS_WORK_DIR: join(dataDir, "register-work"),
+          ...(options.lambdaMaxModelBytes === undefined
+            ? {}
+            : { MAAS_LAMBDA_MAX_MODEL_BYTES: String(options.lambdaMaxModelBytes) }),
+        }),
+        { ...clients, sqs },
+      ),
+      new Logger({ serviceName: "maas-register", logLevel }),
+    );
+    const poller = startQueuePoller({
+      sqs,
+      queueUrl: emulators.queueUrl(REGISTER_QUEUE),
+      queueArn: `arn:aws:sqs:${region}:000000000000:${REGISTER_QUEUE}`,
+      handler: (event) => register(event),
+      onError,
+    });
+    stoppers.push(() => poller.stop());
+    const bridge: UploadBridge = startUploadBridge({
+      fauxqs: emulators.fauxqs,
+      s3: clients.s3,
+      sqs,
+      bucket: LOCAL_BUCKET,
+      queueUrl: emulators.queueUrl(REGISTER_QUEUE),
+      region,
+      onError,
+    });
+    stoppers.push(() => bridge.stop());
+    await bridge.reconcile(registry);
+
+    const admin = createAdminHandler(
+      new AdminService(
+        createAdminDeps(
+          adminConfigSchema.parse({ MAAS_REGISTRY_TABLE: LOCAL_TABLE, MAAS_BUCKET: LOCAL_BUCKET }),
+          clients.s3,
+          clients.dynamo,
+        ),
+      ),
+      new Logger({ serviceName: "maas-admin", logLevel }),
+    );
     const gateway = await startGateway({
       port: options.port,
-      handler: createInferenceHandler(inference.service, logger),
+      handler: createInferenceHandler(
+        inference.service,
+        new Logger({ serviceName: "maas-inference", logLevel }),
+      ),
+      adminHandler: admin,
       apiKey: options.apiKey,
       adminKey: options.adminKey,
     });
+    stoppers.push(() => gateway.close());
+
+    async function waitForVersion(name: string, version: number, timeoutMs = 60_000): Promise<ModelVersion> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const record = await registry.getVersionConsistent(name, version);
+        if (record !== undefined && record.status !== "registering") return record;
+        if (Date.now() > deadline) {
+          throw new Error(
+            `${name} version ${version} is still ${record?.status ?? "unregistered"} after ${timeoutMs} ms`,
+          );
+        }
+        await new Promise((wake) => setTimeout(wake, 25));
+      }
+    }
+
+    async function publish(
+      name: string,
+      version: number,
+      bytes: Uint8Array,
+      publishOptions: PublishOptions = {},
+    ) {
+      if (publishOptions.manifest !== undefined) {
+        await clients.s3.send(
+          new PutObjectCommand({
+            Bucket: LOCAL_BUCKET,
+            Key: manifestKey(name, version),
+            Body: JSON.stringify(publishOptions.manifest),
+            ContentType: "application/json",
+          }),
+        );
+      }
+      // Multipart above 8 MiB, as S3 clients do; the emulator also refuses single PUTs over 11 MiB.
+      await new Upload({
+        client: clients.s3,
+        params: { Bucket: LOCAL_BUCKET, Key: modelKey(name, version), Body: bytes },
+        partSize: 8 * 1024 * 1024,
+      }).done();
+      return waitForVersion(name, version, publishOptions.timeoutMs);
+    }
+
+    if (options.demo ?? true) {
+      const existing = await registry.getVersion(DEMO_MODEL, 1);
+      const demo = existing?.status === "ready" ? existing : await publish(DEMO_MODEL, 1, buildIrisModel());
+      if (isServable(demo)) {
+        const features = {
+          name: "features",
+          type: "float32" as const,
+          dims: [1, 4],
+          data: new Float32Array(4),
+        };
+        await inference.runner.run(demo, [features], ["label"]);
+      }
+    }
+
     return {
       url: gateway.url,
       emulators,
@@ -98,16 +244,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       inference,
       registry,
       bucket: LOCAL_BUCKET,
-      async close() {
-        await gateway.close();
-        await inference.sessions.close();
-        clients.s3.destroy();
-        clients.dynamo.destroy();
-        await emulators.stop();
-      },
+      sqs,
+      publish,
+      waitForVersion,
+      close: stopAll,
     };
   } catch (error) {
-    await emulators.stop();
+    await stopAll();
     throw error;
   }
 }

@@ -1,10 +1,10 @@
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { ArtifactIntegrityError, ModelNotReadyError } from "#core/errors.ts";
 import type { ArtifactRef } from "#core/model.ts";
+import { writeHashed } from "./hashed-file.ts";
 
 /** Where artifact bytes come from: S3 in AWS and locally. */
 export interface ArtifactSource {
@@ -112,33 +112,21 @@ export class ArtifactCache {
 
   async #fetchVerified(ref: ArtifactRef, finalPath: string): Promise<void> {
     const partPath = join(this.#options.directory, `${ref.sha256}.${randomUUID()}.part`);
-    const hash = createHash("sha256");
-    let received = 0;
     // The file exists before any byte flows, so the cleanup below always finds what it must remove.
     const file = await open(partPath, "wx");
     try {
       const body = await this.#options.source.open(ref);
-      await pipeline(
-        body,
-        async function* (chunks: AsyncIterable<Buffer>) {
-          for await (const chunk of chunks) {
-            received += chunk.length;
-            if (received > ref.bytes) {
-              throw new ArtifactIntegrityError(
-                `artifact ${ref.key} is larger than the ${ref.bytes} bytes registered`,
-              );
-            }
-            hash.update(chunk);
-            yield chunk;
-          }
-        },
-        file.createWriteStream(),
-      );
-      const digest = hash.digest("hex");
-      if (received !== ref.bytes || digest !== ref.sha256) {
+      const { sha256, bytes } = await writeHashed(body, file, (received) => {
+        if (received > ref.bytes) {
+          throw new ArtifactIntegrityError(
+            `artifact ${ref.key} is larger than the ${ref.bytes} bytes registered`,
+          );
+        }
+      });
+      if (bytes !== ref.bytes || sha256 !== ref.sha256) {
         throw new ArtifactIntegrityError(
           `artifact ${ref.key} does not match its registry record ` +
-            `(got ${received} bytes, sha256 ${digest}; expected ${ref.bytes} bytes, sha256 ${ref.sha256})`,
+            `(got ${bytes} bytes, sha256 ${sha256}; expected ${ref.bytes} bytes, sha256 ${ref.sha256})`,
         );
       }
       await rename(partPath, finalPath);

@@ -75,6 +75,8 @@ export interface ModelVersion {
   readonly description?: string;
   readonly tags?: Readonly<Record<string, string>>;
   readonly source?: UploadSource;
+  /** The last upload refused because this version already existed. */
+  readonly rejectedUpload?: { readonly etag: string; readonly at: string; readonly reason: string };
   /** Whether the optimize message for this version was sent: "pending" until the send succeeds. */
   readonly optimizeState?: "pending" | "queued";
   readonly createdAt: string;

@@ -85,6 +85,7 @@ export const modelVersionSchema = z.object({
   tags: z.record(z.string(), z.string()).optional(),
   source: z.object({ key: z.string(), etag: z.string() }).optional(),
   optimizeState: z.enum(["pending", "queued"]).optional(),
+  rejectedUpload: z.object({ etag: z.string(), at: z.string(), reason: z.string() }).optional(),
   createdAt: z.string(),
   updatedAt: z.string(),
 }) satisfies z.ZodType<ModelVersion, unknown>;

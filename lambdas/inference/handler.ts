@@ -1,32 +1,13 @@
 import { Logger } from "@aws-lambda-powertools/logger";
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
-import { MaasError, MethodNotAllowedError } from "#core/errors.ts";
+import type { APIGatewayProxyEvent, APIGatewayProxyResult } from "aws-lambda";
+import { bodyText, errorResponse, header, json, type ProxyHandler } from "#aws/api-gateway.ts";
+import { MaasError } from "#core/errors.ts";
 import type { InferenceService } from "#core/inference-service.ts";
 import { matchV2Route, type V2Route } from "#core/routes.ts";
 import { loadInferenceConfig } from "./config.ts";
 import { createInferenceParts, defaultClients } from "./service.ts";
 
-export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
-
-const JSON_HEADERS = { "content-type": "application/json" } as const;
-
-function json(
-  statusCode: number,
-  body: unknown,
-  headers: Record<string, string> = {},
-): APIGatewayProxyResult {
-  return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
-}
-
-function header(event: APIGatewayProxyEvent, name: string): string | undefined {
-  const headers = event.headers ?? {};
-  return headers[name] ?? Object.entries(headers).find(([key]) => key.toLowerCase() === name)?.[1];
-}
-
-function bodyText(event: APIGatewayProxyEvent): string {
-  if (event.body == null) return "";
-  return event.isBase64Encoded ? Buffer.from(event.body, "base64").toString("utf8") : event.body;
-}
+export type { ProxyHandler };
 
 /** Builds the API Gateway (REST, proxy integration) handler around an inference service. */
 export function createInferenceHandler(service: InferenceService, logger: Logger): ProxyHandler {
@@ -87,18 +68,6 @@ export function createInferenceHandler(service: InferenceService, logger: Logger
     logger.info("request", log);
     return result;
   };
-}
-
-function errorResponse(error: unknown, logger: Logger): APIGatewayProxyResult {
-  if (error instanceof MaasError) {
-    if (error.status >= 500) logger.error(error.message, { code: error.code, cause: error.cause });
-    const headers: Record<string, string> =
-      error instanceof MethodNotAllowedError ? { allow: error.allow.join(", ") } : {};
-    return json(error.status, { error: error.message }, headers);
-  }
-  // Unknown failures stay in the logs: a client never sees a stack trace or a raw SDK error.
-  logger.error("unhandled error", error as Error);
-  return json(500, { error: "internal error" });
 }
 
 const defaultLogger = new Logger({ serviceName: "maas-inference" });

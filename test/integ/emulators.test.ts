@@ -22,7 +22,7 @@ async function start(overrides: Partial<EmulatorOptions> = {}): Promise<Emulator
     s3Port: 0,
     bucket: BUCKET,
     table: TABLE,
-    queues: ["register"],
+    queues: [{ name: "register" }],
     ...overrides,
   });
   running.push(emulators);
@@ -74,7 +74,7 @@ describe("local emulators", () => {
   });
 
   it("creates the requested queues", async () => {
-    const emulators = await start({ queues: ["register", "optimize"] });
+    const emulators = await start({ queues: [{ name: "register" }, { name: "optimize" }] });
 
     const register = emulators.fauxqs.inspectQueue("register");
     const optimize = emulators.fauxqs.inspectQueue("optimize");

@@ -5,7 +5,7 @@ import { ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ServableVersion } from "../../lambdas/core/model.ts";
-import { seedModel } from "../../local/seed.ts";
+import { isServable } from "../../lambdas/core/registry.ts";
 import { type LocalStack, startLocalStack } from "../../local/stack.ts";
 import { buildIrisModel, IRIS_LABELS } from "../../models/iris.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
@@ -33,15 +33,10 @@ function start(): Promise<LocalStack> {
   });
 }
 
-function seed(name: string, version: number, bytes: Uint8Array): Promise<ServableVersion> {
-  return seedModel({
-    s3: stack.emulators.s3Client(),
-    registry: stack.registry,
-    bucket: stack.bucket,
-    name,
-    version,
-    bytes,
-  });
+async function seed(name: string, version: number, bytes: Uint8Array): Promise<ServableVersion> {
+  const record = await stack.publish(name, version, bytes);
+  if (!isServable(record)) throw new Error(`${name} v${version} did not register: ${record.reason}`);
+  return record;
 }
 
 function api(path: string, init: RequestInit = {}): Promise<Response> {

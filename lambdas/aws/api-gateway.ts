@@ -1,0 +1,43 @@
+import type { Logger } from "@aws-lambda-powertools/logger";
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
+import { MaasError, MethodNotAllowedError } from "#core/errors.ts";
+
+/** API Gateway REST proxy integration (payload v1) helpers shared by the HTTP-facing functions. */
+
+export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
+
+const JSON_HEADERS = { "content-type": "application/json" } as const;
+
+export function json(
+  statusCode: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): APIGatewayProxyResult {
+  return {
+    statusCode,
+    headers: { ...JSON_HEADERS, ...headers },
+    body: body === undefined ? "" : JSON.stringify(body),
+  };
+}
+
+export function header(event: APIGatewayProxyEvent, name: string): string | undefined {
+  const headers = event.headers ?? {};
+  return headers[name] ?? Object.entries(headers).find(([key]) => key.toLowerCase() === name)?.[1];
+}
+
+export function bodyText(event: APIGatewayProxyEvent): string {
+  if (event.body == null) return "";
+  return event.isBase64Encoded ? Buffer.from(event.body, "base64").toString("utf8") : event.body;
+}
+
+/** Typed errors become their status and message; anything else a bare 500, its details only in the logs. */
+export function errorResponse(error: unknown, logger: Logger): APIGatewayProxyResult {
+  if (error instanceof MaasError) {
+    if (error.status >= 500) logger.error(error.message, { code: error.code, cause: error.cause });
+    const headers: Record<string, string> =
+      error instanceof MethodNotAllowedError ? { allow: error.allow.join(", ") } : {};
+    return json(error.status, { error: error.message }, headers);
+  }
+  logger.error("unhandled error", error as Error);
+  return json(500, { error: "internal error" });
+}

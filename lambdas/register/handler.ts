@@ -1,0 +1,145 @@
+import { readFile, unlink } from "node:fs/promises";
+import { Logger } from "@aws-lambda-powertools/logger";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { S3Client } from "@aws-sdk/client-s3";
+import { SQSClient } from "@aws-sdk/client-sqs";
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
+import { z } from "zod";
+import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
+import { createOrtSession } from "#aws/onnx-runner.ts";
+import { S3UploadStore } from "#aws/s3-upload-store.ts";
+import { SqsOptimizeQueue } from "#aws/sqs-optimize-queue.ts";
+import { type RegistrationDeps, registerUpload, type UploadEvent } from "#core/registration.ts";
+
+const GiB = 1024 ** 3;
+const positiveInt = z.coerce.number().int().positive();
+
+export const registerConfigSchema = z.object({
+  MAAS_REGISTRY_TABLE: z.string().min(1),
+  MAAS_OPTIMIZE_QUEUE_URL: z.string().url(),
+  MAAS_MAX_MODEL_BYTES: positiveInt.default(2 * GiB),
+  MAAS_LAMBDA_MAX_MODEL_BYTES: positiveInt.default(512 * 1024 ** 2),
+  MAAS_WORK_DIR: z.string().default("/tmp/maas-register"),
+});
+export type RegisterConfig = z.infer<typeof registerConfigSchema>;
+
+export function loadRegisterConfig(env: Record<string, string | undefined>): RegisterConfig {
+  const result = registerConfigSchema.safeParse(env);
+  if (!result.success) {
+    const details = result.error.issues
+      .map((issue) => `${issue.path.join(".")}: ${issue.message}`)
+      .join("; ");
+    throw new Error(`invalid register function configuration: ${details}`);
+  }
+  return result.data;
+}
+
+/** The parts of an S3 event notification registration reads; S3 also sends a TestEvent on setup. */
+const s3NotificationSchema = z.union([
+  z.object({
+    Records: z.array(
+      z.object({
+        eventName: z.string(),
+        s3: z.object({
+          bucket: z.object({ name: z.string() }),
+          object: z.object({ key: z.string(), size: z.number().optional(), eTag: z.string().optional() }),
+        }),
+      }),
+    ),
+  }),
+  z.object({ Event: z.literal("s3:TestEvent") }),
+]);
+
+/** S3 URL-encodes keys in notifications, with '+' for spaces. */
+const decodeKey = (key: string) => decodeURIComponent(key.replace(/\+/g, " "));
+
+export function uploadEvents(record: SQSRecord): UploadEvent[] {
+  const parsed = s3NotificationSchema.safeParse(JSON.parse(record.body));
+  if (!parsed.success) throw new Error(`message ${record.messageId} is not an S3 event notification`);
+  if (!("Records" in parsed.data)) return [];
+  return parsed.data.Records.filter((entry) => entry.eventName.startsWith("ObjectCreated:")).map((entry) => ({
+    bucket: entry.s3.bucket.name,
+    key: decodeKey(entry.s3.object.key),
+    etag: (entry.s3.object.eTag ?? "").replaceAll('"', ""),
+    bytes: entry.s3.object.size ?? 0,
+  }));
+}
+
+export type RegisterHandler = (event: SQSEvent, context?: Context) => Promise<SQSBatchResponse>;
+
+/**
+ * The register function: one S3 notification per SQS message. A message whose registration throws
+ * (an infrastructure error, or a message that is not an S3 notification) is reported as a batch item
+ * failure, retried by SQS and dead-lettered after three receives; the rest of the batch goes on.
+ */
+export function createRegisterHandler(deps: RegistrationDeps, logger: Logger): RegisterHandler {
+  return async (event, context) => {
+    if (context) logger.addContext(context);
+    const batchItemFailures: SQSBatchResponse["batchItemFailures"] = [];
+    for (const record of event.Records) {
+      try {
+        for (const upload of uploadEvents(record)) {
+          const started = performance.now();
+          const result = await registerUpload(upload, deps);
+          const log = {
+            key: upload.key,
+            etag: upload.etag,
+            ...result,
+            ms: Math.round(performance.now() - started),
+          };
+          if (result.outcome === "rejected" || result.outcome === "failed")
+            logger.warn("upload not registered", log);
+          else logger.info("upload handled", log);
+        }
+      } catch (error) {
+        logger.error("registration failed; the message will be retried", {
+          messageId: record.messageId,
+          error: error as Error,
+        });
+        batchItemFailures.push({ itemIdentifier: record.messageId });
+      }
+    }
+    return { batchItemFailures };
+  };
+}
+
+export interface RegisterClients {
+  readonly s3: S3Client;
+  readonly dynamo: DynamoDBClient;
+  readonly sqs: SQSClient;
+}
+
+/** Wires registration from configuration and clients: the same code in Lambda and locally. */
+export function createRegistrationDeps(config: RegisterConfig, clients: RegisterClients): RegistrationDeps {
+  return {
+    store: new S3UploadStore(clients.s3, config.MAAS_WORK_DIR),
+    registry: new DynamoModelRegistry(clients.dynamo, config.MAAS_REGISTRY_TABLE),
+    optimizeQueue: new SqsOptimizeQueue(clients.sqs, config.MAAS_OPTIMIZE_QUEUE_URL),
+    tryLoad: async (path) => {
+      const session = await createOrtSession(path);
+      await session.release();
+    },
+    readModel: (path) => readFile(path),
+    removeFile: (path) => unlink(path).catch(() => undefined),
+    now: () => new Date().toISOString(),
+    limits: {
+      maxModelBytes: config.MAAS_MAX_MODEL_BYTES,
+      lambdaMaxModelBytes: config.MAAS_LAMBDA_MAX_MODEL_BYTES,
+    },
+  };
+}
+
+const defaultLogger = new Logger({ serviceName: "maas-register" });
+let defaultHandler: RegisterHandler | undefined;
+
+export const handler: RegisterHandler = (event, context) => {
+  defaultHandler ??= createRegisterHandler(
+    createRegistrationDeps(loadRegisterConfig(process.env), {
+      s3: new S3Client({ responseChecksumValidation: "WHEN_REQUIRED" }),
+      dynamo: new DynamoDBClient({}),
+      sqs: new SQSClient({}),
+    }),
+    defaultLogger,
+  );
+  return defaultHandler(event, context);
+};
