@@ -59,6 +59,14 @@ async function main(): Promise<void> {
     ...keys,
   });
 
+  // What `maas` (bin/maas.ts) reads to find this stack without flags.
+  const stackFile = join(dataDir, "stack.json");
+  await writeFile(
+    stackFile,
+    `${JSON.stringify({ url: stack.url, s3Endpoint: stack.emulators.s3Endpoint, bucket: stack.bucket, ...keys }, null, 2)}\n`,
+    { mode: 0o600 },
+  );
+
   const body = JSON.stringify({
     inputs: [{ name: "features", shape: [1, 4], datatype: "FP32", data: [[5.1, 3.5, 1.4, 0.2]] }],
   });
