@@ -21,7 +21,7 @@ import {
 import { buildIrisModel } from "../models/iris.ts";
 import { type Emulators, startEmulators } from "./emulators.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
-import { type QueuePoller, startQueuePoller } from "./queue-poller.ts";
+import { startQueuePoller } from "./queue-poller.ts";
 import { startUploadBridge, type UploadBridge } from "./upload-bridge.ts";
 
 export const LOCAL_BUCKET = "maas-models";
