@@ -5,6 +5,7 @@ import { z } from "zod";
 import { bodyText, errorResponse, json, type ProxyHandler } from "#aws/api-gateway.ts";
 import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
 import { type AdminDeps, AdminService, matchAdminRoute } from "#core/admin-service.ts";
+import { parseConfig } from "#core/config.ts";
 import { manifestKey, modelKey } from "#core/manifest.ts";
 
 export const adminConfigSchema = z.object({
@@ -63,7 +64,7 @@ let defaultHandler: ProxyHandler | undefined;
 
 export const handler: ProxyHandler = (event, context) => {
   if (defaultHandler === undefined) {
-    const config = adminConfigSchema.parse(process.env);
+    const config = parseConfig(adminConfigSchema, process.env, "admin");
     defaultHandler = createAdminHandler(
       new AdminService(createAdminDeps(config, new S3Client({}), new DynamoDBClient({}))),
       defaultLogger,

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseConfig } from "#core/config.ts";
 
 const MiB = 1024 * 1024;
 const positiveInt = z.coerce.number().int().positive();
@@ -21,13 +22,7 @@ export const inferenceConfigSchema = z.object({
 export type InferenceConfig = z.infer<typeof inferenceConfigSchema> & { readonly MAAS_SESSION_BYTES: number };
 
 export function loadInferenceConfig(env: Record<string, string | undefined>): InferenceConfig {
-  const result = inferenceConfigSchema.safeParse(env);
-  if (!result.success) {
-    const details = result.error.issues
-      .map((issue) => `${issue.path.join(".")}: ${issue.message}`)
-      .join("; ");
-    throw new Error(`invalid inference function configuration: ${details}`);
-  }
-  const memoryMiB = result.data.AWS_LAMBDA_FUNCTION_MEMORY_SIZE ?? 4096;
-  return { ...result.data, MAAS_SESSION_BYTES: result.data.MAAS_SESSION_BYTES ?? (memoryMiB * MiB) / 2 };
+  const config = parseConfig(inferenceConfigSchema, env, "inference");
+  const memoryMiB = config.AWS_LAMBDA_FUNCTION_MEMORY_SIZE ?? 4096;
+  return { ...config, MAAS_SESSION_BYTES: config.MAAS_SESSION_BYTES ?? (memoryMiB * MiB) / 2 };
 }

@@ -9,6 +9,7 @@ import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
 import { createOrtSession } from "#aws/onnx-runner.ts";
 import { S3UploadStore } from "#aws/s3-upload-store.ts";
 import { SqsOptimizeQueue } from "#aws/sqs-optimize-queue.ts";
+import { parseConfig } from "#core/config.ts";
 import { type RegistrationDeps, registerUpload, type UploadEvent } from "#core/registration.ts";
 
 const GiB = 1024 ** 3;
@@ -24,14 +25,7 @@ export const registerConfigSchema = z.object({
 export type RegisterConfig = z.infer<typeof registerConfigSchema>;
 
 export function loadRegisterConfig(env: Record<string, string | undefined>): RegisterConfig {
-  const result = registerConfigSchema.safeParse(env);
-  if (!result.success) {
-    const details = result.error.issues
-      .map((issue) => `${issue.path.join(".")}: ${issue.message}`)
-      .join("; ");
-    throw new Error(`invalid register function configuration: ${details}`);
-  }
-  return result.data;
+  return parseConfig(registerConfigSchema, env, "register");
 }
 
 /** The parts of an S3 event notification registration reads; S3 also sends a TestEvent on setup. */
