@@ -51,7 +51,7 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
     allow(["GET"]);
     return { kind: "list-models" };
   }
-  const model = decodeURIComponent(rawModel);
+  const model = safeDecode(rawModel);
   if (!MODEL_NAME_PATTERN.test(model)) throw new ModelNotFoundError(`model '${model}' not found`);
   if (collection === undefined) throw new RouteNotFoundError(method, path);
 
@@ -73,7 +73,7 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
     allow(["GET"]);
     return { kind: "list-aliases", model };
   }
-  const alias = decodeURIComponent(rawItem);
+  const alias = safeDecode(rawItem);
   if (!ALIAS_PATTERN.test(alias)) {
     throw new InvalidRequestError(
       `'${alias}' is not a valid alias: a lower-case letter, then letters, digits, '-' or '_' (at most 64)`,
@@ -86,6 +86,15 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
   allow(["GET", "PUT", "DELETE"]);
   if (method === "GET") return { kind: "get-alias", model, alias };
   return method === "PUT" ? { kind: "set-alias", model, alias } : { kind: "delete-alias", model, alias };
+}
+
+/** A malformed escape (`%E0%A4%A`) is left as is: it then fails the name checks, a 404 or 400, not a 500. */
+function safeDecode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
 }
 
 const setAliasSchema = z.object({ version: z.number().int().positive() }).strict();

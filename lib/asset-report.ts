@@ -1,0 +1,68 @@
+import { lstatSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import type { CloudAssembly } from "aws-cdk-lib/cx-api";
+
+/** Lambda's limit on a function's unzipped code (and layers): 250 MB. */
+export const LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024;
+
+export interface FunctionAsset {
+  readonly stack: string;
+  /** Construct path of the function, e.g. `MaasService/Inference/Resource`. */
+  readonly path: string;
+  readonly logicalId: string;
+  /** The asset's directory inside the cloud assembly. */
+  readonly directory: string;
+  readonly bytes: number;
+  readonly files: readonly string[];
+}
+
+interface TemplateResource {
+  readonly Type?: string;
+  readonly Metadata?: Record<string, unknown>;
+}
+
+/** Every Lambda function with a directory asset in the assembly (inline handlers have none). */
+export function functionAssets(assembly: CloudAssembly): FunctionAsset[] {
+  const assets: FunctionAsset[] = [];
+  for (const stack of assembly.stacks) {
+    const resources = (stack.template as { Resources?: Record<string, TemplateResource> }).Resources ?? {};
+    for (const [logicalId, resource] of Object.entries(resources)) {
+      const assetPath = resource.Metadata?.["aws:asset:path"];
+      if (resource.Type !== "AWS::Lambda::Function" || typeof assetPath !== "string") continue;
+      const directory = join(assembly.directory, assetPath);
+      const files = listFiles(directory);
+      assets.push({
+        stack: stack.stackName,
+        path: String(resource.Metadata?.["aws:cdk:path"] ?? logicalId),
+        logicalId,
+        directory,
+        files,
+        bytes: files.reduce((sum, file) => sum + lstatSync(join(directory, file)).size, 0),
+      });
+    }
+  }
+  return assets;
+}
+
+/** Paths relative to `directory`, recursively; links are listed, not followed. */
+export function listFiles(directory: string, prefix = ""): string[] {
+  return readdirSync(join(directory, prefix), { withFileTypes: true }).flatMap((entry) => {
+    const relative = prefix ? `${prefix}/${entry.name}` : entry.name;
+    return entry.isDirectory() ? listFiles(directory, relative) : [relative];
+  });
+}
+
+export function formatMiB(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** One line per function asset, and whether any exceeds Lambda's unzipped limit. */
+export function assetSizeReport(assets: readonly FunctionAsset[]): {
+  lines: string[];
+  oversized: FunctionAsset[];
+} {
+  const lines = assets.map(
+    (asset) => `${asset.path.padEnd(36)} ${formatMiB(asset.bytes).padStart(11)}  ${asset.files.length} files`,
+  );
+  return { lines, oversized: assets.filter((asset) => asset.bytes > LAMBDA_UNZIPPED_LIMIT_BYTES) };
+}

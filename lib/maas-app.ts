@@ -1,0 +1,26 @@
+import type { App, Environment } from "aws-cdk-lib";
+import { type MaasContext, serviceSettings } from "./maas-context.ts";
+import { MaasServiceStack } from "./service-stack.ts";
+import { MaasStatefulStack } from "./stateful-stack.ts";
+
+export interface MaasStacks {
+  readonly stateful: MaasStatefulStack;
+  readonly service: MaasServiceStack;
+}
+
+/** The whole service as two stacks, split by lifecycle: state (deploy once) and service (redeploy freely). */
+export function defineMaas(app: App, context: MaasContext, env?: Environment): MaasStacks {
+  const stateful = new MaasStatefulStack(app, "MaasStateful", {
+    env,
+    description: "serverless-maas state: model bucket, registry table, publish queues",
+  });
+  const service = new MaasServiceStack(app, "MaasService", {
+    env,
+    description: "serverless-maas service: REST API, inference/admin/register functions, alarms",
+    models: stateful.models,
+    registry: stateful.registry,
+    queues: stateful.queues,
+    ...serviceSettings(context),
+  });
+  return { stateful, service };
+}

@@ -1,0 +1,86 @@
+import { Period } from "aws-cdk-lib/aws-apigateway";
+import { Architecture } from "aws-cdk-lib/aws-lambda";
+import type { Node } from "constructs";
+import { z } from "zod";
+import type { MaasServiceStackProps } from "./service-stack.ts";
+
+/** A list from cdk.json (JSON array) or the command line (`-c key=a,b` or `-c 'key=["a","b"]'`). */
+const stringList = z.preprocess((value) => {
+  if (typeof value !== "string") return value;
+  const text = value.trim();
+  if (text.startsWith("[")) {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return value;
+    }
+  }
+  return text
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+}, z.array(z.string()));
+
+const number = z.coerce.number();
+const flag = z.union([z.boolean(), z.enum(["true", "false"]).transform((text) => text === "true")]);
+
+/** Every context key the app reads; ranges and combinations are checked by the constructs. */
+export const maasContextSchema = z.object({
+  architecture: z.enum(["arm64", "x86_64"]).default("arm64"),
+  inferenceMemoryMb: number.optional(),
+  ephemeralStorageMb: number.optional(),
+  lambdaMaxModelBytes: number.optional(),
+  maxModelBytes: number.optional(),
+  provisionedConcurrency: number.optional(),
+  preloadModels: stringList.optional(),
+  corsOrigins: stringList.optional(),
+  throttleRateLimit: number.optional(),
+  throttleBurstLimit: number.optional(),
+  quotaLimit: number.optional(),
+  quotaPeriod: z.enum(["DAY", "WEEK", "MONTH"]).optional(),
+  alarmEmail: z.string().optional(),
+  apiGatewayCloudWatchRole: flag.optional(),
+});
+
+export type MaasContext = z.infer<typeof maasContextSchema>;
+export const MAAS_CONTEXT_KEYS = Object.keys(maasContextSchema.shape) as (keyof MaasContext)[];
+
+/** Reads and type-checks the app's context (cdk.json or `-c key=value`); a bad value fails the synth. */
+export function readMaasContext(node: Node): MaasContext {
+  const raw = Object.fromEntries(MAAS_CONTEXT_KEYS.map((key) => [key, node.tryGetContext(key)]));
+  const result = maasContextSchema.safeParse(raw);
+  if (!result.success) {
+    const details = result.error.issues
+      .map((issue) => `${issue.path.join(".")}: ${issue.message}`)
+      .join("; ");
+    throw new Error(`invalid context: ${details}`);
+  }
+  return result.data;
+}
+
+/** The service stack's settings from context; what context leaves out keeps the stack's defaults. */
+export function serviceSettings(
+  context: MaasContext,
+): Omit<MaasServiceStackProps, "models" | "registry" | "queues"> {
+  const throttle =
+    context.throttleRateLimit !== undefined || context.throttleBurstLimit !== undefined
+      ? { rateLimit: context.throttleRateLimit ?? 100, burstLimit: context.throttleBurstLimit ?? 200 }
+      : undefined;
+  return {
+    architecture: context.architecture === "x86_64" ? Architecture.X86_64 : Architecture.ARM_64,
+    inferenceMemoryMb: context.inferenceMemoryMb,
+    ephemeralStorageMb: context.ephemeralStorageMb,
+    lambdaMaxModelBytes: context.lambdaMaxModelBytes,
+    maxModelBytes: context.maxModelBytes,
+    provisionedConcurrency: context.provisionedConcurrency,
+    preloadModels: context.preloadModels,
+    corsOrigins: context.corsOrigins,
+    throttle,
+    quota:
+      context.quotaLimit !== undefined
+        ? { limit: context.quotaLimit, period: Period[context.quotaPeriod ?? "DAY"] }
+        : undefined,
+    alarmEmail: context.alarmEmail,
+    apiGatewayCloudWatchRole: context.apiGatewayCloudWatchRole,
+  };
+}

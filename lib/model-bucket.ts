@@ -1,0 +1,139 @@
+import { Duration } from "aws-cdk-lib";
+import { Grant, type IGrantable } from "aws-cdk-lib/aws-iam";
+import { BlockPublicAccess, Bucket, BucketEncryption, ObjectOwnership } from "aws-cdk-lib/aws-s3";
+import { Construct } from "constructs";
+import { acknowledge, acknowledgeGrantWildcard } from "./nag.ts";
+
+/** Publishers upload under this prefix: `models/<name>/<version>/model.onnx` (and `maas.json`). */
+export const MODELS_PREFIX = "models/";
+/** Registration copies each accepted upload to a content-addressed key under this prefix. */
+export const ARTIFACTS_PREFIX = "artifacts/";
+
+export interface ModelBucketProps {
+  /**
+   * How long a replaced or deleted object version is kept before it expires.
+   * @default Duration.days(30)
+   */
+  readonly noncurrentVersionExpiration?: Duration;
+  /**
+   * How long an unfinished multipart upload may hold storage before it is aborted.
+   * @default Duration.days(7)
+   */
+  readonly abortIncompleteMultipartUploadAfter?: Duration;
+  /**
+   * Write S3 server access logs to a bucket of their own.
+   * @default true
+   */
+  readonly serverAccessLogs?: boolean;
+  /**
+   * How long server access log objects are kept.
+   * @default Duration.days(90)
+   */
+  readonly accessLogsExpiration?: Duration;
+}
+
+/**
+ * The bucket publishers upload models to: versioned, S3-managed encryption, TLS only, no public
+ * access, with lifecycle rules for unfinished uploads and replaced versions, and server access logs.
+ */
+export class ModelBucket extends Construct {
+  public readonly bucket: Bucket;
+  /** Target of the model bucket's server access logs, when enabled. */
+  public readonly accessLogsBucket?: Bucket;
+
+  constructor(scope: Construct, id: string, props: ModelBucketProps = {}) {
+    super(scope, id);
+    const noncurrent = props.noncurrentVersionExpiration ?? Duration.days(30);
+    const abortAfter = props.abortIncompleteMultipartUploadAfter ?? Duration.days(7);
+    const logsExpiration = props.accessLogsExpiration ?? Duration.days(90);
+    for (const [name, value] of [
+      ["noncurrentVersionExpiration", noncurrent],
+      ["abortIncompleteMultipartUploadAfter", abortAfter],
+      ["accessLogsExpiration", logsExpiration],
+    ] as const) {
+      if (!isWholeDays(value)) throw new Error(`${name} must be a whole number of days, at least 1`);
+    }
+    if (props.serverAccessLogs === false && props.accessLogsExpiration !== undefined) {
+      throw new Error("accessLogsExpiration needs serverAccessLogs");
+    }
+
+    if (props.serverAccessLogs ?? true) {
+      this.accessLogsBucket = new Bucket(this, "AccessLogs", {
+        // Log delivery writes with SSE-S3 only.
+        encryption: BucketEncryption.S3_MANAGED,
+        blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
+        objectOwnership: ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        enforceSSL: true,
+        lifecycleRules: [{ expiration: logsExpiration }],
+      });
+      acknowledge(
+        this.accessLogsBucket,
+        "AwsSolutions-S1",
+        "This is the access log bucket itself; logging its own accesses would recurse.",
+      );
+    }
+
+    this.bucket = new Bucket(this, "Bucket", {
+      versioned: true,
+      // SSE-S3: no KMS request per model download, and S3 -> SQS notifications need no key policy.
+      encryption: BucketEncryption.S3_MANAGED,
+      blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      enforceSSL: true,
+      serverAccessLogsBucket: this.accessLogsBucket,
+      serverAccessLogsPrefix: this.accessLogsBucket ? "model-bucket/" : undefined,
+      lifecycleRules: [
+        { abortIncompleteMultipartUploadAfter: abortAfter },
+        { noncurrentVersionExpiration: noncurrent },
+      ],
+    });
+  }
+
+  /** Read uploads and manifests (`models/*`), nothing else in the bucket. */
+  public grantReadUploads(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:GetObject"], MODELS_PREFIX);
+  }
+
+  /** Delete uploads (`models/*`); versioning keeps the bytes until the noncurrent rule expires them. */
+  public grantDeleteUploads(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:DeleteObject"], MODELS_PREFIX);
+  }
+
+  /** Read serving artifacts (`artifacts/*`). */
+  public grantReadArtifacts(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:GetObject"], ARTIFACTS_PREFIX);
+  }
+
+  /** Write serving artifacts (`artifacts/*`), e.g. by copying an accepted upload there. */
+  public grantWriteArtifacts(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:PutObject"], ARTIFACTS_PREFIX);
+  }
+
+  /**
+   * List keys. S3 answers HeadObject/GetObject on a missing key with 404 only to principals that may
+   * list the bucket (403 otherwise), and registration tells "gone" from "forbidden" by it.
+   */
+  public grantListKeys(grantee: IGrantable): Grant {
+    return Grant.addToPrincipal({
+      grantee,
+      actions: ["s3:ListBucket"],
+      resourceArns: [this.bucket.bucketArn],
+    });
+  }
+
+  private grantOnPrefix(grantee: IGrantable, actions: string[], prefix: string): Grant {
+    const objects = this.bucket.arnForObjects(`${prefix}*`);
+    const grant = Grant.addToPrincipal({ grantee, actions, resourceArns: [objects] });
+    acknowledgeGrantWildcard(
+      grantee,
+      objects,
+      `Object-prefix ARN: ${actions.join(", ")} on ${prefix}* only; object names are only known at upload.`,
+    );
+    return grant;
+  }
+}
+
+function isWholeDays(duration: Duration): boolean {
+  const days = duration.toMilliseconds() / 86_400_000;
+  return Number.isInteger(days) && days >= 1;
+}

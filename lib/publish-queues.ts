@@ -1,0 +1,116 @@
+import { Duration, Stack } from "aws-cdk-lib";
+import { type Bucket, EventType } from "aws-cdk-lib/aws-s3";
+import { SqsDestination } from "aws-cdk-lib/aws-s3-notifications";
+import { Queue, QueueEncryption } from "aws-cdk-lib/aws-sqs";
+import { Construct } from "constructs";
+import { MODELS_PREFIX } from "./model-bucket.ts";
+import { acknowledge } from "./nag.ts";
+
+/** aws-s3's fixed id for its notifications handler (a stack singleton). */
+const NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834";
+
+/** The object names that start a registration; anything else under `models/` is ignored. */
+export const REGISTER_SUFFIXES = ["model.onnx", "maas.json"] as const;
+
+export interface PublishQueuesProps {
+  /** Uploads under `models/` in this bucket are announced on the register queue. */
+  readonly bucket: Bucket;
+  /**
+   * Visibility timeout of the register and optimize queues; keep it at least six times the timeout of
+   * the function that consumes each (AWS's guidance for SQS event sources).
+   * @default Duration.minutes(90), for 15-minute functions
+   */
+  readonly visibilityTimeout?: Duration;
+  /**
+   * Receives before a message moves to its dead-letter queue.
+   * @default 3
+   */
+  readonly maxReceiveCount?: number;
+  /**
+   * How long the dead-letter queues keep a message for an operator to look at.
+   * @default Duration.days(14), SQS's maximum
+   */
+  readonly deadLetterRetention?: Duration;
+}
+
+const MAX_VISIBILITY_SECONDS = 12 * 60 * 60;
+
+/**
+ * The publish pipeline's queues: S3 upload events -> register queue, register -> optimize queue, each
+ * with a dead-letter queue. SQS-managed encryption and TLS-only access on all four.
+ */
+export class PublishQueues extends Construct {
+  public readonly registerQueue: Queue;
+  public readonly registerDeadLetterQueue: Queue;
+  public readonly optimizeQueue: Queue;
+  public readonly optimizeDeadLetterQueue: Queue;
+  /** The visibility timeout both work queues were made with. */
+  public readonly visibilityTimeout: Duration;
+  public readonly maxReceiveCount: number;
+
+  constructor(scope: Construct, id: string, props: PublishQueuesProps) {
+    super(scope, id);
+    this.visibilityTimeout = props.visibilityTimeout ?? Duration.minutes(90);
+    this.maxReceiveCount = props.maxReceiveCount ?? 3;
+    const visibilitySeconds = this.visibilityTimeout.toSeconds();
+    if (visibilitySeconds < 1 || visibilitySeconds > MAX_VISIBILITY_SECONDS) {
+      throw new Error(`visibilityTimeout must be from 1 second to 12 hours, got ${visibilitySeconds} s`);
+    }
+    if (!Number.isInteger(this.maxReceiveCount) || this.maxReceiveCount < 1 || this.maxReceiveCount > 1000) {
+      throw new Error(`maxReceiveCount must be an integer from 1 to 1000, got ${this.maxReceiveCount}`);
+    }
+    const deadLetterRetention = props.deadLetterRetention ?? Duration.days(14);
+
+    this.registerDeadLetterQueue = this.deadLetterQueue("RegisterDeadLetterQueue", deadLetterRetention);
+    this.registerQueue = this.workQueue("RegisterQueue", this.registerDeadLetterQueue);
+    this.optimizeDeadLetterQueue = this.deadLetterQueue("OptimizeDeadLetterQueue", deadLetterRetention);
+    this.optimizeQueue = this.workQueue("OptimizeQueue", this.optimizeDeadLetterQueue);
+
+    const destination = new SqsDestination(this.registerQueue);
+    for (const suffix of REGISTER_SUFFIXES) {
+      props.bucket.addEventNotification(EventType.OBJECT_CREATED, destination, {
+        prefix: MODELS_PREFIX,
+        suffix,
+      });
+    }
+    // CDK's bucket-notifications handler, one per bucket stack, created by the first notification above.
+    const notificationsRole = Stack.of(props.bucket)
+      .node.tryFindChild(NOTIFICATIONS_HANDLER_ID)
+      ?.node.tryFindChild("Role");
+    if (notificationsRole) {
+      acknowledge(
+        notificationsRole,
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+        "CDK's S3 bucket-notifications custom resource handler: aws-s3 gives its role this managed policy (logs only); its S3 permission is scoped to the model bucket.",
+      );
+    }
+  }
+
+  private workQueue(id: string, deadLetterQueue: Queue): Queue {
+    return new Queue(this, id, {
+      encryption: QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      visibilityTimeout: this.visibilityTimeout,
+      deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: this.maxReceiveCount },
+    });
+  }
+
+  private deadLetterQueue(id: string, retentionPeriod: Duration): Queue {
+    const queue = new Queue(this, id, {
+      encryption: QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod,
+    });
+    acknowledge(
+      queue,
+      "AwsSolutions-SQS3",
+      "This queue is itself a dead-letter queue; its messages wait for an operator (alarm on depth).",
+    );
+    acknowledge(
+      queue,
+      "Serverless-SQSRedrivePolicy",
+      "This queue is itself a dead-letter queue; redriving it further would hide failures.",
+    );
+    return queue;
+  }
+}

@@ -1,0 +1,304 @@
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { CfnOutput, Duration, Size, Stack, type StackProps } from "aws-cdk-lib";
+import { type Alias, Architecture, EventSourceMapping } from "aws-cdk-lib/aws-lambda";
+import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
+import type { Construct } from "constructs";
+import { InferenceApi, type InferenceQuota, type InferenceThrottle } from "./inference-api.ts";
+import { MaasAlarms } from "./maas-alarms.ts";
+import { LAMBDA_EPHEMERAL_RANGE_MB, MaasFunction } from "./maas-function.ts";
+import type { ModelBucket } from "./model-bucket.ts";
+import type { ModelRegistryTable } from "./model-registry-table.ts";
+import { acknowledge } from "./nag.ts";
+import type { PublishQueues } from "./publish-queues.ts";
+
+const MiB = 1024 * 1024;
+const MAX_SINGLE_COPY_BYTES = 5 * 1024 * MiB;
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** Share of the inference function's /tmp the artifact cache may fill; the rest is ORT's and Node's. */
+export const ARTIFACT_CACHE_SHARE = 0.8;
+/** /tmp the register function keeps free besides the model it stages. */
+const REGISTER_TMP_HEADROOM_MB = 512;
+const MODEL_NAME = /^[a-z0-9._-]{1,64}$/;
+
+export interface MaasServiceStackProps extends StackProps {
+  /** From the stateful stack. */
+  readonly models: ModelBucket;
+  readonly registry: ModelRegistryTable;
+  readonly queues: PublishQueues;
+  /** @default Architecture.ARM_64 */
+  readonly architecture?: Architecture;
+  /**
+   * Memory of the inference and register functions (vCPUs scale with it).
+   * @default 3008
+   */
+  readonly inferenceMemoryMb?: number;
+  /**
+   * /tmp of the inference function; 80% of it caches model artifacts.
+   * @default 4096
+   */
+  readonly ephemeralStorageMb?: number;
+  /**
+   * Models up to this size are served by Lambda; larger ones go to SageMaker.
+   * @default 512 MiB
+   */
+  readonly lambdaMaxModelBytes?: number;
+  /**
+   * Uploads above this size are rejected at registration.
+   * @default 2 GiB (protobuf's limit for a single-file ONNX model)
+   */
+  readonly maxModelBytes?: number;
+  /**
+   * Provisioned concurrency of the inference alias `live`; 0 for none.
+   * @default 0
+   */
+  readonly provisionedConcurrency?: number;
+  /**
+   * Models that provisioned environments load during initialization (`MAAS_PRELOAD_MODELS`).
+   * @default []
+   */
+  readonly preloadModels?: readonly string[];
+  /** @default [] (no CORS) */
+  readonly corsOrigins?: readonly string[];
+  /** @default InferenceApi's default throttle */
+  readonly throttle?: InferenceThrottle;
+  /** @default - no quota */
+  readonly quota?: InferenceQuota;
+  /** @default - alarms without notifications */
+  readonly alarmEmail?: string;
+  /** @default true */
+  readonly apiGatewayCloudWatchRole?: boolean;
+  /**
+   * Timeout of the register function; the register queue's visibility timeout must be six times this.
+   * @default Duration.minutes(15)
+   */
+  readonly registerTimeout?: Duration;
+}
+
+interface Sizing {
+  readonly memoryMb: number;
+  readonly ephemeralMb: number;
+  readonly lambdaMaxModelBytes: number;
+  readonly maxModelBytes: number;
+  readonly provisionedConcurrency: number;
+  readonly preloadModels: readonly string[];
+  readonly registerTimeout: Duration;
+}
+
+/**
+ * The stateless service: the inference, admin and register functions, the REST API in front of them,
+ * the register queue's event source, and alarms. Redeployed freely; state lives in the stateful stack.
+ */
+export class MaasServiceStack extends Stack {
+  public readonly inference: MaasFunction;
+  /** The alias the API invokes; carries the provisioned concurrency. */
+  public readonly inferenceAlias: Alias;
+  public readonly admin: MaasFunction;
+  public readonly register: MaasFunction;
+  public readonly registerEventSource: SqsEventSource;
+  public readonly api: InferenceApi;
+  public readonly alarms: MaasAlarms;
+
+  constructor(scope: Construct, id: string, props: MaasServiceStackProps) {
+    super(scope, id, props);
+    const sizing = resolveSizing(props);
+    const { models, registry, queues } = props;
+    const architecture = props.architecture ?? Architecture.ARM_64;
+    const common = {
+      architecture,
+      projectRoot: ROOT,
+      depsLockFilePath: join(ROOT, "package-lock.json"),
+    };
+
+    this.inference = new MaasFunction(this, "Inference", {
+      ...common,
+      entry: join(ROOT, "lambdas/inference/handler.ts"),
+      description: "serverless-maas: Open Inference Protocol (V2) on onnxruntime-node",
+      memorySize: sizing.memoryMb,
+      ephemeralStorageSize: Size.mebibytes(sizing.ephemeralMb),
+      // Longer than API Gateway's 29 s: a cold model load that outlives its request still warms the environment.
+      timeout: Duration.seconds(60),
+      environment: {
+        MAAS_REGISTRY_TABLE: registry.table.tableName,
+        MAAS_ARTIFACT_CACHE_BYTES: String(artifactCacheBytes(sizing.ephemeralMb)),
+        ...(sizing.preloadModels.length > 0 ? { MAAS_PRELOAD_MODELS: sizing.preloadModels.join(",") } : {}),
+        ...(props.corsOrigins?.length ? { MAAS_CORS_ORIGINS: props.corsOrigins.join(",") } : {}),
+      },
+    });
+    this.inferenceAlias = this.inference.addAlias("live", {
+      provisionedConcurrentExecutions:
+        sizing.provisionedConcurrency > 0 ? sizing.provisionedConcurrency : undefined,
+    });
+    models.grantReadArtifacts(this.inference);
+    registry.grantReadRegistry(this.inference);
+
+    this.admin = new MaasFunction(this, "Admin", {
+      ...common,
+      entry: join(ROOT, "lambdas/admin/handler.ts"),
+      description: "serverless-maas: model administration (versions, aliases)",
+      withOnnxRuntime: false,
+      environment: {
+        MAAS_REGISTRY_TABLE: registry.table.tableName,
+        MAAS_BUCKET: models.bucket.bucketName,
+      },
+    });
+    registry.grantReadRegistry(this.admin);
+    registry.grantWriteRegistry(this.admin);
+    models.grantDeleteUploads(this.admin);
+
+    this.register = new MaasFunction(this, "Register", {
+      ...common,
+      entry: join(ROOT, "lambdas/register/handler.ts"),
+      description: "serverless-maas: validates and registers uploaded models (S3 -> SQS)",
+      memorySize: sizing.memoryMb,
+      ephemeralStorageSize: Size.mebibytes(registerEphemeralMb(sizing.maxModelBytes)),
+      timeout: sizing.registerTimeout,
+      environment: {
+        MAAS_REGISTRY_TABLE: registry.table.tableName,
+        MAAS_OPTIMIZE_QUEUE_URL: queues.optimizeQueue.queueUrl,
+        MAAS_MAX_MODEL_BYTES: String(sizing.maxModelBytes),
+        MAAS_LAMBDA_MAX_MODEL_BYTES: String(sizing.lambdaMaxModelBytes),
+        MAAS_WORK_DIR: "/tmp/maas-register",
+      },
+    });
+    this.registerEventSource = new SqsEventSource(queues.registerQueue, {
+      batchSize: 10,
+      maxBatchingWindow: Duration.seconds(1),
+      reportBatchItemFailures: true,
+    });
+    this.register.addEventSource(this.registerEventSource);
+    models.grantReadUploads(this.register);
+    models.grantReadArtifacts(this.register);
+    models.grantWriteArtifacts(this.register);
+    models.grantListKeys(this.register);
+    registry.grantReadRegistry(this.register);
+    registry.grantWriteRegistry(this.register);
+    queues.optimizeQueue.grantSendMessages(this.register);
+
+    this.api = new InferenceApi(this, "Api", {
+      inference: this.inferenceAlias,
+      admin: this.admin,
+      throttle: props.throttle,
+      quota: props.quota,
+      corsOrigins: props.corsOrigins,
+      cloudWatchRole: props.apiGatewayCloudWatchRole,
+    });
+    this.alarms = new MaasAlarms(this, "Alarms", {
+      deadLetterQueues: {
+        Register: queues.registerDeadLetterQueue,
+        Optimize: queues.optimizeDeadLetterQueue,
+      },
+      api: this.api.api,
+      inference: this.inference,
+      alarmEmail: props.alarmEmail,
+    });
+
+    this.acknowledgeSynchronousInvocation(this.inference, "API Gateway invokes it synchronously");
+    this.acknowledgeSynchronousInvocation(this.admin, "API Gateway invokes it synchronously");
+    this.acknowledgeSynchronousInvocation(
+      this.register,
+      "an SQS event source polls for it synchronously; failures go to the register queue's DLQ",
+    );
+    const mapping = this.register.node.children.find((child) => child instanceof EventSourceMapping);
+    if (mapping === undefined) throw new Error("the register function has no event source mapping");
+    acknowledge(
+      mapping,
+      "Serverless-LambdaEventSourceMappingDestination",
+      "SQS event sources have no on-failure destination: the register queue's redrive policy moves failed messages to its DLQ after 3 receives.",
+    );
+
+    new CfnOutput(this, "ApiUrl", {
+      value: this.api.api.url,
+      description: "Base URL; V2 routes are under v2/",
+    });
+    new CfnOutput(this, "InferenceApiKeyId", { value: this.api.apiKey.keyId });
+    new CfnOutput(this, "GetInferenceApiKeyCommand", {
+      value: `aws apigateway get-api-key --api-key ${this.api.apiKey.keyId} --include-value --query value --output text`,
+      description: "Prints the inference API key (send it as x-api-key)",
+    });
+    new CfnOutput(this, "AdminInvokeArn", {
+      value: this.api.api.arnForExecuteApi("*", "/admin/*", this.api.api.deploymentStage.stageName),
+      description: "Grant execute-api:Invoke on this ARN to the principals that administer models",
+    });
+  }
+
+  private acknowledgeSynchronousInvocation(fn: MaasFunction, how: string): void {
+    acknowledge(fn, "Serverless-LambdaDLQ", `No dead-letter target: ${how}.`);
+    acknowledge(fn, "Serverless-LambdaAsyncFailureDestination", `Never invoked asynchronously: ${how}.`);
+  }
+}
+
+function resolveSizing(props: MaasServiceStackProps): Sizing {
+  const sizing: Sizing = {
+    memoryMb: props.inferenceMemoryMb ?? 3008,
+    ephemeralMb: props.ephemeralStorageMb ?? 4096,
+    lambdaMaxModelBytes: props.lambdaMaxModelBytes ?? 512 * MiB,
+    maxModelBytes: props.maxModelBytes ?? 2048 * MiB,
+    provisionedConcurrency: props.provisionedConcurrency ?? 0,
+    preloadModels: props.preloadModels ?? [],
+    registerTimeout: props.registerTimeout ?? Duration.minutes(15),
+  };
+  for (const key of ["lambdaMaxModelBytes", "maxModelBytes"] as const) {
+    if (!Number.isSafeInteger(sizing[key]) || sizing[key] < 1) {
+      throw new Error(`${key} must be a positive integer, got ${sizing[key]}`);
+    }
+  }
+  if (sizing.lambdaMaxModelBytes > sizing.maxModelBytes) {
+    throw new Error(
+      `lambdaMaxModelBytes (${sizing.lambdaMaxModelBytes}) must not exceed maxModelBytes (${sizing.maxModelBytes})`,
+    );
+  }
+  const cacheBytes = artifactCacheBytes(sizing.ephemeralMb);
+  if (sizing.lambdaMaxModelBytes > cacheBytes) {
+    throw new Error(
+      `lambdaMaxModelBytes (${sizing.lambdaMaxModelBytes}) must fit the inference artifact cache: 80% of ephemeralStorageMb (${cacheBytes} bytes)`,
+    );
+  }
+  // Registration copies each upload to its content-addressed key with one CopyObject, which S3 caps at 5 GiB.
+  if (sizing.maxModelBytes > MAX_SINGLE_COPY_BYTES) {
+    throw new Error(
+      `maxModelBytes (${sizing.maxModelBytes}) must be at most ${MAX_SINGLE_COPY_BYTES}: registration copies each model with one S3 CopyObject (5 GiB at most)`,
+    );
+  }
+  const registerLimitMb = LAMBDA_EPHEMERAL_RANGE_MB.max - REGISTER_TMP_HEADROOM_MB;
+  if (sizing.maxModelBytes > registerLimitMb * MiB) {
+    throw new Error(
+      `maxModelBytes (${sizing.maxModelBytes}) must be at most ${registerLimitMb * MiB}: the register function stages each upload in its /tmp (10240 MiB at most, ${REGISTER_TMP_HEADROOM_MB} MiB kept free)`,
+    );
+  }
+  if (!Number.isInteger(sizing.provisionedConcurrency) || sizing.provisionedConcurrency < 0) {
+    throw new Error(
+      `provisionedConcurrency must be a non-negative integer, got ${sizing.provisionedConcurrency}`,
+    );
+  }
+  if (sizing.preloadModels.length > 0 && sizing.provisionedConcurrency === 0) {
+    throw new Error(
+      "preloadModels needs provisionedConcurrency > 0: only provisioned environments load models before the first request",
+    );
+  }
+  for (const name of sizing.preloadModels) {
+    if (!MODEL_NAME.test(name)) {
+      throw new Error(
+        `preloadModels: '${name}' is not a model name (lower-case letters, digits, '-', '_', '.', at most 64)`,
+      );
+    }
+  }
+  const visibility = props.queues.visibilityTimeout.toSeconds();
+  const timeout = sizing.registerTimeout.toSeconds();
+  if (visibility < 6 * timeout) {
+    throw new Error(
+      `the register queue's visibility timeout (${visibility} s) must be at least 6 times the register function's timeout (${timeout} s)`,
+    );
+  }
+  return sizing;
+}
+
+function artifactCacheBytes(ephemeralMb: number): number {
+  return Math.floor(ephemeralMb * MiB * ARTIFACT_CACHE_SHARE);
+}
+
+/** Room for the largest accepted upload plus headroom, within Lambda's bounds. */
+function registerEphemeralMb(maxModelBytes: number): number {
+  const needed = Math.ceil(maxModelBytes / MiB) + REGISTER_TMP_HEADROOM_MB;
+  return Math.min(LAMBDA_EPHEMERAL_RANGE_MB.max, Math.max(LAMBDA_EPHEMERAL_RANGE_MB.min, needed));
+}

@@ -1,0 +1,275 @@
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Logger } from "@aws-lambda-powertools/logger";
+import { HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import { SQSClient } from "@aws-sdk/client-sqs";
+import type { CfnResource } from "aws-cdk-lib";
+import type { CloudAssembly } from "aws-cdk-lib/cx-api";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DynamoModelRegistry } from "../../lambdas/aws/dynamo-registry.ts";
+import {
+  createRegisterHandler,
+  createRegistrationDeps,
+  loadRegisterConfig,
+} from "../../lambdas/register/handler.ts";
+import { type FunctionAsset, functionAssets } from "../../lib/asset-report.ts";
+import type { MaasFunction } from "../../lib/maas-function.ts";
+import { type Emulators, startEmulators } from "../../local/emulators.ts";
+import { buildIrisModel } from "../../models/iris.ts";
+import { buildFixedShapeModel } from "../../models/zoo.ts";
+import { foreignBinaries } from "./binaries.ts";
+import { proxyEvent, s3ObjectCreatedBody, s3TestEventBody, sqsEvent } from "./events.ts";
+import { maasStacks, ROOT } from "./support.ts";
+
+/**
+ * Runs the synthesized bundles themselves (cdk.out, not the TypeScript) against the local emulators:
+ * what catches esbuild, ESM/CommonJS and native-module mistakes before a deploy does.
+ * Synthesized for x86_64, this machine's architecture.
+ */
+const BUCKET = "maas-models";
+const TABLE = "maas-registry";
+const OPTIMIZE_QUEUE = "maas-optimize";
+const DRIVER = join(ROOT, "test/infra/invoke-bundle.mjs");
+const IRIS_BATCH = [
+  [5.1, 3.5, 1.4, 0.2],
+  [6.7, 3.0, 5.2, 2.3],
+  [5.9, 3.0, 4.2, 1.5],
+];
+
+let workDir: string;
+let assembly: CloudAssembly;
+let stacks: ReturnType<typeof maasStacks>;
+let emulators: Emulators;
+let registry: DynamoModelRegistry;
+let sqs: SQSClient;
+
+/** Puts a model where publishers do and returns the S3 notification body S3 would queue for it. */
+async function upload(key: string, bytes: Uint8Array): Promise<string> {
+  await emulators.s3Client().send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: bytes }));
+  const head = await emulators.s3Client().send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+  return s3ObjectCreatedBody({
+    bucket: BUCKET,
+    key,
+    size: bytes.byteLength,
+    eTag: (head.ETag ?? "").replaceAll('"', ""),
+  });
+}
+
+beforeAll(async () => {
+  workDir = await mkdtemp(join(tmpdir(), "maas-bundles-"));
+  stacks = maasStacks({
+    bundle: true,
+    outdir: join(workDir, "cdk.out"),
+    context: { architecture: "x86_64" },
+  });
+  assembly = stacks.app.synth();
+  emulators = await startEmulators({
+    dataDir: join(workDir, "emulators"),
+    s3Port: 0,
+    bucket: BUCKET,
+    table: TABLE,
+    queues: [{ name: OPTIMIZE_QUEUE }],
+  });
+  registry = new DynamoModelRegistry(emulators.dynamoClient(), TABLE);
+  sqs = new SQSClient({
+    region: emulators.region,
+    credentials: emulators.credentials,
+    endpoint: emulators.s3Endpoint,
+  });
+  // The demo model is published as the local stack does it: upload, then the register source (not bundle).
+  const seed = createRegisterHandler(
+    createRegistrationDeps(
+      loadRegisterConfig({
+        MAAS_REGISTRY_TABLE: TABLE,
+        MAAS_OPTIMIZE_QUEUE_URL: emulators.queueUrl(OPTIMIZE_QUEUE),
+        MAAS_WORK_DIR: join(workDir, "seed"),
+      }),
+      { s3: emulators.s3Client(), dynamo: emulators.dynamoClient(), sqs },
+    ),
+    new Logger({ serviceName: "maas-seed", logLevel: "SILENT" }),
+  );
+  const seeded = await seed(
+    sqsEvent("register", [await upload("models/iris/1/model.onnx", buildIrisModel())]),
+  );
+  if (seeded.batchItemFailures.length > 0) throw new Error("could not seed iris version 1");
+});
+
+afterAll(async () => {
+  sqs?.destroy();
+  await emulators?.stop();
+  if (workDir) await rm(workDir, { recursive: true, force: true });
+});
+
+interface FunctionUnderTest {
+  readonly asset: FunctionAsset;
+  readonly handler: string;
+  readonly environment: Record<string, unknown>;
+  readonly memorySize: number;
+}
+
+function deployed(fn: MaasFunction): FunctionUnderTest {
+  const logicalId = stacks.service.getLogicalId(fn.node.defaultChild as CfnResource);
+  const template = assembly.getStackByName(stacks.service.stackName).template as {
+    Resources: Record<string, { Properties: Record<string, unknown> }>;
+  };
+  const properties = template.Resources[logicalId]?.Properties ?? {};
+  const asset = functionAssets(assembly).find((candidate) => candidate.logicalId === logicalId);
+  if (!asset) throw new Error(`no asset for ${fn.node.path}`);
+  return {
+    asset,
+    handler: String(properties.Handler),
+    environment: (properties.Environment as { Variables: Record<string, unknown> }).Variables,
+    memorySize: Number(properties.MemorySize),
+  };
+}
+
+/** The function's environment from the template; references to the stateful stack become the emulators' names. */
+function lambdaEnvironment(fn: FunctionUnderTest, name: string, tmp: string): Record<string, string> {
+  const local: Record<string, string> = {
+    MAAS_REGISTRY_TABLE: TABLE,
+    MAAS_BUCKET: BUCKET,
+    MAAS_OPTIMIZE_QUEUE_URL: emulators.queueUrl(OPTIMIZE_QUEUE),
+  };
+  const fromTemplate = Object.fromEntries(
+    Object.entries(fn.environment).map(([key, value]) => {
+      if (typeof value === "string") return [key, value];
+      const replacement = local[key];
+      if (replacement === undefined)
+        throw new Error(`${name}: no local value for ${key} = ${JSON.stringify(value)}`);
+      return [key, replacement];
+    }),
+  );
+  return {
+    PATH: process.env.PATH ?? "",
+    HOME: tmp,
+    TZ: ":UTC",
+    LAMBDA_TASK_ROOT: fn.asset.directory,
+    AWS_LAMBDA_FUNCTION_NAME: name,
+    AWS_LAMBDA_FUNCTION_VERSION: "$LATEST",
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(fn.memorySize),
+    AWS_REGION: emulators.region,
+    AWS_DEFAULT_REGION: emulators.region,
+    AWS_ACCESS_KEY_ID: emulators.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: emulators.credentials.secretAccessKey,
+    AWS_ENDPOINT_URL_S3: emulators.s3Endpoint,
+    AWS_ENDPOINT_URL_SQS: emulators.s3Endpoint,
+    AWS_ENDPOINT_URL_DYNAMODB: emulators.dynamoEndpoint,
+    POWERTOOLS_LOG_LEVEL: "WARN",
+    ...fromTemplate,
+    // Lambda's /tmp, per function and run.
+    ...(fromTemplate.MAAS_WORK_DIR ? { MAAS_WORK_DIR: join(tmp, "work") } : {}),
+    MAAS_ARTIFACT_DIR: join(tmp, "artifacts"),
+  };
+}
+
+const run = promisify(execFile);
+
+/** Invokes the bundle's handler once in a fresh Node.js process with the function's environment. */
+async function invoke<T>(fn: MaasFunction, event: unknown): Promise<T> {
+  const underTest = deployed(fn);
+  const name = fn.node.id;
+  const tmp = await mkdtemp(join(workDir, `${name}-`));
+  await mkdir(join(tmp, "work"), { recursive: true });
+  const [moduleName, exportName] = underTest.handler.split(".") as [string, string];
+  const eventFile = join(tmp, "event.json");
+  const resultFile = join(tmp, "result.json");
+  await writeFile(eventFile, JSON.stringify(event));
+  const { stdout, stderr } = await run(
+    process.execPath,
+    [DRIVER, join(underTest.asset.directory, `${moduleName}.mjs`), exportName, eventFile, resultFile],
+    { cwd: underTest.asset.directory, env: lambdaEnvironment(underTest, name, tmp), timeout: 90_000 },
+  );
+  const outcome = JSON.parse(await readFile(resultFile, "utf8")) as {
+    ok: boolean;
+    result?: T;
+    error?: string;
+  };
+  if (!outcome.ok) throw new Error(`${name} threw: ${outcome.error}\n${stdout}\n${stderr}`);
+  return outcome.result as T;
+}
+
+interface ProxyResult {
+  statusCode: number;
+  headers?: Record<string, string>;
+  body: string;
+}
+
+describe("synthesized bundles (x86_64) against the local emulators", () => {
+  it("are built for x86_64 only", () => {
+    for (const asset of functionAssets(assembly))
+      expect(foreignBinaries(asset, "x64"), asset.path).toEqual([]);
+  });
+
+  it("inference answers an infer request for iris through onnxruntime from its asset", async () => {
+    const result = await invoke<ProxyResult>(
+      stacks.service.inference,
+      proxyEvent({
+        method: "POST",
+        path: "/v2/models/iris/infer",
+        resource: "/v2/{proxy+}",
+        identity: { apiKeyId: "key123" },
+        body: JSON.stringify({
+          inputs: [{ name: "features", shape: [3, 4], datatype: "FP32", data: IRIS_BATCH.flat() }],
+        }),
+      }),
+    );
+    expect(result.statusCode, result.body).toBe(200);
+    expect(result.headers).toMatchObject({ "x-maas-backend": "lambda", "x-maas-model-version": "1" });
+    const body = JSON.parse(result.body) as {
+      model_name: string;
+      outputs: { name: string; data: unknown[] }[];
+    };
+    expect(body.model_name).toBe("iris");
+    expect(body.outputs.find((output) => output.name === "label")?.data).toEqual([
+      "setosa",
+      "virginica",
+      "versicolor",
+    ]);
+  });
+
+  it("inference answers the open readiness probe", async () => {
+    const result = await invoke<ProxyResult>(
+      stacks.service.inference,
+      proxyEvent({ method: "GET", path: "/v2/health/ready", resource: "/v2/health/ready" }),
+    );
+    expect(result.statusCode, result.body).toBe(200);
+  });
+
+  it("register registers an uploaded model from its S3 notification and reports no failures", async () => {
+    const key = "models/fixed/1/model.onnx";
+    const notification = await upload(key, buildFixedShapeModel());
+
+    const result = await invoke<{ batchItemFailures: unknown[] }>(
+      stacks.service.register,
+      sqsEvent("register", [s3TestEventBody(BUCKET), notification]),
+    );
+
+    expect(result).toEqual({ batchItemFailures: [] });
+    const version = await registry.getVersionConsistent("fixed", 1);
+    expect(version).toMatchObject({ status: "ready", target: "lambda", source: { key } });
+    const artifact = version?.artifact;
+    expect(artifact?.key).toMatch(/^artifacts\/sha256\/[0-9a-f]{64}\.onnx$/);
+    await emulators.s3Client().send(new HeadObjectCommand({ Bucket: BUCKET, Key: artifact?.key }));
+    const optimize = emulators.fauxqs.inspectQueue(OPTIMIZE_QUEUE)?.messages.ready ?? [];
+    expect(optimize.map((message) => JSON.parse(message.body) as unknown)).toContainEqual(
+      expect.objectContaining({ name: "fixed", version: 1 }),
+    );
+  });
+
+  it("admin answers a version lookup from a SigV4 caller", async () => {
+    const result = await invoke<ProxyResult>(
+      stacks.service.admin,
+      proxyEvent({
+        method: "GET",
+        path: "/admin/models/iris/versions/1",
+        resource: "/admin/{proxy+}",
+        identity: { userArn: "arn:aws:iam::000000000000:user/operator" },
+      }),
+    );
+    expect(result.statusCode, result.body).toBe(200);
+    expect(JSON.parse(result.body)).toMatchObject({ status: "ready", target: "lambda" });
+  });
+});

@@ -1,0 +1,425 @@
+import type { CfnResource } from "aws-cdk-lib";
+import { Match, Template } from "aws-cdk-lib/assertions";
+import { describe, expect, it } from "vitest";
+import type { MaasFunction } from "../../lib/maas-function.ts";
+import { maasStacks } from "./support.ts";
+import { asArray, cdkPath, permissionsOf, render, type TemplateResource } from "./template-helpers.ts";
+
+const MiB = 1024 * 1024;
+const { service, stateful } = maasStacks();
+const template = Template.fromStack(service);
+
+const full = maasStacks({
+  context: {
+    architecture: "x86_64",
+    inferenceMemoryMb: "4096",
+    ephemeralStorageMb: 8192,
+    provisionedConcurrency: 2,
+    preloadModels: "iris,mlp",
+    corsOrigins: '["https://app.example.com"]',
+    throttleRateLimit: 50,
+    throttleBurstLimit: 80,
+    quotaLimit: 100000,
+    quotaPeriod: "WEEK",
+    alarmEmail: "ops@example.com",
+  },
+});
+const fullTemplate = Template.fromStack(full.service);
+
+const idOf = (construct: { node: { defaultChild?: unknown } }) =>
+  service.getLogicalId(construct.node.defaultChild as CfnResource);
+const functionProps = (fn: MaasFunction, from = template) =>
+  (from.findResources("AWS::Lambda::Function") as Record<string, TemplateResource>)[
+    (from === template ? service : full.service).getLogicalId(fn.node.defaultChild as CfnResource)
+  ]?.Properties;
+
+describe("functions", () => {
+  it("run Node.js 22 on arm64 with active tracing, their own log group and source maps", () => {
+    for (const fn of [service.inference, service.admin, service.register]) {
+      expect(functionProps(fn)).toMatchObject({
+        Runtime: "nodejs22.x",
+        Architectures: ["arm64"],
+        Handler: "index.handler",
+        TracingConfig: { Mode: "Active" },
+        LoggingConfig: { LogGroup: { Ref: expect.stringMatching(/Logs/) } },
+        Environment: { Variables: expect.objectContaining({ NODE_OPTIONS: "--enable-source-maps" }) },
+      });
+    }
+  });
+
+  it("sizes inference for onnxruntime and caches artifacts in 80% of its /tmp", () => {
+    expect(functionProps(service.inference)).toMatchObject({
+      MemorySize: 3008,
+      EphemeralStorage: { Size: 4096 },
+      Timeout: 60,
+      Environment: {
+        Variables: {
+          MAAS_REGISTRY_TABLE: expect.anything(),
+          MAAS_ARTIFACT_CACHE_BYTES: String(Math.floor(4096 * MiB * 0.8)),
+          NODE_OPTIONS: "--enable-source-maps",
+        },
+      },
+    });
+    expect(render(functionProps(service.inference)?.Environment)).not.toContain("MAAS_PRELOAD_MODELS");
+  });
+
+  it("gives register the queue, limits and /tmp room for the largest accepted model", () => {
+    expect(functionProps(service.register)).toMatchObject({
+      MemorySize: 3008,
+      EphemeralStorage: { Size: 2048 + 512 },
+      Timeout: 900,
+      Environment: {
+        Variables: {
+          MAAS_REGISTRY_TABLE: expect.anything(),
+          MAAS_OPTIMIZE_QUEUE_URL: expect.anything(),
+          MAAS_MAX_MODEL_BYTES: String(2048 * MiB),
+          MAAS_LAMBDA_MAX_MODEL_BYTES: String(512 * MiB),
+          MAAS_WORK_DIR: "/tmp/maas-register",
+          NODE_OPTIONS: "--enable-source-maps",
+        },
+      },
+    });
+    expect(render(functionProps(service.register)?.Environment)).toContain("OptimizeQueue");
+  });
+
+  it("keeps admin small: no onnxruntime, default memory, the bucket for deletions", () => {
+    expect(service.admin.withOnnxRuntime).toBe(false);
+    expect(functionProps(service.admin)).toMatchObject({
+      MemorySize: 512,
+      EphemeralStorage: { Size: 512 },
+      Timeout: 30,
+      Environment: { Variables: { MAAS_REGISTRY_TABLE: expect.anything(), MAAS_BUCKET: expect.anything() } },
+    });
+  });
+
+  it("keeps function logs for a month", () => {
+    template.resourceCountIs("AWS::Logs::LogGroup", 4);
+    template.allResourcesProperties("AWS::Logs::LogGroup", { RetentionInDays: 30 });
+  });
+
+  it("gives no function role a managed policy", () => {
+    const roles = Object.values(template.findResources("AWS::IAM::Role")) as TemplateResource[];
+    const functionRoles = roles.filter((role) =>
+      /Maas(Service)\/(Inference|Admin|Register)Role/.test(cdkPath(role)),
+    );
+    expect(functionRoles).toHaveLength(3);
+    for (const role of functionRoles) expect(role.Properties.ManagedPolicyArns).toBeUndefined();
+  });
+
+  it("serves the API through the inference alias 'live', without provisioned concurrency by default", () => {
+    template.hasResourceProperties("AWS::Lambda::Alias", {
+      Name: "live",
+      ProvisionedConcurrencyConfig: Match.absent(),
+    });
+  });
+
+  it("applies context: architecture, memory, /tmp, provisioned concurrency and preloaded models", () => {
+    expect(functionProps(full.service.inference, fullTemplate)).toMatchObject({
+      Architectures: ["x86_64"],
+      MemorySize: 4096,
+      EphemeralStorage: { Size: 8192 },
+      Environment: {
+        Variables: expect.objectContaining({
+          MAAS_ARTIFACT_CACHE_BYTES: String(Math.floor(8192 * MiB * 0.8)),
+          MAAS_PRELOAD_MODELS: "iris,mlp",
+          MAAS_CORS_ORIGINS: "https://app.example.com",
+        }),
+      },
+    });
+    fullTemplate.hasResourceProperties("AWS::Lambda::Alias", {
+      Name: "live",
+      ProvisionedConcurrencyConfig: { ProvisionedConcurrentExecutions: 2 },
+    });
+  });
+});
+
+describe("register event source", () => {
+  it("polls the register queue in batches of 10 and reports failed items", () => {
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 1);
+    const [mapping] = Object.values(
+      template.findResources("AWS::Lambda::EventSourceMapping"),
+    ) as TemplateResource[];
+    expect(mapping?.Properties).toMatchObject({
+      FunctionName: { Ref: idOf(service.register) },
+      BatchSize: 10,
+      MaximumBatchingWindowInSeconds: 1,
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+    });
+    expect(render(mapping?.Properties.EventSourceArn)).toMatch(/RegisterQueue.*Arn/);
+  });
+
+  it("keeps the register queue's visibility at six register timeouts", () => {
+    expect(stateful.queues.visibilityTimeout.toSeconds()).toBeGreaterThanOrEqual(
+      6 * (functionProps(service.register)?.Timeout as number),
+    );
+  });
+});
+
+describe("REST API", () => {
+  const methods = () =>
+    (Object.values(template.findResources("AWS::ApiGateway::Method")) as TemplateResource[]).map(
+      (method) => ({
+        route: `${method.Properties.HttpMethod} ${cdkPath(method)
+          .replace(/^MaasService\/Api\/Api\/Default/, "")
+          .replace(/\/[A-Z]+\/Resource$/, "")}`,
+        auth: method.Properties.AuthorizationType,
+        apiKey: method.Properties.ApiKeyRequired ?? false,
+        target: render(method.Properties.Integration),
+      }),
+    );
+
+  it("routes /v2 to inference with an API key, health probes without, /admin with IAM", () => {
+    expect(methods().map(({ route, auth, apiKey }) => ({ route, auth, apiKey }))).toEqual(
+      expect.arrayContaining([
+        { route: "GET /v2", auth: "NONE", apiKey: true },
+        { route: "ANY /v2/{proxy+}", auth: "NONE", apiKey: true },
+        { route: "GET /v2/health/live", auth: "NONE", apiKey: false },
+        { route: "GET /v2/health/ready", auth: "NONE", apiKey: false },
+        { route: "ANY /admin/{proxy+}", auth: "AWS_IAM", apiKey: false },
+      ]),
+    );
+    expect(methods()).toHaveLength(5);
+  });
+
+  it("proxies /v2 to the inference alias and /admin to the admin function (payload v1)", () => {
+    for (const method of methods()) {
+      expect(method.target).toContain('"Type":"AWS_PROXY"');
+      if (method.route.includes("/admin")) expect(method.target).toContain(idOf(service.admin));
+      else
+        expect(method.target).toContain(
+          service.getLogicalId(service.inferenceAlias.node.defaultChild as CfnResource),
+        );
+    }
+  });
+
+  it("gives the inference API key no way into /admin: admin needs SigV4, not a key", () => {
+    const admin = methods().filter((method) => method.route.includes("/admin"));
+    expect(admin).toEqual([expect.objectContaining({ auth: "AWS_IAM", apiKey: false })]);
+  });
+
+  it("is regional, traced, throttled and logs JSON access lines", () => {
+    template.hasResourceProperties("AWS::ApiGateway::RestApi", {
+      EndpointConfiguration: { Types: ["REGIONAL"] },
+    });
+    const [stage] = Object.values(template.findResources("AWS::ApiGateway::Stage")) as TemplateResource[];
+    expect(stage?.Properties).toMatchObject({
+      StageName: "prod",
+      TracingEnabled: true,
+      MethodSettings: [
+        {
+          HttpMethod: "*",
+          ResourcePath: "/*",
+          LoggingLevel: "ERROR",
+          DataTraceEnabled: false,
+          ThrottlingRateLimit: 100,
+          ThrottlingBurstLimit: 200,
+        },
+      ],
+    });
+    const accessLog = stage?.Properties.AccessLogSetting as { Format: string; DestinationArn: unknown };
+    expect(JSON.parse(accessLog.Format)).toMatchObject({
+      requestId: "$context.requestId",
+      status: "$context.status",
+      apiKeyId: "$context.identity.apiKeyId",
+      userArn: "$context.identity.userArn",
+    });
+    expect(render(accessLog.DestinationArn)).toMatch(/AccessLogs/);
+  });
+
+  it("sets up API Gateway's CloudWatch logging role", () => {
+    template.resourceCountIs("AWS::ApiGateway::Account", 1);
+  });
+
+  it("attaches one API key to a usage plan with the stage's throttle and no quota by default", () => {
+    template.resourceCountIs("AWS::ApiGateway::ApiKey", 1);
+    template.hasResourceProperties("AWS::ApiGateway::UsagePlan", {
+      Throttle: { RateLimit: 100, BurstLimit: 200 },
+      Quota: Match.absent(),
+      ApiStages: [Match.objectLike({ ApiId: Match.anyValue(), Stage: Match.anyValue() })],
+    });
+    template.hasResourceProperties("AWS::ApiGateway::UsagePlanKey", { KeyType: "API_KEY" });
+  });
+
+  it("applies context throttling, quota and CORS origins (preflight on /v2 only)", () => {
+    fullTemplate.hasResourceProperties("AWS::ApiGateway::UsagePlan", {
+      Throttle: { RateLimit: 50, BurstLimit: 80 },
+      Quota: { Limit: 100000, Period: "WEEK" },
+    });
+    const options = (
+      Object.values(fullTemplate.findResources("AWS::ApiGateway::Method")) as TemplateResource[]
+    )
+      .filter((method) => method.Properties.HttpMethod === "OPTIONS")
+      .map(cdkPath);
+    expect(options.length).toBeGreaterThan(0);
+    expect(options.every((path) => path.includes("/v2"))).toBe(true);
+    expect(render(fullTemplate.toJSON())).toContain("'https://app.example.com'");
+  });
+
+  it("has no CORS preflight routes unless origins are configured", () => {
+    template.resourcePropertiesCountIs("AWS::ApiGateway::Method", { HttpMethod: "OPTIONS" }, 0);
+  });
+
+  it("outputs the URL, the key id and the command that prints the key", () => {
+    template.hasOutput("ApiUrl", {});
+    template.hasOutput("InferenceApiKeyId", { Value: { Ref: idOf(service.api.apiKey) } });
+    const command = template.findOutputs("GetInferenceApiKeyCommand").GetInferenceApiKeyCommand?.Value;
+    expect(render(command)).toBe(
+      `aws apigateway get-api-key --api-key <${idOf(service.api.apiKey)}> --include-value --query value --output text`,
+    );
+  });
+});
+
+describe("least privilege", () => {
+  const roleId = (fn: MaasFunction) => service.getLogicalId(fn.role?.node.defaultChild as CfnResource);
+  const allStatements = () =>
+    (Object.values(template.findResources("AWS::IAM::Policy")) as TemplateResource[]).flatMap(
+      (policy) => policy.Properties.PolicyDocument?.Statement ?? [],
+    );
+
+  it("grants no wildcard action anywhere", () => {
+    for (const statement of allStatements()) {
+      for (const action of asArray(statement.Action)) expect(action).not.toContain("*");
+    }
+  });
+
+  it("uses '*' resources only for X-Ray and wildcards only as object prefixes", () => {
+    for (const statement of allStatements()) {
+      for (const resource of asArray(statement.Resource).map(render)) {
+        if (resource === "*")
+          expect(asArray(statement.Action).every((action) => action.startsWith("xray:"))).toBe(true);
+        else if (resource.includes("*")) expect(resource).toMatch(/\/(models|artifacts)\/\*$/);
+      }
+    }
+  });
+
+  const logsAndTraces = (logs: string) => [
+    `logs:CreateLogStream <${logs}.Arn>`,
+    `logs:PutLogEvents <${logs}.Arn>`,
+    "xray:PutTelemetryRecords *",
+    "xray:PutTraceSegments *",
+  ];
+  const logGroupId = (fn: MaasFunction) => service.getLogicalId(fn.logGroup.node.defaultChild as CfnResource);
+  const registryRead = (table: string) => [
+    `dynamodb:BatchGetItem <${table}>`,
+    `dynamodb:BatchGetItem <${table}>/index/models`,
+    `dynamodb:GetItem <${table}>`,
+    `dynamodb:GetItem <${table}>/index/models`,
+    `dynamodb:Query <${table}>`,
+    `dynamodb:Query <${table}>/index/models`,
+  ];
+  const registryWrite = (table: string) =>
+    ["BatchWriteItem", "ConditionCheckItem", "DeleteItem", "PutItem", "UpdateItem"].map(
+      (action) => `dynamodb:${action} <${table}>`,
+    );
+  const output = (pattern: RegExp) => {
+    const found = JSON.stringify(template.toJSON()).match(pattern);
+    if (!found) throw new Error(`no output matching ${pattern}`);
+    return found[0];
+  };
+  const table = () => output(/PublishOutputFnGetAttRegistryTable\w+Arn\w+/);
+  const bucket = () => output(/PublishOutputFnGetAttModelsBucket\w+Arn\w+/);
+
+  it("lets inference read serving artifacts and the registry, nothing more", () => {
+    expect(permissionsOf(template, roleId(service.inference))).toEqual(
+      [
+        ...logsAndTraces(logGroupId(service.inference)),
+        ...registryRead(table()),
+        `s3:GetObject <${bucket()}>/artifacts/*`,
+      ].sort(),
+    );
+  });
+
+  it("lets admin read and write the registry and delete uploads", () => {
+    expect(permissionsOf(template, roleId(service.admin))).toEqual(
+      [
+        ...logsAndTraces(logGroupId(service.admin)),
+        ...registryRead(table()),
+        ...registryWrite(table()),
+        `s3:DeleteObject <${bucket()}>/models/*`,
+      ].sort(),
+    );
+  });
+
+  it("lets register read uploads, write artifacts and the registry, consume its queue and feed optimize", () => {
+    const permissions = permissionsOf(template, roleId(service.register));
+    const registerQueue = output(/PublishOutputFnGetAttPublishRegisterQueue\w+Arn\w+/);
+    const optimizeQueue = output(/PublishOutputFnGetAttPublishOptimizeQueue\w+Arn\w+/);
+    expect(permissions).toEqual(
+      [
+        ...logsAndTraces(logGroupId(service.register)),
+        ...registryRead(table()),
+        ...registryWrite(table()),
+        `s3:GetObject <${bucket()}>/models/*`,
+        `s3:GetObject <${bucket()}>/artifacts/*`,
+        `s3:PutObject <${bucket()}>/artifacts/*`,
+        `s3:ListBucket <${bucket()}>`,
+        ...[
+          "ChangeMessageVisibility",
+          "DeleteMessage",
+          "GetQueueAttributes",
+          "GetQueueUrl",
+          "ReceiveMessage",
+        ].map((action) => `sqs:${action} <${registerQueue}>`),
+        ...["GetQueueAttributes", "GetQueueUrl", "SendMessage"].map(
+          (action) => `sqs:${action} <${optimizeQueue}>`,
+        ),
+      ].sort(),
+    );
+  });
+});
+
+describe("alarms", () => {
+  const alarms = () => Object.values(template.findResources("AWS::CloudWatch::Alarm")) as TemplateResource[];
+
+  it("alarm on any message in either dead-letter queue", () => {
+    for (const queue of [stateful.queues.registerDeadLetterQueue, stateful.queues.optimizeDeadLetterQueue]) {
+      const name = stateful.getLogicalId(queue.node.defaultChild as CfnResource);
+      const alarm = alarms().find((candidate) => render(candidate.Properties.Dimensions).includes(name));
+      expect(alarm?.Properties).toMatchObject({
+        Namespace: "AWS/SQS",
+        MetricName: "ApproximateNumberOfMessagesVisible",
+        Statistic: "Maximum",
+        Threshold: 0,
+        ComparisonOperator: "GreaterThanThreshold",
+        TreatMissingData: "notBreaching",
+      });
+    }
+  });
+
+  it("alarm on API 5xx and on inference errors and throttles", () => {
+    const metrics = alarms().map((alarm) => `${alarm.Properties.Namespace} ${alarm.Properties.MetricName}`);
+    expect(metrics.sort()).toEqual(
+      [
+        "AWS/ApiGateway 5XXError",
+        "AWS/Lambda Errors",
+        "AWS/Lambda Throttles",
+        "AWS/SQS ApproximateNumberOfMessagesVisible",
+        "AWS/SQS ApproximateNumberOfMessagesVisible",
+      ].sort(),
+    );
+    for (const alarm of alarms()) expect(alarm.Properties.AlarmActions).toBeUndefined();
+  });
+
+  it("mail every alarm and recovery through a TLS-only topic when alarmEmail is set", () => {
+    fullTemplate.hasResourceProperties("AWS::SNS::Subscription", {
+      Protocol: "email",
+      Endpoint: "ops@example.com",
+    });
+    const topic = full.service.getLogicalId(full.service.alarms.topic?.node.defaultChild as CfnResource);
+    const fullAlarms = Object.values(
+      fullTemplate.findResources("AWS::CloudWatch::Alarm"),
+    ) as TemplateResource[];
+    expect(fullAlarms).toHaveLength(5);
+    for (const alarm of fullAlarms) {
+      expect(alarm.Properties.AlarmActions).toEqual([{ Ref: topic }]);
+      expect(alarm.Properties.OKActions).toEqual([{ Ref: topic }]);
+    }
+    fullTemplate.hasResourceProperties("AWS::SNS::TopicPolicy", {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Effect: "Deny", Condition: { Bool: { "aws:SecureTransport": "false" } } }),
+        ]),
+      },
+    });
+  });
+});

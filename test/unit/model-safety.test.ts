@@ -1,0 +1,202 @@
+import onnxProto from "onnx-proto";
+import { describe, expect, it } from "vitest";
+import { InvalidModelError, inspectModel, MIN_OPSET } from "../../lambdas/core/onnx-inspect.ts";
+import { ElemType, floatTensor, int64Tensor } from "../../models/onnx-builder.ts";
+import {
+  craftedModels,
+  editModel,
+  externalDataModel,
+  oldOpsetModel,
+  validAddModel,
+} from "../support/crafted-models.ts";
+
+const { onnx } = onnxProto;
+
+function rejection(bytes: Uint8Array): InvalidModelError {
+  try {
+    inspectModel(bytes);
+  } catch (error) {
+    expect(error).toBeInstanceOf(InvalidModelError);
+    return error as InvalidModelError;
+  }
+  throw new Error("the model was accepted");
+}
+
+const refusedByInspection = craftedModels().filter((model) => model.caughtBy === "inspect");
+const refusedByOnnxruntime = craftedModels().filter((model) => model.caughtBy === "try-load");
+
+describe("model safety checks", () => {
+  it("accept the unmodified model every crafted one starts from", () => {
+    const inspection = inspectModel(validAddModel());
+
+    expect(inspection.signature.inputs).toEqual([{ name: "x", datatype: "FP32", shape: ["batch", 2] }]);
+  });
+
+  it.each(refusedByInspection.map((model) => [model.name, model] as const))(
+    "refuse %s with an InvalidModelError (422) naming the problem",
+    (_name, model) => {
+      const error = rejection(model.bytes);
+
+      expect(error.status).toBe(422);
+      expect(error.code).toBe("invalid_model");
+      expect(error.message).toMatch(model.reason);
+    },
+  );
+
+  it.each(refusedByOnnxruntime.map((model) => [model.name, model] as const))(
+    "let %s through: only onnxruntime's try-load can refuse it",
+    (_name, model) => {
+      expect(() => inspectModel(model.bytes)).not.toThrow();
+    },
+  );
+
+  it("accept the oldest served operator set and refuse the one before it", () => {
+    expect(inspectModel(oldOpsetModel(MIN_OPSET)).opsetVersion).toBe(MIN_OPSET);
+    expect(rejection(oldOpsetModel(MIN_OPSET - 1)).message).toMatch(/operator set 6/);
+  });
+
+  it("refuse a model that imports no default operator set", () => {
+    const bytes = editModel(validAddModel(), (model) => {
+      model.opsetImport = [onnx.OperatorSetIdProto.create({ domain: "ai.onnx.ml", version: 3 })];
+    });
+
+    expect(rejection(bytes).message).toMatch(/operator set 0; the oldest served is 7/);
+  });
+
+  it.each([
+    ["a Windows drive path", "C:\\models\\weights.bin"],
+    ["a lower-case drive path", "d:/weights.bin"],
+    ["a backslash parent reference", "..\\secrets\\weights.bin"],
+    ["a parent reference inside the path", "weights/../../outside.bin"],
+  ])("refuse external data at %s as leaving the model's folder", (_case, location) => {
+    expect(rejection(externalDataModel(location)).message).toContain(
+      `points at external data '${location}' outside the model's folder: refused`,
+    );
+  });
+
+  it("refuse a tensor marked EXTERNAL even without a location", () => {
+    const bytes = validAddModel({
+      initializers: [
+        {
+          name: "bias",
+          dims: [2],
+          dataType: ElemType.FLOAT,
+          dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        },
+      ],
+    });
+
+    expect(rejection(bytes).message).toMatch(/initializer 'bias' keeps its data in an external file ''/);
+  });
+
+  it("refuse a tensor with external-data entries even when its data location says DEFAULT", () => {
+    const bytes = editModel(validAddModel(), (model) => {
+      model.graph!.initializer![0]!.externalData = [
+        onnx.StringStringEntryProto.create({ key: "location", value: "weights.bin" }),
+      ];
+    });
+
+    expect(rejection(bytes).message).toMatch(/keeps its data in an external file 'weights\.bin'/);
+  });
+
+  it("refuse external data inside a subgraph attribute", () => {
+    const bytes = editModel(validAddModel(), (model) => {
+      model.graph!.node![0]!.attribute = [
+        onnx.AttributeProto.create({
+          name: "then_branch",
+          type: onnx.AttributeProto.AttributeType.GRAPH,
+          g: {
+            name: "branch",
+            initializer: [
+              {
+                name: "hidden",
+                dims: [1],
+                dataType: ElemType.FLOAT,
+                dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+                externalData: [{ key: "location", value: "/etc/hosts" }],
+              },
+            ],
+          },
+        }),
+      ];
+    });
+
+    expect(rejection(bytes).message).toMatch(/initializer 'hidden' points at external data '\/etc\/hosts'/);
+  });
+
+  it("accept an input dimension of 2^31 - 1 and refuse 2^31", () => {
+    const withDim = (dim: number) =>
+      validAddModel({ inputs: [{ name: "x", elemType: ElemType.FLOAT, dims: ["batch", dim] }] });
+
+    expect(() => inspectModel(withDim(2 ** 31 - 1))).not.toThrow();
+    expect(rejection(withDim(2 ** 31)).message).toBe(
+      "'x' declares a dimension of 2147483648, which no real tensor has",
+    );
+  });
+
+  it("refuse a negative input dimension", () => {
+    const bytes = validAddModel({ inputs: [{ name: "x", elemType: ElemType.FLOAT, dims: [-1, 2] }] });
+
+    expect(rejection(bytes).message).toBe("'x' declares a dimension of -1, which no real tensor has");
+  });
+
+  it("refuse a negative initializer dimension", () => {
+    const bytes = validAddModel({ initializers: [{ name: "bias", dims: [-2], dataType: ElemType.FLOAT }] });
+
+    expect(rejection(bytes).message).toBe("initializer 'bias' declares a dimension of -2");
+  });
+
+  it("refuse raw_data longer than the dims claim", () => {
+    const bias = floatTensor("bias", [3], Float32Array.of(1, 2, 3));
+    const bytes = validAddModel({ initializers: [{ ...bias, dims: [2] }] });
+
+    expect(rejection(bytes).message).toBe(
+      "initializer 'bias' declares 2 elements (8 bytes) but stores 12 bytes",
+    );
+  });
+
+  it("refuse an int64 tensor whose int64_data count differs from its dims", () => {
+    const bytes = validAddModel({
+      initializers: [
+        floatTensor("bias", [2], Float32Array.of(1, 2)),
+        { name: "shape", dims: [3], dataType: ElemType.INT64, int64Data: [1, 2] },
+      ],
+    });
+
+    expect(rejection(bytes).message).toBe("initializer 'shape' declares 3 elements but holds 2");
+  });
+
+  it("check tensors of Constant nodes as well as initializers", () => {
+    const bytes = validAddModel({
+      initializers: [],
+      nodes: [
+        {
+          name: "bias_constant",
+          opType: "Constant",
+          inputs: [],
+          outputs: ["bias"],
+          attributes: {
+            value: { tensor: { name: "v", dims: [2], dataType: ElemType.FLOAT, floatData: [1] } },
+          },
+        },
+        { opType: "Add", inputs: ["x", "bias"], outputs: ["y"] },
+      ],
+    });
+
+    expect(rejection(bytes).message).toBe(
+      "attribute 'value' of node 'bias_constant' declares 2 elements but holds 1",
+    );
+  });
+
+  it("accept tensors stored in typed fields, raw_data, and empty tensors with no data", () => {
+    const bytes = validAddModel({
+      initializers: [
+        { name: "bias", dims: [2], dataType: ElemType.FLOAT, floatData: [1, 2] },
+        int64Tensor("unused_shape", [2], [1n, 2n]),
+        { name: "unused_empty", dims: [0, 4], dataType: ElemType.FLOAT },
+      ],
+    });
+
+    expect(() => inspectModel(bytes)).not.toThrow();
+  });
+});
