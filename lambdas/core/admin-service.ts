@@ -222,6 +222,12 @@ export class AdminService {
     if (current.previous === undefined) {
       throw new ConflictError(`alias '${alias}' of model '${name}' has no earlier version to roll back to`);
     }
+    const previous = await this.#deps.registry.getVersionConsistent(name, current.previous);
+    if (previous === undefined) {
+      throw new ConflictError(
+        `alias '${alias}' of model '${name}' cannot roll back: its previous version ${current.previous} was deleted`,
+      );
+    }
     return this.#pointAlias(name, alias, current.previous);
   }
 

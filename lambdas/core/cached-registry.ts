@@ -11,6 +11,18 @@ export interface RegistryCacheOptions {
   readonly now?: () => number;
 }
 
+/**
+ * Whether a read can be kept for the full TTL. "Not found", empty lists and versions still
+ * registering are about to change: they get the short TTL, so a new version serves promptly.
+ */
+function isSettled(result: unknown): boolean {
+  if (result === undefined) return false;
+  const registering = (value: unknown) =>
+    typeof value === "object" && value !== null && (value as Partial<ModelVersion>).status === "registering";
+  if (Array.isArray(result)) return result.length > 0 && !result.some(registering);
+  return !registering(result);
+}
+
 interface Entry {
   readonly expires: number;
   readonly value: Promise<unknown>;
@@ -64,8 +76,7 @@ export class CachedModelRegistry implements ModelRegistry {
     value.then(
       (result) => {
         if (this.#entries.get(key)?.value !== value) return;
-        const empty = result === undefined || (Array.isArray(result) && result.length === 0);
-        const ttl = empty ? this.#options.missTtlMs : this.#options.ttlMs;
+        const ttl = isSettled(result) ? this.#options.ttlMs : this.#options.missTtlMs;
         this.#set(key, { expires: this.#now() + ttl, value });
       },
       () => {

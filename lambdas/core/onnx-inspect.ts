@@ -192,7 +192,7 @@ function checkTensor(tensor: TensorProto, where: string): void {
     throw new InvalidModelError(
       escapes
         ? `${where} points at external data '${location}' outside the model's folder: refused`
-        : `${where} keeps its data in an external file '${location}': only single-file models are served ` +
+        : `${where} keeps its data in an external file${location ? ` '${location}'` : ""}: only single-file models are served ` +
             "(save the model with its weights inside the .onnx file)",
     );
   }

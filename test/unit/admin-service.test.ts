@@ -435,7 +435,8 @@ describe("AdminService: aliases", () => {
 
     const error = await rejectionOf(rollback(name, "default"));
 
-    expect(error.status).toBe(404);
+    expect(error.status).toBe(409);
+    expect(error.message).toMatch(/previous version 1 was deleted/);
     expect(await registry.getAlias(name, "default")).toBe(2);
   });
 

@@ -230,6 +230,19 @@ describe("CachedModelRegistry", () => {
     return { inner, clock, cache };
   }
 
+  it("keeps a version that is still registering only for the short TTL, so it serves once ready", async () => {
+    const { inner, clock, cache } = setup();
+    inner.add(version("iris", 3, "registering"));
+
+    await cache.getVersion("iris", 3);
+    await cache.listVersions("iris");
+    clock.now += 1_001;
+    await cache.getVersion("iris", 3);
+    await cache.listVersions("iris");
+
+    expect(inner.reads).toBe(4);
+  });
+
   it("serves repeated reads within the TTL from memory", async () => {
     const { inner, clock, cache } = setup();
 
