@@ -116,7 +116,8 @@ export async function startEmulators(options: EmulatorOptions): Promise<Emulator
   const fauxqs = await startFauxqs({
     port: options.s3Port,
     logger: false,
-    messageSpies: true,
+    // Large enough that tests can count every message of a thousand-event replay.
+    messageSpies: { bufferSize: 20_000 },
     dataDir: dirs.fauxqs,
     s3StorageDir: dirs.s3,
   }).catch((error: unknown) => {

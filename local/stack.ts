@@ -14,6 +14,11 @@ import { loadInferenceConfig } from "../lambdas/inference/config.ts";
 import { createInferenceHandler } from "../lambdas/inference/handler.ts";
 import { createInferenceParts, defaultClients, type InferenceParts } from "../lambdas/inference/service.ts";
 import {
+  createOptimizeHandler,
+  createOptimizerDeps,
+  loadOptimizeConfig,
+} from "../lambdas/optimize/handler.ts";
+import {
   createRegisterHandler,
   createRegistrationDeps,
   loadRegisterConfig,
@@ -22,6 +27,7 @@ import { buildIrisModel } from "../models/iris.ts";
 import { type Emulators, startEmulators } from "./emulators.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
 import { startQueuePoller } from "./queue-poller.ts";
+import { type LocalSageMaker, startLocalSageMaker } from "./sagemaker-runtime.ts";
 import { startUploadBridge, type UploadBridge } from "./upload-bridge.ts";
 
 export const LOCAL_BUCKET = "maas-models";
@@ -59,6 +65,8 @@ export interface LocalStack {
   readonly emulators: Emulators;
   readonly gateway: Gateway;
   readonly inference: InferenceParts;
+  /** The SageMaker runtime stand-in and the GPU container server (on CPU) behind it. */
+  readonly sagemaker: LocalSageMaker;
   /** Read and write access to the registry, for tests and tools. */
   readonly registry: DynamoModelRegistry;
   readonly bucket: string;
@@ -103,15 +111,20 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const onError = (error: unknown) => {
       if (logLevel !== "SILENT") console.error("[local]", error);
     };
+    const s3Config = { region, credentials, endpoint: emulators.s3Endpoint, forcePathStyle: true };
+    const sagemaker = await startLocalSageMaker({ dataDir, s3: s3Config, bucket: LOCAL_BUCKET });
+    stoppers.push(() => sagemaker.close());
     // The functions' own client set-up, pointed at the emulators: the same SDK code paths as in AWS.
     const clients = defaultClients({
-      s3: { region, credentials, endpoint: emulators.s3Endpoint, forcePathStyle: true },
+      s3: s3Config,
       dynamo: { region, credentials, endpoint: emulators.dynamoEndpoint },
+      sagemaker: { region, credentials, endpoint: sagemaker.url },
     });
     const sqs = new SQSClient({ region, credentials, endpoint: emulators.s3Endpoint });
     stoppers.push(async () => {
       clients.s3.destroy();
       clients.dynamo.destroy();
+      clients.sagemaker.destroy();
       sqs.destroy();
     });
 
@@ -122,6 +135,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         MAAS_ARTIFACT_CACHE_BYTES: String(8 * 1024 ** 3),
         MAAS_REGISTRY_TTL_MS: "1000",
         MAAS_REGISTRY_MISS_TTL_MS: "250",
+        MAAS_SAGEMAKER_ENDPOINT: sagemaker.endpointName,
       }),
       clients,
     );
@@ -134,6 +148,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           MAAS_REGISTRY_TABLE: LOCAL_TABLE,
           MAAS_OPTIMIZE_QUEUE_URL: emulators.queueUrl(OPTIMIZE_QUEUE),
           MAAS_WORK_DIR: join(dataDir, "register-work"),
+          MAAS_SAGEMAKER_MODEL_PREFIX: sagemaker.modelPrefix,
           ...(options.lambdaMaxModelBytes === undefined
             ? {}
             : { MAAS_LAMBDA_MAX_MODEL_BYTES: String(options.lambdaMaxModelBytes) }),
@@ -150,6 +165,25 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       onError,
     });
     stoppers.push(() => poller.stop());
+    const optimize = createOptimizeHandler(
+      createOptimizerDeps(
+        loadOptimizeConfig({
+          MAAS_REGISTRY_TABLE: LOCAL_TABLE,
+          MAAS_WORK_DIR: join(dataDir, "optimize-work"),
+        }),
+        clients,
+      ),
+      new Logger({ serviceName: "maas-optimize", logLevel }),
+    );
+    const optimizePoller = startQueuePoller({
+      sqs,
+      queueUrl: emulators.queueUrl(OPTIMIZE_QUEUE),
+      queueArn: `arn:aws:sqs:${region}:000000000000:${OPTIMIZE_QUEUE}`,
+      handler: (event) => optimize(event),
+      batchSize: 1, // one benchmark at a time, as a batch size of 1 on the event source mapping
+      onError,
+    });
+    stoppers.push(() => optimizePoller.stop());
     const bridge: UploadBridge = startUploadBridge({
       fauxqs: emulators.fauxqs,
       s3: clients.s3,
@@ -226,15 +260,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     if (options.demo ?? true) {
       const existing = await registry.getVersion(DEMO_MODEL, 1);
       const demo = existing?.status === "ready" ? existing : await publish(DEMO_MODEL, 1, buildIrisModel());
-      if (isServable(demo)) {
-        const features = {
-          name: "features",
-          type: "float32" as const,
-          dims: [1, 4],
-          data: new Float32Array(4),
-        };
-        await inference.runner.run(demo, [features], ["label"]);
-      }
+      if (isServable(demo)) await inference.runner.load?.(demo);
     }
 
     return {
@@ -242,6 +268,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       emulators,
       gateway,
       inference,
+      sagemaker,
       registry,
       bucket: LOCAL_BUCKET,
       sqs,

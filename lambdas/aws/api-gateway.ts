@@ -1,6 +1,6 @@
 import type { Logger } from "@aws-lambda-powertools/logger";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
-import { MaasError, MethodNotAllowedError } from "#core/errors.ts";
+import { MaasError, MethodNotAllowedError, retryAfterSeconds } from "#core/errors.ts";
 
 /** API Gateway REST proxy integration (payload v1) helpers shared by the HTTP-facing functions. */
 
@@ -36,6 +36,8 @@ export function errorResponse(error: unknown, logger: Logger): APIGatewayProxyRe
     if (error.status >= 500) logger.error(error.message, { code: error.code, cause: error.cause });
     const headers: Record<string, string> =
       error instanceof MethodNotAllowedError ? { allow: error.allow.join(", ") } : {};
+    const retryAfter = retryAfterSeconds(error);
+    if (retryAfter !== undefined) headers["retry-after"] = String(Math.max(1, Math.ceil(retryAfter)));
     return json(error.status, { error: error.message }, headers);
   }
   logger.error("unhandled error", error as Error);

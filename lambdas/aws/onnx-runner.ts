@@ -49,6 +49,16 @@ export class OnnxRunner implements ModelRunner {
     this.#sessions = sessions;
   }
 
+  async load(version: ServableVersion): Promise<void> {
+    const artifact = servingArtifact(version);
+    await this.#sessions.use(
+      artifact.sha256,
+      artifact.bytes,
+      () => this.#artifacts.path(artifact),
+      async () => {},
+    );
+  }
+
   isLoaded(version: ServableVersion): boolean {
     return this.#sessions.has(servingArtifact(version).sha256);
   }

@@ -111,11 +111,10 @@ export function describeVersion(record: ModelVersion, aliases: readonly AliasRec
     ...(record.artifact === undefined
       ? {}
       : { sha256: record.artifact.sha256, bytes: record.artifact.bytes }),
-    variants: record.variants.map((variant) => ({
-      kind: variant.kind,
-      bytes: variant.bytes,
-      selected: variant.selected,
-    })),
+    // The artifact location stays internal; everything the optimizer measured is shown.
+    variants: record.variants.map(({ artifact: _artifact, ...variant }) => variant),
+    ...(record.optimizedAt === undefined ? {} : { optimizedAt: record.optimizedAt }),
+    ...(record.optimizeError === undefined ? {} : { optimizeError: record.optimizeError }),
     aliases: aliases.filter((alias) => alias.version === record.version).map((alias) => alias.alias),
     ...(record.labels === undefined ? {} : { labels: record.labels }),
     ...(record.description === undefined ? {} : { description: record.description }),

@@ -73,3 +73,56 @@ export class ArtifactIntegrityError extends MaasError {
     this.name = "ArtifactIntegrityError";
   }
 }
+
+/** The model server behind a remote backend (a SageMaker endpoint) failed on this request; its message says why. */
+export class ModelInvocationError extends MaasError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(502, "model_error", message, options);
+    this.name = "ModelInvocationError";
+  }
+}
+
+/** A remote backend answered in a way this service cannot use (an unexpected error or a malformed response). */
+export class BackendError extends MaasError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(502, "backend_error", message, options);
+    this.name = "BackendError";
+  }
+}
+
+/** The backend is throttling this deployment: the caller should retry after `retryAfterSeconds`. */
+export class ThrottledError extends MaasError {
+  readonly retryAfterSeconds: number;
+
+  constructor(message: string, retryAfterSeconds: number, options?: ErrorOptions) {
+    super(429, "throttled", message, options);
+    this.name = "ThrottledError";
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+/** The backend cannot take requests right now (scaling, loading the model, down): retry after `retryAfterSeconds`. */
+export class BackendUnavailableError extends MaasError {
+  readonly retryAfterSeconds: number;
+
+  constructor(message: string, retryAfterSeconds: number, options?: ErrorOptions) {
+    super(503, "backend_unavailable", message, options);
+    this.name = "BackendUnavailableError";
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+/** The backend did not answer within this service's deadline. */
+export class BackendTimeoutError extends MaasError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(504, "backend_timeout", message, options);
+    this.name = "BackendTimeoutError";
+  }
+}
+
+/** Seconds a caller should wait before retrying, for the errors that say so (the HTTP Retry-After header). */
+export function retryAfterSeconds(error: MaasError): number | undefined {
+  return error instanceof ThrottledError || error instanceof BackendUnavailableError
+    ? error.retryAfterSeconds
+    : undefined;
+}

@@ -112,6 +112,25 @@ export class InferenceService {
     };
   }
 
+  /**
+   * Loads each model's serving version (the unversioned route's choice) ahead of traffic. A model that
+   * cannot load is reported, not thrown: one bad name must not fail a whole environment's start.
+   */
+  async preload(names: readonly string[]): Promise<{ name: string; version?: number; error?: string }[]> {
+    return Promise.all(
+      names.map(async (name) => {
+        try {
+          const version = await resolveVersion(this.#deps.registry, name, undefined);
+          assertServable(version);
+          await this.#runnerFor(version).load?.(version);
+          return { name, version: version.version };
+        } catch (error) {
+          return { name, error: (error as Error).message };
+        }
+      }),
+    );
+  }
+
   #runnerFor(version: ModelVersion): ModelRunner {
     const runner = this.#deps.runners[version.target];
     if (runner === undefined) {

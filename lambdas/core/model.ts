@@ -51,6 +51,32 @@ export interface Variant {
   readonly bytes: number;
   readonly selected: boolean;
   readonly artifact?: ArtifactRef;
+  /** How the variant was made, e.g. the quantization settings or the graph optimization level. */
+  readonly detail?: string;
+  /** Median latency of one inference over the benchmark runs, on the optimizer's CPU. */
+  readonly p50Ms?: number;
+  readonly benchmarkRuns?: number;
+  /** Fraction of the interleaved benchmark rounds in which it ran faster than the original. */
+  readonly winRate?: number;
+  /** Time to create an onnxruntime session from the file: the cold-start cost. */
+  readonly loadMs?: number;
+  /** The parity gate's figures against the original; absent on the original itself. */
+  readonly parity?: VariantParity;
+  /** Why the variant could not be built, loaded or run: such a variant is never selected. */
+  readonly error?: string;
+}
+
+export interface VariantParity {
+  readonly passed: boolean;
+  readonly maxAbsDiff: number;
+  readonly maxRelativeDiff: number;
+  readonly cosine: number;
+  readonly top1Agreement?: number;
+  readonly top1Rows?: number;
+  /** Which threshold a failing variant missed. */
+  readonly reason?: string;
+  /** Whether the gate ran on the manifest's samples or on inputs generated from the signature. */
+  readonly inputs: "samples" | "generated";
 }
 
 /** The upload a version was registered from, so replays and overwrites can be told apart. */
@@ -79,6 +105,12 @@ export interface ModelVersion {
   readonly rejectedUpload?: { readonly etag: string; readonly at: string; readonly reason: string };
   /** Whether the optimize message for this version was sent: "pending" until the send succeeds. */
   readonly optimizeState?: "pending" | "queued";
+  /** The optimizer's claim while `optimizing`: a retry of the same message, or a stale claim, takes it over. */
+  readonly optimizeAttempt?: { readonly id: string; readonly startedAt: string; readonly error?: string };
+  /** When optimization finished, whatever its outcome: a replayed message for this version does nothing. */
+  readonly optimizedAt?: string;
+  /** Why optimization failed; the version serves its original. */
+  readonly optimizeError?: string;
   readonly createdAt: string;
   readonly updatedAt: string;
 }

@@ -36,6 +36,15 @@ export interface UploadStore {
   copyToArtifact(bucket: string, sourceKey: string, etag: string, targetKey: string): Promise<void>;
 }
 
+/**
+ * The model prefix a SageMaker endpoint loads from. Registering a sagemaker-target version puts the
+ * verified model there, under a name derived from its digest (the InvokeEndpoint TargetModel).
+ */
+export interface EndpointModelStore {
+  /** Content-addressed: publishing the same bytes again is a no-op. Throws on infrastructure errors. */
+  publish(bucket: string, file: { path: string; sha256: string; bytes: number }): Promise<void>;
+}
+
 export interface OptimizeQueue {
   send(message: { name: string; version: number }): Promise<void>;
 }
@@ -44,6 +53,8 @@ export interface RegistrationDeps {
   readonly store: UploadStore;
   readonly registry: ModelRegistryWriter;
   readonly optimizeQueue: OptimizeQueue;
+  /** Where sagemaker-target models go; absent where this deployment has no SageMaker endpoint. */
+  readonly endpointModels?: EndpointModelStore;
   /** Loads the model in onnxruntime and releases it; throws with onnxruntime's reason on failure. */
   readonly tryLoad: (path: string) => Promise<void>;
   readonly readModel: (path: string) => Promise<Uint8Array>;
@@ -92,7 +103,7 @@ export async function registerUpload(
   }
 
   const head = await deps.store.head(event.bucket, event.key);
-  if (head === undefined || head.etag !== event.etag) return { outcome: "superseded" };
+  if (head === undefined || head.etag !== event.etag) return supersede(existing, deps);
   if (head.bytes > deps.limits.maxModelBytes) {
     const claimed = await claim(name, version, event, deps);
     if (!isOwnedBy(claimed, event, "registering")) return settleExisting(claimed, event, deps);
@@ -105,10 +116,11 @@ export async function registerUpload(
   }
 
   const downloaded = await deps.store.download(event.bucket, event.key, event.etag);
-  if (downloaded === "changed") return { outcome: "superseded" };
+  if (downloaded === "changed") return supersede(existing, deps);
   try {
     const claimed = await claim(name, version, event, deps);
-    if (!isOwnedBy(claimed, event, "registering")) return settleExisting(claimed, event, deps);
+    // Awaited here, so a rejection is handled before the cleanup below runs.
+    if (!isOwnedBy(claimed, event, "registering")) return await settleExisting(claimed, event, deps);
     return await register(claimed, event, downloaded, deps);
   } finally {
     await deps.removeFile(downloaded.path);
@@ -167,6 +179,7 @@ async function register(
 
   const key = artifactKey(file.sha256);
   await deps.store.copyToArtifact(event.bucket, event.key, event.etag, key);
+  if (target === "sagemaker") await deps.endpointModels?.publish(event.bucket, file);
   const labels = manifest.labels ?? inspection.labels;
   const description = manifest.description ?? inspection.description;
   const changes = {
@@ -187,6 +200,34 @@ async function register(
   return { outcome: "registered", version: { ...claimed, ...changes } };
 }
 
+/** How long the worker that marked a version ready may take to send its optimize message. */
+export const OPTIMIZE_SEND_LEASE_MS = 20_000;
+
+/** Thrown so the message is retried later: another worker's step on this version may still be running. */
+export class RegistrationInProgressError extends Error {
+  constructor(name: string, version: number) {
+    super(`model '${name}' version ${version} is being registered by another worker; retry later`);
+    this.name = "RegistrationInProgressError";
+  }
+}
+
+/**
+ * A newer upload replaced this one before it could be read. If this upload had already claimed the
+ * version (an earlier attempt died midway), the claim is settled as failed: left registering, it would
+ * block the version forever.
+ */
+async function supersede(
+  owned: ModelVersion | undefined,
+  deps: RegistrationDeps,
+): Promise<RegistrationOutcome> {
+  if (owned === undefined) return { outcome: "superseded" };
+  return fail(
+    owned,
+    "the upload was replaced before its registration finished; versions are immutable: publish the model as a new version",
+    deps,
+  );
+}
+
 /** The version exists already: a replay of its own upload, or another upload to an immutable version. */
 async function settleExisting(
   existing: ModelVersion,
@@ -205,6 +246,9 @@ async function settleExisting(
   }
   // The worker that sent nothing after marking the version ready crashed in between: finish its job.
   if (existing.status === "ready" && existing.optimizeState === "pending") {
+    // Within the lease the winner may still be sending: retry later rather than send a second message.
+    const age = Date.parse(deps.now()) - Date.parse(existing.updatedAt);
+    if (age < OPTIMIZE_SEND_LEASE_MS) throw new RegistrationInProgressError(existing.name, existing.version);
     await queueOptimization(existing.name, existing.version, deps);
   }
   return { outcome: "duplicate" };
@@ -239,9 +283,10 @@ async function applyLateManifest(
   deps: RegistrationDeps,
 ): Promise<RegistrationOutcome> {
   const existing = await deps.registry.getVersionConsistent(name, version);
-  if (existing === undefined || existing.status === "registering") {
+  if (existing === undefined)
     return { outcome: "ignored", reason: "the manifest will be read when the model registers" };
-  }
+  // Registration may have read the manifest already: apply this one once it has finished.
+  if (existing.status === "registering") throw new RegistrationInProgressError(name, version);
   const text = await deps.store.readText(event.bucket, event.key);
   if (text === undefined) return { outcome: "superseded" };
   let manifest: Manifest;

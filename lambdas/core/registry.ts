@@ -77,6 +77,24 @@ export const modelVersionSchema = z.object({
         bytes: z.number().int().nonnegative(),
         selected: z.boolean(),
         artifact: artifactSchema.optional(),
+        detail: z.string().optional(),
+        p50Ms: z.number().nonnegative().optional(),
+        benchmarkRuns: z.number().int().nonnegative().optional(),
+        winRate: z.number().min(0).max(1).optional(),
+        loadMs: z.number().nonnegative().optional(),
+        parity: z
+          .object({
+            passed: z.boolean(),
+            maxAbsDiff: z.number(),
+            maxRelativeDiff: z.number(),
+            cosine: z.number(),
+            top1Agreement: z.number().optional(),
+            top1Rows: z.number().int().optional(),
+            reason: z.string().optional(),
+            inputs: z.enum(["samples", "generated"]),
+          })
+          .optional(),
+        error: z.string().optional(),
       }),
     )
     .default([]),
@@ -85,6 +103,11 @@ export const modelVersionSchema = z.object({
   tags: z.record(z.string(), z.string()).optional(),
   source: z.object({ key: z.string(), etag: z.string() }).optional(),
   optimizeState: z.enum(["pending", "queued"]).optional(),
+  optimizeAttempt: z
+    .object({ id: z.string(), startedAt: z.string(), error: z.string().optional() })
+    .optional(),
+  optimizedAt: z.string().optional(),
+  optimizeError: z.string().optional(),
   rejectedUpload: z.object({ etag: z.string(), at: z.string(), reason: z.string() }).optional(),
   createdAt: z.string(),
   updatedAt: z.string(),

@@ -9,6 +9,8 @@ export interface ModelRunner {
     inputs: readonly NamedTensor[],
     outputs: readonly string[],
   ): Promise<NamedTensor[]>;
+  /** Loads the version ahead of traffic (provisioned environments, the local demo). */
+  load?(version: ServableVersion): Promise<void>;
   /** Whether the version can answer without a cold load (for the model ready route). */
   isLoaded?(version: ServableVersion): boolean;
 }

@@ -17,6 +17,18 @@ export const inferenceConfigSchema = z.object({
   MAAS_REGISTRY_TTL_MS: positiveInt.default(5_000),
   MAAS_REGISTRY_MISS_TTL_MS: positiveInt.default(1_000),
   AWS_LAMBDA_FUNCTION_MEMORY_SIZE: positiveInt.optional(),
+  /** Browser origins allowed to call the API, comma-separated, or `*`; none by default. */
+  MAAS_CORS_ORIGINS: z.string().optional(),
+  /** Models a provisioned environment loads while it initializes, comma-separated. */
+  MAAS_PRELOAD_MODELS: z.string().optional(),
+  /** The SageMaker endpoint that serves sagemaker-target versions; unset: they answer 503. */
+  MAAS_SAGEMAKER_ENDPOINT: z.string().min(1).optional(),
+  /** "multi-model" sends TargetModel; "single-model" names the model in CustomAttributes. */
+  MAAS_SAGEMAKER_MODE: z.enum(["multi-model", "single-model"]).default("multi-model"),
+  MAAS_SAGEMAKER_ATTEMPT_TIMEOUT_MS: positiveInt.default(25_000),
+  /** All attempts of one request, waits included; keep it under API Gateway's 29 s. */
+  MAAS_SAGEMAKER_DEADLINE_MS: positiveInt.default(25_000),
+  MAAS_SAGEMAKER_MAX_ATTEMPTS: positiveInt.default(3),
 });
 
 export type InferenceConfig = z.infer<typeof inferenceConfigSchema> & { readonly MAAS_SESSION_BYTES: number };

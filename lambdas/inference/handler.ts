@@ -10,7 +10,34 @@ import { createInferenceParts, defaultClients } from "./service.ts";
 export type { ProxyHandler };
 
 /** Builds the API Gateway (REST, proxy integration) handler around an inference service. */
-export function createInferenceHandler(service: InferenceService, logger: Logger): ProxyHandler {
+export interface InferenceHandlerOptions {
+  /** Origins whose browsers may read responses (`*` for any); from MAAS_CORS_ORIGINS. */
+  readonly corsOrigins?: readonly string[];
+}
+
+/** Allow-origin headers for a request's Origin, as API Gateway's proxy integration leaves CORS to us. */
+function corsHeaders(event: APIGatewayProxyEvent, origins: readonly string[]): Record<string, string> {
+  if (origins.length === 0) return {};
+  if (origins.includes("*")) return { "access-control-allow-origin": "*" };
+  const origin = header(event, "origin");
+  if (origin === undefined || !origins.includes(origin)) return { vary: "Origin" };
+  return { "access-control-allow-origin": origin, vary: "Origin" };
+}
+
+/** A comma-separated environment list. */
+export function parseList(value: string | undefined): string[] {
+  return (value ?? "")
+    .split(",")
+    .map((origin) => origin.trim())
+    .filter((origin) => origin.length > 0);
+}
+
+export function createInferenceHandler(
+  service: InferenceService,
+  logger: Logger,
+  options: InferenceHandlerOptions = {},
+): ProxyHandler {
+  const corsOrigins = options.corsOrigins ?? [];
   async function answer(route: V2Route, event: APIGatewayProxyEvent, log: Record<string, unknown>) {
     switch (route.kind) {
       case "server-metadata":
@@ -63,6 +90,7 @@ export function createInferenceHandler(service: InferenceService, logger: Logger
     } catch (error) {
       result = errorResponse(error, logger);
     }
+    if (corsOrigins.length > 0) result.headers = { ...result.headers, ...corsHeaders(event, corsOrigins) };
     log.status = result.statusCode;
     log.latencyMs = Math.round((performance.now() - started) * 1000) / 1000;
     logger.info("request", log);
@@ -73,11 +101,30 @@ export function createInferenceHandler(service: InferenceService, logger: Logger
 const defaultLogger = new Logger({ serviceName: "maas-inference" });
 let defaultHandler: ProxyHandler | undefined;
 
+function createDefaultHandler(): { handler: ProxyHandler; service: InferenceService; preload: string[] } {
+  const config = loadInferenceConfig(process.env);
+  const { service } = createInferenceParts(config, defaultClients());
+  const handler = createInferenceHandler(service, defaultLogger, {
+    corsOrigins: parseList(config.MAAS_CORS_ORIGINS),
+  });
+  return { handler, service, preload: parseList(config.MAAS_PRELOAD_MODELS) };
+}
+
 /** The Lambda entry point: wired from the environment on first use, then reused while warm. */
 export const handler: ProxyHandler = (event, context) => {
-  defaultHandler ??= createInferenceHandler(
-    createInferenceParts(loadInferenceConfig(process.env), defaultClients()).service,
-    defaultLogger,
-  );
+  defaultHandler ??= createDefaultHandler().handler;
   return defaultHandler(event, context);
 };
+
+// Provisioned environments initialize before traffic: load the named models now, so no request waits.
+if (
+  process.env.AWS_LAMBDA_INITIALIZATION_TYPE === "provisioned-concurrency" &&
+  process.env.MAAS_PRELOAD_MODELS
+) {
+  const created = createDefaultHandler();
+  defaultHandler = created.handler;
+  for (const outcome of await created.service.preload(created.preload)) {
+    if (outcome.error === undefined) defaultLogger.info("preloaded", outcome);
+    else defaultLogger.warn("preload failed", outcome);
+  }
+}

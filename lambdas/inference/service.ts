@@ -1,11 +1,13 @@
 import { DynamoDBClient, type DynamoDBClientConfig } from "@aws-sdk/client-dynamodb";
 import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
+import { SageMakerRuntimeClient, type SageMakerRuntimeClientConfig } from "@aws-sdk/client-sagemaker-runtime";
 import { fromEnv } from "@aws-sdk/credential-provider-env";
 import type { InferenceSession } from "onnxruntime-node";
 import { ArtifactCache } from "#aws/artifact-cache.ts";
 import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
 import { createOrtSession, loadOrt, OnnxRunner } from "#aws/onnx-runner.ts";
 import { S3ArtifactSource } from "#aws/s3-artifact-source.ts";
+import { SageMakerRunner } from "#aws/sagemaker-runner.ts";
 import { SessionPool } from "#aws/session-pool.ts";
 import { CachedModelRegistry } from "#core/cached-registry.ts";
 import { InferenceService } from "#core/inference-service.ts";
@@ -18,6 +20,7 @@ export const SERVER_VERSION = "0.1.0";
 export interface InferenceClients {
   readonly s3: S3Client;
   readonly dynamo: DynamoDBClient;
+  readonly sagemaker: SageMakerRuntimeClient;
 }
 
 /**
@@ -25,7 +28,11 @@ export interface InferenceClients {
  * local stack passes its emulator endpoints and credentials as `overrides`.
  */
 export function defaultClients(
-  overrides: { s3?: S3ClientConfig; dynamo?: DynamoDBClientConfig } = {},
+  overrides: {
+    s3?: S3ClientConfig;
+    dynamo?: DynamoDBClientConfig;
+    sagemaker?: SageMakerRuntimeClientConfig;
+  } = {},
   env: Record<string, string | undefined> = process.env,
 ): InferenceClients {
   // Lambda puts the role's credentials in the environment: reading them directly skips loading the
@@ -35,6 +42,8 @@ export function defaultClients(
     // Artifacts are verified by sha256 end to end; the SDK's own CRC pass over every byte would only add latency.
     s3: new S3Client({ credentials, ...overrides.s3, responseChecksumValidation: "WHEN_REQUIRED" }),
     dynamo: new DynamoDBClient({ credentials, ...overrides.dynamo }),
+    // The runner retries with its own deadline and jitter; SDK retries on top would multiply them.
+    sagemaker: new SageMakerRuntimeClient({ credentials, maxAttempts: 1, ...overrides.sagemaker }),
   };
 }
 
@@ -44,6 +53,8 @@ export interface InferenceParts {
   readonly artifacts: ArtifactCache;
   readonly sessions: SessionPool<InferenceSession>;
   readonly runner: ModelRunner;
+  /** Present when MAAS_SAGEMAKER_ENDPOINT names an endpoint. */
+  readonly sagemakerRunner?: SageMakerRunner;
 }
 
 /** Wires the inference service from configuration and clients: the same code in Lambda and locally. */
@@ -69,10 +80,21 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
   });
   const runner = new OnnxRunner(artifacts, sessions);
   void loadOrt().catch(() => undefined); // surfaced by the first run that needs it
+  const sagemakerRunner =
+    config.MAAS_SAGEMAKER_ENDPOINT === undefined
+      ? undefined
+      : new SageMakerRunner({
+          client: clients.sagemaker,
+          endpointName: config.MAAS_SAGEMAKER_ENDPOINT,
+          mode: config.MAAS_SAGEMAKER_MODE,
+          attemptTimeoutMs: config.MAAS_SAGEMAKER_ATTEMPT_TIMEOUT_MS,
+          deadlineMs: config.MAAS_SAGEMAKER_DEADLINE_MS,
+          maxAttempts: config.MAAS_SAGEMAKER_MAX_ATTEMPTS,
+        });
   const service = new InferenceService({
     registry,
-    runners: { lambda: runner },
+    runners: { lambda: runner, ...(sagemakerRunner === undefined ? {} : { sagemaker: sagemakerRunner }) },
     server: { name: SERVER_NAME, version: SERVER_VERSION },
   });
-  return { service, registry, artifacts, sessions, runner };
+  return { service, registry, artifacts, sessions, runner, ...(sagemakerRunner ? { sagemakerRunner } : {}) };
 }

@@ -8,9 +8,15 @@ import { z } from "zod";
 import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
 import { createOrtSession } from "#aws/onnx-runner.ts";
 import { S3UploadStore } from "#aws/s3-upload-store.ts";
+import { S3EndpointModelStore } from "#aws/sagemaker-models.ts";
 import { SqsOptimizeQueue } from "#aws/sqs-optimize-queue.ts";
 import { parseConfig } from "#core/config.ts";
-import { type RegistrationDeps, registerUpload, type UploadEvent } from "#core/registration.ts";
+import {
+  type RegistrationDeps,
+  RegistrationInProgressError,
+  registerUpload,
+  type UploadEvent,
+} from "#core/registration.ts";
 
 const GiB = 1024 ** 3;
 const positiveInt = z.coerce.number().int().positive();
@@ -21,6 +27,8 @@ export const registerConfigSchema = z.object({
   MAAS_MAX_MODEL_BYTES: positiveInt.default(2 * GiB),
   MAAS_LAMBDA_MAX_MODEL_BYTES: positiveInt.default(512 * 1024 ** 2),
   MAAS_WORK_DIR: z.string().default("/tmp/maas-register"),
+  /** The SageMaker endpoint's model prefix in the model bucket (its ModelDataUrl); unset: no SageMaker. */
+  MAAS_SAGEMAKER_MODEL_PREFIX: z.string().min(1).optional(),
 });
 export type RegisterConfig = z.infer<typeof registerConfigSchema>;
 
@@ -86,6 +94,11 @@ export function createRegisterHandler(deps: RegistrationDeps, logger: Logger): R
           else logger.info("upload handled", log);
         }
       } catch (error) {
+        if (error instanceof RegistrationInProgressError) {
+          logger.info(error.message, { messageId: record.messageId });
+          batchItemFailures.push({ itemIdentifier: record.messageId });
+          continue;
+        }
         logger.error("registration failed; the message will be retried", {
           messageId: record.messageId,
           error: error as Error,
@@ -109,6 +122,9 @@ export function createRegistrationDeps(config: RegisterConfig, clients: Register
     store: new S3UploadStore(clients.s3, config.MAAS_WORK_DIR),
     registry: new DynamoModelRegistry(clients.dynamo, config.MAAS_REGISTRY_TABLE),
     optimizeQueue: new SqsOptimizeQueue(clients.sqs, config.MAAS_OPTIMIZE_QUEUE_URL),
+    ...(config.MAAS_SAGEMAKER_MODEL_PREFIX === undefined
+      ? {}
+      : { endpointModels: new S3EndpointModelStore(clients.s3, config.MAAS_SAGEMAKER_MODEL_PREFIX) }),
     tryLoad: async (path) => {
       const session = await createOrtSession(path);
       await session.release();

@@ -189,7 +189,8 @@ describe("publish by upload", () => {
     expect(served.version).toBe("1");
     expect(served.output).toEqual(await directOutput(bytes, 1024));
     const record = await untilSettled("mlp10", 1);
-    expect(record.status).toBe("ready");
+    // Servable either way: the optimizer may already be working on it.
+    expect(["ready", "optimizing"]).toContain(record.status);
   });
 
   it.each(craftedModels().map((model) => [model.name, model] as const))(
@@ -356,13 +357,14 @@ describe("publish by upload", () => {
     console.log(`1000 replays drained in ${Math.round(performance.now() - started)} ms`);
 
     const versions = await stack.registry.listVersions("replayed");
-    const optimize = inspectQueue(OPTIMIZE_QUEUE).messages;
-    const optimizeMessages = [
-      ...optimize.ready,
-      ...optimize.delayed,
-      ...optimize.inflight.map((e) => e.message),
-    ]
-      .map((message) => JSON.parse(message.body) as { name: string; version: number })
+    // The optimizer consumes its queue: count what was ever published to it, not what is left.
+    const optimizeMessages = stack.emulators.fauxqs.spy
+      .getAllMessages()
+      .flatMap((message) =>
+        message.service === "sqs" && message.queueName === OPTIMIZE_QUEUE && message.status === "published"
+          ? [JSON.parse(message.body) as { name: string; version: number }]
+          : [],
+      )
       .filter((message) => message.name === "replayed");
     const dead = inspectQueue(DEAD_LETTER_QUEUE).messages.ready.filter(
       (message) => message.body === event.body,
@@ -372,7 +374,8 @@ describe("publish by upload", () => {
       Records: [{ eventName: "ObjectCreated:Put", s3: { bucket: { name: stack.bucket }, object: { key } } }],
     });
     expect(versions).toHaveLength(1);
-    expect(versions[0]).toMatchObject({ status: "ready", optimizeState: "queued" });
+    expect(versions[0]).toMatchObject({ optimizeState: "queued" });
+    expect(["ready", "optimizing"]).toContain(versions[0]?.status);
     expect(optimizeMessages).toEqual([{ name: "replayed", version: 1 }]);
     expect(dead).toEqual([]);
     await expectIrisAnswers();

@@ -251,13 +251,15 @@ beforeAll(async () => {
     new ArtifactCache({ source: artifacts, directory: cacheDir, maxBytes: 64 * 1024 * 1024 }),
     sessions,
   );
-  const service = new InferenceService({
+  service = new InferenceService({
     registry,
     runners: { lambda: runner },
     server: { name: "serverless-maas", version: "9.9.9" },
   });
   handler = createInferenceHandler(service, logger);
 });
+
+let service: InferenceService;
 
 afterAll(async () => {
   await sessions?.close();
@@ -579,5 +581,44 @@ describe("inference handler: unexpected failures and logs", () => {
     ]);
     expect(calls[2]?.requests[0]).toMatchObject({ model: "iris", status: 400 });
     expect(calls[3]?.requests[0]).toMatchObject({ model: "iris", status: 503 });
+  });
+});
+
+describe("inference handler: CORS", () => {
+  it("allows a configured origin and names Origin in Vary", async () => {
+    const cors = createInferenceHandler(service, logger, { corsOrigins: ["https://app.example.com"] });
+
+    const allowed = await cors(
+      proxyEvent("GET", "/v2/models/iris", { headers: { Origin: "https://app.example.com" } }),
+      lambdaContext(),
+    );
+    const other = await cors(
+      proxyEvent("GET", "/v2/models/iris", { headers: { Origin: "https://evil.example.com" } }),
+      lambdaContext(),
+    );
+
+    expect(allowed.headers).toMatchObject({
+      "access-control-allow-origin": "https://app.example.com",
+      vary: "Origin",
+    });
+    expect(other.headers?.["access-control-allow-origin"]).toBeUndefined();
+    expect(other.headers).toMatchObject({ vary: "Origin" });
+  });
+
+  it("adds no CORS headers when no origin is configured", async () => {
+    const { result } = await call(
+      proxyEvent("GET", "/v2/models/iris", { headers: { Origin: "https://a.example" } }),
+    );
+
+    expect(result.headers?.["access-control-allow-origin"]).toBeUndefined();
+  });
+});
+
+describe("inference service: preload", () => {
+  it("loads each named model's serving version and reports the ones that cannot load", async () => {
+    const outcomes = await service.preload(["fixed", "missing"]);
+
+    expect(outcomes[0]).toEqual({ name: "fixed", version: 1 });
+    expect(outcomes[1]).toMatchObject({ name: "missing", error: expect.stringMatching(/not found/) });
   });
 });

@@ -86,7 +86,9 @@ describe("model safety checks", () => {
       ],
     });
 
-    expect(rejection(bytes).message).toMatch(/initializer 'bias' keeps its data in an external file: only single-file/);
+    expect(rejection(bytes).message).toMatch(
+      /initializer 'bias' keeps its data in an external file: only single-file/,
+    );
   });
 
   it("refuse a tensor with external-data entries even when its data location says DEFAULT", () => {

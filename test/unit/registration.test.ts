@@ -8,8 +8,10 @@ import { createOrtSession } from "../../lambdas/aws/onnx-runner.ts";
 import { artifactKey, manifestKey, modelKey } from "../../lambdas/core/manifest.ts";
 import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
 import {
+  OPTIMIZE_SEND_LEASE_MS,
   type OptimizeQueue,
   type RegistrationDeps,
+  RegistrationInProgressError,
   registerUpload,
   type UploadEvent,
   type UploadStore,
@@ -365,21 +367,23 @@ describe("registerUpload: at-least-once delivery", () => {
     expect(tryLoads).toHaveLength(1);
   });
 
-  it("registers once when ten deliveries of one event run at once", async () => {
+  it("registers once and sends one optimize message when ten deliveries of one event run at once", async () => {
     const name = uniqueName("concurrent");
     const event = upload(name, 1, validAddModel());
 
-    const outcomes = await Promise.all(
-      Array.from({ length: 10 }, () => registerUpload(event, deps()).then((result) => result.outcome)),
-    );
+    const settled = await Promise.allSettled(Array.from({ length: 10 }, () => registerUpload(event, deps())));
 
+    const outcomes = settled.flatMap((result) =>
+      result.status === "fulfilled" ? [result.value.outcome] : [],
+    );
+    const retried = settled.flatMap((result) => (result.status === "rejected" ? [result.reason] : []));
     expect(outcomes.filter((outcome) => outcome === "registered")).toHaveLength(1);
     expect(outcomes.filter((outcome) => outcome !== "registered").every((o) => o === "duplicate")).toBe(true);
+    // A delivery that finds the winner between "ready" and "queued" asks to be retried instead of sending.
+    expect(retried.every((reason) => reason instanceof RegistrationInProgressError)).toBe(true);
     expect(await registry.listVersions(name)).toHaveLength(1);
     expect(await record(name, 1)).toMatchObject({ status: "ready", optimizeState: "queued" });
-    // Not exactly one: a delivery that reads the record between "ready" and "queued" sends again.
-    expect(queue.sent.length).toBeGreaterThanOrEqual(1);
-    expect(queue.sent.every((message) => message.name === name && message.version === 1)).toBe(true);
+    expect(queue.sent).toEqual([{ name, version: 1 }]);
   });
 
   it("finishes the job of a worker that crashed between claiming the version and marking it ready", async () => {
@@ -399,21 +403,43 @@ describe("registerUpload: at-least-once delivery", () => {
     expect(queue.sent).toEqual([{ name, version: 1 }]);
   });
 
-  it("sends the optimize message on replay when the worker crashed after marking the version ready", async () => {
+  it("sends the optimize message on a replay after the send lease when the worker crashed after marking the version ready", async () => {
     const name = uniqueName("crash-send");
     const event = upload(name, 1, validAddModel());
     queue.failNextSend = 1;
 
     await expect(registerUpload(event, deps())).rejects.toThrow(/simulated SQS outage/);
     const stranded = await record(name, 1);
-    const replay = await registerUpload(event, deps());
-    const again = await registerUpload(event, deps());
+    const early = registerUpload(event, deps());
+    const later = () => new Date(Date.now() + OPTIMIZE_SEND_LEASE_MS + 1000).toISOString();
+    await expect(early).rejects.toBeInstanceOf(RegistrationInProgressError);
+    const replay = await registerUpload(event, deps({ now: later }));
+    const again = await registerUpload(event, deps({ now: later }));
 
     expect(stranded).toMatchObject({ status: "ready", optimizeState: "pending" });
     expect(replay.outcome).toBe("duplicate");
     expect(again.outcome).toBe("duplicate");
     expect(await record(name, 1)).toMatchObject({ status: "ready", optimizeState: "queued" });
     expect(queue.sent).toEqual([{ name, version: 1 }]);
+  });
+});
+
+describe("registerUpload: an upload replaced mid-registration", () => {
+  it("fails its own stranded claim instead of leaving the version registering forever", async () => {
+    const name = uniqueName("stranded");
+    const first = upload(name, 1, validAddModel());
+    store.failNextCopy = 1;
+    await expect(registerUpload(first, deps())).rejects.toThrow(/simulated crash/);
+    upload(name, 1, buildIrisModel());
+
+    const replay = await registerUpload(first, deps());
+
+    expect(replay.outcome).toBe("failed");
+    expect(await record(name, 1)).toMatchObject({
+      status: "failed",
+      reason: expect.stringMatching(/replaced before its registration finished/),
+    });
+    expect(queue.sent).toEqual([]);
   });
 });
 

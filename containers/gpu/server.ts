@@ -1,0 +1,419 @@
+/**
+ * The SageMaker GPU serving container: an HTTP server for the SageMaker hosting contract with V2
+ * (Open Inference Protocol) JSON bodies.
+ *
+ *   GET  /ping                       200 + the execution provider, batching settings, loaded models
+ *   POST /invocations                infer; X-Amzn-SageMaker-Target-Model (or the custom attribute
+ *                                    `target-model=...`) names the model, else the single model
+ *   POST /models                     multi-model contract: load {model_name, url}; 409 if loaded,
+ *                                    507 if it does not fit the memory budget
+ *   GET  /models[/<name>]            list / describe loaded models
+ *   DELETE /models/<name>            unload
+ *   POST /models/<name>/invoke       infer on a model loaded through POST /models
+ *
+ * Models come from SageMaker's layouts under MAAS_MODEL_DIRS (and, with MAAS_MODEL_S3_URI, from the
+ * model prefix in S3), are loaded on first use, and unloaded least recently used first under
+ * MAAS_MEMORY_BUDGET_BYTES. Requests for one model are batched (batcher.ts). Settings: config.ts.
+ */
+import { createWriteStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import {
+  GetObjectCommand,
+  NoSuchKey,
+  S3Client,
+  type S3ClientConfig,
+  S3ServiceException,
+} from "@aws-sdk/client-s3";
+import type * as Ort from "onnxruntime-node";
+import { z } from "zod";
+import { InvalidRequestError, MaasError } from "#core/errors.ts";
+import {
+  decodeInput,
+  encodeOutput,
+  hasRoundedIntegers,
+  type NamedTensor,
+  type OrtElementType,
+  type TensorData,
+} from "#core/tensor-codec.ts";
+import { describeZodError, parseInferRequest, parseJsonBody } from "#core/v2.ts";
+import { type BatcherStats, DynamicBatcher } from "./batcher.ts";
+import { type GpuServerConfig, listenPort } from "./config.ts";
+import {
+  chooseExecutionProvider,
+  defaultMemoryBudget,
+  type ProviderChoice,
+  providerOption,
+} from "./execution-provider.ts";
+import { InsufficientMemoryError, ModelCache } from "./model-cache.ts";
+import { type FetchArchive, findModelFile, ModelLocator, ModelNotFoundError } from "./model-locator.ts";
+
+export interface GpuServerOptions {
+  readonly config: GpuServerConfig;
+  /** onnxruntime-node; imported on start when not given. */
+  readonly ort?: typeof Ort;
+  /** The S3 client for MAAS_MODEL_S3_URI; @default the environment's region and credentials */
+  readonly s3?: S3ClientConfig;
+  /** One line per notable event; @default JSON lines on stdout */
+  readonly log?: (message: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface ServedModelInfo {
+  readonly key: string;
+  readonly path: string;
+  readonly bytes: number;
+  readonly pinned: boolean;
+  readonly batchable: boolean;
+  readonly stats: BatcherStats;
+}
+
+export interface GpuServer {
+  readonly url: string;
+  readonly port: number;
+  readonly provider: ProviderChoice;
+  /** Models loaded now, least recently used first. */
+  models(): ServedModelInfo[];
+  close(): Promise<void>;
+}
+
+/** A loaded model: its session, what it takes and gives, and its batcher. */
+interface ServedModel {
+  readonly session: Ort.InferenceSession;
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly batchable: boolean;
+  readonly batcher: DynamicBatcher;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+/** onnxruntime reports a caller's tensor problem (a shape that cannot hold, a bad index) this way. */
+const CALLER_ERROR =
+  /INVALID_ARGUMENT|Got invalid dimensions|Invalid rank|out of (data )?bounds|must be within/i;
+const TARGET_MODEL_HEADER = "x-amzn-sagemaker-target-model";
+const CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes";
+const MME_PAGE_SIZE = 1000;
+
+const loadRequestSchema = z.object({ model_name: z.string().min(1).max(1024), url: z.string().min(1) });
+
+/** Dynamic first dimension on every input and output: stacking requests along it is safe. */
+function isBatchable(session: Ort.InferenceSession): boolean {
+  const metadata = [...session.inputMetadata, ...session.outputMetadata];
+  return (
+    metadata.length > 0 &&
+    metadata.every((value) => {
+      if (!value.isTensor || value.shape.length === 0) return false;
+      const first = value.shape[0];
+      return typeof first === "string" || (typeof first === "number" && first < 0);
+    })
+  );
+}
+
+function defaultLog(message: string, fields: Record<string, unknown> = {}): void {
+  console.log(JSON.stringify({ time: new Date().toISOString(), message, ...fields }));
+}
+
+export async function startGpuServer(options: GpuServerOptions): Promise<GpuServer> {
+  const { config } = options;
+  const log = options.log ?? defaultLog;
+  const ort = options.ort ?? (await import("onnxruntime-node"));
+  const provider = await chooseExecutionProvider(ort, config.MAAS_EXECUTION_PROVIDERS);
+  const budgetBytes = config.MAAS_MEMORY_BUDGET_BYTES ?? (await defaultMemoryBudget(provider.name));
+  log("execution provider chosen", { provider: provider.name, probes: provider.probes, budgetBytes });
+
+  const sessionOptions: Ort.InferenceSession.SessionOptions = {
+    executionProviders: [providerOption(provider.name)],
+    graphOptimizationLevel: "all",
+    intraOpNumThreads: config.MAAS_INTRA_OP_THREADS,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    logSeverityLevel: 3,
+    extra: { session: { intra_op: { allow_spinning: config.MAAS_INTRA_OP_SPINNING } } },
+  };
+
+  const cache = new ModelCache<ServedModel>({
+    budgetBytes,
+    estimateBytes: async (path) => Math.ceil((await stat(path)).size * config.MAAS_MODEL_MEMORY_FACTOR),
+    load: async (key, path) => {
+      const started = performance.now();
+      const session = await ort.InferenceSession.create(path, sessionOptions);
+      const batchable = isBatchable(session);
+      const run = async (inputs: readonly NamedTensor[], outputs: readonly string[]) => {
+        const feeds: Record<string, Ort.Tensor> = {};
+        for (const input of inputs) {
+          feeds[input.name] = new ort.Tensor(
+            input.type,
+            input.data as Ort.Tensor.DataType,
+            input.dims as number[],
+          );
+        }
+        const results = await session.run(feeds, outputs as string[]);
+        return outputs.map((name) => {
+          const tensor = results[name] as Ort.Tensor;
+          return {
+            name,
+            type: tensor.type as OrtElementType,
+            dims: tensor.dims,
+            data: tensor.data as TensorData,
+          };
+        });
+      };
+      const batcher = new DynamicBatcher(run, {
+        maxBatchSize: config.MAAS_MAX_BATCH_SIZE,
+        maxQueueDelayMs: config.MAAS_MAX_QUEUE_DELAY_MS,
+        maxConcurrentBatches: config.MAAS_MAX_CONCURRENT_BATCHES,
+        batchable,
+      });
+      log("model loaded", { key, path, batchable, ms: Math.round(performance.now() - started) });
+      return {
+        session,
+        inputNames: session.inputNames,
+        outputNames: session.outputNames,
+        batchable,
+        batcher,
+      };
+    },
+    unload: async (model) => {
+      await model.session.release();
+    },
+  });
+  const s3 = config.MAAS_MODEL_S3_URI === undefined ? undefined : new S3Client(options.s3 ?? {});
+  const locator = new ModelLocator(
+    config.MAAS_MODEL_DIRS.split(",")
+      .map((dir) => dir.trim())
+      .filter(Boolean),
+    config.MAAS_SCRATCH_DIR,
+    s3 === undefined ? undefined : s3ArchiveFetcher(s3, config.MAAS_MODEL_S3_URI!, log),
+  );
+  /** Models loaded through the multi-model API: SageMaker's model_name -> its directory. */
+  const registered = new Map<string, { url: string; path: string }>();
+
+  async function infer(key: string, locate: () => Promise<string>, modelName: string, body: string) {
+    if (body.length === 0)
+      throw new InvalidRequestError("request body is empty; send a V2 infer request as JSON");
+    let request = parseInferRequest(parseJsonBody(body));
+    if (hasRoundedIntegers(request.inputs)) request = parseInferRequest(parseJsonBody(body, true));
+    const inputs = request.inputs.map(decodeInput);
+    const outputs = await cache.use(key, locate, async (model) => {
+      const missing = model.inputNames.filter((name) => !inputs.some((input) => input.name === name));
+      const unknown = inputs
+        .filter((input) => !model.inputNames.includes(input.name))
+        .map((input) => input.name);
+      if (missing.length > 0 || unknown.length > 0) {
+        throw new InvalidRequestError(
+          `the model takes inputs ${model.inputNames.join(", ")}` +
+            (missing.length ? `; missing ${missing.join(", ")}` : "") +
+            (unknown.length ? `; unknown ${unknown.join(", ")}` : ""),
+        );
+      }
+      const names = request.outputs?.map((output) => output.name) ?? model.outputNames;
+      const absent = names.filter((name) => !model.outputNames.includes(name));
+      if (absent.length > 0) throw new InvalidRequestError(`the model has no output ${absent.join(", ")}`);
+      return model.batcher.submit(inputs, names);
+    });
+    return {
+      model_name: modelName,
+      ...(request.id === undefined ? {} : { id: request.id }),
+      outputs: outputs.map(encodeOutput),
+    };
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://container");
+    const method = req.method ?? "GET";
+    const path = url.pathname;
+
+    if (path === "/ping" && method === "GET") {
+      return send(res, 200, {
+        status: "healthy",
+        executionProvider: provider.name,
+        executionProviders: provider.probes,
+        batching: {
+          maxBatchSize: config.MAAS_MAX_BATCH_SIZE,
+          maxQueueDelayMs: config.MAAS_MAX_QUEUE_DELAY_MS,
+          maxConcurrentBatches: config.MAAS_MAX_CONCURRENT_BATCHES,
+        },
+        memory: { budgetBytes: cache.budgetBytes, usedBytes: cache.usedBytes },
+        models: models(),
+      });
+    }
+    if (path === "/invocations" && method === "POST") {
+      const target = targetOf(req);
+      const body = await readBody(req, config.MAAS_MAX_BODY_BYTES);
+      const key = `target:${target ?? ""}`;
+      return send(res, 200, await infer(key, () => locator.locate(target), target ?? "model", body));
+    }
+    if (path === "/models" && method === "GET") {
+      const start = Number(url.searchParams.get("next_page_token") ?? "0") || 0;
+      const all = [...registered.entries()];
+      const page = all.slice(start, start + MME_PAGE_SIZE);
+      return send(res, 200, {
+        models: page.map(([name, { url: modelUrl }]) => ({ modelName: name, modelUrl })),
+        ...(start + MME_PAGE_SIZE < all.length ? { nextPageToken: String(start + MME_PAGE_SIZE) } : {}),
+      });
+    }
+    if (path === "/models" && method === "POST") {
+      const parsed = loadRequestSchema.safeParse(parseJsonBody(await readBody(req, 64 * 1024)));
+      if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
+      const { model_name: name, url: modelUrl } = parsed.data;
+      if (registered.has(name)) throw new HttpError(409, `model '${name}' is already loaded`);
+      const modelPath = await findModelFile(modelUrl);
+      await cache.load(`mme:${name}`, modelPath);
+      registered.set(name, { url: modelUrl, path: modelPath });
+      return send(res, 200, { status: `model '${name}' loaded` });
+    }
+    const match = /^\/models\/([^/]+)(\/invoke)?$/.exec(path);
+    if (match) {
+      const name = decodeURIComponent(match[1]!);
+      const model = registered.get(name);
+      if (model === undefined) throw new HttpError(404, `model '${name}' is not loaded`);
+      if (match[2] && method === "POST") {
+        const body = await readBody(req, config.MAAS_MAX_BODY_BYTES);
+        return send(res, 200, await infer(`mme:${name}`, async () => model.path, name, body));
+      }
+      if (!match[2] && method === "GET") return send(res, 200, { modelName: name, modelUrl: model.url });
+      if (!match[2] && method === "DELETE") {
+        registered.delete(name);
+        await cache.unload(`mme:${name}`);
+        return send(res, 200, { status: `model '${name}' unloaded` });
+      }
+    }
+    throw new HttpError(404, `no route for ${method} ${path}`);
+  }
+
+  function models(): ServedModelInfo[] {
+    return cache.list().map(({ model, key, path, bytes, pinned }) => ({
+      key,
+      path,
+      bytes,
+      pinned,
+      batchable: model.batchable,
+      stats: { ...model.batcher.stats },
+    }));
+  }
+
+  const server: Server = createServer((req, res) => {
+    route(req, res).catch((error: unknown) => {
+      const { status, message } = describeError(error);
+      if (status >= 500 && status !== 507)
+        log("request failed", { url: req.url, status, error: String(error) });
+      if (!res.headersSent) send(res, status, { error: message });
+      else res.destroy();
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(listenPort(config), config.MAAS_HOST, () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+  const host = config.MAAS_HOST === "0.0.0.0" ? "127.0.0.1" : config.MAAS_HOST;
+  log("listening", { port });
+
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    provider,
+    models,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      await cache.close();
+      s3?.destroy();
+    },
+  };
+}
+
+/** Downloads `<prefix><target>` from the model prefix in S3, as SageMaker does for multi-model endpoints. */
+function s3ArchiveFetcher(
+  s3: S3Client,
+  uri: string,
+  log: NonNullable<GpuServerOptions["log"]>,
+): FetchArchive {
+  const [, bucket = "", prefix = ""] = /^s3:\/\/([^/]+)\/?(.*)$/.exec(uri) ?? [];
+  const base = prefix === "" || prefix.endsWith("/") ? prefix : `${prefix}/`;
+  return async (target, file) => {
+    const started = performance.now();
+    let body: Readable;
+    try {
+      const object = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${base}${target}` }));
+      if (!(object.Body instanceof Readable)) throw new Error(`S3 returned no body for ${base}${target}`);
+      body = object.Body;
+    } catch (error) {
+      if (
+        error instanceof NoSuchKey ||
+        (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404)
+      ) {
+        return false;
+      }
+      throw error;
+    }
+    await pipeline(body, createWriteStream(file));
+    log("model archive downloaded", { target, ms: Math.round(performance.now() - started) });
+    return true;
+  };
+}
+
+/** The target model: the multi-model header, or `target-model=` in the custom attributes. */
+function targetOf(req: IncomingMessage): string | undefined {
+  const header = req.headers[TARGET_MODEL_HEADER];
+  if (typeof header === "string" && header !== "") return header;
+  const attributes = req.headers[CUSTOM_ATTRIBUTES_HEADER];
+  if (typeof attributes !== "string") return undefined;
+  for (const pair of attributes.split(/[;,]/)) {
+    const [key, value] = pair.split("=", 2).map((part) => part.trim());
+    if (key === "target-model" && value) return value;
+  }
+  return undefined;
+}
+
+function describeError(error: unknown): { status: number; message: string } {
+  if (error instanceof HttpError) return { status: error.status, message: error.message };
+  if (error instanceof MaasError) return { status: error.status, message: error.message };
+  if (error instanceof ModelNotFoundError) return { status: 404, message: error.message };
+  if (error instanceof InsufficientMemoryError) return { status: 507, message: error.message };
+  const message = error instanceof Error ? error.message : String(error);
+  if (CALLER_ERROR.test(message))
+    return { status: 400, message: `the model rejected the inputs: ${message}` };
+  return { status: 500, message: `inference failed: ${message}` };
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners("data");
+        req.resume();
+        reject(new HttpError(413, `request body is over ${limit} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}

@@ -1,0 +1,66 @@
+import { HeadObjectCommand, NotFound, type S3Client, S3ServiceException } from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import type { EndpointModelStore } from "#core/registration.ts";
+import { createModelArchive } from "./model-archive.ts";
+
+/**
+ * Layout of the SageMaker model prefix (the multi-model endpoint's `ModelDataUrl`):
+ *
+ *   <prefix><sha256>.tar.gz      one per distinct model file, containing `model.onnx`
+ *
+ * The `TargetModel` of an InvokeEndpoint call is the object's name relative to the prefix, so it is
+ * derived from the artifact digest alone: nothing more needs storing in the registry, identical
+ * uploads share one object, and an object never changes once written.
+ */
+export function targetModelFor(sha256: string): string {
+  return `${sha256}.tar.gz`;
+}
+
+/** Normalizes a prefix to end with exactly one `/` (or be empty, for the bucket root). */
+export function normalizePrefix(prefix: string): string {
+  const trimmed = prefix.replace(/^\/+|\/+$/g, "");
+  return trimmed === "" ? "" : `${trimmed}/`;
+}
+
+const isMissing = (error: unknown) =>
+  error instanceof NotFound ||
+  (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404);
+
+/** Publishes model archives under the endpoint's model prefix in S3. */
+export class S3EndpointModelStore implements EndpointModelStore {
+  readonly #s3: S3Client;
+  readonly #prefix: string;
+
+  constructor(s3: S3Client, prefix: string) {
+    this.#s3 = s3;
+    this.#prefix = normalizePrefix(prefix);
+  }
+
+  keyFor(sha256: string): string {
+    return `${this.#prefix}${targetModelFor(sha256)}`;
+  }
+
+  async publish(bucket: string, file: { path: string; sha256: string; bytes: number }): Promise<void> {
+    const key = this.keyFor(file.sha256);
+    try {
+      await this.#s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+      return; // content-addressed: already there means already right
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+    }
+    // Streamed: the archive is never whole in memory or on disk, whatever the model's size.
+    await new Upload({
+      client: this.#s3,
+      params: {
+        Bucket: bucket,
+        Key: key,
+        Body: createModelArchive(file.path, file.bytes),
+        ContentType: "application/gzip",
+        Metadata: { sha256: file.sha256 },
+      },
+      // 8 MiB parts (S3's minimum is 5): 10,000 parts hold 80 GB, and the local emulator takes them.
+      partSize: 8 * 1024 * 1024,
+      queueSize: 4,
+    }).done();
+  }
+}
