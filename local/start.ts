@@ -1,7 +1,8 @@
 /**
  * `npm start`: the whole service on this machine, with no AWS account. Configuration by environment:
  * PORT (API, 3000), MAAS_S3_PORT (S3/SQS emulator, 4566), MAAS_DYNAMODB_PORT (free port if unset),
- * MAAS_DATA_DIR (state, .maas), MAAS_API_KEY and MAAS_ADMIN_KEY (generated once and kept in the data dir).
+ * MAAS_DATA_DIR (state, .maas), MAAS_API_KEY and MAAS_ADMIN_KEY (generated once and kept in the data dir),
+ * MAAS_LAMBDA_MAX_MODEL_BYTES (larger models go to the local SageMaker stand-in; 512 MiB).
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -17,6 +18,7 @@ const envSchema = z.object({
   MAAS_DATA_DIR: z.string().min(1).default(".maas"),
   MAAS_API_KEY: z.string().min(8, "MAAS_API_KEY must have at least 8 characters").optional(),
   MAAS_ADMIN_KEY: z.string().min(8, "MAAS_ADMIN_KEY must have at least 8 characters").optional(),
+  MAAS_LAMBDA_MAX_MODEL_BYTES: z.coerce.number().int().positive().optional(),
 });
 
 const keysSchema = z.object({ apiKey: z.string(), adminKey: z.string() });
@@ -56,6 +58,9 @@ async function main(): Promise<void> {
     port: env.PORT,
     s3Port: env.MAAS_S3_PORT,
     dynamoPort: env.MAAS_DYNAMODB_PORT,
+    ...(env.MAAS_LAMBDA_MAX_MODEL_BYTES === undefined
+      ? {}
+      : { lambdaMaxModelBytes: env.MAAS_LAMBDA_MAX_MODEL_BYTES }),
     ...keys,
   });
 
