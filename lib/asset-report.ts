@@ -1,6 +1,6 @@
 import { lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import type { CloudAssembly } from "aws-cdk-lib/cx-api";
+import { AssetManifestArtifact, type CloudAssembly } from "aws-cdk-lib/cx-api";
 
 /** Lambda's limit on a function's unzipped code (and layers): 250 MB. */
 export const LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024;
@@ -42,6 +42,41 @@ export function functionAssets(assembly: CloudAssembly): FunctionAsset[] {
     }
   }
   return assets;
+}
+
+export interface ImageAsset {
+  /** The asset's display name, e.g. `SageMaker/Image`. */
+  readonly displayName: string;
+  /** The staged Docker build context inside the cloud assembly. */
+  readonly directory: string;
+  /** The Dockerfile, relative to `directory`. */
+  readonly dockerFile: string;
+  readonly platform?: string;
+  readonly bytes: number;
+  readonly files: readonly string[];
+}
+
+/** Every Docker image asset in the assembly, with its staged build context (built at deploy, not here). */
+export function imageAssets(assembly: CloudAssembly): ImageAsset[] {
+  return assembly.artifacts
+    .filter((artifact) => AssetManifestArtifact.isAssetManifestArtifact(artifact))
+    .flatMap((artifact) =>
+      Object.entries(artifact.contents.dockerImages ?? {}).flatMap(([hash, image]) => {
+        if (image.source.directory === undefined) return [];
+        const directory = join(assembly.directory, image.source.directory);
+        const files = listFiles(directory);
+        return [
+          {
+            displayName: image.displayName ?? hash,
+            directory,
+            dockerFile: image.source.dockerFile ?? "Dockerfile",
+            platform: image.source.platform,
+            files,
+            bytes: files.reduce((sum, file) => sum + lstatSync(join(directory, file)).size, 0),
+          },
+        ];
+      }),
+    );
 }
 
 /** Paths relative to `directory`, recursively; links are listed, not followed. */

@@ -1,6 +1,13 @@
 import { Duration } from "aws-cdk-lib";
 import type { RestApi } from "aws-cdk-lib/aws-apigateway";
-import { Alarm, ComparisonOperator, type IMetric, Stats, TreatMissingData } from "aws-cdk-lib/aws-cloudwatch";
+import {
+  Alarm,
+  ComparisonOperator,
+  type IMetric,
+  type MetricOptions,
+  Stats,
+  TreatMissingData,
+} from "aws-cdk-lib/aws-cloudwatch";
 import { SnsAction } from "aws-cdk-lib/aws-cloudwatch-actions";
 import type { IFunction } from "aws-cdk-lib/aws-lambda";
 import { Topic } from "aws-cdk-lib/aws-sns";
@@ -15,17 +22,41 @@ export interface MaasAlarmsProps {
   readonly api: RestApi;
   readonly inference: IFunction;
   /**
+   * Queue-fed functions, by a short name: alarm on failed invocations (crashes, timeouts). Their
+   * messages are retried and dead-lettered too; this alarm fires on the first failure.
+   * @default {}
+   */
+  readonly workers?: Readonly<Record<string, IFunction>>;
+  /**
+   * The SageMaker endpoint, when there is one: alarm on its 5xx answers and its model latency.
+   * @default - no endpoint alarms
+   */
+  readonly endpoint?: EndpointMetrics;
+  /**
+   * p90 model latency of the endpoint above which its alarm fires (two 5-minute periods in a row).
+   * @default Duration.seconds(10): well inside the 25 s the inference function waits for SageMaker
+   */
+  readonly modelLatencyThreshold?: Duration;
+  /**
    * Subscribe this address to an SNS topic that every alarm notifies.
    * @default - no topic: alarms only change state
    */
   readonly alarmEmail?: string;
 }
 
+/** What the alarms read from a SageMaker endpoint (`ModelEndpoint`). */
+export interface EndpointMetrics {
+  metricInvocation5xxErrors(props?: MetricOptions): IMetric;
+  /** In microseconds, as SageMaker reports it. */
+  metricModelLatency(props?: MetricOptions): IMetric;
+}
+
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 /**
  * The alarms an operator of the service needs: anything in a dead-letter queue, API 5xx responses,
- * inference function errors and throttles; optionally mailed through an SNS topic.
+ * inference function errors and throttles, queue-fed function errors, SageMaker endpoint 5xx and
+ * latency; optionally mailed through an SNS topic.
  */
 export class MaasAlarms extends Construct {
   public readonly alarms: readonly Alarm[];
@@ -36,6 +67,10 @@ export class MaasAlarms extends Construct {
     super(scope, id);
     if (props.alarmEmail !== undefined && !EMAIL.test(props.alarmEmail)) {
       throw new Error(`alarmEmail '${props.alarmEmail}' is not an email address`);
+    }
+    const latencyThreshold = props.modelLatencyThreshold ?? Duration.seconds(10);
+    if (latencyThreshold.toMilliseconds() <= 0) {
+      throw new Error("modelLatencyThreshold must be positive");
     }
 
     const alarms: Alarm[] = [];
@@ -76,6 +111,30 @@ export class MaasAlarms extends Construct {
       props.inference.metricThrottles({ period: Duration.minutes(5), statistic: Stats.SUM }),
       "The inference function was throttled: raise reserved/account concurrency or lower API throttling.",
     );
+    for (const [name, fn] of Object.entries(props.workers ?? {})) {
+      whenAny(
+        `${name}Errors`,
+        fn.metricErrors({ period: Duration.minutes(5), statistic: Stats.SUM }),
+        `The ${name} function failed invocations (crash or timeout); its messages are retried, then dead-lettered.`,
+      );
+    }
+    if (props.endpoint !== undefined) {
+      whenAny(
+        "Endpoint5xx",
+        props.endpoint.metricInvocation5xxErrors({ period: Duration.minutes(5), statistic: Stats.SUM }),
+        "The SageMaker endpoint's container answered 5xx (model error, out of memory, crash); see its log group.",
+      );
+      const latency = new Alarm(this, "EndpointModelLatency", {
+        metric: props.endpoint.metricModelLatency({ period: Duration.minutes(5), statistic: Stats.p(90) }),
+        // ModelLatency is in microseconds.
+        threshold: latencyThreshold.toMilliseconds() * 1000,
+        comparisonOperator: ComparisonOperator.GREATER_THAN_THRESHOLD,
+        evaluationPeriods: 2,
+        treatMissingData: TreatMissingData.NOT_BREACHING,
+        alarmDescription: `The SageMaker endpoint's p90 model latency was above ${latencyThreshold.toHumanString()} for 10 minutes: scale out, or look for a slow model.`,
+      });
+      alarms.push(latency);
+    }
     this.alarms = alarms;
 
     if (props.alarmEmail !== undefined) {

@@ -24,23 +24,45 @@ const stringList = z.preprocess((value) => {
 const number = z.coerce.number();
 const flag = z.union([z.boolean(), z.enum(["true", "false"]).transform((text) => text === "true")]);
 
+const SAGEMAKER_KEYS = [
+  "sagemakerInstanceType",
+  "sagemakerInstanceCount",
+  "sagemakerMinInstanceCount",
+  "sagemakerMaxInstanceCount",
+] as const;
+
 /** Every context key the app reads; ranges and combinations are checked by the constructs. */
-export const maasContextSchema = z.object({
-  architecture: z.enum(["arm64", "x86_64"]).default("arm64"),
-  inferenceMemoryMb: number.optional(),
-  ephemeralStorageMb: number.optional(),
-  lambdaMaxModelBytes: number.optional(),
-  maxModelBytes: number.optional(),
-  provisionedConcurrency: number.optional(),
-  preloadModels: stringList.optional(),
-  corsOrigins: stringList.optional(),
-  throttleRateLimit: number.optional(),
-  throttleBurstLimit: number.optional(),
-  quotaLimit: number.optional(),
-  quotaPeriod: z.enum(["DAY", "WEEK", "MONTH"]).optional(),
-  alarmEmail: z.string().optional(),
-  apiGatewayCloudWatchRole: flag.optional(),
-});
+export const maasContextSchema = z
+  .object({
+    architecture: z.enum(["arm64", "x86_64"]).default("arm64"),
+    inferenceMemoryMb: number.optional(),
+    ephemeralStorageMb: number.optional(),
+    lambdaMaxModelBytes: number.optional(),
+    maxModelBytes: number.optional(),
+    provisionedConcurrency: number.optional(),
+    preloadModels: stringList.optional(),
+    corsOrigins: stringList.optional(),
+    throttleRateLimit: number.optional(),
+    throttleBurstLimit: number.optional(),
+    quotaLimit: number.optional(),
+    quotaPeriod: z.enum(["DAY", "WEEK", "MONTH"]).optional(),
+    alarmEmail: z.string().optional(),
+    apiGatewayCloudWatchRole: flag.optional(),
+    /** Off by default: a SageMaker endpoint bills per instance-hour even when idle. */
+    sagemaker: flag.default(false),
+    sagemakerInstanceType: z.string().optional(),
+    sagemakerInstanceCount: number.optional(),
+    sagemakerMinInstanceCount: number.optional(),
+    sagemakerMaxInstanceCount: number.optional(),
+  })
+  .superRefine((context, issues) => {
+    if (context.sagemaker) return;
+    for (const key of SAGEMAKER_KEYS) {
+      if (context[key] !== undefined) {
+        issues.addIssue({ code: "custom", path: [key], message: "needs sagemaker=true" });
+      }
+    }
+  });
 
 export type MaasContext = z.infer<typeof maasContextSchema>;
 export const MAAS_CONTEXT_KEYS = Object.keys(maasContextSchema.shape) as (keyof MaasContext)[];
@@ -82,5 +104,13 @@ export function serviceSettings(
         : undefined,
     alarmEmail: context.alarmEmail,
     apiGatewayCloudWatchRole: context.apiGatewayCloudWatchRole,
+    sagemaker: context.sagemaker
+      ? {
+          instanceType: context.sagemakerInstanceType,
+          initialInstanceCount: context.sagemakerInstanceCount,
+          minInstanceCount: context.sagemakerMinInstanceCount,
+          maxInstanceCount: context.sagemakerMaxInstanceCount,
+        }
+      : undefined,
   };
 }

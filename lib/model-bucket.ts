@@ -8,6 +8,11 @@ import { acknowledge, acknowledgeGrantWildcard } from "./nag.ts";
 export const MODELS_PREFIX = "models/";
 /** Registration copies each accepted upload to a content-addressed key under this prefix. */
 export const ARTIFACTS_PREFIX = "artifacts/";
+/**
+ * The SageMaker endpoint's model prefix: registration publishes `<sha256>.tar.gz` archives of
+ * sagemaker-target versions here. Outside `models/`, so the archives never start a registration.
+ */
+export const ENDPOINT_MODELS_PREFIX = "sagemaker/models/";
 
 export interface ModelBucketProps {
   /**
@@ -107,6 +112,38 @@ export class ModelBucket extends Construct {
   /** Write serving artifacts (`artifacts/*`), e.g. by copying an accepted upload there. */
   public grantWriteArtifacts(grantee: IGrantable): Grant {
     return this.grantOnPrefix(grantee, ["s3:PutObject"], ARTIFACTS_PREFIX);
+  }
+
+  /**
+   * Upload serving artifacts (`artifacts/*`) of any size: multipart uploads need `s3:PutObject`, and
+   * `s3:AbortMultipartUpload` lets a failed one clean up its parts at once.
+   */
+  public grantUploadArtifacts(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:PutObject", "s3:AbortMultipartUpload"], ARTIFACTS_PREFIX);
+  }
+
+  /**
+   * Publish model archives under the endpoint's model prefix (`sagemaker/models/*`): streamed multipart
+   * uploads, and the HEAD (`s3:GetObject`) that skips an archive already there.
+   */
+  public grantPublishEndpointModels(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(
+      grantee,
+      ["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject"],
+      ENDPOINT_MODELS_PREFIX,
+    );
+  }
+
+  /** Read and list the endpoint's model prefix (`sagemaker/models/`), nothing else: for SageMaker itself. */
+  public grantReadEndpointModels(grantee: IGrantable): Grant {
+    const read = this.grantOnPrefix(grantee, ["s3:GetObject"], ENDPOINT_MODELS_PREFIX);
+    const list = Grant.addToPrincipal({
+      grantee,
+      actions: ["s3:ListBucket"],
+      resourceArns: [this.bucket.bucketArn],
+      conditions: { StringLike: { "s3:prefix": [`${ENDPOINT_MODELS_PREFIX}*`] } },
+    });
+    return read.combine(list);
   }
 
   /**

@@ -7,7 +7,8 @@ import type { Construct } from "constructs";
 import { InferenceApi, type InferenceQuota, type InferenceThrottle } from "./inference-api.ts";
 import { MaasAlarms } from "./maas-alarms.ts";
 import { LAMBDA_EPHEMERAL_RANGE_MB, MaasFunction } from "./maas-function.ts";
-import type { ModelBucket } from "./model-bucket.ts";
+import { ENDPOINT_MODELS_PREFIX, type ModelBucket } from "./model-bucket.ts";
+import { ModelEndpoint, type ModelEndpointProps } from "./model-endpoint.ts";
 import type { ModelRegistryTable } from "./model-registry-table.ts";
 import { acknowledge } from "./nag.ts";
 import type { PublishQueues } from "./publish-queues.ts";
@@ -19,6 +20,10 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const ARTIFACT_CACHE_SHARE = 0.8;
 /** /tmp the register function keeps free besides the model it stages. */
 const REGISTER_TMP_HEADROOM_MB = 512;
+/** The optimizer holds the original and up to three variants of it in /tmp at once. */
+export const OPTIMIZE_TMP_MODEL_COPIES = 4;
+/** Registration streams a large model's archive to the endpoint's model prefix within one invocation. */
+const MIN_REGISTER_TIMEOUT_WITH_SAGEMAKER = Duration.minutes(5);
 const MODEL_NAME = /^[a-z0-9._-]{1,64}$/;
 
 export interface MaasServiceStackProps extends StackProps {
@@ -29,7 +34,8 @@ export interface MaasServiceStackProps extends StackProps {
   /** @default Architecture.ARM_64 */
   readonly architecture?: Architecture;
   /**
-   * Memory of the inference and register functions (vCPUs scale with it).
+   * Memory of the inference, register and optimize functions (vCPUs scale with it; the optimizer
+   * benchmarks variants with the vCPUs inference will serve them with).
    * @default 3008
    */
   readonly inferenceMemoryMb?: number;
@@ -73,6 +79,28 @@ export interface MaasServiceStackProps extends StackProps {
    * @default Duration.minutes(15)
    */
   readonly registerTimeout?: Duration;
+  /**
+   * Timeout of the optimize function; the optimize queue's visibility timeout must be six times this.
+   * @default Duration.minutes(15)
+   */
+  readonly optimizeTimeout?: Duration;
+  /**
+   * Larger models are left unoptimized; the optimize function's /tmp holds four copies of this size.
+   * @default 1 GiB
+   */
+  readonly optimizeMaxModelBytes?: number;
+  /**
+   * Optimizations running at once (the SQS event source's maximum concurrency, 2–1000): a bulk
+   * publish must not take the account's Lambda concurrency from the inference function.
+   * @default 5
+   */
+  readonly optimizeMaxConcurrency?: number;
+  /**
+   * A SageMaker endpoint for sagemaker-target versions (models above `lambdaMaxModelBytes`). It bills
+   * per instance-hour even when idle.
+   * @default - none: sagemaker-target versions answer 503
+   */
+  readonly sagemaker?: Omit<ModelEndpointProps, "models">;
 }
 
 interface Sizing {
@@ -83,11 +111,15 @@ interface Sizing {
   readonly provisionedConcurrency: number;
   readonly preloadModels: readonly string[];
   readonly registerTimeout: Duration;
+  readonly optimizeTimeout: Duration;
+  readonly optimizeMaxModelBytes: number;
+  readonly optimizeMaxConcurrency: number;
 }
 
 /**
- * The stateless service: the inference, admin and register functions, the REST API in front of them,
- * the register queue's event source, and alarms. Redeployed freely; state lives in the stateful stack.
+ * The stateless service: the inference, admin, register and optimize functions, the REST API in front
+ * of them, the queues' event sources, alarms, and optionally the SageMaker endpoint. Redeployed freely;
+ * state lives in the stateful stack.
  */
 export class MaasServiceStack extends Stack {
   public readonly inference: MaasFunction;
@@ -96,6 +128,10 @@ export class MaasServiceStack extends Stack {
   public readonly admin: MaasFunction;
   public readonly register: MaasFunction;
   public readonly registerEventSource: SqsEventSource;
+  public readonly optimize: MaasFunction;
+  public readonly optimizeEventSource: SqsEventSource;
+  /** The SageMaker endpoint, when `sagemaker` is set. */
+  public readonly endpoint?: ModelEndpoint;
   public readonly api: InferenceApi;
   public readonly alarms: MaasAlarms;
 
@@ -109,6 +145,10 @@ export class MaasServiceStack extends Stack {
       projectRoot: ROOT,
       depsLockFilePath: join(ROOT, "package-lock.json"),
     };
+    if (props.sagemaker !== undefined) {
+      this.endpoint = new ModelEndpoint(this, "SageMaker", { ...props.sagemaker, models });
+    }
+    const endpoint = this.endpoint;
 
     this.inference = new MaasFunction(this, "Inference", {
       ...common,
@@ -123,6 +163,12 @@ export class MaasServiceStack extends Stack {
         MAAS_ARTIFACT_CACHE_BYTES: String(artifactCacheBytes(sizing.ephemeralMb)),
         ...(sizing.preloadModels.length > 0 ? { MAAS_PRELOAD_MODELS: sizing.preloadModels.join(",") } : {}),
         ...(props.corsOrigins?.length ? { MAAS_CORS_ORIGINS: props.corsOrigins.join(",") } : {}),
+        ...(endpoint
+          ? {
+              MAAS_SAGEMAKER_ENDPOINT: endpoint.endpoint.attrEndpointName,
+              MAAS_SAGEMAKER_MODE: endpoint.mode,
+            }
+          : {}),
       },
     });
     this.inferenceAlias = this.inference.addAlias("live", {
@@ -131,6 +177,7 @@ export class MaasServiceStack extends Stack {
     });
     models.grantReadArtifacts(this.inference);
     registry.grantReadRegistry(this.inference);
+    endpoint?.grantInvoke(this.inference);
 
     this.admin = new MaasFunction(this, "Admin", {
       ...common,
@@ -159,6 +206,7 @@ export class MaasServiceStack extends Stack {
         MAAS_MAX_MODEL_BYTES: String(sizing.maxModelBytes),
         MAAS_LAMBDA_MAX_MODEL_BYTES: String(sizing.lambdaMaxModelBytes),
         MAAS_WORK_DIR: "/tmp/maas-register",
+        ...(endpoint ? { MAAS_SAGEMAKER_MODEL_PREFIX: ENDPOINT_MODELS_PREFIX } : {}),
       },
     });
     this.registerEventSource = new SqsEventSource(queues.registerQueue, {
@@ -174,6 +222,39 @@ export class MaasServiceStack extends Stack {
     registry.grantReadRegistry(this.register);
     registry.grantWriteRegistry(this.register);
     queues.optimizeQueue.grantSendMessages(this.register);
+    if (endpoint) models.grantPublishEndpointModels(this.register);
+
+    this.optimize = new MaasFunction(this, "Optimize", {
+      ...common,
+      entry: join(ROOT, "lambdas/optimize/handler.ts"),
+      description: "serverless-maas: builds, checks and benchmarks optimized variants of registered models",
+      // Inference's memory, hence its vCPUs: the handler sizes onnxruntime's threads from the vCPUs it
+      // sees (MAAS_INTRA_OP_THREADS unset), so benchmarks run with the threads serving will have.
+      memorySize: sizing.memoryMb,
+      ephemeralStorageSize: Size.mebibytes(optimizeEphemeralMb(sizing.optimizeMaxModelBytes)),
+      timeout: sizing.optimizeTimeout,
+      environment: {
+        MAAS_REGISTRY_TABLE: registry.table.tableName,
+        MAAS_WORK_DIR: "/tmp/maas-optimize",
+        MAAS_OPTIMIZE_MAX_MODEL_BYTES: String(sizing.optimizeMaxModelBytes),
+        // A claim older than any invocation can live (plus a minute of clock skew) belongs to a dead attempt.
+        MAAS_OPTIMIZE_LEASE_SECONDS: String(sizing.optimizeTimeout.toSeconds() + 60),
+      },
+    });
+    this.optimizeEventSource = new SqsEventSource(queues.optimizeQueue, {
+      // One version per invocation: each benchmark wants the function's vCPUs to itself.
+      batchSize: 1,
+      reportBatchItemFailures: true,
+      maxConcurrency: sizing.optimizeMaxConcurrency,
+    });
+    this.optimize.addEventSource(this.optimizeEventSource);
+    registry.grantReadRegistry(this.optimize);
+    registry.grantWriteRegistry(this.optimize);
+    models.grantReadArtifacts(this.optimize);
+    // Manifests (models/<name>/<version>/maas.json): parity samples and pins.
+    models.grantReadUploads(this.optimize);
+    models.grantUploadArtifacts(this.optimize);
+    models.grantListKeys(this.optimize);
 
     this.api = new InferenceApi(this, "Api", {
       inference: this.inferenceAlias,
@@ -190,6 +271,8 @@ export class MaasServiceStack extends Stack {
       },
       api: this.api.api,
       inference: this.inference,
+      workers: { Optimize: this.optimize },
+      endpoint,
       alarmEmail: props.alarmEmail,
     });
 
@@ -199,13 +282,22 @@ export class MaasServiceStack extends Stack {
       this.register,
       "an SQS event source polls for it synchronously; failures go to the register queue's DLQ",
     );
-    const mapping = this.register.node.children.find((child) => child instanceof EventSourceMapping);
-    if (mapping === undefined) throw new Error("the register function has no event source mapping");
-    acknowledge(
-      mapping,
-      "Serverless-LambdaEventSourceMappingDestination",
-      "SQS event sources have no on-failure destination: the register queue's redrive policy moves failed messages to its DLQ after 3 receives.",
+    this.acknowledgeSynchronousInvocation(
+      this.optimize,
+      "an SQS event source polls for it synchronously; failures go to the optimize queue's DLQ",
     );
+    for (const [fn, queue] of [
+      [this.register, "register"],
+      [this.optimize, "optimize"],
+    ] as const) {
+      const mapping = fn.node.children.find((child) => child instanceof EventSourceMapping);
+      if (mapping === undefined) throw new Error(`the ${queue} function has no event source mapping`);
+      acknowledge(
+        mapping,
+        "Serverless-LambdaEventSourceMappingDestination",
+        `SQS event sources have no on-failure destination: the ${queue} queue's redrive policy moves failed messages to its DLQ after 3 receives.`,
+      );
+    }
 
     new CfnOutput(this, "ApiUrl", {
       value: this.api.api.url,
@@ -220,6 +312,12 @@ export class MaasServiceStack extends Stack {
       value: this.api.api.arnForExecuteApi("*", "/admin/*", this.api.api.deploymentStage.stageName),
       description: "Grant execute-api:Invoke on this ARN to the principals that administer models",
     });
+    if (endpoint) {
+      new CfnOutput(this, "SageMakerEndpointName", {
+        value: endpoint.endpoint.attrEndpointName,
+        description: `Serves sagemaker-target versions (${endpoint.instanceType}, ${endpoint.mode})`,
+      });
+    }
   }
 
   private acknowledgeSynchronousInvocation(fn: MaasFunction, how: string): void {
@@ -237,8 +335,11 @@ function resolveSizing(props: MaasServiceStackProps): Sizing {
     provisionedConcurrency: props.provisionedConcurrency ?? 0,
     preloadModels: props.preloadModels ?? [],
     registerTimeout: props.registerTimeout ?? Duration.minutes(15),
+    optimizeTimeout: props.optimizeTimeout ?? Duration.minutes(15),
+    optimizeMaxModelBytes: props.optimizeMaxModelBytes ?? 1024 * MiB,
+    optimizeMaxConcurrency: props.optimizeMaxConcurrency ?? 5,
   };
-  for (const key of ["lambdaMaxModelBytes", "maxModelBytes"] as const) {
+  for (const key of ["lambdaMaxModelBytes", "maxModelBytes", "optimizeMaxModelBytes"] as const) {
     if (!Number.isSafeInteger(sizing[key]) || sizing[key] < 1) {
       throw new Error(`${key} must be a positive integer, got ${sizing[key]}`);
     }
@@ -284,10 +385,27 @@ function resolveSizing(props: MaasServiceStackProps): Sizing {
     }
   }
   const visibility = props.queues.visibilityTimeout.toSeconds();
-  const timeout = sizing.registerTimeout.toSeconds();
-  if (visibility < 6 * timeout) {
+  for (const [name, limit] of [
+    ["register", sizing.registerTimeout],
+    ["optimize", sizing.optimizeTimeout],
+  ] as const) {
+    const timeout = limit.toSeconds();
+    if (visibility < 6 * timeout) {
+      throw new Error(
+        `the ${name} queue's visibility timeout (${visibility} s) must be at least 6 times the ${name} function's timeout (${timeout} s)`,
+      );
+    }
+  }
+  const concurrency = sizing.optimizeMaxConcurrency;
+  if (!Number.isInteger(concurrency) || concurrency < 2 || concurrency > 1000) {
     throw new Error(
-      `the register queue's visibility timeout (${visibility} s) must be at least 6 times the register function's timeout (${timeout} s)`,
+      `optimizeMaxConcurrency must be an integer from 2 to 1000 (SQS event source maximum concurrency), got ${concurrency}`,
+    );
+  }
+  const minRegister = MIN_REGISTER_TIMEOUT_WITH_SAGEMAKER.toSeconds();
+  if (props.sagemaker !== undefined && sizing.registerTimeout.toSeconds() < minRegister) {
+    throw new Error(
+      `registerTimeout (${sizing.registerTimeout.toSeconds()} s) must be at least ${minRegister} s with SageMaker: registration streams each large model's archive to the endpoint's model prefix`,
     );
   }
   return sizing;
@@ -295,6 +413,12 @@ function resolveSizing(props: MaasServiceStackProps): Sizing {
 
 function artifactCacheBytes(ephemeralMb: number): number {
   return Math.floor(ephemeralMb * MiB * ARTIFACT_CACHE_SHARE);
+}
+
+/** Four copies of the largest optimizable model, within Lambda's bounds (larger limits get all 10 GiB). */
+function optimizeEphemeralMb(optimizeMaxModelBytes: number): number {
+  const needed = Math.ceil((OPTIMIZE_TMP_MODEL_COPIES * optimizeMaxModelBytes) / MiB);
+  return Math.min(LAMBDA_EPHEMERAL_RANGE_MB.max, Math.max(LAMBDA_EPHEMERAL_RANGE_MB.min, needed));
 }
 
 /** Room for the largest accepted upload plus headroom, within Lambda's bounds. */

@@ -357,7 +357,8 @@ function s3ArchiveFetcher(
     } catch (error) {
       if (
         error instanceof NoSuchKey ||
-        (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404)
+        // Without s3:ListBucket beyond the prefix, S3 answers 403 for a missing key.
+        (error instanceof S3ServiceException && [403, 404].includes(error.$metadata.httpStatusCode ?? 0))
       ) {
         return false;
       }

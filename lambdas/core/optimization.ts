@@ -400,7 +400,9 @@ export function selectVariant(
 ): string | undefined {
   if (options.pinOriginal) return undefined;
   const passing = candidates.filter((candidate) => candidate.passed);
-  if (target === "sagemaker") return passing.find((candidate) => candidate.kind === "fp16")?.kind;
+  // The SageMaker path serves the original upload's archive: variants are measured and recorded for
+  // GPU targets, but selecting one would promise what the endpoint does not serve yet.
+  if (target === "sagemaker") return undefined;
   let best: SelectionCandidate | undefined;
   for (const candidate of passing) {
     const p50 = candidate.p50Ms;

@@ -2,14 +2,22 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { assetSizeReport, functionAssets, LAMBDA_UNZIPPED_LIMIT_BYTES } from "../../lib/asset-report.ts";
+import {
+  assetSizeReport,
+  functionAssets,
+  imageAssets,
+  LAMBDA_UNZIPPED_LIMIT_BYTES,
+} from "../../lib/asset-report.ts";
 import { foreignBinaries, nativeBinaries } from "./binaries.ts";
 import { maasStacks } from "./support.ts";
 
-// The deployment's default: arm64. The bundle smoke test covers x86_64.
+// The deployment's default architecture, arm64, with the SageMaker endpoint's image asset as well.
+// The bundle smoke test covers x86_64.
 const outdir = mkdtempSync(join(tmpdir(), "maas-assets-"));
-const { app } = maasStacks({ bundle: true, outdir });
-const assets = functionAssets(app.synth());
+const { app } = maasStacks({ bundle: true, outdir, context: { sagemaker: true } });
+const assembly = app.synth();
+const assets = functionAssets(assembly);
+const images = imageAssets(assembly);
 const byFunction = (name: string) => {
   const asset = assets.find((candidate) => candidate.path === `MaasService/${name}/Resource`);
   if (!asset) throw new Error(`no asset for ${name}`);
@@ -19,12 +27,13 @@ const byFunction = (name: string) => {
 afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
 describe("function assets (arm64)", () => {
-  it("exist for inference, admin and register, and each stays under Lambda's 250 MB unzipped", () => {
+  it("exist for inference, admin, register and optimize, and each stays under Lambda's 250 MB unzipped", () => {
     const { lines, oversized } = assetSizeReport(assets);
     console.log(`function assets, unzipped:\n${lines.map((line) => `  ${line}`).join("\n")}`);
     expect(assets.map((asset) => asset.path).sort()).toEqual([
       "MaasService/Admin/Resource",
       "MaasService/Inference/Resource",
+      "MaasService/Optimize/Resource",
       "MaasService/Register/Resource",
     ]);
     expect(oversized).toEqual([]);
@@ -35,8 +44,8 @@ describe("function assets (arm64)", () => {
     for (const asset of assets) expect(foreignBinaries(asset, "arm64"), asset.path).toEqual([]);
   });
 
-  it("give inference and register onnxruntime's linux arm64 binding and library", () => {
-    for (const name of ["Inference", "Register"]) {
+  it("give inference, register and optimize onnxruntime's linux arm64 binding and library", () => {
+    for (const name of ["Inference", "Register", "Optimize"]) {
       expect(nativeBinaries(byFunction(name), "arm64").sort()).toEqual([
         "node_modules/onnxruntime-node/bin/napi-v6/linux/arm64/libonnxruntime.so.1",
         "node_modules/onnxruntime-node/bin/napi-v6/linux/arm64/onnxruntime_binding.node",
@@ -46,5 +55,42 @@ describe("function assets (arm64)", () => {
 
   it("keep onnxruntime out of the admin bundle, which never loads it", () => {
     expect([...byFunction("Admin").files].sort()).toEqual(["index.mjs", "index.mjs.map"]);
+  });
+});
+
+describe("the SageMaker serving image asset", () => {
+  it("is a Docker image asset for linux/amd64 from containers/gpu/Dockerfile, not a Lambda asset", () => {
+    expect(
+      images.map(({ displayName, dockerFile, platform }) => ({ displayName, dockerFile, platform })),
+    ).toEqual([
+      { displayName: "SageMaker/Image", dockerFile: "containers/gpu/Dockerfile", platform: "linux/amd64" },
+    ]);
+    for (const asset of assets) expect(images[0]?.directory).not.toBe(asset.directory);
+  });
+
+  it("stages only what the Dockerfile copies: its .dockerignore allowlist, no node_modules", () => {
+    const [image] = images;
+    if (!image) throw new Error("no image asset");
+    console.log(`SageMaker image build context: ${image.files.length} files, ${image.bytes} bytes`);
+    expect(image.bytes).toBeLessThan(2 * 1024 * 1024);
+    expect(image.files).toEqual(
+      expect.arrayContaining([
+        "containers/gpu/Dockerfile",
+        "containers/gpu/Dockerfile.dockerignore",
+        "containers/gpu/server.ts",
+        "lambdas/aws/model-archive.ts",
+        "lambdas/core/model.ts",
+        "package.json",
+        "package-lock.json",
+        "tsconfig.json",
+      ]),
+    );
+    const outside = image.files.filter(
+      (file) =>
+        !/^(containers\/gpu\/|lambdas\/core\/|lambdas\/aws\/model-archive\.ts$|package(-lock)?\.json$|tsconfig\.json$)/.test(
+          file,
+        ),
+    );
+    expect(outside).toEqual([]);
   });
 });

@@ -272,4 +272,25 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
     expect(result.statusCode, result.body).toBe(200);
     expect(JSON.parse(result.body)).toMatchObject({ status: "ready", target: "lambda" });
   });
+
+  it("optimize takes iris from its SQS message to ready with optimizedAt and its variants stored", async () => {
+    const result = await invoke<{ batchItemFailures: unknown[] }>(
+      stacks.service.optimize,
+      sqsEvent("optimize", [JSON.stringify({ name: "iris", version: 1 })]),
+    );
+
+    expect(result).toEqual({ batchItemFailures: [] });
+    const version = await registry.getVersionConsistent("iris", 1);
+    expect(version).toMatchObject({ status: "ready", optimizedAt: expect.any(String) });
+    expect(version?.optimizeAttempt?.error).toBeUndefined();
+    // Variants the optimizer built are in the bucket under their content-addressed keys.
+    const built = (version?.variants ?? []).filter((variant) => variant.kind !== "original");
+    expect(built.map((variant) => variant.kind)).toContain("graph-extended");
+    const stored = built.flatMap((variant) => (variant.artifact ? [variant.artifact] : []));
+    expect(stored.length).toBeGreaterThan(0);
+    for (const artifact of stored) {
+      expect(artifact.key).toMatch(/^artifacts\/sha256\/[0-9a-f]{64}\.onnx$/);
+      await emulators.s3Client().send(new HeadObjectCommand({ Bucket: BUCKET, Key: artifact.key }));
+    }
+  });
 });

@@ -11,6 +11,8 @@ const EVERY_OPTION = {
   corsOrigins: "https://app.example.com",
   quotaLimit: 1000,
   alarmEmail: "ops@example.com",
+  sagemaker: true,
+  sagemakerMaxInstanceCount: 4,
 };
 
 function findings(app: App): string[] {
@@ -39,8 +41,14 @@ describe("cdk-nag (AwsSolutions and Serverless packs)", () => {
     expect(findings(maasStacks().app)).toEqual([]);
   });
 
-  it("finds nothing unacknowledged with every optional feature on", () => {
+  it("finds nothing unacknowledged with every optional feature on (SageMaker on a GPU instance included)", () => {
     expect(findings(maasStacks({ context: EVERY_OPTION }).app)).toEqual([]);
+  });
+
+  it("finds nothing unacknowledged with a multi-model SageMaker endpoint on a CPU instance", () => {
+    expect(
+      findings(maasStacks({ context: { sagemaker: true, sagemakerInstanceType: "ml.m5.xlarge" } }).app),
+    ).toEqual([]);
   });
 
   it("lets a synthesis with the packs registered as validation plugins through, as bin/app.ts does", () => {

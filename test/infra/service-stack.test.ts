@@ -35,7 +35,7 @@ const functionProps = (fn: MaasFunction, from = template) =>
 
 describe("functions", () => {
   it("run Node.js 22 on arm64 with active tracing, their own log group and source maps", () => {
-    for (const fn of [service.inference, service.admin, service.register]) {
+    for (const fn of [service.inference, service.admin, service.register, service.optimize]) {
       expect(functionProps(fn)).toMatchObject({
         Runtime: "nodejs22.x",
         Architectures: ["arm64"],
@@ -93,16 +93,16 @@ describe("functions", () => {
   });
 
   it("keeps function logs for a month", () => {
-    template.resourceCountIs("AWS::Logs::LogGroup", 4);
+    template.resourceCountIs("AWS::Logs::LogGroup", 5);
     template.allResourcesProperties("AWS::Logs::LogGroup", { RetentionInDays: 30 });
   });
 
   it("gives no function role a managed policy", () => {
     const roles = Object.values(template.findResources("AWS::IAM::Role")) as TemplateResource[];
     const functionRoles = roles.filter((role) =>
-      /Maas(Service)\/(Inference|Admin|Register)Role/.test(cdkPath(role)),
+      /Maas(Service)\/(Inference|Admin|Register|Optimize)Role/.test(cdkPath(role)),
     );
-    expect(functionRoles).toHaveLength(3);
+    expect(functionRoles).toHaveLength(4);
     for (const role of functionRoles) expect(role.Properties.ManagedPolicyArns).toBeUndefined();
   });
 
@@ -133,12 +133,15 @@ describe("functions", () => {
   });
 });
 
+const mappingOf = (fn: MaasFunction) =>
+  (Object.values(template.findResources("AWS::Lambda::EventSourceMapping")) as TemplateResource[]).find(
+    (mapping) => render(mapping.Properties.FunctionName) === `<${idOf(fn)}>`,
+  );
+
 describe("register event source", () => {
   it("polls the register queue in batches of 10 and reports failed items", () => {
-    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 1);
-    const [mapping] = Object.values(
-      template.findResources("AWS::Lambda::EventSourceMapping"),
-    ) as TemplateResource[];
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 2);
+    const mapping = mappingOf(service.register);
     expect(mapping?.Properties).toMatchObject({
       FunctionName: { Ref: idOf(service.register) },
       BatchSize: 10,
@@ -151,6 +154,63 @@ describe("register event source", () => {
   it("keeps the register queue's visibility at six register timeouts", () => {
     expect(stateful.queues.visibilityTimeout.toSeconds()).toBeGreaterThanOrEqual(
       6 * (functionProps(service.register)?.Timeout as number),
+    );
+  });
+});
+
+describe("optimize function", () => {
+  it("has inference's memory and architecture, 15 minutes, and /tmp for four copies of a 1 GiB model", () => {
+    const inference = functionProps(service.inference);
+    expect(service.optimize.withOnnxRuntime).toBe(true);
+    expect(functionProps(service.optimize)).toMatchObject({
+      Architectures: inference?.Architectures,
+      MemorySize: inference?.MemorySize,
+      Timeout: 900,
+      EphemeralStorage: { Size: 4 * 1024 },
+    });
+    expect(
+      fullTemplate.findResources("AWS::Lambda::Function")[
+        full.service.getLogicalId(full.service.optimize.node.defaultChild as CfnResource)
+      ]?.Properties,
+    ).toMatchObject({ Architectures: ["x86_64"], MemorySize: 4096 });
+  });
+
+  it("leases a claim for longer than an invocation can run and leaves threads to the vCPUs it sees", () => {
+    const environment = functionProps(service.optimize)?.Environment as
+      | { Variables: Record<string, unknown> }
+      | undefined;
+    const variables = environment?.Variables ?? {};
+    expect(variables).toMatchObject({
+      MAAS_REGISTRY_TABLE: expect.anything(),
+      MAAS_WORK_DIR: "/tmp/maas-optimize",
+      MAAS_OPTIMIZE_MAX_MODEL_BYTES: String(1024 * MiB),
+      NODE_OPTIONS: "--enable-source-maps",
+    });
+    expect(Number(variables.MAAS_OPTIMIZE_LEASE_SECONDS)).toBeGreaterThanOrEqual(
+      functionProps(service.optimize)?.Timeout as number,
+    );
+    // Unset on purpose: the handler takes the vCPUs it sees, as the inference function does.
+    expect(variables.MAAS_INTRA_OP_THREADS).toBeUndefined();
+  });
+
+  it("takes one message at a time from the optimize queue, reports failed items and caps its concurrency", () => {
+    const mapping = mappingOf(service.optimize);
+    expect(mapping?.Properties).toMatchObject({
+      BatchSize: 1,
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      ScalingConfig: { MaximumConcurrency: 5 },
+    });
+    expect(mapping?.Properties.MaximumBatchingWindowInSeconds).toBeUndefined();
+    expect(render(mapping?.Properties.EventSourceArn)).toMatch(/OptimizeQueue.*Arn/);
+  });
+
+  it("keeps the optimize queue's visibility at six optimize timeouts", () => {
+    const queue =
+      Template.fromStack(stateful).findResources("AWS::SQS::Queue")[
+        stateful.getLogicalId(stateful.queues.optimizeQueue.node.defaultChild as CfnResource)
+      ];
+    expect(queue?.Properties.VisibilityTimeout).toBeGreaterThanOrEqual(
+      6 * (functionProps(service.optimize)?.Timeout as number),
     );
   });
 });
@@ -340,6 +400,29 @@ describe("least privilege", () => {
     );
   });
 
+  it("lets optimize read originals and manifests, upload variants, list keys and write the registry", () => {
+    const optimizeQueue = output(/PublishOutputFnGetAttPublishOptimizeQueue\w+Arn\w+/);
+    expect(permissionsOf(template, roleId(service.optimize))).toEqual(
+      [
+        ...logsAndTraces(logGroupId(service.optimize)),
+        ...registryRead(table()),
+        ...registryWrite(table()),
+        `s3:GetObject <${bucket()}>/artifacts/*`,
+        `s3:GetObject <${bucket()}>/models/*`,
+        `s3:PutObject <${bucket()}>/artifacts/*`,
+        `s3:AbortMultipartUpload <${bucket()}>/artifacts/*`,
+        `s3:ListBucket <${bucket()}>`,
+        ...[
+          "ChangeMessageVisibility",
+          "DeleteMessage",
+          "GetQueueAttributes",
+          "GetQueueUrl",
+          "ReceiveMessage",
+        ].map((action) => `sqs:${action} <${optimizeQueue}>`),
+      ].sort(),
+    );
+  });
+
   it("lets register read uploads, write artifacts and the registry, consume its queue and feed optimize", () => {
     const permissions = permissionsOf(template, roleId(service.register));
     const registerQueue = output(/PublishOutputFnGetAttPublishRegisterQueue\w+Arn\w+/);
@@ -386,11 +469,12 @@ describe("alarms", () => {
     }
   });
 
-  it("alarm on API 5xx and on inference errors and throttles", () => {
+  it("alarm on API 5xx, on inference errors and throttles, and on optimize errors", () => {
     const metrics = alarms().map((alarm) => `${alarm.Properties.Namespace} ${alarm.Properties.MetricName}`);
     expect(metrics.sort()).toEqual(
       [
         "AWS/ApiGateway 5XXError",
+        "AWS/Lambda Errors",
         "AWS/Lambda Errors",
         "AWS/Lambda Throttles",
         "AWS/SQS ApproximateNumberOfMessagesVisible",
@@ -398,6 +482,14 @@ describe("alarms", () => {
       ].sort(),
     );
     for (const alarm of alarms()) expect(alarm.Properties.AlarmActions).toBeUndefined();
+    const optimizeErrors = alarms().find((alarm) =>
+      render(alarm.Properties.Dimensions).includes(idOf(service.optimize)),
+    );
+    expect(optimizeErrors?.Properties).toMatchObject({
+      MetricName: "Errors",
+      Statistic: "Sum",
+      Threshold: 0,
+    });
   });
 
   it("mail every alarm and recovery through a TLS-only topic when alarmEmail is set", () => {
@@ -409,7 +501,7 @@ describe("alarms", () => {
     const fullAlarms = Object.values(
       fullTemplate.findResources("AWS::CloudWatch::Alarm"),
     ) as TemplateResource[];
-    expect(fullAlarms).toHaveLength(5);
+    expect(fullAlarms).toHaveLength(6);
     for (const alarm of fullAlarms) {
       expect(alarm.Properties.AlarmActions).toEqual([{ Ref: topic }]);
       expect(alarm.Properties.OKActions).toEqual([{ Ref: topic }]);

@@ -7,7 +7,7 @@ import { readMaasContext } from "../../lib/maas-context.ts";
 import { MaasFunction } from "../../lib/maas-function.ts";
 import { MaasServiceStack, type MaasServiceStackProps } from "../../lib/service-stack.ts";
 import { MaasStatefulStack } from "../../lib/stateful-stack.ts";
-import { ROOT, testApp } from "./support.ts";
+import { maasStacks, ROOT, testApp } from "./support.ts";
 
 const MiB = 1024 * 1024;
 const ENTRY = `${ROOT}/test/infra/fixtures/echo-handler.ts`;
@@ -89,10 +89,77 @@ describe("MaasServiceStack rejects settings that cannot work together", () => {
     );
   });
 
+  it("rejects an optimize timeout the queue's visibility timeout does not cover six times", () => {
+    expect(() => service({ optimizeTimeout: Duration.minutes(16) })).toThrow(
+      "the optimize queue's visibility timeout (5400 s) must be at least 6 times the optimize function's timeout (960 s)",
+    );
+  });
+
+  it("rejects an optimize concurrency an SQS event source cannot have", () => {
+    expect(() => service({ optimizeMaxConcurrency: 1 })).toThrow(
+      "optimizeMaxConcurrency must be an integer from 2 to 1000 (SQS event source maximum concurrency), got 1",
+    );
+  });
+
+  it("rejects a register timeout too short to publish archives for SageMaker", () => {
+    expect(() => service({ registerTimeout: Duration.minutes(2), sagemaker: {} })).toThrow(
+      "registerTimeout (120 s) must be at least 300 s with SageMaker: registration streams each large model's archive to the endpoint's model prefix",
+    );
+  });
+
   it("rejects memory outside Lambda's range", () => {
     expect(() => service({ inferenceMemoryMb: 20_000 })).toThrow(
       "memorySize must be an integer from 128 to 10240 MB, got 20000",
     );
+  });
+});
+
+describe("ModelEndpoint rejects settings SageMaker would refuse, from context", () => {
+  const synth = (context: Record<string, unknown>) => () =>
+    maasStacks({ context: { sagemaker: true, ...context } });
+
+  it("rejects a string that is not an instance type", () => {
+    expect(synth({ sagemakerInstanceType: "g5.xlarge" })).toThrow(
+      "SageMaker instanceType 'g5.xlarge' is not a SageMaker instance type (ml.<family>.<size>, e.g. ml.g5.xlarge)",
+    );
+  });
+
+  it("rejects Inferentia, which the serving container cannot use", () => {
+    expect(synth({ sagemakerInstanceType: "ml.inf2.xlarge" })).toThrow(
+      "SageMaker instanceType 'ml.inf2.xlarge': Inferentia and Trainium need a Neuron build of the serving container; use a GPU (ml.g*, ml.p*) or a CPU type",
+    );
+  });
+
+  it("rejects a minimum above the maximum", () => {
+    expect(
+      synth({ sagemakerMinInstanceCount: 3, sagemakerInstanceCount: 3, sagemakerMaxInstanceCount: 2 }),
+    ).toThrow("SageMaker minInstanceCount (3) must not exceed maxInstanceCount (2)");
+  });
+
+  it("rejects an initial count outside the scaling range", () => {
+    expect(synth({ sagemakerInstanceCount: 5, sagemakerMaxInstanceCount: 4 })).toThrow(
+      "SageMaker initialInstanceCount (5) must be from minInstanceCount (1) to maxInstanceCount (4)",
+    );
+  });
+
+  it("rejects zero instances: a real-time endpoint cannot scale to zero", () => {
+    expect(synth({ sagemakerMinInstanceCount: 0 })).toThrow(
+      "SageMaker minInstanceCount must be a positive integer, got 0",
+    );
+  });
+
+  it("rejects a container startup check SageMaker does not allow", () => {
+    const app = testApp();
+    const stateful = new MaasStatefulStack(app, "State");
+    expect(
+      () =>
+        new MaasServiceStack(app, "Service", {
+          models: stateful.models,
+          registry: stateful.registry,
+          queues: stateful.queues,
+          sagemaker: { containerStartupTimeout: Duration.hours(2) },
+        }),
+    ).toThrow("SageMaker containerStartupTimeout must be from 60 to 3600 s, got 7200 s");
   });
 });
 
@@ -197,5 +264,22 @@ describe("context", () => {
 
   it("rejects a number that is not one, naming the key", () => {
     expect(() => read({ quotaLimit: "lots" })).toThrow(/^invalid context: quotaLimit: /);
+  });
+
+  it("leaves SageMaker off unless asked, and reads its settings when it is on", () => {
+    expect(read({}).sagemaker).toBe(false);
+    expect(
+      read({ sagemaker: "true", sagemakerInstanceType: "ml.g6.xlarge", sagemakerMaxInstanceCount: "3" }),
+    ).toMatchObject({ sagemaker: true, sagemakerInstanceType: "ml.g6.xlarge", sagemakerMaxInstanceCount: 3 });
+  });
+
+  it("rejects SageMaker settings without sagemaker=true, naming the key", () => {
+    expect(() => read({ sagemakerInstanceType: "ml.g5.xlarge" })).toThrow(
+      "invalid context: sagemakerInstanceType: needs sagemaker=true",
+    );
+  });
+
+  it("rejects a sagemaker flag that is not a boolean", () => {
+    expect(() => read({ sagemaker: "yes" })).toThrow(/^invalid context: sagemaker: /);
   });
 });

@@ -177,16 +177,13 @@ describe("selectVariant", () => {
     ).toBeUndefined();
   });
 
-  it("picks FP16 for a GPU target when it passed the gate, whatever the CPU timings say", () => {
+  it("selects nothing for a GPU target, whose endpoint serves the original upload", () => {
     const candidates = [
       { kind: "graph-basic", passed: true, p50Ms: 5 },
       { kind: "fp16", passed: true, p50Ms: 30 },
     ];
 
-    expect(selectVariant("sagemaker", candidates, original, { minSpeedup: 0.05 })).toBe("fp16");
-    expect(
-      selectVariant("sagemaker", [{ kind: "fp16", passed: false }], original, { minSpeedup: 0 }),
-    ).toBeUndefined();
+    expect(selectVariant("sagemaker", candidates, original, { minSpeedup: 0.05 })).toBeUndefined();
   });
 });
 
@@ -374,15 +371,16 @@ describe("optimizeVersion", () => {
     expect(retry.outcome).toBe("optimized");
   });
 
-  it("makes an FP16 variant for a GPU target and selects it when it passes the gate", async () => {
+  it("makes and records an FP16 variant for a GPU target without selecting it", async () => {
     const name = uniqueName("cnn-gpu");
     await seedVersion(name, buildCnnModel(), { target: "sagemaker" });
 
     const result = await optimizeVersion({ name, version: 1 }, "message-1", deps());
 
     const variants = (await record(name)).variants;
-    expect(result).toMatchObject({ outcome: "optimized", selected: "fp16" });
+    expect(result).toMatchObject({ outcome: "optimized" });
     expect(variants.map((variant) => variant.kind)).toEqual(["original", "graph-basic", "fp16"]);
+    expect(variants.filter((variant) => variant.selected).map((variant) => variant.kind)).toEqual(["original"]);
     const fp16 = variants[2]!;
     expect(fp16.parity?.passed).toBe(true);
     expect(fp16.bytes / variants[0]!.bytes).toBeLessThan(0.55);
