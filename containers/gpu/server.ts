@@ -31,14 +31,8 @@ import {
 import type * as Ort from "onnxruntime-node";
 import { z } from "zod";
 import { InvalidRequestError, MaasError } from "#core/errors.ts";
-import {
-  decodeInput,
-  encodeOutput,
-  hasRoundedIntegers,
-  type NamedTensor,
-  type OrtElementType,
-  type TensorData,
-} from "#core/tensor-codec.ts";
+import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
+import { decodeInput, encodeOutput, hasRoundedIntegers, type NamedTensor } from "#core/tensor-codec.ts";
 import { describeZodError, parseInferRequest, parseJsonBody } from "#core/v2.ts";
 import { type BatcherStats, DynamicBatcher } from "./batcher.ts";
 import { type GpuServerConfig, listenPort } from "./config.ts";
@@ -150,24 +144,8 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       const session = await ort.InferenceSession.create(path, sessionOptions);
       const batchable = isBatchable(session);
       const run = async (inputs: readonly NamedTensor[], outputs: readonly string[]) => {
-        const feeds: Record<string, Ort.Tensor> = {};
-        for (const input of inputs) {
-          feeds[input.name] = new ort.Tensor(
-            input.type,
-            input.data as Ort.Tensor.DataType,
-            input.dims as number[],
-          );
-        }
-        const results = await session.run(feeds, outputs as string[]);
-        return outputs.map((name) => {
-          const tensor = results[name] as Ort.Tensor;
-          return {
-            name,
-            type: tensor.type as OrtElementType,
-            dims: tensor.dims,
-            data: tensor.data as TensorData,
-          };
-        });
+        const results = await session.run(toOrtFeeds(ort, inputs), outputs as string[]);
+        return fromOrtResults(results, outputs);
       };
       const batcher = new DynamicBatcher(run, {
         maxBatchSize: config.MAAS_MAX_BATCH_SIZE,

@@ -2,8 +2,9 @@ import { availableParallelism } from "node:os";
 import type * as Ort from "onnxruntime-node";
 import { InferenceFailedError, InvalidRequestError } from "#core/errors.ts";
 import { type ServableVersion, servingArtifact } from "#core/model.ts";
+import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
 import type { ModelRunner } from "#core/runner.ts";
-import type { NamedTensor, OrtElementType, TensorData } from "#core/tensor-codec.ts";
+import type { NamedTensor } from "#core/tensor-codec.ts";
 import type { ArtifactCache } from "./artifact-cache.ts";
 import type { SessionPool } from "./session-pool.ts";
 
@@ -70,14 +71,7 @@ export class OnnxRunner implements ModelRunner {
   ): Promise<NamedTensor[]> {
     const ort = await loadOrt();
     const artifact = servingArtifact(version);
-    const feeds: Record<string, Ort.Tensor> = {};
-    for (const input of inputs) {
-      feeds[input.name] = new ort.Tensor(
-        input.type,
-        input.data as Ort.Tensor.DataType,
-        input.dims as number[],
-      );
-    }
+    const feeds = toOrtFeeds(ort, inputs);
     return this.#sessions.use(
       artifact.sha256,
       artifact.bytes,
@@ -92,15 +86,7 @@ export class OnnxRunner implements ModelRunner {
             throw new InvalidRequestError(`the model rejected the inputs: ${message}`);
           throw new InferenceFailedError(`inference failed: ${message}`, { cause: error });
         }
-        return outputs.map((name) => {
-          const tensor = results[name] as Ort.Tensor;
-          return {
-            name,
-            type: tensor.type as OrtElementType,
-            dims: tensor.dims,
-            data: tensor.data as TensorData,
-          };
-        });
+        return fromOrtResults(results, outputs);
       },
     );
   }

@@ -1,6 +1,5 @@
-import type * as Ort from "onnxruntime-node";
 import type { CandidateRuntime, CandidateSession, GraphOptimizationLevel } from "#core/optimization.ts";
-import type { NamedTensor, OrtElementType, TensorData } from "#core/tensor-codec.ts";
+import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
 import { loadOrt, sessionOptions } from "./onnx-runner.ts";
 
 /** onnxruntime for the optimizer: sessions opened exactly as the inference function opens them. */
@@ -17,24 +16,8 @@ export class OrtCandidateRuntime implements CandidateRuntime {
     const session = await ort.InferenceSession.create(path, sessionOptions(this.#intraOpThreads));
     return {
       run: async (inputs, outputs) => {
-        const feeds: Record<string, Ort.Tensor> = {};
-        for (const input of inputs) {
-          feeds[input.name] = new ort.Tensor(
-            input.type,
-            input.data as Ort.Tensor.DataType,
-            input.dims as number[],
-          );
-        }
-        const results = await session.run(feeds, outputs as string[]);
-        return outputs.map((name): NamedTensor => {
-          const tensor = results[name] as Ort.Tensor;
-          return {
-            name,
-            type: tensor.type as OrtElementType,
-            dims: tensor.dims,
-            data: tensor.data as TensorData,
-          };
-        });
+        const results = await session.run(toOrtFeeds(ort, inputs), outputs as string[]);
+        return fromOrtResults(results, outputs);
       },
       release: () => session.release(),
     };

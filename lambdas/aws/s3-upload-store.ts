@@ -20,13 +20,24 @@ export const bareEtag = (etag: string | undefined) => (etag ?? "").replaceAll('"
 /** CopyObject's own limit; larger models would need a multipart copy. */
 const MAX_SINGLE_COPY_BYTES = 5 * 1024 ** 3;
 
-const isMissing = (error: unknown) =>
+export const isMissing = (error: unknown) =>
   error instanceof NoSuchKey ||
   error instanceof NotFound ||
   (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404);
 
 const isPreconditionFailed = (error: unknown) =>
   error instanceof S3ServiceException && error.$metadata.httpStatusCode === 412;
+
+/** An object's text (a manifest), or undefined when there is no such object. */
+export async function readObjectText(s3: S3Client, bucket: string, key: string): Promise<string | undefined> {
+  try {
+    const { Body } = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return await Body?.transformToString("utf8");
+  } catch (error) {
+    if (isMissing(error)) return undefined;
+    throw error;
+  }
+}
 
 /** The model bucket for the register function: reads uploads, writes content-addressed artifacts. */
 export class S3UploadStore implements UploadStore {
@@ -67,14 +78,8 @@ export class S3UploadStore implements UploadStore {
     }
   }
 
-  async readText(bucket: string, key: string): Promise<string | undefined> {
-    try {
-      const { Body } = await this.#s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-      return await Body?.transformToString("utf8");
-    } catch (error) {
-      if (isMissing(error)) return undefined;
-      throw error;
-    }
+  readText(bucket: string, key: string): Promise<string | undefined> {
+    return readObjectText(this.#s3, bucket, key);
   }
 
   async copyToArtifact(bucket: string, sourceKey: string, etag: string, targetKey: string): Promise<void> {

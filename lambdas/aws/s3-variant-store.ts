@@ -3,25 +3,14 @@ import { createReadStream } from "node:fs";
 import { open, stat, unlink } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import {
-  GetObjectCommand,
-  HeadObjectCommand,
-  NoSuchKey,
-  NotFound,
-  type S3Client,
-  S3ServiceException,
-} from "@aws-sdk/client-s3";
+import { GetObjectCommand, HeadObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { ArtifactIntegrityError } from "#core/errors.ts";
 import { artifactKey } from "#core/manifest.ts";
 import type { ArtifactRef } from "#core/model.ts";
 import type { VariantStore } from "#core/optimization.ts";
 import { writeHashed } from "./hashed-file.ts";
-
-const isMissing = (error: unknown) =>
-  error instanceof NoSuchKey ||
-  error instanceof NotFound ||
-  (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404);
+import { isMissing, readObjectText } from "./s3-upload-store.ts";
 
 /** The model bucket for the optimize function: reads originals, writes variants under content-addressed keys. */
 export class S3VariantStore implements VariantStore {
@@ -50,14 +39,8 @@ export class S3VariantStore implements VariantStore {
     }
   }
 
-  async readText(bucket: string, key: string): Promise<string | undefined> {
-    try {
-      const { Body } = await this.#s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-      return await Body?.transformToString("utf8");
-    } catch (error) {
-      if (isMissing(error)) return undefined;
-      throw error;
-    }
+  readText(bucket: string, key: string): Promise<string | undefined> {
+    return readObjectText(this.#s3, bucket, key);
   }
 
   async putArtifact(bucket: string, path: string): Promise<ArtifactRef> {

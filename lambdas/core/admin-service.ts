@@ -8,6 +8,7 @@ import {
 } from "./errors.ts";
 import { ALIAS_PATTERN, MODEL_NAME_PATTERN, type ModelVersion } from "./model.ts";
 import { type AliasRecord, isServable, type ModelRegistryWriter } from "./registry.ts";
+import { safeDecode } from "./routes.ts";
 import { describeZodError } from "./v2.ts";
 
 /** The request conflicts with the registry's state (an alias still points at a version, no rollback target). */
@@ -86,15 +87,6 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
   allow(["GET", "PUT", "DELETE"]);
   if (method === "GET") return { kind: "get-alias", model, alias };
   return method === "PUT" ? { kind: "set-alias", model, alias } : { kind: "delete-alias", model, alias };
-}
-
-/** A malformed escape (`%E0%A4%A`) is left as is: it then fails the name checks, a 404 or 400, not a 500. */
-function safeDecode(segment: string): string {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return segment;
-  }
 }
 
 const setAliasSchema = z.object({ version: z.number().int().positive() }).strict();

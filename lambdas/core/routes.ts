@@ -49,7 +49,8 @@ export function matchV2Route(method: string, rawPath: string): V2Route {
   return { kind: "model-metadata", model, version };
 }
 
-function safeDecode(segment: string): string {
+/** A malformed escape is left as is: it then fails the name checks (a 404 or 400), not a 500. */
+export function safeDecode(segment: string): string {
   try {
     return decodeURIComponent(segment);
   } catch {
