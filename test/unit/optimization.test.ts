@@ -380,7 +380,9 @@ describe("optimizeVersion", () => {
     const variants = (await record(name)).variants;
     expect(result).toMatchObject({ outcome: "optimized" });
     expect(variants.map((variant) => variant.kind)).toEqual(["original", "graph-basic", "fp16"]);
-    expect(variants.filter((variant) => variant.selected).map((variant) => variant.kind)).toEqual(["original"]);
+    expect(variants.filter((variant) => variant.selected).map((variant) => variant.kind)).toEqual([
+      "original",
+    ]);
     const fp16 = variants[2]!;
     expect(fp16.parity?.passed).toBe(true);
     expect(fp16.bytes / variants[0]!.bytes).toBeLessThan(0.55);
