@@ -34,6 +34,7 @@ import {
   S3ServiceException,
 } from "@aws-sdk/client-s3";
 import { type GpuServerConfig, loadGpuServerConfig } from "../containers/gpu/config.ts";
+import { readBody } from "../containers/gpu/read-body.ts";
 import { type GpuServer, startGpuServer } from "../containers/gpu/server.ts";
 import { extractModelArchive } from "../lambdas/aws/model-archive.ts";
 import { normalizePrefix } from "../lambdas/aws/sagemaker-models.ts";
@@ -229,7 +230,7 @@ export async function startLocalSageMaker(options: LocalSageMakerOptions): Promi
     if (endpoint !== endpointName) {
       throw validationError(`Endpoint ${endpoint} of account ${ACCOUNT_ID} not found.`);
     }
-    const body = await readBody(req);
+    const body = await readPayload(req);
     const forwarded: Record<string, string> = {
       "content-type": header(req, "content-type") ?? "application/octet-stream",
       accept: header(req, "accept") ?? "*/*",
@@ -336,21 +337,11 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_PAYLOAD_BYTES) {
-        req.removeAllListeners("data");
-        req.resume();
-        reject(validationError(`Request payload is larger than ${MAX_PAYLOAD_BYTES / 1024 / 1024} MB.`));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
+async function readPayload(req: IncomingMessage): Promise<Buffer> {
+  const body = await readBody(req, MAX_PAYLOAD_BYTES);
+  if (body === "too-large") {
+    req.resume();
+    throw validationError(`Request payload is larger than ${MAX_PAYLOAD_BYTES / 1024 / 1024} MB.`);
+  }
+  return body;
 }

@@ -32,8 +32,8 @@ import type * as Ort from "onnxruntime-node";
 import { z } from "zod";
 import { InvalidRequestError, MaasError } from "#core/errors.ts";
 import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
-import { decodeInput, encodeOutput, hasRoundedIntegers, type NamedTensor } from "#core/tensor-codec.ts";
-import { describeZodError, parseInferRequest, parseJsonBody } from "#core/v2.ts";
+import { decodeInput, encodeOutput, type NamedTensor } from "#core/tensor-codec.ts";
+import { describeZodError, parseInferRequestBody, parseJsonBody } from "#core/v2.ts";
 import { type BatcherStats, DynamicBatcher } from "./batcher.ts";
 import { type GpuServerConfig, listenPort } from "./config.ts";
 import {
@@ -44,6 +44,7 @@ import {
 } from "./execution-provider.ts";
 import { InsufficientMemoryError, ModelCache } from "./model-cache.ts";
 import { type FetchArchive, findModelFile, ModelLocator, ModelNotFoundError } from "./model-locator.ts";
+import { readBody } from "./read-body.ts";
 
 export interface GpuServerOptions {
   readonly config: GpuServerConfig;
@@ -178,10 +179,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
   const registered = new Map<string, { url: string; path: string }>();
 
   async function infer(key: string, locate: () => Promise<string>, modelName: string, body: string) {
-    if (body.length === 0)
-      throw new InvalidRequestError("request body is empty; send a V2 infer request as JSON");
-    let request = parseInferRequest(parseJsonBody(body));
-    if (hasRoundedIntegers(request.inputs)) request = parseInferRequest(parseJsonBody(body, true));
+    const request = parseInferRequestBody(body);
     const inputs = request.inputs.map(decodeInput);
     const outputs = await cache.use(key, locate, async (model) => {
       const missing = model.inputNames.filter((name) => !inputs.some((input) => input.name === name));
@@ -228,7 +226,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
     }
     if (path === "/invocations" && method === "POST") {
       const target = targetOf(req);
-      const body = await readBody(req, config.MAAS_MAX_BODY_BYTES);
+      const body = await readText(req, config.MAAS_MAX_BODY_BYTES);
       const key = `target:${target ?? ""}`;
       return send(res, 200, await infer(key, () => locator.locate(target), target ?? "model", body));
     }
@@ -242,7 +240,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       });
     }
     if (path === "/models" && method === "POST") {
-      const parsed = loadRequestSchema.safeParse(parseJsonBody(await readBody(req, 64 * 1024)));
+      const parsed = loadRequestSchema.safeParse(parseJsonBody(await readText(req, 64 * 1024)));
       if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
       const { model_name: name, url: modelUrl } = parsed.data;
       if (registered.has(name)) throw new HttpError(409, `model '${name}' is already loaded`);
@@ -257,7 +255,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       const model = registered.get(name);
       if (model === undefined) throw new HttpError(404, `model '${name}' is not loaded`);
       if (match[2] && method === "POST") {
-        const body = await readBody(req, config.MAAS_MAX_BODY_BYTES);
+        const body = await readText(req, config.MAAS_MAX_BODY_BYTES);
         return send(res, 200, await infer(`mme:${name}`, async () => model.path, name, body));
       }
       if (!match[2] && method === "GET") return send(res, 200, { modelName: name, modelUrl: model.url });
@@ -378,21 +376,12 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.removeAllListeners("data");
-        req.resume();
-        reject(new HttpError(413, `request body is over ${limit} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
-    req.on("error", reject);
-  });
+/** The body as text; over `limit` bytes the request is refused with a 413 without buffering the rest. */
+async function readText(req: IncomingMessage, limit: number): Promise<string> {
+  const body = await readBody(req, limit);
+  if (body === "too-large") {
+    req.resume();
+    throw new HttpError(413, `request body is over ${limit} bytes`);
+  }
+  return body.toString("utf8");
 }

@@ -17,9 +17,6 @@ import { writeHashed } from "./hashed-file.ts";
 /** S3 reports ETags quoted in headers and bare in event notifications: compare them bare. */
 export const bareEtag = (etag: string | undefined) => (etag ?? "").replaceAll('"', "");
 
-/** CopyObject's own limit; larger models would need a multipart copy. */
-const MAX_SINGLE_COPY_BYTES = 5 * 1024 ** 3;
-
 export const isMissing = (error: unknown) =>
   error instanceof NoSuchKey ||
   error instanceof NotFound ||
@@ -85,12 +82,6 @@ export class S3UploadStore implements UploadStore {
   async copyToArtifact(bucket: string, sourceKey: string, etag: string, targetKey: string): Promise<void> {
     const existing = await this.head(bucket, targetKey);
     if (existing !== undefined) return; // content-addressed: same key, same bytes
-    const source = await this.head(bucket, sourceKey);
-    if (source !== undefined && source.bytes > MAX_SINGLE_COPY_BYTES) {
-      throw new Error(
-        `models over ${MAX_SINGLE_COPY_BYTES} bytes need a multipart copy, which is not supported`,
-      );
-    }
     await this.#s3.send(
       new CopyObjectCommand({
         Bucket: bucket,

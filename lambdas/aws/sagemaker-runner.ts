@@ -18,8 +18,8 @@ import {
 } from "#core/errors.ts";
 import type { ServableVersion } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
-import { decodeInput, encodeOutput, hasRoundedIntegers, type NamedTensor } from "#core/tensor-codec.ts";
-import { parseJsonBody } from "#core/v2.ts";
+import { decodeInput, encodeOutput, type NamedTensor } from "#core/tensor-codec.ts";
+import { parseTensorDocument } from "#core/v2.ts";
 import { targetModelFor } from "./sagemaker-models.ts";
 
 /**
@@ -185,8 +185,11 @@ export class SageMakerRunner implements ModelRunner {
   #decode(body: Uint8Array, requested: readonly string[], what: string): NamedTensor[] {
     const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8");
     try {
-      let parsed = responseSchema.parse(parseJsonBody(text));
-      if (hasRoundedIntegers(parsed.outputs)) parsed = responseSchema.parse(parseJsonBody(text, true));
+      const parsed = parseTensorDocument(
+        text,
+        (json) => responseSchema.parse(json),
+        (doc) => doc.outputs,
+      );
       const byName = new Map(parsed.outputs.map((output) => [output.name, output]));
       return requested.map((name) => {
         const output = byName.get(name);

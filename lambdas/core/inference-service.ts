@@ -1,14 +1,13 @@
-import { InvalidRequestError, ModelNotReadyError } from "./errors.ts";
+import { ModelNotReadyError } from "./errors.ts";
 import type { ModelVersion, ServingTarget, TensorSpec } from "./model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "./registry.ts";
 import type { ModelRunner } from "./runner.ts";
 import { checkInputs, selectOutputs } from "./signature.ts";
-import { decodeInput, encodeOutput, hasRoundedIntegers } from "./tensor-codec.ts";
+import { decodeInput, encodeOutput } from "./tensor-codec.ts";
 import {
   type InferResponse,
   type ModelMetadataResponse,
-  parseInferRequest,
-  parseJsonBody,
+  parseInferRequestBody,
   type TensorMetadata,
 } from "./v2.ts";
 
@@ -90,11 +89,7 @@ export class InferenceService {
     const version = await resolveVersion(this.#deps.registry, name, reference);
     assertServable(version);
     const runner = this.#runnerFor(version);
-    if (body.length === 0)
-      throw new InvalidRequestError("request body is empty; send a V2 infer request as JSON");
-
-    let request = parseInferRequest(parseJsonBody(body));
-    if (hasRoundedIntegers(request.inputs)) request = parseInferRequest(parseJsonBody(body, true));
+    const request = parseInferRequestBody(body);
     checkInputs(request.inputs, version.signature);
     const outputs = selectOutputs(request.outputs, version.signature);
     const inputs = request.inputs.map(decodeInput);

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { InvalidRequestError } from "./errors.ts";
+import { hasRoundedIntegers } from "./tensor-codec.ts";
 
 /** Wire types of the Open Inference Protocol (KServe V2 / Triton), JSON encoding. */
 
@@ -75,6 +76,26 @@ export function parseJsonBody(body: string, exactIntegers = false): unknown {
   } catch (error) {
     throw new InvalidRequestError(`request body is not valid JSON: ${(error as Error).message}`);
   }
+}
+
+/**
+ * Parses and validates a JSON document that carries V2 tensors. The fast plain parse runs first; only
+ * when an INT64/UINT64 tensor turns out to hold a rounded integer is the text parsed again, exactly.
+ */
+export function parseTensorDocument<T>(
+  text: string,
+  validate: (json: unknown) => T,
+  tensorsOf: (document: T) => readonly RequestInput[],
+): T {
+  const document = validate(parseJsonBody(text));
+  return hasRoundedIntegers(tensorsOf(document)) ? validate(parseJsonBody(text, true)) : document;
+}
+
+/** An infer request body, as every V2 server here receives it. */
+export function parseInferRequestBody(body: string): InferRequest {
+  if (body.length === 0)
+    throw new InvalidRequestError("request body is empty; send a V2 infer request as JSON");
+  return parseTensorDocument(body, parseInferRequest, (request) => request.inputs);
 }
 
 /** Validates a parsed body as an infer request; the message names the first offending field. */

@@ -24,7 +24,10 @@ const positiveInt = z.coerce.number().int().positive();
 export const registerConfigSchema = z.object({
   MAAS_REGISTRY_TABLE: z.string().min(1),
   MAAS_OPTIMIZE_QUEUE_URL: z.string().url(),
-  MAAS_MAX_MODEL_BYTES: positiveInt.default(2 * GiB),
+  // Registration copies each model with one CopyObject, which S3 caps at 5 GiB.
+  MAAS_MAX_MODEL_BYTES: positiveInt
+    .max(5 * GiB, "at most 5 GiB: one S3 CopyObject carries each model")
+    .default(2 * GiB),
   MAAS_LAMBDA_MAX_MODEL_BYTES: positiveInt.default(512 * 1024 ** 2),
   MAAS_WORK_DIR: z.string().default("/tmp/maas-register"),
   /** The SageMaker endpoint's model prefix in the model bucket (its ModelDataUrl); unset: no SageMaker. */
