@@ -1,7 +1,8 @@
 import { join, resolve } from "node:path";
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { LogLevel } from "@aws-lambda-powertools/logger/types";
-import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { Upload } from "@aws-sdk/lib-storage";
 import { adminConfigSchema, createAdminDeps, createAdminHandler } from "../lambdas/admin/handler.ts";
@@ -114,16 +115,19 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const s3Config = { region, credentials, endpoint: emulators.s3Endpoint, forcePathStyle: true };
     const sagemaker = await startLocalSageMaker({ dataDir, s3: s3Config, bucket: LOCAL_BUCKET });
     stoppers.push(() => sagemaker.close());
-    // The functions' own client set-up, pointed at the emulators: the same SDK code paths as in AWS.
+    // The functions' own client set-up, pointed at the emulators: the inference function's signed
+    // HTTP clients and the SDK clients of the others (and of the stack's own writes), as in AWS.
     const clients = defaultClients({
-      s3: s3Config,
+      s3: { region, credentials, endpoint: emulators.s3Endpoint },
       dynamo: { region, credentials, endpoint: emulators.dynamoEndpoint },
       sagemaker: { region, credentials, endpoint: sagemaker.url },
     });
+    const s3 = new S3Client({ ...s3Config, responseChecksumValidation: "WHEN_REQUIRED" });
+    const dynamo = new DynamoDBClient({ region, credentials, endpoint: emulators.dynamoEndpoint });
     const sqs = new SQSClient({ region, credentials, endpoint: emulators.s3Endpoint });
     stoppers.push(async () => {
-      clients.s3.destroy();
-      clients.dynamo.destroy();
+      s3.destroy();
+      dynamo.destroy();
       clients.sagemaker.destroy();
       sqs.destroy();
     });
@@ -140,7 +144,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       clients,
     );
     stoppers.push(() => inference.sessions.close());
-    const registry = new DynamoModelRegistry(clients.dynamo, LOCAL_TABLE);
+    const registry = new DynamoModelRegistry(dynamo, LOCAL_TABLE);
 
     const register = createRegisterHandler(
       createRegistrationDeps(
@@ -153,7 +157,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
             ? {}
             : { MAAS_LAMBDA_MAX_MODEL_BYTES: String(options.lambdaMaxModelBytes) }),
         }),
-        { ...clients, sqs },
+        { s3, dynamo, sqs },
       ),
       new Logger({ serviceName: "maas-register", logLevel }),
     );
@@ -171,7 +175,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           MAAS_REGISTRY_TABLE: LOCAL_TABLE,
           MAAS_WORK_DIR: join(dataDir, "optimize-work"),
         }),
-        clients,
+        { s3, dynamo },
       ),
       new Logger({ serviceName: "maas-optimize", logLevel }),
     );
@@ -186,7 +190,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     stoppers.push(() => optimizePoller.stop());
     const bridge: UploadBridge = startUploadBridge({
       fauxqs: emulators.fauxqs,
-      s3: clients.s3,
+      s3,
       sqs,
       bucket: LOCAL_BUCKET,
       queueUrl: emulators.queueUrl(REGISTER_QUEUE),
@@ -200,8 +204,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       new AdminService(
         createAdminDeps(
           adminConfigSchema.parse({ MAAS_REGISTRY_TABLE: LOCAL_TABLE, MAAS_BUCKET: LOCAL_BUCKET }),
-          clients.s3,
-          clients.dynamo,
+          s3,
+          dynamo,
         ),
       ),
       new Logger({ serviceName: "maas-admin", logLevel }),
@@ -239,7 +243,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       publishOptions: PublishOptions = {},
     ) {
       if (publishOptions.manifest !== undefined) {
-        await clients.s3.send(
+        await s3.send(
           new PutObjectCommand({
             Bucket: LOCAL_BUCKET,
             Key: manifestKey(name, version),
@@ -250,7 +254,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       }
       // Multipart above 8 MiB, as S3 clients do; the emulator also refuses single PUTs over 11 MiB.
       await new Upload({
-        client: clients.s3,
+        client: s3,
         params: { Bucket: LOCAL_BUCKET, Key: modelKey(name, version), Body: bytes },
         partSize: 8 * 1024 * 1024,
       }).done();

@@ -33,7 +33,7 @@ import { z } from "zod";
 import { InvalidRequestError, MaasError } from "#core/errors.ts";
 import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
 import { decodeInput, encodeOutput, type NamedTensor } from "#core/tensor-codec.ts";
-import { describeZodError, parseInferRequestBody, parseJsonBody } from "#core/v2.ts";
+import { describeZodError, inferResponseJson, parseInferRequestBody, parseJsonBody } from "#core/v2.ts";
 import { type BatcherStats, DynamicBatcher } from "./batcher.ts";
 import { type GpuServerConfig, listenPort } from "./config.ts";
 import {
@@ -228,7 +228,11 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       const target = targetOf(req);
       const body = await readText(req, config.MAAS_MAX_BODY_BYTES);
       const key = `target:${target ?? ""}`;
-      return send(res, 200, await infer(key, () => locator.locate(target), target ?? "model", body));
+      return sendText(
+        res,
+        200,
+        inferResponseJson(await infer(key, () => locator.locate(target), target ?? "model", body)),
+      );
     }
     if (path === "/models" && method === "GET") {
       const start = Number(url.searchParams.get("next_page_token") ?? "0") || 0;
@@ -256,7 +260,11 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       if (model === undefined) throw new HttpError(404, `model '${name}' is not loaded`);
       if (match[2] && method === "POST") {
         const body = await readText(req, config.MAAS_MAX_BODY_BYTES);
-        return send(res, 200, await infer(`mme:${name}`, async () => model.path, name, body));
+        return sendText(
+          res,
+          200,
+          inferResponseJson(await infer(`mme:${name}`, async () => model.path, name, body)),
+        );
       }
       if (!match[2] && method === "GET") return send(res, 200, { modelName: name, modelUrl: model.url });
       if (!match[2] && method === "DELETE") {
@@ -371,7 +379,10 @@ function describeError(error: unknown): { status: number; message: string } {
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
+  sendText(res, status, JSON.stringify(body));
+}
+
+function sendText(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
   res.end(text);
 }

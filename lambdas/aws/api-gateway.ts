@@ -13,11 +13,16 @@ export function json(
   body: unknown,
   headers: Record<string, string> = {},
 ): APIGatewayProxyResult {
-  return {
-    statusCode,
-    headers: { ...JSON_HEADERS, ...headers },
-    body: body === undefined ? "" : JSON.stringify(body),
-  };
+  return jsonText(statusCode, body === undefined ? "" : JSON.stringify(body), headers);
+}
+
+/** A response whose body is already JSON text. */
+export function jsonText(
+  statusCode: number,
+  body: string,
+  headers: Record<string, string> = {},
+): APIGatewayProxyResult {
+  return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body };
 }
 
 export function header(event: APIGatewayProxyEvent, name: string): string | undefined {

@@ -4,114 +4,76 @@ import {
   DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
-  paginateQuery,
+  QueryCommand,
   UpdateCommand,
 } from "@aws-sdk/lib-dynamodb";
 import type { ModelVersion } from "#core/model.ts";
+import type { AliasRecord, ModelRegistryWriter } from "#core/registry.ts";
 import {
-  type AliasRecord,
-  type ModelRegistryWriter,
-  type ModelSummary,
-  modelVersionSchema,
-} from "#core/registry.ts";
+  type RegistryItem,
+  type RegistryPage,
+  type RegistryQuery,
+  RegistryReader,
+  type RegistryTable,
+  toAlias,
+} from "./registry-reader.ts";
 import {
   aliasSortKey,
   MODEL_HEAD_INDEX_VALUE,
   MODEL_HEAD_SORT_KEY,
-  REGISTRY_KEYS,
   versionSortKey,
 } from "./registry-table.ts";
 
 const isConditionFailure = (error: unknown) => error instanceof ConditionalCheckFailedException;
 
+/** The registry's reads through the SDK's DocumentClient, for the functions that also write. */
+export class DocumentClientTable implements RegistryTable {
+  readonly #documents: DynamoDBDocumentClient;
+  readonly #table: string;
+
+  constructor(documents: DynamoDBDocumentClient, tableName: string) {
+    this.#documents = documents;
+    this.#table = tableName;
+  }
+
+  async get(key: { readonly pk: string; readonly sk: string }, consistent: boolean) {
+    const { Item } = await this.#documents.send(
+      new GetCommand({ TableName: this.#table, Key: key, ConsistentRead: consistent }),
+    );
+    return Item;
+  }
+
+  async query(query: RegistryQuery): Promise<RegistryPage> {
+    const { Items, LastEvaluatedKey } = await this.#documents.send(
+      new QueryCommand({
+        TableName: this.#table,
+        IndexName: query.indexName,
+        KeyConditionExpression: query.keyCondition,
+        ExpressionAttributeValues: query.values,
+        Limit: query.limit,
+        ExclusiveStartKey: query.start as RegistryItem | undefined,
+      }),
+    );
+    return { items: Items ?? [], ...(LastEvaluatedKey === undefined ? {} : { next: LastEvaluatedKey }) };
+  }
+}
+
 /**
  * The model registry on DynamoDB; see registry-table.ts for the item layout. Every write that can
- * race is conditional, and none needs a transaction (the local emulator has none).
+ * race is conditional, and none needs a transaction (the local emulator has none). Reads are the
+ * RegistryReader's, shared with the inference function's SDK-free table.
  */
-export class DynamoModelRegistry implements ModelRegistryWriter {
+export class DynamoModelRegistry extends RegistryReader implements ModelRegistryWriter {
   readonly #documents: DynamoDBDocumentClient;
   readonly #table: string;
 
   constructor(client: DynamoDBClient, tableName: string) {
-    this.#documents = DynamoDBDocumentClient.from(client, {
+    const documents = DynamoDBDocumentClient.from(client, {
       marshallOptions: { removeUndefinedValues: true },
     });
+    super(new DocumentClientTable(documents, tableName));
+    this.#documents = documents;
     this.#table = tableName;
-  }
-
-  getVersion(name: string, version: number): Promise<ModelVersion | undefined> {
-    return this.#readVersion(name, version, false);
-  }
-
-  getVersionConsistent(name: string, version: number): Promise<ModelVersion | undefined> {
-    return this.#readVersion(name, version, true);
-  }
-
-  async #readVersion(name: string, version: number, consistent: boolean) {
-    const { Item } = await this.#documents.send(
-      new GetCommand({
-        TableName: this.#table,
-        Key: { pk: name, sk: versionSortKey(version) },
-        ConsistentRead: consistent,
-      }),
-    );
-    return Item === undefined ? undefined : toVersion(Item);
-  }
-
-  async getAlias(name: string, alias: string): Promise<number | undefined> {
-    return (await this.getAliasRecord(name, alias))?.version;
-  }
-
-  async getAliasRecord(name: string, alias: string): Promise<AliasRecord | undefined> {
-    const { Item } = await this.#documents.send(
-      new GetCommand({ TableName: this.#table, Key: { pk: name, sk: aliasSortKey(alias) } }),
-    );
-    return Item === undefined ? undefined : toAlias(Item);
-  }
-
-  async listVersions(name: string): Promise<ModelVersion[]> {
-    const items = await this.#queryPrefix(name, "v#");
-    return items.map(toVersion);
-  }
-
-  async listAliases(name: string): Promise<AliasRecord[]> {
-    const items = await this.#queryPrefix(name, "a#");
-    return items.map(toAlias);
-  }
-
-  async #queryPrefix(name: string, prefix: string): Promise<Record<string, unknown>[]> {
-    const items: Record<string, unknown>[] = [];
-    const pages = paginateQuery(
-      { client: this.#documents },
-      {
-        TableName: this.#table,
-        KeyConditionExpression: "pk = :name AND begins_with(sk, :prefix)",
-        ExpressionAttributeValues: { ":name": name, ":prefix": prefix },
-      },
-    );
-    for await (const page of pages) items.push(...(page.Items ?? []));
-    return items;
-  }
-
-  async listModels(): Promise<ModelSummary[]> {
-    const models: ModelSummary[] = [];
-    const pages = paginateQuery(
-      { client: this.#documents },
-      {
-        TableName: this.#table,
-        IndexName: REGISTRY_KEYS.modelsIndex,
-        KeyConditionExpression: "gsi1pk = :head",
-        ExpressionAttributeValues: { ":head": MODEL_HEAD_INDEX_VALUE },
-      },
-    );
-    for await (const page of pages) {
-      for (const item of page.Items ?? []) {
-        const versions = item.versions instanceof Set ? [...(item.versions as Set<number>)] : [];
-        if (versions.length === 0) continue; // every version deleted: the model is gone
-        models.push({ name: String(item.pk), versions: versions.map(Number).sort((a, b) => a - b) });
-      }
-    }
-    return models;
   }
 
   /**
@@ -253,18 +215,4 @@ export class DynamoModelRegistry implements ModelRegistryWriter {
       });
     return true;
   }
-}
-
-function toVersion(item: Record<string, unknown>): ModelVersion {
-  const { pk: _pk, sk: _sk, ...record } = item;
-  return modelVersionSchema.parse(record);
-}
-
-function toAlias(item: Record<string, unknown>): AliasRecord {
-  return {
-    alias: String(item.alias),
-    version: Number(item.version),
-    updatedAt: String(item.updatedAt ?? ""),
-    ...(typeof item.previous === "number" ? { previous: item.previous } : {}),
-  };
 }

@@ -2,25 +2,9 @@ import { HeadObjectCommand, NotFound, type S3Client, S3ServiceException } from "
 import { Upload } from "@aws-sdk/lib-storage";
 import type { EndpointModelStore } from "#core/registration.ts";
 import { createModelArchive } from "./model-archive.ts";
+import { normalizePrefix, targetModelFor } from "./sagemaker-layout.ts";
 
-/**
- * Layout of the SageMaker model prefix (the multi-model endpoint's `ModelDataUrl`):
- *
- *   <prefix><sha256>.tar.gz      one per distinct model file, containing `model.onnx`
- *
- * The `TargetModel` of an InvokeEndpoint call is the object's name relative to the prefix, so it is
- * derived from the artifact digest alone: nothing more needs storing in the registry, identical
- * uploads share one object, and an object never changes once written.
- */
-export function targetModelFor(sha256: string): string {
-  return `${sha256}.tar.gz`;
-}
-
-/** Normalizes a prefix to end with exactly one `/` (or be empty, for the bucket root). */
-export function normalizePrefix(prefix: string): string {
-  const trimmed = prefix.replace(/^\/+|\/+$/g, "");
-  return trimmed === "" ? "" : `${trimmed}/`;
-}
+export { normalizePrefix, targetModelFor };
 
 const isMissing = (error: unknown) =>
   error instanceof NotFound ||

@@ -1,8 +1,8 @@
-import {
-  InvokeEndpointCommand,
-  type InvokeEndpointCommandInput,
+import type {
+  InvokeEndpointCommandInput,
   ModelError,
-  type SageMakerRuntimeClient,
+  SageMakerRuntimeClient,
+  SageMakerRuntimeClientConfig,
 } from "@aws-sdk/client-sagemaker-runtime";
 import { z } from "zod";
 import {
@@ -19,8 +19,8 @@ import {
 import type { ServableVersion } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import { decodeInput, encodeOutput, type NamedTensor } from "#core/tensor-codec.ts";
-import { parseTensorDocument } from "#core/v2.ts";
-import { targetModelFor } from "./sagemaker-models.ts";
+import { parseTensorDocument, tensorListJson } from "#core/v2.ts";
+import { targetModelFor } from "./sagemaker-layout.ts";
 
 /**
  * How the endpoint is told which model to run:
@@ -30,8 +30,41 @@ import { targetModelFor } from "./sagemaker-models.ts";
  */
 export type SageMakerMode = "multi-model" | "single-model";
 
+type SageMakerSdk = typeof import("@aws-sdk/client-sagemaker-runtime");
+let sageMakerSdk: Promise<SageMakerSdk> | undefined;
+
+/** The SDK loads on the first SageMaker call: an inference function without an endpoint never imports it. */
+function loadSageMakerSdk(): Promise<SageMakerSdk> {
+  sageMakerSdk ??= import("@aws-sdk/client-sagemaker-runtime");
+  return sageMakerSdk;
+}
+
+/** A runtime client created, with its SDK, on first use. */
+export class LazySageMakerClient {
+  readonly #config: SageMakerRuntimeClientConfig;
+  #client: Promise<SageMakerRuntimeClient> | undefined;
+
+  constructor(config: SageMakerRuntimeClientConfig) {
+    this.#config = config;
+  }
+
+  get(): Promise<SageMakerRuntimeClient> {
+    this.#client ??= loadSageMakerSdk().then((sdk) => new sdk.SageMakerRuntimeClient(this.#config));
+    return this.#client;
+  }
+
+  /** Closes the client's connections if it was ever created. */
+  destroy(): void {
+    void this.#client?.then(
+      (client) => client.destroy(),
+      () => undefined,
+    );
+  }
+}
+
 export interface SageMakerRunnerOptions {
-  readonly client: SageMakerRuntimeClient;
+  /** A LazySageMakerClient defers the SDK's import to the first call. */
+  readonly client: SageMakerRuntimeClient | LazySageMakerClient;
   readonly endpointName: string;
   /** @default "multi-model" */
   readonly mode?: SageMakerMode;
@@ -85,7 +118,7 @@ const defaultSleep = (ms: number) => new Promise<void>((wake) => setTimeout(wake
  */
 export class SageMakerRunner implements ModelRunner {
   readonly backend = "sagemaker" as const;
-  readonly #client: SageMakerRuntimeClient;
+  readonly #client: SageMakerRuntimeClient | LazySageMakerClient;
   readonly #endpointName: string;
   readonly #mode: SageMakerMode;
   readonly #attemptTimeoutMs: number;
@@ -118,7 +151,7 @@ export class SageMakerRunner implements ModelRunner {
     // benchmark and are not what a GPU should run.
     const targetModel = targetModelFor(version.artifact.sha256);
     const body = Buffer.from(
-      JSON.stringify({ inputs: inputs.map(encodeOutput), outputs: outputs.map((name) => ({ name })) }),
+      `{"inputs":${tensorListJson(inputs.map(encodeOutput))},"outputs":${JSON.stringify(outputs.map((name) => ({ name })))}}`,
     );
     const input: InvokeEndpointCommandInput = {
       EndpointName: this.#endpointName,
@@ -140,12 +173,18 @@ export class SageMakerRunner implements ModelRunner {
   }
 
   async #invoke(input: InvokeEndpointCommandInput, what: string): Promise<Uint8Array> {
+    const [{ InvokeEndpointCommand }, client] = await Promise.all([
+      loadSageMakerSdk(),
+      this.#client instanceof LazySageMakerClient ? this.#client.get() : this.#client,
+    ]);
+    const send = (signal: AbortSignal) =>
+      client.send(new InvokeEndpointCommand(input), { abortSignal: signal });
     const deadline = this.#now() + this.#deadlineMs;
     for (let attempt = 1; ; attempt++) {
       const remaining = deadline - this.#now();
       let failure: Failure;
       try {
-        const response = await this.#attempt(input, Math.min(this.#attemptTimeoutMs, remaining));
+        const response = await this.#attempt(send, Math.min(this.#attemptTimeoutMs, remaining));
         if (response.Body === undefined)
           throw new BackendError(`the SageMaker endpoint sent no body for ${what}`);
         return response.Body;
@@ -160,7 +199,7 @@ export class SageMakerRunner implements ModelRunner {
     }
   }
 
-  async #attempt(input: InvokeEndpointCommandInput, timeoutMs: number) {
+  async #attempt<T>(send: (signal: AbortSignal) => Promise<T>, timeoutMs: number): Promise<T> {
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -173,10 +212,7 @@ export class SageMakerRunner implements ModelRunner {
       );
     });
     try {
-      return await Promise.race([
-        this.#client.send(new InvokeEndpointCommand(input), { abortSignal: controller.signal }),
-        timeout,
-      ]);
+      return await Promise.race([send(controller.signal), timeout]);
     } finally {
       clearTimeout(timer);
     }
@@ -247,7 +283,8 @@ export function classify(error: unknown, what: string): Failure {
   }
   const name = (error as { name?: string })?.name ?? "";
   const status = statusOf(error);
-  if (error instanceof ModelError || name === "ModelError") {
+  // By name: the SDK's error classes load with it, on first use.
+  if (name === "ModelError") {
     const modelError = error as ModelError;
     const message = containerMessage(modelError);
     const original = modelError.OriginalStatusCode;

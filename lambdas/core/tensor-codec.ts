@@ -303,8 +303,12 @@ export function decodeInput(input: RequestInput): NamedTensor {
     throw new InvalidRequestError(`input '${input.name}': unsupported datatype ${input.datatype}`);
   }
   const codec = CODECS[input.datatype];
-  const values = flatten(input.name, input.data);
   const expectedCount = elementCount(input.shape);
+  // Already decoded by the request parser's FP32 fast path.
+  if (input.data instanceof Float32Array && codec.ort === "float32" && input.data.length === expectedCount) {
+    return { name: input.name, type: codec.ort, dims: input.shape, data: input.data };
+  }
+  const values = flatten(input.name, input.data);
   if (values.length !== expectedCount) {
     throw new InvalidRequestError(
       `input '${input.name}': data has ${values.length} elements but shape ${formatShape(input.shape)} needs ${expectedCount}`,

@@ -1,9 +1,10 @@
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from "aws-lambda";
-import { bodyText, errorResponse, header, json, type ProxyHandler } from "#aws/api-gateway.ts";
+import { bodyText, errorResponse, header, json, jsonText, type ProxyHandler } from "#aws/api-gateway.ts";
 import { MaasError } from "#core/errors.ts";
 import type { InferenceService } from "#core/inference-service.ts";
 import { matchV2Route, type V2Route } from "#core/routes.ts";
+import { inferResponseJson } from "#core/v2.ts";
 import { loadInferenceConfig } from "./config.ts";
 import { createInferenceParts, defaultClients } from "./service.ts";
 
@@ -67,7 +68,7 @@ export function createInferenceHandler(
         );
         log.version = version.version;
         log.backend = backend;
-        return json(200, response, {
+        return jsonText(200, inferResponseJson(response), {
           "x-maas-backend": backend,
           "x-maas-model-version": String(version.version),
         });

@@ -1,13 +1,12 @@
-import { DynamoDBClient, type DynamoDBClientConfig } from "@aws-sdk/client-dynamodb";
-import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
-import { SageMakerRuntimeClient, type SageMakerRuntimeClientConfig } from "@aws-sdk/client-sagemaker-runtime";
-import { fromEnv } from "@aws-sdk/credential-provider-env";
+import type { SageMakerRuntimeClientConfig } from "@aws-sdk/client-sagemaker-runtime";
 import type { InferenceSession } from "onnxruntime-node";
 import { ArtifactCache } from "#aws/artifact-cache.ts";
-import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
+import { AwsHttpClient, type AwsHttpOptions, credentialsFromEnv } from "#aws/aws-http.ts";
+import { DynamoHttpTable } from "#aws/dynamo-http-table.ts";
 import { createOrtSession, loadOrt, OnnxRunner } from "#aws/onnx-runner.ts";
-import { S3ArtifactSource } from "#aws/s3-artifact-source.ts";
-import { SageMakerRunner } from "#aws/sagemaker-runner.ts";
+import { RegistryReader } from "#aws/registry-reader.ts";
+import { S3HttpArtifactSource } from "#aws/s3-http-source.ts";
+import { LazySageMakerClient, SageMakerRunner } from "#aws/sagemaker-runner.ts";
 import { SessionPool } from "#aws/session-pool.ts";
 import { CachedModelRegistry } from "#core/cached-registry.ts";
 import { InferenceService } from "#core/inference-service.ts";
@@ -17,10 +16,14 @@ import type { InferenceConfig } from "./config.ts";
 export const SERVER_NAME = "serverless-maas";
 export const SERVER_VERSION = "0.1.0";
 
+/**
+ * The function only reads (S3 GetObject, DynamoDB GetItem and Query): signed HTTP clients do that
+ * without the SDK clients' import cost on a cold start. SageMaker keeps the SDK, loaded on first use.
+ */
 export interface InferenceClients {
-  readonly s3: S3Client;
-  readonly dynamo: DynamoDBClient;
-  readonly sagemaker: SageMakerRuntimeClient;
+  readonly s3: AwsHttpClient;
+  readonly dynamo: AwsHttpClient;
+  readonly sagemaker: LazySageMakerClient;
 }
 
 /**
@@ -29,21 +32,20 @@ export interface InferenceClients {
  */
 export function defaultClients(
   overrides: {
-    s3?: S3ClientConfig;
-    dynamo?: DynamoDBClientConfig;
+    s3?: AwsHttpOptions;
+    dynamo?: AwsHttpOptions;
     sagemaker?: SageMakerRuntimeClientConfig;
   } = {},
   env: Record<string, string | undefined> = process.env,
 ): InferenceClients {
   // Lambda puts the role's credentials in the environment: reading them directly skips loading the
-  // whole default provider chain on the first call of a cold start.
-  const credentials = env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY ? fromEnv() : undefined;
+  // whole default provider chain on the first SageMaker call.
+  const credentials = credentialsFromEnv(env);
   return {
-    // Artifacts are verified by sha256 end to end; the SDK's own CRC pass over every byte would only add latency.
-    s3: new S3Client({ credentials, ...overrides.s3, responseChecksumValidation: "WHEN_REQUIRED" }),
-    dynamo: new DynamoDBClient({ credentials, ...overrides.dynamo }),
+    s3: new AwsHttpClient("s3", overrides.s3, env),
+    dynamo: new AwsHttpClient("dynamodb", overrides.dynamo, env),
     // The runner retries with its own deadline and jitter; SDK retries on top would multiply them.
-    sagemaker: new SageMakerRuntimeClient({ credentials, maxAttempts: 1, ...overrides.sagemaker }),
+    sagemaker: new LazySageMakerClient({ credentials, maxAttempts: 1, ...overrides.sagemaker }),
   };
 }
 
@@ -60,7 +62,7 @@ export interface InferenceParts {
 /** Wires the inference service from configuration and clients: the same code in Lambda and locally. */
 export function createInferenceParts(config: InferenceConfig, clients: InferenceClients): InferenceParts {
   const registry = new CachedModelRegistry(
-    new DynamoModelRegistry(clients.dynamo, config.MAAS_REGISTRY_TABLE),
+    new RegistryReader(new DynamoHttpTable(clients.dynamo, config.MAAS_REGISTRY_TABLE)),
     {
       ttlMs: config.MAAS_REGISTRY_TTL_MS,
       missTtlMs: config.MAAS_REGISTRY_MISS_TTL_MS,
@@ -68,7 +70,7 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     },
   );
   const artifacts = new ArtifactCache({
-    source: new S3ArtifactSource(clients.s3),
+    source: new S3HttpArtifactSource(clients.s3),
     directory: config.MAAS_ARTIFACT_DIR,
     maxBytes: config.MAAS_ARTIFACT_CACHE_BYTES,
   });

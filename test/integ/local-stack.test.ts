@@ -158,7 +158,7 @@ describe("local stack: iris over HTTP", () => {
     expect(body).toMatchObject({ model_name: "iris", model_version: "1", id: "req-42" });
     const probabilities = output(body, "probabilities");
     expect(probabilities).toMatchObject({ datatype: "FP32", shape: [3, 3] });
-    expect(probabilities.data).toEqual(Array.from(direct.probabilities!.data as Float32Array));
+    expect(Float32Array.from(probabilities.data as number[])).toEqual(direct.probabilities!.data);
     const label = output(body, "label");
     expect(label).toMatchObject({ datatype: "BYTES", shape: [3] });
     expect(label.data).toEqual(direct.label!.data);
@@ -302,7 +302,8 @@ describe("local stack: datatypes over HTTP", () => {
     expect(returned.INT32?.data).toEqual([-2147483648, 2147483647, 5]);
     expect(returned.INT64?.data).toEqual([-9223372036854775808n, 9223372036854775807n, 9007199254740993n]);
     expect(returned.FP16?.data).toEqual([1.5, -0.25, 65504]);
-    expect(returned.FP32?.data).toEqual([Math.fround(0.1), -3.25, "Infinity"]);
+    // FP32 is written in its short float32 form: 0.1, not 0.10000000149011612.
+    expect(returned.FP32?.data).toEqual([0.1, -3.25, "Infinity"]);
     expect(returned.FP64?.data).toEqual([0.1, -1e300, 5e-324]);
     expect(returned.BYTES?.data).toEqual(["hello", "", "ünïcødé ✓"]);
     expect(body.outputs.map((out) => out.name)).toContain("out_fp16");
@@ -318,7 +319,9 @@ describe("local stack: datatypes over HTTP", () => {
     const body = await okJson<V2Response>(response);
 
     // 0.1 -> 0.0999755859375 (0x2E66); 65519 still rounds down to the largest half; 1e-8 underflows to 0.
-    expect(output(body, "out_fp16").data).toEqual([0.0999755859375, 65504, 0]);
+    expect(Float32Array.from(output(body, "out_fp16").data as number[])).toEqual(
+      Float32Array.of(0.0999755859375, 65504, 0),
+    );
   });
 });
 

@@ -140,7 +140,11 @@ async function infer(path: string, body: string): Promise<{ version: string; out
   const response = await api(`/v2/models/${path}/infer`, { method: "POST", body });
   const parsed = await okJson<V2Response>(response);
   expect(response.headers.get("x-maas-model-version")).toBe(parsed.model_version);
-  return { version: parsed.model_version, output: parsed.outputs[0]?.data ?? [] };
+  // FP32 data arrives in its short float32 form: compare it as float32, as onnxruntime gives it.
+  const output = (parsed.outputs[0]?.data ?? []).map((value) =>
+    typeof value === "number" ? Math.fround(value) : value,
+  );
+  return { version: parsed.model_version, output };
 }
 
 async function directOutput(bytes: Uint8Array, width: number): Promise<number[]> {

@@ -57,12 +57,12 @@ function infer(path: string, body: unknown): Promise<Response> {
   });
 }
 
-async function directRun(bytes: Uint8Array, rows: number[][]): Promise<number[]> {
+async function directRun(bytes: Uint8Array, rows: number[][]): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(bytes);
   try {
     const input = new ort.Tensor("float32", Float32Array.from(rows.flat()), [rows.length, rows[0]!.length]);
     const { output } = await session.run({ input });
-    return Array.from(output!.data as Float32Array);
+    return output!.data as Float32Array;
   } finally {
     await session.release();
   }
@@ -137,7 +137,7 @@ describe("a sagemaker-target version", () => {
     expect(body).toMatchObject({ model_name: "gpu-mlp", model_version: "1", id: "req-1" });
     expect(body.outputs).toHaveLength(1);
     expect(body.outputs[0]).toMatchObject({ name: "output", datatype: "FP32", shape: [ROWS.length, 4] });
-    expect(body.outputs[0]!.data).toEqual(await directRun(MLP, ROWS));
+    expect(Float32Array.from(body.outputs[0]!.data as number[])).toEqual(await directRun(MLP, ROWS));
   });
 
   it("is served by the container through SageMaker's multi-model load, once", async () => {
@@ -163,7 +163,7 @@ describe("a sagemaker-target version", () => {
     for (const [i, response] of responses.entries()) {
       expect(response.status).toBe(200);
       const body = (await response.json()) as { outputs: V2Output[] };
-      expect(body.outputs[0]!.data).toEqual(expected.slice(i * 4, i * 4 + 4));
+      expect(Float32Array.from(body.outputs[0]!.data as number[])).toEqual(expected.slice(i * 4, i * 4 + 4));
     }
   });
 });
@@ -320,7 +320,7 @@ describe("a single-model endpoint (GPU instances take no custom multi-model cont
 
     const [output] = await runner.run(version, [input], ["output"]);
 
-    expect(Array.from(output!.data as Float32Array)).toEqual(await directRun(MLP, ROWS.slice(0, 2)));
+    expect(output!.data).toEqual(await directRun(MLP, ROWS.slice(0, 2)));
     expect(single.container.models().map((model) => model.key)).toEqual([
       `target:${targetModelFor(version.artifact.sha256)}`,
     ]);

@@ -386,12 +386,12 @@ async function ping(server: GpuServer) {
   return { status: response.status, json: (await response.json()) as Record<string, unknown> };
 }
 
-async function directRun(bytes: Uint8Array, x: number[][]): Promise<number[]> {
+async function directRun(bytes: Uint8Array, x: number[][]): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(bytes);
   try {
     const tensor = new ort.Tensor("float32", Float32Array.from(x.flat()), [x.length, x[0]!.length]);
     const { output } = await session.run({ input: tensor });
-    return Array.from(output!.data as Float32Array);
+    return output!.data as Float32Array;
   } finally {
     await session.release();
   }
@@ -441,7 +441,9 @@ describe("GPU container server", () => {
     );
 
     expect(status).toBe(200);
-    expect(json.outputs[0]!.data).toEqual(await directRun(MLP, [[1, 2, 3, 4]]));
+    expect(Float32Array.from(json.outputs[0]!.data as number[])).toEqual(
+      await directRun(MLP, [[1, 2, 3, 4]]),
+    );
     const models = (await ping(server)).json.models as { key: string; batchable: boolean }[];
     expect(models.map((model) => model.key)).toEqual(["target:mlp.tar.gz"]);
     expect(models[0]!.batchable).toBe(true);
@@ -541,7 +543,9 @@ describe("GPU container server", () => {
     );
 
     expect(status).toBe(200);
-    expect(json.outputs[0]!.data).toEqual(await directRun(MLP, [[4, 3, 2, 1]]));
+    expect(Float32Array.from(json.outputs[0]!.data as number[])).toEqual(
+      await directRun(MLP, [[4, 3, 2, 1]]),
+    );
   });
 
   it("reads the target from the custom attributes on a single-model endpoint", async () => {
@@ -608,7 +612,9 @@ describe("GPU container server", () => {
       "/models/m1/invoke",
     );
     expect(invoked.status).toBe(200);
-    expect(invoked.json.outputs[0]!.data).toEqual(await directRun(MLP, [[1, 2, 3, 4]]));
+    expect(Float32Array.from(invoked.json.outputs[0]!.data as number[])).toEqual(
+      await directRun(MLP, [[1, 2, 3, 4]]),
+    );
     expect((await fetch(`${server.url}/models/m1`, { method: "DELETE" })).status).toBe(200);
     expect(server.models()).toEqual([]);
     expect((await fetch(`${server.url}/models/m1`)).status).toBe(404);

@@ -14,7 +14,11 @@ import {
 import { mockClient } from "aws-sdk-client-mock";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { errorResponse } from "../../lambdas/aws/api-gateway.ts";
-import { SageMakerRunner, type SageMakerRunnerOptions } from "../../lambdas/aws/sagemaker-runner.ts";
+import {
+  LazySageMakerClient,
+  SageMakerRunner,
+  type SageMakerRunnerOptions,
+} from "../../lambdas/aws/sagemaker-runner.ts";
 import {
   BackendError,
   BackendTimeoutError,
@@ -207,6 +211,23 @@ describe("SageMakerRunner requests", () => {
     const error = await failure(runner().run(version, [input], ["output"]));
 
     expect(error).toBeInstanceOf(BackendError);
+  });
+});
+
+describe("SageMakerRunner with a LazySageMakerClient", () => {
+  it("creates the client on the first call, once, with the configuration it was given", async () => {
+    sagemaker.on(InvokeEndpointCommand).resolves({ Body: okBody(OUTPUTS) as never });
+    const lazy = new LazySageMakerClient({ region: "eu-west-1", maxAttempts: 1 });
+    const lazyRunner = runner({ client: lazy });
+
+    await lazyRunner.run(version, [input], ["output"]);
+    await lazyRunner.run(version, [input], ["ids"]);
+    const client = await lazy.get();
+
+    expect(sentInputs()).toHaveLength(2);
+    expect(await lazy.get()).toBe(client);
+    expect(client).toBeInstanceOf(SageMakerRuntimeClient);
+    expect(await client.config.region()).toBe("eu-west-1");
   });
 });
 

@@ -1,0 +1,313 @@
+import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
+import type { Readable } from "node:stream";
+import { type AwsCredentials, signRequest, UNSIGNED_PAYLOAD } from "./sigv4.ts";
+
+/**
+ * Signed requests to S3 and DynamoDB over node:http(s), for the inference function's read paths: the
+ * SDK clients cost more to import than the function spends on the calls of a cold start. Retries
+ * follow the SDK's standard mode (3 attempts, full-jitter backoff).
+ */
+
+export type AwsService = "s3" | "dynamodb";
+
+export interface AwsHttpOptions {
+  /** @default AWS_REGION, then AWS_DEFAULT_REGION */
+  readonly region?: string;
+  /** @default AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN */
+  readonly credentials?: AwsCredentials;
+  /**
+   * The service's endpoint, such as an emulator's.
+   * @default AWS_ENDPOINT_URL_<SERVICE>, then AWS_ENDPOINT_URL, then the regional endpoint
+   */
+  readonly endpoint?: string;
+  /** Per attempt: until the first response byte, and the longest pause inside a body. @default 5_000 */
+  readonly timeoutMs?: number;
+  /** @default 3 */
+  readonly maxAttempts?: number;
+  /** The wait before retry n is uniform in [0, min(cap, base * 2^(n-1))]. @default 100 ms, 20 s */
+  readonly backoff?: { readonly baseMs: number; readonly capMs: number };
+  readonly sleep?: (ms: number) => Promise<void>;
+  readonly random?: () => number;
+}
+
+export interface AwsRequest {
+  /** For messages: `GetObject`, `Query`... */
+  readonly operation: string;
+  readonly method: "GET" | "POST";
+  readonly url: URL;
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Absent: an S3 GET, sent with an unsigned payload. */
+  readonly body?: string;
+}
+
+export interface AwsResponse<B> {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: B;
+}
+
+/** A failed AWS call: the service's error code and message, or the network failure behind it. */
+export class AwsHttpError extends Error {
+  /** The HTTP status; undefined when no answer came (network failure, timeout). */
+  readonly status: number | undefined;
+  /** DynamoDB's `__type` after the `#`, S3's `<Code>`, or a Node.js network code (`ECONNRESET`, `TimeoutError`). */
+  readonly code: string;
+  /** Whether another attempt could succeed: throttling, 5xx, network failures and timeouts. */
+  readonly retryable: boolean;
+
+  constructor(
+    message: string,
+    details: { status: number | undefined; code: string; retryable: boolean },
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "AwsHttpError";
+    this.status = details.status;
+    this.code = details.code;
+    this.retryable = details.retryable;
+  }
+}
+
+/** Throttling answers 400 on DynamoDB and 503 on S3; only the code tells them from caller mistakes. */
+const THROTTLING_CODES = new Set([
+  "ThrottlingException",
+  "ProvisionedThroughputExceededException",
+  "RequestLimitExceeded",
+  "SlowDown",
+]);
+const NETWORK_CODES = new Set([
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EAI_AGAIN",
+  "ENETUNREACH",
+  "EHOSTUNREACH",
+]);
+/** Error bodies are short; a proxy's HTML page need not be read whole. */
+const MAX_ERROR_BODY = 64 * 1024;
+const TIMEOUT_CODE = "TimeoutError";
+
+// The CommonJS modules: building node:http's ESM namespace evaluates its lazy getters, which load
+// undici (~30 ms of a cold start) for WebSocket support this client never uses.
+const http = process.getBuiltinModule("node:http");
+const https = process.getBuiltinModule("node:https");
+
+// One pool per protocol for the whole process: a warm function reuses its TLS connections.
+const agents = {
+  "http:": new http.Agent({ keepAlive: true, maxSockets: 50 }),
+  "https:": new https.Agent({ keepAlive: true, maxSockets: 50 }),
+};
+
+const defaultSleep = (ms: number) => new Promise<void>((wake) => setTimeout(wake, ms));
+
+/** Region, credentials and endpoint of one service, resolved once; throws when any is missing. */
+export class AwsHttpClient {
+  readonly service: AwsService;
+  readonly region: string;
+  readonly endpoint: URL;
+  /** True for an endpoint from configuration (an emulator), where S3 buckets go in the path. */
+  readonly customEndpoint: boolean;
+  readonly #credentials: AwsCredentials;
+  readonly #timeoutMs: number;
+  readonly #maxAttempts: number;
+  readonly #backoff: { readonly baseMs: number; readonly capMs: number };
+  readonly #sleep: (ms: number) => Promise<void>;
+  readonly #random: () => number;
+
+  constructor(
+    service: AwsService,
+    options: AwsHttpOptions = {},
+    env: Record<string, string | undefined> = process.env,
+  ) {
+    this.service = service;
+    const region = options.region ?? (env.AWS_REGION || env.AWS_DEFAULT_REGION);
+    if (!region) throw new Error(`no AWS region for ${service}: set AWS_REGION or pass a region`);
+    this.region = region;
+    const credentials = options.credentials ?? credentialsFromEnv(env);
+    if (credentials === undefined) {
+      throw new Error(
+        `no AWS credentials for ${service}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or pass credentials`,
+      );
+    }
+    this.#credentials = credentials;
+    const configured =
+      options.endpoint ?? (env[`AWS_ENDPOINT_URL_${service.toUpperCase()}`] || env.AWS_ENDPOINT_URL);
+    this.customEndpoint = Boolean(configured);
+    this.endpoint = new URL(configured || regionalEndpoint(service, region));
+    this.#timeoutMs = options.timeoutMs ?? 5_000;
+    this.#maxAttempts = Math.max(1, options.maxAttempts ?? 3);
+    this.#backoff = options.backoff ?? { baseMs: 100, capMs: 20_000 };
+    this.#sleep = options.sleep ?? defaultSleep;
+    this.#random = options.random ?? Math.random;
+  }
+
+  /** A 2xx answer with its body as a stream (S3 objects); anything else throws an AwsHttpError. */
+  stream(request: AwsRequest): Promise<AwsResponse<Readable>> {
+    return this.#withRetries(request, async (response) => response);
+  }
+
+  /** A 2xx answer with its JSON body parsed (DynamoDB); reading the body is part of the attempt. */
+  json(request: AwsRequest): Promise<AwsResponse<unknown>> {
+    return this.#withRetries(request, async (response) => {
+      const text = await readText(response, Number.POSITIVE_INFINITY);
+      try {
+        return text === "" ? {} : (JSON.parse(text) as unknown);
+      } catch (error) {
+        throw new AwsHttpError(
+          `${this.#what(request)} answered ${response.statusCode} with a body that is not JSON`,
+          { status: response.statusCode, code: "InvalidResponse", retryable: false },
+          { cause: error },
+        );
+      }
+    });
+  }
+
+  async #withRetries<B>(
+    request: AwsRequest,
+    read: (response: IncomingMessage) => Promise<B>,
+  ): Promise<AwsResponse<B>> {
+    for (let attempt = 1; ; attempt++) {
+      let failure: AwsHttpError;
+      try {
+        const response = await this.#send(request);
+        if (response.statusCode !== undefined && response.statusCode >= 200 && response.statusCode < 300) {
+          return { status: response.statusCode, headers: response.headers, body: await read(response) };
+        }
+        failure = await this.#serviceError(request, response);
+      } catch (error) {
+        failure = this.#asAwsError(request, error);
+      }
+      if (!failure.retryable || attempt >= this.#maxAttempts) {
+        if (attempt === 1) throw failure;
+        throw new AwsHttpError(`${failure.message} (after ${attempt} attempts)`, failure, {
+          cause: failure.cause,
+        });
+      }
+      const cap = Math.min(this.#backoff.capMs, this.#backoff.baseMs * 2 ** (attempt - 1));
+      await this.#sleep(this.#random() * cap);
+    }
+  }
+
+  /** One signed request, answered once its headers arrive within the timeout. */
+  #send(request: AwsRequest): Promise<IncomingMessage> {
+    const { url } = request;
+    const headers = signRequest({
+      method: request.method,
+      url,
+      headers: request.headers ?? {},
+      body: request.body ?? UNSIGNED_PAYLOAD,
+      service: this.service,
+      region: this.region,
+      credentials: this.#credentials,
+    });
+    if (request.body !== undefined) headers["content-length"] = String(Buffer.byteLength(request.body));
+    const send = url.protocol === "https:" ? https.request : http.request;
+    const agent = url.protocol === "https:" ? agents["https:"] : agents["http:"];
+    const timeoutMs = this.#timeoutMs;
+    return new Promise((resolve, reject) => {
+      const outgoing = send(url, { method: request.method, headers, agent }, (response) => {
+        clearTimeout(timer);
+        // A stalled body fails the stream instead of hanging the reader.
+        response.setTimeout(timeoutMs, () =>
+          response.destroy(
+            new AwsHttpError(`${this.#what(request)}: the response body stalled for ${timeoutMs} ms`, {
+              status: response.statusCode,
+              code: TIMEOUT_CODE,
+              retryable: true,
+            }),
+          ),
+        );
+        resolve(response);
+      });
+      const timer = setTimeout(() => {
+        outgoing.destroy(
+          new AwsHttpError(`${this.#what(request)}: no response within ${timeoutMs} ms`, {
+            status: undefined,
+            code: TIMEOUT_CODE,
+            retryable: true,
+          }),
+        );
+      }, timeoutMs);
+      outgoing.on("error", (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      outgoing.end(request.body);
+    });
+  }
+
+  async #serviceError(request: AwsRequest, response: IncomingMessage): Promise<AwsHttpError> {
+    const status = response.statusCode ?? 0;
+    const text = await readText(response, MAX_ERROR_BODY);
+    const parsed = this.service === "dynamodb" ? dynamoError(text, response.headers) : s3Error(text, status);
+    const retryable = status >= 500 || status === 429 || THROTTLING_CODES.has(parsed.code);
+    const detail = parsed.message ? `: ${parsed.message}` : "";
+    return new AwsHttpError(`${this.#what(request)} failed with ${status} ${parsed.code}${detail}`, {
+      status,
+      code: parsed.code,
+      retryable,
+    });
+  }
+
+  #asAwsError(request: AwsRequest, error: unknown): AwsHttpError {
+    if (error instanceof AwsHttpError) return error;
+    const code = (error as { code?: unknown })?.code;
+    const known = typeof code === "string" ? code : "NetworkError";
+    return new AwsHttpError(
+      `${this.#what(request)}: ${(error as Error)?.message ?? String(error)}`,
+      { status: undefined, code: known, retryable: NETWORK_CODES.has(known) },
+      { cause: error },
+    );
+  }
+
+  #what(request: AwsRequest): string {
+    return `${this.service} ${request.operation} ${request.url.host}`;
+  }
+}
+
+/** Lambda puts the function role's credentials in the environment. */
+export function credentialsFromEnv(env: Record<string, string | undefined>): AwsCredentials | undefined {
+  const { AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey } = env;
+  if (!accessKeyId || !secretAccessKey) return undefined;
+  const sessionToken = env.AWS_SESSION_TOKEN;
+  return { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) };
+}
+
+function regionalEndpoint(service: AwsService, region: string): string {
+  const domain = region.startsWith("cn-") ? "amazonaws.com.cn" : "amazonaws.com";
+  return `https://${service}.${region}.${domain}`;
+}
+
+/** Up to `limit` characters of a body; the rest is drained so the connection can be reused. */
+async function readText(response: IncomingMessage, limit: number): Promise<string> {
+  response.setEncoding("utf8");
+  let text = "";
+  for await (const chunk of response as AsyncIterable<string>) {
+    if (text.length < limit) text += chunk;
+  }
+  return text;
+}
+
+/** `{"__type": "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException", "message": "..."}` */
+function dynamoError(text: string, headers: IncomingHttpHeaders): { code: string; message: string } {
+  let body: { __type?: unknown; message?: unknown; Message?: unknown } = {};
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (typeof parsed === "object" && parsed !== null) body = parsed;
+  } catch {
+    // not JSON (a proxy, a load balancer): the header and status still say enough
+  }
+  const type = typeof body.__type === "string" ? body.__type : String(headers["x-amzn-errortype"] ?? "");
+  const code = type.split("#").at(-1)?.split(":")[0] || "UnknownError";
+  const message = body.message ?? body.Message;
+  return { code, message: typeof message === "string" ? message : "" };
+}
+
+/** `<Error><Code>NoSuchKey</Code><Message>...</Message>...</Error>`; a bodiless 404 is `NotFound`. */
+function s3Error(text: string, status: number): { code: string; message: string } {
+  const element = (name: string) => new RegExp(`<${name}>([^<]*)</${name}>`).exec(text)?.[1];
+  const code = element("Code") ?? (status === 404 ? "NotFound" : "UnknownError");
+  return { code, message: element("Message") ?? "" };
+}
