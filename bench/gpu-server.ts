@@ -17,7 +17,8 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
-import { buildMlpModel, mulberry32 } from "../models/mlp.ts";
+import { mulberry32 } from "../lambdas/core/seeded-random.ts";
+import { buildMlpModel } from "../models/mlp.ts";
 import { formatMs, percentile, printTable } from "./stats.ts";
 
 const WIDTH = Number(process.env.BENCH_WIDTH ?? 4096);

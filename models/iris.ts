@@ -1,4 +1,4 @@
-import { mulberry32 } from "./mlp.ts";
+import { mulberry32 } from "../lambdas/core/seeded-random.ts";
 import { ElemType, encodeModel, floatTensor, stringTensor } from "./onnx-builder.ts";
 
 export const IRIS_LABELS = ["setosa", "versicolor", "virginica"] as const;

@@ -1,3 +1,4 @@
+import { mulberry32 } from "../lambdas/core/seeded-random.ts";
 import { ElemType, encodeModel, floatTensor, type GraphNode, type Tensor } from "./onnx-builder.ts";
 
 export interface MlpOptions {
@@ -11,18 +12,6 @@ export interface MlpOptions {
 
 /** 1024 -> 2048 -> 2048 -> 2048 -> 1024: 12.6 M FP32 parameters, a 50.3 MB file. */
 export const MLP_50MB_LAYERS: readonly number[] = [1024, 2048, 2048, 2048, 1024];
-
-/** mulberry32: a tiny seeded PRNG so generated weights are identical on every run. */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A dense ReLU network with random weights: MatMul + Add (+ Relu except on the last layer). */
 export function buildMlpModel(options: MlpOptions): Uint8Array {

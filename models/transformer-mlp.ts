@@ -1,4 +1,4 @@
-import { mulberry32 } from "./mlp.ts";
+import { mulberry32 } from "../lambdas/core/seeded-random.ts";
 import { ElemType, encodeModel, floatTensor, type GraphNode, type Tensor } from "./onnx-builder.ts";
 
 export interface TransformerMlpOptions {

@@ -68,10 +68,15 @@ export interface Variant {
 
 export interface VariantParity {
   readonly passed: boolean;
+  /** Over every float output and feed. */
   readonly maxAbsDiff: number;
+  /** maxAbsDiff relative to the largest absolute value the original produced (worst output). */
   readonly maxRelativeDiff: number;
+  /** The lowest cosine similarity of any float output. */
   readonly cosine: number;
+  /** Present when some output is classifier-shaped or a label. */
   readonly top1Agreement?: number;
+  /** Rows (or labels) the top-1 figure is over. */
   readonly top1Rows?: number;
   /** Which threshold a failing variant missed. */
   readonly reason?: string;

@@ -1,6 +1,7 @@
 import { fromFloat16Bits, toFloat16Bits } from "./float16.ts";
 import type { Manifest } from "./manifest.ts";
-import type { ModelSignature, TensorSpec } from "./model.ts";
+import type { ModelSignature, TensorSpec, VariantParity } from "./model.ts";
+import { mulberry32 } from "./seeded-random.ts";
 import { checkInputs, elementCount } from "./signature.ts";
 import { decodeInput, type NamedTensor, ortTypeOf, type TensorData } from "./tensor-codec.ts";
 
@@ -26,22 +27,8 @@ export const DEFAULT_PARITY_THRESHOLDS: ParityThresholds = {
   maxRelativeDiff: 0.1,
 };
 
-/** What the gate measured: recorded on every variant, passing or not. */
-export interface ParityFigures {
-  readonly passed: boolean;
-  /** Over every float output and feed. */
-  readonly maxAbsDiff: number;
-  /** maxAbsDiff relative to the largest absolute value the original produced (worst output). */
-  readonly maxRelativeDiff: number;
-  /** The lowest cosine similarity of any float output. */
-  readonly cosine: number;
-  /** Present when some output is classifier-shaped or a label. */
-  readonly top1Agreement?: number;
-  /** Rows (or labels) the top-1 figure is over. */
-  readonly top1Rows?: number;
-  /** Which threshold failed, for the admin record. */
-  readonly reason?: string;
-}
+/** What the gate measured, recorded on every variant passing or not; the caller adds where inputs came from. */
+export type ParityFigures = Omit<VariantParity, "inputs">;
 
 /** A float output [batch, C] with C in this range is read as class scores. */
 export const CLASSIFIER_MAX_CLASSES = 1000;
@@ -76,7 +63,7 @@ export function generateInputs(
   options: GeneratedInputOptions = {},
 ): NamedTensor[][] {
   const { count = 4, batch = 4, otherDim = 1, intRange = 8, seed = 20240601 } = options;
-  const random = seededRandom(seed);
+  const random = mulberry32(seed);
   const feeds: NamedTensor[][] = [];
   for (let feed = 0; feed < count; feed++) {
     const bound = new Map<string, number>();
@@ -161,18 +148,6 @@ export function manifestSampleInputs(
       );
     }
   });
-}
-
-/** mulberry32: small, seeded, the same numbers on every run. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function normal(random: () => number): number {

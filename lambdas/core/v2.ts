@@ -113,9 +113,10 @@ const FAST_PATH_MIN_CHARS = 1024;
  */
 function parseFloat32Request(body: string): InferRequest | undefined {
   // Escapes and non-ASCII text are rare in requests; ruling them out keeps the scan simple.
-  if (body.length < FAST_PATH_MIN_CHARS || body.includes("\\") || Buffer.byteLength(body) !== body.length) {
-    return undefined;
-  }
+  if (body.length < FAST_PATH_MIN_CHARS || body.includes("\\")) return undefined;
+  // One encoding pass: as many bytes as characters means ASCII, and these bytes are the text.
+  const bytes = Buffer.from(body, "utf8");
+  if (bytes.length !== body.length) return undefined;
   const spans = locateInputData(body);
   if (spans === undefined || spans.every((span) => span === undefined)) return undefined;
   let skeleton = "";
@@ -133,7 +134,6 @@ function parseFloat32Request(body: string): InferRequest | undefined {
     return undefined;
   }
   if (request.inputs.length !== spans.length) return undefined;
-  const bytes = Buffer.from(body, "latin1");
   const inputs: RequestInput[] = [];
   for (const [index, input] of request.inputs.entries()) {
     const span = spans[index];

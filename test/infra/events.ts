@@ -14,6 +14,8 @@ export interface ProxyRequest {
   readonly headers?: Record<string, string>;
   /** `apiKeyId` for the inference key, `userArn` for a SigV4 caller. */
   readonly identity?: { apiKeyId?: string; userArn?: string };
+  /** Send the body base64-encoded, as API Gateway does for binary media types. */
+  readonly base64?: boolean;
 }
 
 /** The event API Gateway's REST proxy integration (payload v1) sends, as deployed by InferenceApi. */
@@ -43,8 +45,13 @@ export function proxyEvent(request: ProxyRequest): APIGatewayProxyEvent {
     multiValueQueryStringParameters: null,
     pathParameters: proxy,
     stageVariables: null,
-    body: request.body ?? null,
-    isBase64Encoded: false,
+    body:
+      request.body === undefined
+        ? null
+        : request.base64
+          ? Buffer.from(request.body, "utf8").toString("base64")
+          : request.body,
+    isBase64Encoded: request.base64 ?? false,
     requestContext: {
       accountId: ACCOUNT,
       apiId: "abc123",

@@ -1,15 +1,13 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ServableVersion } from "../../lambdas/core/model.ts";
 import { isServable } from "../../lambdas/core/registry.ts";
-import { type LocalStack, startLocalStack } from "../../local/stack.ts";
+import type { LocalStack } from "../../local/stack.ts";
 import { buildIrisModel, IRIS_LABELS } from "../../models/iris.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
 import { buildDatatypeZooModel, buildFixedShapeModel } from "../../models/zoo.ts";
+import { startTestStack, stopTestStack } from "../support/local-stack.ts";
 
 const API_KEY = "local-inference-key";
 const ADMIN_KEY = "local-admin-key";
@@ -19,18 +17,18 @@ const IRIS_BATCH = [
   [5.9, 3.0, 4.2, 1.5],
 ];
 
-let dataDir: string;
+let dataDir: string | undefined;
 let stack: LocalStack;
 
-function start(): Promise<LocalStack> {
-  return startLocalStack({
-    dataDir,
-    port: 0,
-    s3Port: 0,
+/** Starts on the file's data directory: a second start is a restart on the same state. */
+async function start(): Promise<LocalStack> {
+  let started: LocalStack;
+  ({ stack: started, dataDir } = await startTestStack("local-stack", {
     apiKey: API_KEY,
     adminKey: ADMIN_KEY,
-    logLevel: "SILENT",
-  });
+    ...(dataDir === undefined ? {} : { dataDir }),
+  }));
+  return started;
 }
 
 async function seed(name: string, version: number, bytes: Uint8Array): Promise<ServableVersion> {
@@ -130,17 +128,13 @@ function parseExact(text: string): unknown {
 }
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "maas-local-stack-"));
   stack = await start();
   await seed("zoo", 1, buildDatatypeZooModel());
   await seed("fixed", 1, buildFixedShapeModel());
   await seed("mlp", 1, buildMlpModel({ layers: [4, 8, 2], seed: 1 }));
 });
 
-afterAll(async () => {
-  await stack?.close();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
-});
+afterAll(() => stopTestStack(stack, dataDir));
 
 describe("local stack: iris over HTTP", () => {
   it("answers with exactly the outputs of a direct onnxruntime run of the same model", async () => {

@@ -1,14 +1,11 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { HeadObjectCommand } from "@aws-sdk/client-s3";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ModelVersion } from "../../lambdas/core/model.ts";
-import { type LocalStack, startLocalStack } from "../../local/stack.ts";
+import type { LocalStack } from "../../local/stack.ts";
 import { buildTransformerMlpModel } from "../../models/transformer-mlp.ts";
+import { TEST_API_KEY as API_KEY, startTestStack, stopTestStack } from "../support/local-stack.ts";
 
-const API_KEY = "local-inference-key";
 const WIDTH = 768;
 /** Two blocks of 768/3072 (38 MB): big enough that int8 weights are usually the fastest variant. */
 const model = buildTransformerMlpModel({ blocks: 2, width: WIDTH, hidden: 3072, seed: 5 });
@@ -17,22 +14,10 @@ let dataDir: string;
 let stack: LocalStack;
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "maas-optimize-integ-"));
-  stack = await startLocalStack({
-    dataDir,
-    port: 0,
-    s3Port: 0,
-    apiKey: API_KEY,
-    adminKey: "local-admin-key",
-    logLevel: "SILENT",
-    demo: false,
-  });
+  ({ stack, dataDir } = await startTestStack("optimize-integ", { demo: false }));
 });
 
-afterAll(async () => {
-  await stack?.close();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
-});
+afterAll(() => stopTestStack(stack, dataDir));
 
 async function waitForOptimized(name: string, version: number, timeoutMs = 25_000): Promise<ModelVersion> {
   const deadline = Date.now() + timeoutMs;

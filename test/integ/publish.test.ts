@@ -1,15 +1,13 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { SendMessageBatchCommand, SendMessageCommand } from "@aws-sdk/client-sqs";
 import { Upload } from "@aws-sdk/lib-storage";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manifestKey, modelKey } from "../../lambdas/core/manifest.ts";
-import { type LocalStack, OPTIMIZE_QUEUE, REGISTER_QUEUE, startLocalStack } from "../../local/stack.ts";
+import { type LocalStack, OPTIMIZE_QUEUE, REGISTER_QUEUE } from "../../local/stack.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
 import { craftedModels, unknownOperatorModel, validAddModel } from "../support/crafted-models.ts";
+import { startTestStack, stopTestStack } from "../support/local-stack.ts";
 
 const API_KEY = "publish-inference-key";
 const ADMIN_KEY = "publish-admin-key";
@@ -20,23 +18,15 @@ let dataDir: string;
 let stack: LocalStack;
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "maas-publish-"));
   // Failed register messages come back after 1 s, so a poison message is dead-lettered in seconds.
-  stack = await startLocalStack({
-    dataDir,
-    port: 0,
-    s3Port: 0,
+  ({ stack, dataDir } = await startTestStack("publish", {
     apiKey: API_KEY,
     adminKey: ADMIN_KEY,
-    logLevel: "SILENT",
     registerVisibilitySeconds: 1,
-  });
+  }));
 });
 
-afterAll(async () => {
-  await stack?.close();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
-});
+afterAll(() => stopTestStack(stack, dataDir));
 
 /** Uploads as any S3 client would: one PUT, or multipart above 8 MiB. */
 async function upload(key: string, body: Uint8Array | string): Promise<void> {

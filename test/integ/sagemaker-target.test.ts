@@ -4,8 +4,6 @@
  * real SDK client, and the stand-in drives the GPU container server (on CPU) by its multi-model
  * contract.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DeleteObjectCommand, HeadObjectCommand } from "@aws-sdk/client-s3";
 import {
@@ -21,10 +19,11 @@ import { SageMakerRunner } from "../../lambdas/aws/sagemaker-runner.ts";
 import type { ModelVersion, ServableVersion } from "../../lambdas/core/model.ts";
 import { isServable } from "../../lambdas/core/registry.ts";
 import { type LocalSageMaker, startLocalSageMaker } from "../../local/sagemaker-runtime.ts";
-import { type LocalStack, startLocalStack } from "../../local/stack.ts";
+import type { LocalStack } from "../../local/stack.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
 import { ElemType, encodeModel, floatTensor } from "../../models/onnx-builder.ts";
 import { buildDatatypeZooModel } from "../../models/zoo.ts";
+import { startTestStack, stopTestStack } from "../support/local-stack.ts";
 
 const API_KEY = "local-inference-key";
 const ADMIN_KEY = "local-admin-key";
@@ -82,23 +81,15 @@ function lookupModel(): Uint8Array {
 }
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "maas-sagemaker-target-"));
-  stack = await startLocalStack({
-    dataDir,
-    port: 0,
-    s3Port: 0,
+  ({ stack, dataDir } = await startTestStack("sagemaker-target", {
     apiKey: API_KEY,
     adminKey: ADMIN_KEY,
-    logLevel: "SILENT",
     demo: false,
     lambdaMaxModelBytes: 1024 * 1024,
-  });
+  }));
 });
 
-afterAll(async () => {
-  await stack?.close();
-  await rm(dataDir, { recursive: true, force: true });
-});
+afterAll(() => stopTestStack(stack, dataDir));
 
 describe("a sagemaker-target version", () => {
   let version: ServableVersion;

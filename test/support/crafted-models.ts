@@ -4,7 +4,7 @@
  * only come from that change.
  */
 import onnxProto from "onnx-proto";
-import { mulberry32 } from "../../models/mlp.ts";
+import { mulberry32 } from "#core/seeded-random.ts";
 import {
   ElemType,
   encodeModel,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { InvalidRequestError } from "#core/errors.ts";
 import { float32ArrayJson, readFloat32Array } from "#core/float32-json.ts";
+import { mulberry32 } from "#core/seeded-random.ts";
 import { decodeInput } from "#core/tensor-codec.ts";
 import {
   inferResponseJson,
@@ -9,14 +10,10 @@ import {
   parseTensorDocument,
   tensorListJson,
 } from "#core/v2.ts";
-import { mulberry32 } from "../../models/mlp.ts";
-
-/** A seeded generator, so a failure names inputs that can be replayed. */
-const random = mulberry32;
 
 /** Float32 values from random bit patterns: every exponent, both signs, subnormals, NaN, infinities. */
 function randomFloat32Bits(count: number, seed: number): Float32Array {
-  const next = random(seed);
+  const next = mulberry32(seed);
   const words = Uint32Array.from({ length: count }, () => Math.floor(next() * 2 ** 32));
   return new Float32Array(words.buffer);
 }
@@ -43,14 +40,14 @@ function expectSameFloats(actual: Float32Array | undefined, expected: Float32Arr
 
 describe("readFloat32Array", () => {
   it("matches JSON.parse on doubles written with 17 significant digits", () => {
-    const next = random(1);
+    const next = mulberry32(1);
     const values = Array.from({ length: 20_000 }, () => (next() - 0.5) * 10 ** Math.floor(next() * 60 - 30));
     const text = JSON.stringify(values);
     expectSameFloats(fastRead(text, values.length), reference(text));
   });
 
   it("matches JSON.parse on decimals of every length and exponent form", () => {
-    const next = random(2);
+    const next = mulberry32(2);
     const forms = [
       () => (next() * 1000).toFixed(Math.floor(next() * 25)),
       () => (next() - 0.5).toExponential(Math.floor(next() * 20)),
@@ -66,7 +63,7 @@ describe("readFloat32Array", () => {
 
   it("matches JSON.parse on decimals next to float32 rounding boundaries", () => {
     // The exact midpoint between neighbouring float32s, written to 16-20 digits, falls on either side.
-    const next = random(3);
+    const next = mulberry32(3);
     const texts: string[] = [];
     const pair = new Float32Array(2);
     const words = new Uint32Array(pair.buffer);
@@ -193,7 +190,7 @@ function errorOf(run: () => unknown): string {
 }
 
 const row = (count: number, seed: number) => {
-  const next = random(seed);
+  const next = mulberry32(seed);
   return Array.from({ length: count }, () => (next() - 0.5) * 8);
 };
 

@@ -1,5 +1,6 @@
 import * as ort from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "#core/seeded-random.ts";
 import { toFloat16Bits } from "../../lambdas/core/float16.ts";
 import { convertToFloat16, Fp16ConversionError, float32ToFloat16Bits } from "../../lambdas/core/fp16.ts";
 import {
@@ -10,7 +11,6 @@ import {
 } from "../../lambdas/core/onnx-graph.ts";
 import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
 import { buildCnnModel } from "../../models/cnn.ts";
-import { mulberry32 } from "../../models/mlp.ts";
 import { ElemType, encodeModel, floatTensor } from "../../models/onnx-builder.ts";
 
 const SESSION = { executionProviders: ["cpu"], intraOpNumThreads: 1, logSeverityLevel: 3 } as const;

@@ -15,11 +15,12 @@ import type { ArtifactRef, ModelVersion } from "../../lambdas/core/model.ts";
 import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
 import type { ModelRegistry, ModelSummary } from "../../lambdas/core/registry.ts";
 import { createInferenceHandler, type ProxyHandler } from "../../lambdas/inference/handler.ts";
+import { lambdaContext as localLambdaContext } from "../../local/gateway.ts";
 import { buildIrisModel } from "../../models/iris.ts";
 import { buildFixedShapeModel } from "../../models/zoo.ts";
+import { proxyEvent as restProxyEvent } from "../infra/events.ts";
 
 const BUCKET = "maas-models";
-const STAGE = "prod";
 /** Distinctive enough that finding it in a log line means tensor data leaked into the logs. */
 const SECRET_FEATURES = [5.123456, 3.654321, 1.471717, 0.282828];
 
@@ -84,95 +85,23 @@ class CapturingLogger extends Logger {
   }
 }
 
+/** A request through the deployed API's `/{proxy+}` resource, presenting the inference key. */
 function proxyEvent(
   method: string,
   path: string,
   options: { body?: string; base64?: boolean; headers?: Record<string, string> } = {},
 ): APIGatewayProxyEvent {
-  const requestId = randomUUID();
-  const headers: Record<string, string> = {
-    Host: "abc123.execute-api.us-east-1.amazonaws.com",
-    "User-Agent": "vitest",
-    "x-api-key": "inference-key",
-    "X-Forwarded-For": "203.0.113.7",
-    "X-Forwarded-Port": "443",
-    "X-Forwarded-Proto": "https",
-    ...(options.body === undefined ? {} : { "Content-Type": "application/json" }),
-    ...options.headers,
-  };
-  const body =
-    options.body === undefined
-      ? null
-      : options.base64
-        ? Buffer.from(options.body, "utf8").toString("base64")
-        : options.body;
-  return {
-    resource: "/{proxy+}",
+  return restProxyEvent({
+    method,
     path,
-    httpMethod: method,
-    headers,
-    multiValueHeaders: Object.fromEntries(Object.entries(headers).map(([name, value]) => [name, [value]])),
-    queryStringParameters: null,
-    multiValueQueryStringParameters: null,
-    pathParameters: { proxy: path.slice(1) },
-    stageVariables: null,
-    body,
-    isBase64Encoded: options.base64 ?? false,
-    requestContext: {
-      accountId: "123456789012",
-      apiId: "abc123",
-      authorizer: null,
-      domainName: "abc123.execute-api.us-east-1.amazonaws.com",
-      extendedRequestId: requestId,
-      httpMethod: method,
-      identity: {
-        accessKey: null,
-        accountId: null,
-        apiKey: "inference-key",
-        apiKeyId: "key-id",
-        caller: null,
-        clientCert: null,
-        cognitoAuthenticationProvider: null,
-        cognitoAuthenticationType: null,
-        cognitoIdentityId: null,
-        cognitoIdentityPoolId: null,
-        principalOrgId: null,
-        sourceIp: "203.0.113.7",
-        user: null,
-        userAgent: "vitest",
-        userArn: null,
-      },
-      path: `/${STAGE}${path}`,
-      protocol: "HTTP/1.1",
-      requestId,
-      requestTime: "09/Apr/2026:12:34:56 +0000",
-      requestTimeEpoch: Date.now(),
-      resourceId: "proxy",
-      resourcePath: "/{proxy+}",
-      stage: STAGE,
-    },
-  };
+    resource: "/{proxy+}",
+    ...options,
+    headers: { "x-api-key": "inference-key", ...options.headers },
+    identity: { apiKeyId: "key-id" },
+  });
 }
 
-function lambdaContext(): Context {
-  const unsupported = () => {
-    throw new Error("use the returned promise");
-  };
-  return {
-    callbackWaitsForEmptyEventLoop: true,
-    functionName: "maas-inference",
-    functionVersion: "$LATEST",
-    invokedFunctionArn: "arn:aws:lambda:us-east-1:123456789012:function:maas-inference",
-    memoryLimitInMB: "2048",
-    awsRequestId: randomUUID(),
-    logGroupName: "/aws/lambda/maas-inference",
-    logStreamName: "2026/04/09/[$LATEST]abcdef",
-    getRemainingTimeInMillis: () => 30_000,
-    done: unsupported,
-    fail: unsupported,
-    succeed: unsupported,
-  };
-}
+const lambdaContext = () => localLambdaContext(randomUUID(), Date.now());
 
 function irisBody(features: number[][] = [SECRET_FEATURES], extra: Record<string, unknown> = {}): string {
   return JSON.stringify({

@@ -1,9 +1,9 @@
 import onnxProto from "onnx-proto";
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "#core/seeded-random.ts";
 import { V2_DATATYPES } from "../../lambdas/core/model.ts";
 import { InvalidModelError, inspectModel } from "../../lambdas/core/onnx-inspect.ts";
 import { buildIrisModel, IRIS_LABELS } from "../../models/iris.ts";
-import { mulberry32 } from "../../models/mlp.ts";
 import { ElemType, encodeModel, floatTensor, type ModelSpec } from "../../models/onnx-builder.ts";
 import { buildDatatypeZooModel, buildFixedShapeModel } from "../../models/zoo.ts";
 

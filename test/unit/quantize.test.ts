@@ -1,5 +1,6 @@
 import * as ort from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "#core/seeded-random.ts";
 import { DataType, decodeModel, readFloats, tensorDims } from "../../lambdas/core/onnx-graph.ts";
 import {
   NothingToQuantizeError,
@@ -8,7 +9,6 @@ import {
 } from "../../lambdas/core/quantize.ts";
 import { buildCnnModel } from "../../models/cnn.ts";
 import { buildIrisModel } from "../../models/iris.ts";
-import { mulberry32 } from "../../models/mlp.ts";
 import { ElemType, encodeModel, floatTensor, type GraphNode } from "../../models/onnx-builder.ts";
 import { buildTransformerMlpModel } from "../../models/transformer-mlp.ts";
 
