@@ -3,7 +3,8 @@
  *   raw <model.onnx> <dim> <options>   import onnxruntime-node, create a session from a local file, run once
  *   handler <handler.mjs> <model> <dim> import the bundled inference handler, serve one infer request
  *                                       (registry read, S3 download, sha256, session create, run)
- *   transfer <bucket> <key>             stream the object from the S3 endpoint to nowhere (emulator speed)
+ *   transfer <bucket> <key>             stream the object from the S3 endpoint to nowhere with the
+ *                                       handler's client (emulator speed)
  * Prints one JSON line of timings in milliseconds.
  */
 import { pathToFileURL } from "node:url";
@@ -47,13 +48,19 @@ async function handler(bundle: string, model: string, dim: number) {
   return { importMs: imported - t0, firstRequestMs: done - imported, totalMs: done - t0 };
 }
 
+/** The handler's own S3 client, so that only moving the bytes is measured, not how a client moves them. */
 async function transfer(bucket: string, key: string) {
-  const { S3Client, GetObjectCommand } = await import("@aws-sdk/client-s3");
-  const s3 = new S3Client({});
+  const { AwsHttpClient } = await import("../lambdas/aws/aws-http.ts");
+  const { s3ObjectUrl } = await import("../lambdas/aws/s3-http-source.ts");
+  const s3 = new AwsHttpClient("s3");
   const started = performance.now();
-  const { Body } = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const { body } = await s3.stream({
+    operation: "GetObject",
+    method: "GET",
+    url: s3ObjectUrl(s3, bucket, key),
+  });
   let bytes = 0;
-  for await (const chunk of Body as AsyncIterable<Uint8Array>) bytes += chunk.length;
+  for await (const chunk of body as AsyncIterable<Uint8Array>) bytes += chunk.length;
   return { transferMs: performance.now() - started, bytes };
 }
 

@@ -15,7 +15,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import type { HttpRequest } from "@smithy/types";
-import { z } from "zod";
+import * as z from "zod";
 import { manifestKey, modelKey, parseManifest } from "../lambdas/core/manifest.ts";
 import { MODEL_NAME_PATTERN } from "../lambdas/core/model.ts";
 

@@ -1,7 +1,7 @@
 import { Period } from "aws-cdk-lib/aws-apigateway";
 import { Architecture } from "aws-cdk-lib/aws-lambda";
 import type { Node } from "constructs";
-import { z } from "zod";
+import * as z from "zod";
 import type { MaasServiceStackProps } from "./service-stack.ts";
 
 /** A list from cdk.json (JSON array) or the command line (`-c key=a,b` or `-c 'key=["a","b"]'`). */

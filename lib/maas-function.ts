@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { Duration, Size } from "aws-cdk-lib";
@@ -32,6 +32,13 @@ export interface MaasFunctionProps
    */
   readonly withOnnxRuntime?: boolean;
   /**
+   * Packages loaded only by dynamic `import()` on paths a cold start rarely takes (the SageMaker
+   * client): each is bundled on its own into the asset's `node_modules`, so the handler's file does not
+   * carry (and Node does not compile) their code until a request needs it.
+   * @default []
+   */
+  readonly separateModules?: readonly string[];
+  /**
    * Where the function logs; the role is granted to write there.
    * @default - a log group of its own, kept for `logGroupRetention`
    */
@@ -50,6 +57,8 @@ export const LAMBDA_EPHEMERAL_RANGE_MB = { min: 512, max: 10_240 } as const;
 const NODE_22_REASON =
   "Node.js 22 is the project's pinned runtime (nodejs22.x, supported by Lambda until 2027-04): bundles target node22 and onnxruntime-node is tested on it.";
 
+const BUNDLE_TARGET = "node22";
+
 /** esbuild's ESM output has no `require`; CommonJS dependencies (protobufjs, powertools) need one. */
 const ESM_REQUIRE_BANNER =
   "import { createRequire as __maasCreateRequire } from 'node:module'; const require = __maasCreateRequire(import.meta.url);";
@@ -66,7 +75,12 @@ export class MaasFunction extends NodejsFunction {
   public readonly onnxRuntimeArch?: OnnxRuntimeArch;
 
   constructor(scope: Construct, id: string, props: MaasFunctionProps) {
-    const { withOnnxRuntime: withOnnxRuntimeProp, logGroupRetention, ...functionProps } = props;
+    const {
+      withOnnxRuntime: withOnnxRuntimeProp,
+      logGroupRetention,
+      separateModules = [],
+      ...functionProps
+    } = props;
     const withOnnxRuntime = withOnnxRuntimeProp ?? true;
     const architecture = props.architecture ?? Architecture.ARM_64;
     const memorySize = props.memorySize ?? (withOnnxRuntime ? 3008 : 512);
@@ -95,7 +109,14 @@ export class MaasFunction extends NodejsFunction {
       logGroup,
       role,
       environment: mergeEnvironment(props.environment),
-      bundling: mergeBundling(props.bundling, withOnnxRuntime ? onnxRuntimeHooks(props.entry, ortArch) : []),
+      bundling: mergeBundling(
+        props.bundling,
+        withOnnxRuntime ? onnxRuntimeHooks(props.entry, ortArch) : [],
+        separateModules,
+        separateModules.flatMap((name) =>
+          separateModuleCommands(name, props.entry, props.bundling?.target ?? BUNDLE_TARGET),
+        ),
+      ),
     });
     this.withOnnxRuntime = withOnnxRuntime;
     if (withOnnxRuntime) this.onnxRuntimeArch = ortArch;
@@ -154,24 +175,31 @@ function mergeEnvironment(environment: Record<string, string> | undefined): Reco
   return { ...environment, NODE_OPTIONS: nodeOptions };
 }
 
-function mergeBundling(caller: BundlingOptions | undefined, onnxRuntimeCommands: string[]): BundlingOptions {
+function mergeBundling(
+  caller: BundlingOptions | undefined,
+  onnxRuntimeCommands: string[],
+  separateModules: readonly string[],
+  moduleCommands: string[],
+): BundlingOptions {
   const format = caller?.format ?? OutputFormat.ESM;
   const banner =
     [format === OutputFormat.ESM ? ESM_REQUIRE_BANNER : undefined, caller?.banner]
       .filter(Boolean)
       .join("\n") || undefined;
-  const external = onnxRuntimeCommands.length > 0 ? ["onnxruntime-node"] : [];
+  const external = [...(onnxRuntimeCommands.length > 0 ? ["onnxruntime-node"] : []), ...separateModules];
   const callerHooks = caller?.commandHooks;
   const commandHooks: ICommandHooks = {
     beforeBundling: (inputDir, outputDir) => callerHooks?.beforeBundling(inputDir, outputDir) ?? [],
     beforeInstall: (inputDir, outputDir) => callerHooks?.beforeInstall(inputDir, outputDir) ?? [],
     afterBundling: (inputDir, outputDir) => [
-      ...onnxRuntimeCommands.map((command) => command.replaceAll(OUTPUT_DIR, shellQuote(outputDir))),
+      ...[...onnxRuntimeCommands, ...moduleCommands].map((command) =>
+        command.replaceAll(OUTPUT_DIR, shellQuote(outputDir)),
+      ),
       ...(callerHooks?.afterBundling(inputDir, outputDir) ?? []),
     ],
   };
   return {
-    target: "node22",
+    target: BUNDLE_TARGET,
     minify: true,
     sourceMap: true,
     sourcesContent: false,
@@ -208,6 +236,39 @@ function onnxRuntimeHooks(entry: string, arch: OnnxRuntimeArch): string[] {
     `cp -R ${q(join(ort, "package.json"))} ${q(join(ort, "dist"))} ${ortOut}/`,
     `cp -R ${q(binaries)} ${ortOut}/bin/napi-v6/linux/`,
     `cp -R ${q(join(common, "package.json"))} ${q(join(common, "dist"))} ${commonOut}/`,
+  ];
+}
+
+/**
+ * Shell commands that bundle package `name` (its ESM build) into `node_modules/<name>/index.mjs` of the
+ * asset, with a package.json that makes it the package's entry: the handler's external `import(name)`
+ * resolves there as it would to the installed package.
+ */
+function separateModuleCommands(name: string, entry: string, target: string): string[] {
+  const root = packageRoot(name, dirname(resolve(entry)));
+  const manifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
+    module?: string;
+    main?: string;
+  };
+  const source = join(root, manifest.module ?? manifest.main ?? "index.js");
+  const esbuild = join(packageRoot("esbuild", dirname(resolve(entry))), "bin", "esbuild");
+  const out = `${OUTPUT_DIR}/node_modules/${name}`;
+  const packageJson = JSON.stringify({ name, type: "module", main: "index.mjs" });
+  const q = shellQuote;
+  const args = [
+    "--bundle",
+    "--platform=node",
+    "--format=esm",
+    `--target=${target}`,
+    "--minify",
+    "--main-fields=module,main",
+    "--log-level=error",
+    `--banner:js=${ESM_REQUIRE_BANNER}`,
+  ];
+  return [
+    `mkdir -p ${out}`,
+    `printf '%s' ${q(packageJson)} > ${out}/package.json`,
+    [q(esbuild), q(source), ...args.map(q), `--outfile=${out}/index.mjs`].join(" "),
   ];
 }
 

@@ -158,6 +158,8 @@ export class MaasServiceStack extends Stack {
       ephemeralStorageSize: Size.mebibytes(sizing.ephemeralMb),
       // Longer than API Gateway's 29 s: a cold model load that outlives its request still warms the environment.
       timeout: Duration.seconds(60),
+      // Loaded on the first SageMaker-target request only: cold starts do not compile the SDK.
+      separateModules: ["@aws-sdk/client-sagemaker-runtime"],
       environment: {
         MAAS_REGISTRY_TABLE: registry.table.tableName,
         MAAS_ARTIFACT_CACHE_BYTES: String(artifactCacheBytes(sizing.ephemeralMb)),

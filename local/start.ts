@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { DEMO_MODEL, startLocalStack } from "./stack.ts";
 
 const port = z.coerce.number().int().min(0).max(65535);

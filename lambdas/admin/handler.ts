@@ -1,7 +1,7 @@
 import { Logger } from "@aws-lambda-powertools/logger";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DeleteObjectsCommand, S3Client } from "@aws-sdk/client-s3";
-import { z } from "zod";
+import * as z from "zod";
 import { bodyText, errorResponse, json, type ProxyHandler } from "#aws/api-gateway.ts";
 import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
 import { type AdminDeps, AdminService, matchAdminRoute } from "#core/admin-service.ts";

@@ -1,7 +1,8 @@
-import { randomUUID } from "node:crypto";
-import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
+import { createHash, randomUUID } from "node:crypto";
+import { mkdir, open, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import { finished } from "node:stream/promises";
 import { ArtifactIntegrityError, ModelNotReadyError } from "#core/errors.ts";
 import type { ArtifactRef } from "#core/model.ts";
 import { writeHashed } from "./hashed-file.ts";
@@ -17,7 +18,18 @@ export interface ArtifactCacheOptions {
   readonly directory: string;
   /** Byte budget on disk; least recently used artifacts are deleted to stay under it. */
   readonly maxBytes: number;
+  /**
+   * Artifacts up to this size are downloaded into memory by `load`, which hands the verified bytes
+   * to the caller at once and writes the disk copy behind it. Larger ones stream to disk. @default 0
+   */
+  readonly memoryMaxBytes?: number;
 }
+
+/**
+ * A verified artifact on this machine: the file's path, or, straight after a download into memory,
+ * the bytes themselves (onnxruntime creates a session from either).
+ */
+export type LocalArtifact = string | Uint8Array;
 
 interface CachedFile {
   readonly path: string;
@@ -35,7 +47,9 @@ export class ArtifactCache {
   readonly #options: ArtifactCacheOptions;
   /** Insertion order is recency order: a hit re-inserts its entry. */
   readonly #files = new Map<string, CachedFile>();
-  readonly #downloads = new Map<string, Promise<string>>();
+  readonly #downloads = new Map<string, Promise<LocalArtifact>>();
+  /** Disk copies of artifacts downloaded into memory, until they are renamed into place. */
+  readonly #writes = new Map<string, Promise<void>>();
   #bytes = 0;
   /** Bytes of downloads in flight, counted against the budget before they land. */
   #reserved = 0;
@@ -51,8 +65,28 @@ export class ArtifactCache {
 
   /** Path of a verified local copy of the artifact, downloading it first if needed. */
   async path(ref: ArtifactRef): Promise<string> {
+    const local = await this.#local(ref, false);
+    if (typeof local === "string") return local;
+    // Shared an in-memory download: its disk copy is what this caller needs.
+    await this.#writes.get(ref.sha256);
+    const cached = this.#files.get(ref.sha256);
+    if (cached === undefined)
+      throw new Error(`artifact ${ref.key} could not be written to ${this.#options.directory}`);
+    return cached.path;
+  }
+
+  /**
+   * A verified copy of the artifact: its cached file, or, when this call had to download an artifact
+   * of at most `memoryMaxBytes`, its bytes (the file follows; `flushed()` waits for it).
+   */
+  load(ref: ArtifactRef): Promise<LocalArtifact> {
+    return this.#local(ref, true);
+  }
+
+  async #local(ref: ArtifactRef, intoMemory: boolean): Promise<LocalArtifact> {
     this.#scanned ??= this.#adoptExisting();
     await this.#scanned;
+    await this.#writes.get(ref.sha256);
     const cached = this.#files.get(ref.sha256);
     if (cached !== undefined) {
       const present = await stat(cached.path).then(
@@ -68,10 +102,15 @@ export class ArtifactCache {
     }
     let download = this.#downloads.get(ref.sha256);
     if (download === undefined) {
-      download = this.#download(ref).finally(() => this.#downloads.delete(ref.sha256));
+      download = this.#download(ref, intoMemory).finally(() => this.#downloads.delete(ref.sha256));
       this.#downloads.set(ref.sha256, download);
     }
     return download;
+  }
+
+  /** Resolves once every disk copy of an in-memory download has landed (or failed and been removed). */
+  async flushed(): Promise<void> {
+    while (this.#writes.size > 0) await Promise.all(this.#writes.values());
   }
 
   /** A warm container that restarted its process keeps /tmp: reuse what is already verified there. */
@@ -90,7 +129,7 @@ export class ArtifactCache {
     }
   }
 
-  async #download(ref: ArtifactRef): Promise<string> {
+  async #download(ref: ArtifactRef, intoMemory: boolean): Promise<LocalArtifact> {
     if (ref.bytes > this.#options.maxBytes) {
       throw new ModelNotReadyError(
         `artifact of ${ref.bytes} bytes exceeds this function's cache of ${this.#options.maxBytes} bytes; ` +
@@ -99,15 +138,74 @@ export class ArtifactCache {
     }
     const finalPath = join(this.#options.directory, `${ref.sha256}.onnx`);
     this.#reserved += ref.bytes;
+    let reserved = true;
     try {
       await this.#evictToBudget();
+      if (intoMemory && ref.bytes <= (this.#options.memoryMaxBytes ?? 0)) {
+        const bytes = await this.#fetchIntoMemory(ref);
+        // The caller gets the bytes now; the reservation passes to the write, which releases it.
+        reserved = false;
+        this.#writeBehind(ref, bytes, finalPath);
+        return bytes;
+      }
       await this.#fetchVerified(ref, finalPath);
     } finally {
-      this.#reserved -= ref.bytes;
+      if (reserved) this.#reserved -= ref.bytes;
     }
     this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes });
     this.#bytes += ref.bytes;
     return finalPath;
+  }
+
+  /**
+   * Reads the object into one buffer of the registered size, hashing as it arrives: no second copy,
+   * no disk round trip before the session can be created.
+   */
+  async #fetchIntoMemory(ref: ArtifactRef): Promise<Uint8Array> {
+    const body = await this.#options.source.open(ref);
+    const bytes = Buffer.allocUnsafeSlow(ref.bytes);
+    const hash = createHash("sha256");
+    let received = 0;
+    // Flowing mode ('data' events) rather than an async iterator: no promise or tick per chunk.
+    body.on("data", (chunk: Buffer) => {
+      if (received + chunk.length > ref.bytes) {
+        body.destroy(
+          new ArtifactIntegrityError(`artifact ${ref.key} is larger than the ${ref.bytes} bytes registered`),
+        );
+        return;
+      }
+      hash.update(chunk);
+      bytes.set(chunk, received);
+      received += chunk.length;
+    });
+    await finished(body);
+    const sha256 = hash.digest("hex");
+    if (received !== ref.bytes || sha256 !== ref.sha256) {
+      throw new ArtifactIntegrityError(
+        `artifact ${ref.key} does not match its registry record ` +
+          `(got ${received} bytes, sha256 ${sha256}; expected ${ref.bytes} bytes, sha256 ${ref.sha256})`,
+      );
+    }
+    return bytes;
+  }
+
+  /** Writes verified bytes to a part file and renames it into place; a failure only costs the cache entry. */
+  #writeBehind(ref: ArtifactRef, bytes: Uint8Array, finalPath: string): void {
+    const partPath = join(this.#options.directory, `${ref.sha256}.${randomUUID()}.part`);
+    const write = writeFile(partPath, bytes, { flag: "wx" })
+      .then(() => rename(partPath, finalPath))
+      .then(
+        () => {
+          this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes });
+          this.#bytes += ref.bytes;
+        },
+        () => unlink(partPath).catch(() => undefined),
+      )
+      .finally(() => {
+        this.#reserved -= ref.bytes;
+        this.#writes.delete(ref.sha256);
+      });
+    this.#writes.set(ref.sha256, write);
   }
 
   async #fetchVerified(ref: ArtifactRef, finalPath: string): Promise<void> {

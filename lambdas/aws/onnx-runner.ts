@@ -5,7 +5,7 @@ import { type ServableVersion, servingArtifact } from "#core/model.ts";
 import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor-codec.ts";
-import type { ArtifactCache } from "./artifact-cache.ts";
+import type { ArtifactCache, LocalArtifact } from "./artifact-cache.ts";
 import type { SessionPool } from "./session-pool.ts";
 
 let ortModule: Promise<typeof Ort> | undefined;
@@ -31,9 +31,15 @@ export function sessionOptions(intraOpThreads = availableParallelism()): Ort.Inf
   };
 }
 
-export async function createOrtSession(path: string, intraOpThreads?: number): Promise<Ort.InferenceSession> {
+export async function createOrtSession(
+  artifact: LocalArtifact,
+  intraOpThreads?: number,
+): Promise<Ort.InferenceSession> {
   const ort = await loadOrt();
-  return ort.InferenceSession.create(path, sessionOptions(intraOpThreads));
+  const options = sessionOptions(intraOpThreads);
+  return typeof artifact === "string"
+    ? ort.InferenceSession.create(artifact, options)
+    : ort.InferenceSession.create(artifact, options);
 }
 
 /** onnxruntime reports a caller's tensor problem (e.g. a reshape that cannot hold) as INVALID_ARGUMENT. */
@@ -55,7 +61,7 @@ export class OnnxRunner implements ModelRunner {
     await this.#sessions.use(
       artifact.sha256,
       artifact.bytes,
-      () => this.#artifacts.path(artifact),
+      () => this.#artifacts.load(artifact),
       async () => {},
     );
   }
@@ -75,7 +81,7 @@ export class OnnxRunner implements ModelRunner {
     return this.#sessions.use(
       artifact.sha256,
       artifact.bytes,
-      () => this.#artifacts.path(artifact),
+      () => this.#artifacts.load(artifact),
       async (session) => {
         let results: Ort.InferenceSession.OnnxValueMapType;
         try {

@@ -4,7 +4,7 @@ import type {
   SageMakerRuntimeClient,
   SageMakerRuntimeClientConfig,
 } from "@aws-sdk/client-sagemaker-runtime";
-import { z } from "zod";
+import * as z from "zod";
 import {
   BackendError,
   BackendTimeoutError,

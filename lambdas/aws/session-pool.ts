@@ -1,12 +1,13 @@
 import { ModelNotReadyError } from "#core/errors.ts";
+import type { LocalArtifact } from "./artifact-cache.ts";
 
 export interface PooledSession {
   release(): Promise<void>;
 }
 
 export interface SessionPoolOptions<S extends PooledSession> {
-  /** Creates a session from a verified local artifact. */
-  readonly create: (path: string) => Promise<S>;
+  /** Creates a session from a verified local artifact: its path, or its bytes. */
+  readonly create: (artifact: LocalArtifact) => Promise<S>;
   readonly maxSessions: number;
   /** Budget on the summed artifact sizes of open sessions, a proxy for their memory. */
   readonly maxBytes: number;
@@ -61,8 +62,13 @@ export class SessionPool<S extends PooledSession> {
     return this.#entries.has(key);
   }
 
-  /** Runs `work` with the session for `key`, creating it from `locate()`'s path on first use. */
-  async use<T>(key: string, bytes: number, locate: () => Promise<string>, work: (session: S) => Promise<T>) {
+  /** Runs `work` with the session for `key`, creating it from `locate()`'s artifact on first use. */
+  async use<T>(
+    key: string,
+    bytes: number,
+    locate: () => Promise<LocalArtifact>,
+    work: (session: S) => Promise<T>,
+  ) {
     const entry = this.#claimLoaded(key) ?? (await this.#load(key, bytes, locate));
     try {
       return await work(entry.session);
@@ -90,7 +96,7 @@ export class SessionPool<S extends PooledSession> {
   }
 
   /** Resolves with the new session already claimed for this caller. */
-  #load(key: string, bytes: number, locate: () => Promise<string>): Promise<Entry<S>> {
+  #load(key: string, bytes: number, locate: () => Promise<LocalArtifact>): Promise<Entry<S>> {
     const failure = this.#failures.get(key);
     if (failure !== undefined) {
       if (failure.until > this.#now()) {
@@ -111,12 +117,12 @@ export class SessionPool<S extends PooledSession> {
     return loading.promise;
   }
 
-  async #create(key: string, bytes: number, locate: () => Promise<string>, loading: Loading<S>) {
+  async #create(key: string, bytes: number, locate: () => Promise<LocalArtifact>, loading: Loading<S>) {
     // A failed download belongs to one S3 object, not to these bytes: it propagates as is, uncached.
-    const path = await locate();
+    const artifact = await locate();
     let session: S;
     try {
-      session = await this.#options.create(path);
+      session = await this.#options.create(artifact);
     } catch (error) {
       const cause = error instanceof Error ? error : new Error(String(error));
       this.#failures.set(key, { error: cause, until: this.#now() + this.#options.retryAfterMs });

@@ -1,4 +1,4 @@
-import type { z } from "zod";
+import type * as z from "zod";
 
 /**
  * Parses a function's configuration from its environment. A missing or malformed variable fails the

@@ -9,6 +9,8 @@
  */
 
 const POW10 = Float64Array.from({ length: 23 }, (_, i) => 10 ** i);
+/** Inexact reciprocals, for guesses that are then checked with exact products. */
+const INVERSE_POW10 = Float64Array.from({ length: 23 }, (_, i) => 1 / 10 ** i);
 
 /** Relative margin around a fast-path double: far above its worst error (about 5e-16). */
 const MARGIN = 1e-14;
@@ -47,8 +49,10 @@ export function readFloat32Array(bytes: Buffer, start: number, out: Float32Array
     const negative = c === MINUS;
     if (negative) c = bytes[++i] ?? 0;
     const digitsStart = i;
-    // Up to 19 significant digits in a double (exact up to 15); later ones only move the exponent.
-    let mantissa = 0;
+    // Up to 18 significant digits, nine each in two int32s (integer chains are shorter than a
+    // double's multiply-add); later ones only move the exponent.
+    let head = 0;
+    let tail = 0;
     let significant = 0;
     let exponent = 0;
     if (c === ZERO) {
@@ -56,10 +60,10 @@ export function readFloat32Array(bytes: Buffer, start: number, out: Float32Array
       if (isDigit(c)) return false; // JSON has no leading zeros
     } else if (isDigit(c)) {
       do {
-        if (significant < 19) {
-          mantissa = mantissa * 10 + (c - ZERO);
-          significant++;
-        } else exponent++;
+        if (significant < 9) head = head * 10 + (c - ZERO);
+        else if (significant < 18) tail = tail * 10 + (c - ZERO);
+        else exponent++;
+        if (significant < 18) significant++;
         c = bytes[++i] ?? 0;
       } while (isDigit(c));
     } else return false;
@@ -67,14 +71,20 @@ export function readFloat32Array(bytes: Buffer, start: number, out: Float32Array
       c = bytes[++i] ?? 0;
       if (!isDigit(c)) return false;
       do {
-        if (significant < 19) {
-          mantissa = mantissa * 10 + (c - ZERO);
+        if (significant < 18) {
+          const digit = c - ZERO;
           exponent--;
-          if (mantissa !== 0) significant++;
+          // Leading zeros of a fraction are not significant.
+          if (significant > 0 || digit !== 0) {
+            if (significant < 9) head = head * 10 + digit;
+            else tail = tail * 10 + digit;
+            significant++;
+          }
         }
         c = bytes[++i] ?? 0;
       } while (isDigit(c));
     }
+    const mantissa = significant > 9 ? head * (POW10[significant - 9] as number) + tail : head;
     if (c === LOWER_E || c === UPPER_E) {
       c = bytes[++i] ?? 0;
       const negativeExponent = c === MINUS;
@@ -111,87 +121,129 @@ export function readFloat32Array(bytes: Buffer, start: number, out: Float32Array
 const bits = new Float32Array(1);
 const bitsView = new Uint32Array(bits.buffer);
 const LOG10_2 = Math.log10(2);
-const digits = new Uint8Array(9);
+/** "00" to "99": two digits per division. */
+const DIGIT_PAIRS = Uint8Array.from({ length: 200 }, (_, i) =>
+  i % 2 === 0 ? ZERO + Math.floor(i / 20) : ZERO + (Math.floor(i / 2) % 10),
+);
+/** Half the spacing of float32 values in each binade (biased exponent b): 2^(b - 151). */
+const HALF_SPACING = Float64Array.from({ length: 256 }, (_, b) => 2 ** (b - 151));
+/**
+ * Shrinks the interval of decimals that read back to a float32 by far more than the error of
+ * computing it in doubles (about 1e-16 relative), so that every decimal inside reads back.
+ */
+const SAFETY = 1e-12;
 
-/** `magnitude × 10^shift`, rounded to an integer; |shift| ≤ 22 keeps the power exact. */
-function scaleToInteger(magnitude: number, shift: number): number {
-  return shift >= 0
-    ? Math.round(magnitude * (POW10[shift] as number))
-    : Math.round(magnitude / (POW10[-shift] as number));
-}
-
-/** `n × 10^-shift` as a double, correctly rounded: what a JSON reader makes of those digits. */
-function unscale(n: number, shift: number): number {
-  return shift >= 0 ? n / (POW10[shift] as number) : n * (POW10[-shift] as number);
+/** `magnitude × 10^shift`; |shift| ≤ 22 keeps the power exact, so this is one correctly rounded operation. */
+function scale(magnitude: number, shift: number): number {
+  return shift >= 0 ? magnitude * (POW10[shift] as number) : magnitude / (POW10[-shift] as number);
 }
 
 /**
- * Writes a float32 value's shortest-or-nearly decimal (8 or 9 significant digits, trailing zeros
- * dropped) at `pos` and returns the position after it; -1 when this fast form does not apply
- * (zero, subnormal, non-finite, extreme exponents, or not a float32 value) and the caller must write
- * it another way. Every form written is verified to read back to `value`.
+ * Writes a float32 value's shortest-or-nearly decimal (at most 9 significant digits) at `pos` and
+ * returns the position after it; -1 when this fast form does not apply (zero, subnormal,
+ * non-finite, extreme exponents, or not a float32 value) and the caller must write it another way.
+ *
+ * The decimals that read back to the value (JSON reader to double, then to float32) are those within
+ * half the float32 spacing of it, a quarter below a power of two. With the value scaled to nine
+ * integer digits, the digits dropped are those whose rounded remainder still falls strictly inside
+ * that interval, shrunk by a safety margin: no write needs reading back to check.
  */
 function writeFloat32At(out: Uint8Array, pos: number, value: number): number {
   bits[0] = value;
   const word = bitsView[0] as number;
   const biasedExponent = (word >>> 23) & 0xff;
-  if (biasedExponent === 0 || biasedExponent === 0xff) return -1;
+  if (biasedExponent === 0 || biasedExponent === 0xff || bits[0] !== value) return -1;
   const magnitude = value < 0 ? -value : value;
   let exponent = Math.floor((biasedExponent - 127) * LOG10_2);
   let shift = 8 - exponent;
   if (shift < -21 || shift > 21) return -1;
-  let n = scaleToInteger(magnitude, shift);
+  let scaled = scale(magnitude, shift);
   // The binary exponent's estimate of the decimal one can be one short.
-  if (n >= 1e9) {
+  if (scaled >= 999_999_999.5) {
     exponent++;
     shift--;
-    n = scaleToInteger(magnitude, shift);
+    scaled = scale(magnitude, shift);
   }
-  if (n >= 1e9 || n < 1e8) return -1;
-  // Nine digits always read back; fewer often do (a float32 made from 0.3 is written 0.3).
-  if (Math.fround(unscale(n, shift)) !== magnitude) return -1;
-  let digitsInt = n | 0; // below 1e9: int32 arithmetic from here on
-  let length = 9;
-  while (length > 1 && shift - (10 - length) >= -22) {
-    const fewer = scaleToInteger(magnitude, shift - (10 - length));
-    if (
-      fewer >= (POW10[length - 1] as number) ||
-      Math.fround(unscale(fewer, shift - (10 - length))) !== magnitude
-    )
-      break;
-    digitsInt = fewer | 0;
+  const half = scale(HALF_SPACING[biasedExponent] as number, shift);
+  const margin = scaled * SAFETY;
+  // The integers strictly inside the interval: (low, high]. Below 2^31, so int32 from here on.
+  let low = Math.floor(scaled - ((word & 0x7fffff) === 0 ? half / 2 : half) + margin) | 0;
+  let high = (Math.ceil(scaled + half - margin) - 1) | 0;
+  // Drop digits while a multiple of the next power of ten still lies inside.
+  let dropped = 0;
+  for (;;) {
+    const nextHigh = (high / 10) | 0;
+    const nextLow = (low / 10) | 0;
+    if (nextHigh === nextLow) break;
+    high = nextHigh;
+    low = nextLow;
+    dropped++;
+  }
+  // Of the candidates (low, high] at this length, the one nearest the value.
+  let rest = Math.round(scaled * (INVERSE_POW10[dropped] as number));
+  if (rest <= low) rest = low + 1;
+  else if (rest > high) rest = high;
+  let length = 9 - dropped;
+  if (rest >= (POW10[length] as number)) {
+    // All nine digits dropped but a carry: the value reads back from the next power of ten.
+    rest = 1;
+    length = 1;
+    exponent++;
+  }
+  while (rest % 10 === 0) {
+    rest = (rest / 10) | 0;
     length--;
-  }
-  while (digitsInt % 10 === 0) {
-    digitsInt = (digitsInt / 10) | 0;
-    length--;
-  }
-  for (let i = length - 1; i >= 0; i--) {
-    const quotient = (digitsInt / 10) | 0;
-    digits[i] = ZERO + digitsInt - quotient * 10;
-    digitsInt = quotient;
   }
   if (word >>> 31) out[pos++] = MINUS;
   // The layouts Number.prototype.toString uses: plain from 1e-6 up to 1e21, exponent form outside.
   if (exponent >= 0 && exponent < 21) {
-    for (let i = 0; i <= exponent || i < length; i++) {
-      if (i === exponent + 1) out[pos++] = DOT;
-      out[pos++] = i < length ? (digits[i] as number) : ZERO;
+    const integerDigits = exponent + 1;
+    writeDigits(out, pos, rest, length);
+    if (length <= integerDigits) {
+      pos += length;
+      for (let d = length; d < integerDigits; d++) out[pos++] = ZERO;
+    } else {
+      for (let d = pos + length; d > pos + integerDigits; d--) out[d] = out[d - 1] as number;
+      out[pos + integerDigits] = DOT;
+      pos += length + 1;
     }
   } else if (exponent < 0 && exponent >= -6) {
     out[pos++] = ZERO;
     out[pos++] = DOT;
-    for (let i = -1; i > exponent; i--) out[pos++] = ZERO;
-    for (let i = 0; i < length; i++) out[pos++] = digits[i] as number;
+    for (let d = -1; d > exponent; d--) out[pos++] = ZERO;
+    writeDigits(out, pos, rest, length);
+    pos += length;
   } else {
-    out[pos++] = digits[0] as number;
-    if (length > 1) out[pos++] = DOT;
-    for (let i = 1; i < length; i++) out[pos++] = digits[i] as number;
+    writeDigits(out, pos + 1, rest, length);
+    out[pos] = out[pos + 1] as number;
+    if (length > 1) {
+      out[pos + 1] = DOT;
+      pos += length + 1;
+    } else pos += 1;
     out[pos++] = LOWER_E;
     out[pos++] = exponent < 0 ? MINUS : PLUS;
-    pos = writeAscii(out, pos, String(Math.abs(exponent)));
+    const power = exponent < 0 ? -exponent : exponent;
+    if (power >= 10) out[pos++] = ZERO + ((power / 10) | 0);
+    out[pos++] = ZERO + (power % 10);
   }
   return pos;
+}
+
+/** Writes the `length` decimal digits of `value` (below 1e9) at `at`, two per division. */
+function writeDigits(out: Uint8Array, at: number, value: number, length: number): void {
+  let i = at + length;
+  let rest = value;
+  while (rest >= 100) {
+    const quotient = (rest / 100) | 0;
+    const pair = (rest - quotient * 100) << 1;
+    out[--i] = DIGIT_PAIRS[pair + 1] as number;
+    out[--i] = DIGIT_PAIRS[pair] as number;
+    rest = quotient;
+  }
+  if (rest >= 10) {
+    out[--i] = DIGIT_PAIRS[(rest << 1) + 1] as number;
+    out[--i] = DIGIT_PAIRS[rest << 1] as number;
+  } else out[--i] = ZERO + rest;
 }
 
 /** Longest element written: a double's own form, or a quoted non-finite name. */

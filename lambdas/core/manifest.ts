@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { describeZodError, requestInputSchema } from "./v2.ts";
 
 /**

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { ModelNotFoundError, ModelNotReadyError } from "./errors.ts";
 import { ALIAS_PATTERN, type ModelVersion, type ServableVersion, V2_DATATYPES } from "./model.ts";
 

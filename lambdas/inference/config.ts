@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { parseConfig } from "#core/config.ts";
 
 const MiB = 1024 * 1024;
@@ -10,6 +10,11 @@ export const inferenceConfigSchema = z.object({
   MAAS_ARTIFACT_DIR: z.string().default("/tmp/maas-artifacts"),
   /** Disk budget for artifacts; keep it under the function's ephemeral storage. */
   MAAS_ARTIFACT_CACHE_BYTES: positiveInt.default(400 * MiB),
+  /**
+   * Artifacts up to this size are downloaded into memory and the session created from the bytes
+   * while the disk copy is written behind; defaults to an eighth of the function's memory.
+   */
+  MAAS_ARTIFACT_MEMORY_BYTES: z.coerce.number().int().nonnegative().optional(),
   MAAS_SESSION_MAX: positiveInt.default(8),
   /** Summed artifact bytes of open sessions; defaults to half the function's memory. */
   MAAS_SESSION_BYTES: positiveInt.optional(),
@@ -31,10 +36,17 @@ export const inferenceConfigSchema = z.object({
   MAAS_SAGEMAKER_MAX_ATTEMPTS: positiveInt.default(3),
 });
 
-export type InferenceConfig = z.infer<typeof inferenceConfigSchema> & { readonly MAAS_SESSION_BYTES: number };
+export type InferenceConfig = z.infer<typeof inferenceConfigSchema> & {
+  readonly MAAS_SESSION_BYTES: number;
+  readonly MAAS_ARTIFACT_MEMORY_BYTES: number;
+};
 
 export function loadInferenceConfig(env: Record<string, string | undefined>): InferenceConfig {
   const config = parseConfig(inferenceConfigSchema, env, "inference");
   const memoryMiB = config.AWS_LAMBDA_FUNCTION_MEMORY_SIZE ?? 4096;
-  return { ...config, MAAS_SESSION_BYTES: config.MAAS_SESSION_BYTES ?? (memoryMiB * MiB) / 2 };
+  return {
+    ...config,
+    MAAS_SESSION_BYTES: config.MAAS_SESSION_BYTES ?? (memoryMiB * MiB) / 2,
+    MAAS_ARTIFACT_MEMORY_BYTES: config.MAAS_ARTIFACT_MEMORY_BYTES ?? Math.floor((memoryMiB * MiB) / 8),
+  };
 }

@@ -73,9 +73,10 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     source: new S3HttpArtifactSource(clients.s3),
     directory: config.MAAS_ARTIFACT_DIR,
     maxBytes: config.MAAS_ARTIFACT_CACHE_BYTES,
+    memoryMaxBytes: config.MAAS_ARTIFACT_MEMORY_BYTES,
   });
   const sessions = new SessionPool<InferenceSession>({
-    create: (path) => createOrtSession(path),
+    create: (artifact) => createOrtSession(artifact),
     maxSessions: config.MAAS_SESSION_MAX,
     maxBytes: config.MAAS_SESSION_BYTES,
     retryAfterMs: config.MAAS_SESSION_RETRY_MS,

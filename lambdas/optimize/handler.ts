@@ -2,7 +2,7 @@ import { Logger } from "@aws-lambda-powertools/logger";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import { z } from "zod";
+import * as z from "zod";
 import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
 import { OrtCandidateRuntime } from "#aws/ort-candidate-runtime.ts";
 import { S3VariantStore } from "#aws/s3-variant-store.ts";

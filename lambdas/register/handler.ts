@@ -4,7 +4,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import { z } from "zod";
+import * as z from "zod";
 import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
 import { createOrtSession } from "#aws/onnx-runner.ts";
 import { S3UploadStore } from "#aws/s3-upload-store.ts";

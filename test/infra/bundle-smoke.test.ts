@@ -18,6 +18,7 @@ import {
 import { type FunctionAsset, functionAssets } from "../../lib/asset-report.ts";
 import type { MaasFunction } from "../../lib/maas-function.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
+import { startLocalSageMaker } from "../../local/sagemaker-runtime.ts";
 import { buildIrisModel } from "../../models/iris.ts";
 import { buildFixedShapeModel } from "../../models/zoo.ts";
 import { foreignBinaries } from "./binaries.ts";
@@ -167,8 +168,15 @@ function lambdaEnvironment(fn: FunctionUnderTest, name: string, tmp: string): Re
 
 const run = promisify(execFile);
 
-/** Invokes the bundle's handler once in a fresh Node.js process with the function's environment. */
-async function invoke<T>(fn: MaasFunction, event: unknown): Promise<T> {
+/**
+ * Invokes the bundle's handler once in a fresh Node.js process with the function's environment, plus
+ * `extraEnv` (what a stack with a SageMaker endpoint would set).
+ */
+async function invoke<T>(
+  fn: MaasFunction,
+  event: unknown,
+  extraEnv: Record<string, string> = {},
+): Promise<T> {
   const underTest = deployed(fn);
   const name = fn.node.id;
   const tmp = await mkdtemp(join(workDir, `${name}-`));
@@ -180,7 +188,11 @@ async function invoke<T>(fn: MaasFunction, event: unknown): Promise<T> {
   const { stdout, stderr } = await run(
     process.execPath,
     [DRIVER, join(underTest.asset.directory, `${moduleName}.mjs`), exportName, eventFile, resultFile],
-    { cwd: underTest.asset.directory, env: lambdaEnvironment(underTest, name, tmp), timeout: 90_000 },
+    {
+      cwd: underTest.asset.directory,
+      env: { ...lambdaEnvironment(underTest, name, tmp), ...extraEnv },
+      timeout: 90_000,
+    },
   );
   const outcome = JSON.parse(await readFile(resultFile, "utf8")) as {
     ok: boolean;
@@ -228,6 +240,77 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
       "virginica",
       "versicolor",
     ]);
+  });
+
+  it("inference serves a sagemaker-target version with the SageMaker client bundled beside it, not in it", async () => {
+    const asset = deployed(stacks.service.inference).asset;
+    expect(asset.files).toContain("node_modules/@aws-sdk/client-sagemaker-runtime/index.mjs");
+    // The handler's own file does not carry the SDK: a cold start without SageMaker never compiles it.
+    const handlerCode = await readFile(join(asset.directory, "index.mjs"), "utf8");
+    expect(handlerCode).not.toContain("SageMakerRuntimeServiceException");
+
+    const sagemaker = await startLocalSageMaker({
+      dataDir: join(workDir, "sagemaker"),
+      s3: {
+        region: emulators.region,
+        credentials: emulators.credentials,
+        endpoint: emulators.s3Endpoint,
+        forcePathStyle: true,
+      },
+      bucket: BUCKET,
+    });
+    try {
+      // Registered for SageMaker as a model over the Lambda size limit would be.
+      const register = createRegisterHandler(
+        createRegistrationDeps(
+          loadRegisterConfig({
+            MAAS_REGISTRY_TABLE: TABLE,
+            MAAS_OPTIMIZE_QUEUE_URL: emulators.queueUrl(OPTIMIZE_QUEUE),
+            MAAS_WORK_DIR: join(workDir, "seed-gpu"),
+            MAAS_LAMBDA_MAX_MODEL_BYTES: "1",
+            MAAS_SAGEMAKER_MODEL_PREFIX: sagemaker.modelPrefix,
+          }),
+          { s3: emulators.s3Client(), dynamo: emulators.dynamoClient(), sqs },
+        ),
+        new Logger({ serviceName: "maas-seed", logLevel: "SILENT" }),
+      );
+      const registered = await register(
+        sqsEvent("register", [await upload("models/iris-gpu/1/model.onnx", buildIrisModel())]),
+      );
+      expect(registered.batchItemFailures).toEqual([]);
+      expect(await registry.getVersionConsistent("iris-gpu", 1)).toMatchObject({
+        status: "ready",
+        target: "sagemaker",
+      });
+
+      const result = await invoke<ProxyResult>(
+        stacks.service.inference,
+        proxyEvent({
+          method: "POST",
+          path: "/v2/models/iris-gpu/infer",
+          resource: "/v2/{proxy+}",
+          identity: { apiKeyId: "key123" },
+          body: JSON.stringify({
+            inputs: [{ name: "features", shape: [3, 4], datatype: "FP32", data: IRIS_BATCH.flat() }],
+          }),
+        }),
+        {
+          MAAS_SAGEMAKER_ENDPOINT: sagemaker.endpointName,
+          MAAS_SAGEMAKER_MODE: "multi-model",
+          AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME: sagemaker.url,
+        },
+      );
+      expect(result.statusCode, result.body).toBe(200);
+      expect(result.headers).toMatchObject({ "x-maas-backend": "sagemaker" });
+      const body = JSON.parse(result.body) as { outputs: { name: string; data: unknown[] }[] };
+      expect(body.outputs.find((output) => output.name === "label")?.data).toEqual([
+        "setosa",
+        "virginica",
+        "versicolor",
+      ]);
+    } finally {
+      await sagemaker.close();
+    }
   });
 
   it("inference answers the open readiness probe", async () => {

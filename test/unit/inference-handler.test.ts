@@ -152,6 +152,8 @@ async function call(event: APIGatewayProxyEvent): Promise<Call> {
   logger.lines.length = 0;
   const context = lambdaContext();
   const result = await handler(event, context);
+  // The access log line follows the response (see the handler).
+  await new Promise((written) => setImmediate(written));
   return {
     result,
     body: JSON.parse(result.body) as Record<string, unknown>,
@@ -487,6 +489,18 @@ describe("inference handler: unexpected failures and logs", () => {
     const text = JSON.stringify(logger.lines);
     for (const value of SECRET_FEATURES) expect(text).not.toContain(String(value));
     expect(text).not.toMatch(/setosa|versicolor|virginica|probabilities/);
+  });
+
+  it("writes the request line after the response is handed back, before the next event can arrive", async () => {
+    logger.lines.length = 0;
+    const context = lambdaContext();
+    await handler(proxyEvent("GET", "/v2/health/live"), context);
+    expect(logger.lines.filter((line) => line.message === "request")).toEqual([]);
+
+    await new Promise((written) => setImmediate(written));
+    expect(logger.lines.filter((line) => line.message === "request")).toMatchObject([
+      { status: 200, function_request_id: context.awsRequestId },
+    ]);
   });
 
   it("logs one request entry for every call, failures included", async () => {

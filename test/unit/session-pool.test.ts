@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { LocalArtifact } from "../../lambdas/aws/artifact-cache.ts";
 import { createOrtSession } from "../../lambdas/aws/onnx-runner.ts";
 import { type PooledSession, SessionPool, type SessionPoolOptions } from "../../lambdas/aws/session-pool.ts";
 import { ArtifactIntegrityError, ModelNotReadyError } from "../../lambdas/core/errors.ts";
@@ -37,7 +38,8 @@ class FakeFactory {
   /** Creations allowed in all, so that a pool that keeps reloading fails fast instead of spinning. */
   limit = 1000;
 
-  readonly create = async (path: string): Promise<FakeSession> => {
+  readonly create = async (artifact: LocalArtifact): Promise<FakeSession> => {
+    const path = typeof artifact === "string" ? artifact : `<${artifact.byteLength} bytes>`;
     this.calls += 1;
     if (this.calls > this.limit) throw new Error(`created more than ${this.limit} sessions`);
     if (this.gate) await this.gate;
