@@ -206,6 +206,9 @@ async function coldBench(
       js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
     },
     minify: true,
+    // As deployed: source maps, which the function loads (NODE_OPTIONS=--enable-source-maps).
+    sourcemap: true,
+    sourcesContent: false,
     logLevel: "error",
   } satisfies BuildOptions;
   await build({
@@ -247,6 +250,7 @@ async function coldBench(
       await child(["handler", join(outDir, "handler.mjs"), model.name, dim], {
         ...baseEnv,
         MAAS_ARTIFACT_DIR: artifactDir,
+        NODE_OPTIONS: "--enable-source-maps",
       }),
     );
     await rm(artifactDir, { recursive: true, force: true });

@@ -25,9 +25,15 @@ export function jsonText(
   return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body };
 }
 
+/** A request header by its lower-case name; API Gateway's REST events keep the client's casing. */
 export function header(event: APIGatewayProxyEvent, name: string): string | undefined {
   const headers = event.headers ?? {};
-  return headers[name] ?? Object.entries(headers).find(([key]) => key.toLowerCase() === name)?.[1];
+  const exact = headers[name];
+  if (exact !== undefined) return exact;
+  for (const key in headers) {
+    if (key.length === name.length && key.toLowerCase() === name) return headers[key];
+  }
+  return undefined;
 }
 
 export function bodyText(event: APIGatewayProxyEvent): string {

@@ -190,60 +190,63 @@ function writeFloat32At(out: Uint8Array, pos: number, value: number): number {
     length = 1;
     exponent++;
   }
-  while (rest % 10 === 0) {
-    rest = (rest / 10) | 0;
-    length--;
-  }
+  // Nine digits, left-aligned (trailing zeros). They are written whole, wherever the layout wants
+  // them, and the end then moves back over the zeros: no loop depends on how many digits there are.
+  // The caller's buffer has room for the spill past the end.
+  const aligned = rest * (POW10[9 - length] as number);
   if (word >>> 31) out[pos++] = MINUS;
   // The layouts Number.prototype.toString uses: plain from 1e-6 up to 1e21, exponent form outside.
+  if (exponent < 0 && exponent >= -6) {
+    out[pos] = ZERO;
+    out[pos + 1] = DOT;
+    for (let d = 2; d < 7; d++) out[pos + d] = ZERO;
+    const at = pos + 1 - exponent; // after "0." and -exponent - 1 zeros
+    writeNineDigits(out, at, aligned);
+    return trimZeros(out, at + 9);
+  }
+  writeNineDigits(out, pos + 1, aligned);
+  const end = trimZeros(out, pos + 10);
+  const significant = end - pos - 1;
   if (exponent >= 0 && exponent < 21) {
     const integerDigits = exponent + 1;
-    writeDigits(out, pos, rest, length);
-    if (length <= integerDigits) {
-      pos += length;
-      for (let d = length; d < integerDigits; d++) out[pos++] = ZERO;
-    } else {
-      for (let d = pos + length; d > pos + integerDigits; d--) out[d] = out[d - 1] as number;
-      out[pos + integerDigits] = DOT;
-      pos += length + 1;
-    }
-  } else if (exponent < 0 && exponent >= -6) {
-    out[pos++] = ZERO;
-    out[pos++] = DOT;
-    for (let d = -1; d > exponent; d--) out[pos++] = ZERO;
-    writeDigits(out, pos, rest, length);
-    pos += length;
-  } else {
-    writeDigits(out, pos + 1, rest, length);
-    out[pos] = out[pos + 1] as number;
-    if (length > 1) {
-      out[pos + 1] = DOT;
-      pos += length + 1;
-    } else pos += 1;
-    out[pos++] = LOWER_E;
-    out[pos++] = exponent < 0 ? MINUS : PLUS;
-    const power = exponent < 0 ? -exponent : exponent;
-    if (power >= 10) out[pos++] = ZERO + ((power / 10) | 0);
-    out[pos++] = ZERO + (power % 10);
+    // The digits move one place left; a fraction gets its dot where they were.
+    for (let d = 0; d < integerDigits; d++)
+      out[pos + d] = d < significant ? (out[pos + d + 1] as number) : ZERO;
+    if (significant <= integerDigits) return pos + integerDigits;
+    out[pos + integerDigits] = DOT;
+    return end;
   }
+  out[pos] = out[pos + 1] as number;
+  if (significant > 1) {
+    out[pos + 1] = DOT;
+    pos = end;
+  } else pos += 1;
+  out[pos++] = LOWER_E;
+  out[pos++] = exponent < 0 ? MINUS : PLUS;
+  const power = exponent < 0 ? -exponent : exponent;
+  if (power >= 10) out[pos++] = ZERO + ((power / 10) | 0);
+  out[pos++] = ZERO + (power % 10);
   return pos;
 }
 
-/** Writes the `length` decimal digits of `value` (below 1e9) at `at`, two per division. */
-function writeDigits(out: Uint8Array, at: number, value: number, length: number): void {
-  let i = at + length;
+/** Writes the nine decimal digits of `value` (from 1e8 up to 1e9) at `at`, two per division. */
+function writeNineDigits(out: Uint8Array, at: number, value: number): void {
   let rest = value;
-  while (rest >= 100) {
+  for (let i = at + 7; i > at; i -= 2) {
     const quotient = (rest / 100) | 0;
     const pair = (rest - quotient * 100) << 1;
-    out[--i] = DIGIT_PAIRS[pair + 1] as number;
-    out[--i] = DIGIT_PAIRS[pair] as number;
+    out[i + 1] = DIGIT_PAIRS[pair + 1] as number;
+    out[i] = DIGIT_PAIRS[pair] as number;
     rest = quotient;
   }
-  if (rest >= 10) {
-    out[--i] = DIGIT_PAIRS[(rest << 1) + 1] as number;
-    out[--i] = DIGIT_PAIRS[rest << 1] as number;
-  } else out[--i] = ZERO + rest;
+  out[at] = ZERO + rest;
+}
+
+/** The end of a run of digits that ends at `end`, less its trailing zeros (the first digit is not zero). */
+function trimZeros(out: Uint8Array, end: number): number {
+  let trimmed = end;
+  while (out[trimmed - 1] === ZERO) trimmed--;
+  return trimmed;
 }
 
 /** Longest element written: a double's own form, or a quoted non-finite name. */

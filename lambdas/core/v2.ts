@@ -105,6 +105,23 @@ export function parseInferRequestBody(body: string): InferRequest {
 /** Below this size JSON.parse is as quick as the fast path's extra steps. */
 const FAST_PATH_MIN_CHARS = 1024;
 
+/** Reused between calls (the fast path is synchronous); it grows to the largest body, up to a cap. */
+let bodyScratch = Buffer.allocUnsafe(64 * 1024);
+const BODY_SCRATCH_LIMIT = 8 * 1024 * 1024;
+
+/** The text's bytes, one per character, when it is ASCII; undefined otherwise. */
+function asciiBytes(text: string): Buffer | undefined {
+  // As many UTF-8 bytes as characters means ASCII: then latin1's bytes (a plain copy) are the text.
+  if (Buffer.byteLength(text, "utf8") !== text.length) return undefined;
+  let target = bodyScratch;
+  if (text.length > target.length) {
+    target = Buffer.allocUnsafe(text.length);
+    if (text.length <= BODY_SCRATCH_LIMIT) bodyScratch = target;
+  }
+  target.write(text, 0, "latin1");
+  return target.subarray(0, text.length);
+}
+
 /**
  * The fast path for the common large request: FP32 inputs whose `data` is a flat list of numbers.
  * Those lists are read straight into Float32Arrays (see float32-json.ts) and JSON.parse sees only
@@ -114,9 +131,8 @@ const FAST_PATH_MIN_CHARS = 1024;
 function parseFloat32Request(body: string): InferRequest | undefined {
   // Escapes and non-ASCII text are rare in requests; ruling them out keeps the scan simple.
   if (body.length < FAST_PATH_MIN_CHARS || body.includes("\\")) return undefined;
-  // One encoding pass: as many bytes as characters means ASCII, and these bytes are the text.
-  const bytes = Buffer.from(body, "utf8");
-  if (bytes.length !== body.length) return undefined;
+  const bytes = asciiBytes(body);
+  if (bytes === undefined) return undefined;
   const spans = locateInputData(body);
   if (spans === undefined || spans.every((span) => span === undefined)) return undefined;
   let skeleton = "";

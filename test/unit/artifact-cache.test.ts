@@ -277,3 +277,129 @@ describe("ArtifactCache", () => {
     expect(path).toBe(join(nested, `${ref.sha256}.onnx`));
   });
 });
+
+describe("ArtifactCache.load: small artifacts through memory", () => {
+  const memoryCache = (
+    source: ArtifactSource,
+    options: { maxBytes?: number; memoryMaxBytes?: number } = {},
+  ) =>
+    new ArtifactCache({
+      source,
+      directory,
+      maxBytes: options.maxBytes ?? 10_000,
+      memoryMaxBytes: options.memoryMaxBytes ?? 5_000,
+    });
+
+  it("hands back the verified bytes at once, then keeps the file: the next load is a path", async () => {
+    const content = bytesOf(1000, 21);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, content);
+    const cache = memoryCache(source);
+
+    const first = await cache.load(ref);
+    await cache.flushed();
+    const second = await cache.load(ref);
+
+    expect(first).toBeInstanceOf(Uint8Array);
+    expect(Buffer.from(first as Uint8Array)).toEqual(content);
+    expect(second).toBe(join(directory, `${ref.sha256}.onnx`));
+    expect(await readFile(second as string)).toEqual(content);
+    expect(await readdir(directory)).toEqual([`${ref.sha256}.onnx`]);
+    expect(source.openCount(ref.key)).toBe(1);
+    expect(cache.bytes).toBe(1000);
+  });
+
+  it("streams artifacts above its memory limit to disk, as path() does", async () => {
+    const content = bytesOf(1000, 22);
+    const ref = artifact(content);
+    const cache = memoryCache(new InMemorySource().put(ref.key, content), { memoryMaxBytes: 999 });
+
+    expect(await cache.load(ref)).toBe(join(directory, `${ref.sha256}.onnx`));
+  });
+
+  it("shares one download between concurrent loads, and a path() caller gets the file once written", async () => {
+    const content = bytesOf(1000, 23);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, content);
+    source.delayMs = 1;
+    const cache = memoryCache(source);
+
+    const [a, b, path] = await Promise.all([cache.load(ref), cache.load(ref), cache.path(ref)]);
+
+    expect(a).toBe(b);
+    expect(a).toBeInstanceOf(Uint8Array);
+    expect(await readFile(path)).toEqual(content);
+    expect(source.openCount(ref.key)).toBe(1);
+  });
+
+  it.each([
+    [
+      "a sha256 that differs from the record",
+      (content: Buffer) => ({ ...artifact(content), sha256: sha256(bytesOf(1000, 99)) }),
+      ArtifactIntegrityError,
+      "does not match its registry record",
+    ],
+    [
+      "fewer bytes than registered",
+      (content: Buffer) => ({ ...artifact(content), bytes: 1001 }),
+      ArtifactIntegrityError,
+      "does not match its registry record",
+    ],
+    [
+      "more bytes than registered",
+      (content: Buffer) => ({ ...artifact(content), bytes: 999 }),
+      ArtifactIntegrityError,
+      "is larger than the 999 bytes registered",
+    ],
+  ])("rejects %s, keeps nothing and remembers nothing", async (_, makeRef, type, message) => {
+    const content = bytesOf(1000, 24);
+    const ref = makeRef(content);
+    const source = new InMemorySource().put(ref.key, content);
+    const cache = memoryCache(source);
+
+    const error = await rejection(cache.load(ref));
+    await cache.flushed();
+
+    expect(error).toBeInstanceOf(type);
+    expect(error.message).toContain(message);
+    expect(await readdir(directory)).toEqual([]);
+    expect(cache.bytes).toBe(0);
+    await rejection(cache.load(ref));
+    expect(source.openCount(ref.key)).toBe(2);
+  });
+
+  it("still serves the bytes when the disk copy cannot be written, and downloads again next time", async () => {
+    const content = bytesOf(1000, 25);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, content);
+    source.delayMs = 1;
+    const cache = memoryCache(source);
+    await cache.load(artifact(bytesOf(10, 26), "other")).catch(() => undefined); // scans the directory
+    await rm(directory, { recursive: true, force: true }); // the write behind now fails
+
+    // A path() caller sharing that download needs the file: it is told why there is none.
+    const [bytes, pathError] = await Promise.all([cache.load(ref), rejection(cache.path(ref))]);
+    await cache.flushed();
+
+    expect(Buffer.from(bytes as Uint8Array)).toEqual(content);
+    expect(pathError.message).toContain(`could not be written to ${directory}`);
+    expect(cache.bytes).toBe(0);
+    expect(await cache.load(ref)).toBeInstanceOf(Uint8Array);
+    expect(source.openCount(ref.key)).toBe(2);
+  });
+
+  it("counts a copy being written against the budget, and evicts for it", async () => {
+    const older = bytesOf(600, 27);
+    const newer = bytesOf(600, 28);
+    const source = new InMemorySource().put("older", older).put("newer", newer);
+    const cache = memoryCache(source, { maxBytes: 1000 });
+
+    await cache.load(artifact(older, "older"));
+    await cache.flushed();
+    await cache.load(artifact(newer, "newer"));
+    await cache.flushed();
+
+    expect(await readdir(directory)).toEqual([`${sha256(newer)}.onnx`]);
+    expect(cache.bytes).toBe(600);
+  });
+});

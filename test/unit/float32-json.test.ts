@@ -219,6 +219,17 @@ describe("parseInferRequestBody's FP32 fast path", () => {
     expect({ ...fast, inputs: fast.inputs.map(decodeInput) }).toEqual(generalPath(body));
   });
 
+  it("reads bodies larger than its reusable buffer, and a small one after them, as the general path does", () => {
+    for (const count of [20_000, 600]) {
+      const body = JSON.stringify({
+        inputs: [{ name: "x", shape: [count], datatype: "FP32", data: row(count, 3) }],
+      });
+      const fast = parseInferRequestBody(body);
+      expect(fast.inputs[0]!.data).toBeInstanceOf(Float32Array);
+      expect({ ...fast, inputs: fast.inputs.map(decodeInput) }).toEqual(generalPath(body));
+    }
+  });
+
   it("finds data arrays written before the datatype, with any spacing", () => {
     const data = row(400, 8);
     const body = `{\n "inputs" : [ { "data" : [ ${data.join(" , ")} ] , "shape" : [ 400 ] , "name" : "x" , "datatype" : "FP32" } ] }`;
