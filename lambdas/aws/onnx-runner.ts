@@ -9,13 +9,18 @@ import type { ArtifactCache, LocalArtifact } from "./artifact-cache.ts";
 import type { SessionPool } from "./session-pool.ts";
 
 let ortModule: Promise<typeof Ort> | undefined;
+/** The module once loaded: warm requests take it without waiting on a promise. */
+let ortLoaded: typeof Ort | undefined;
 
 /**
  * Loads onnxruntime-node on first use. Started early on a cold start, its native library loads while
  * the first request waits on the registry and S3 instead of before the handler can start.
  */
 export function loadOrt(): Promise<typeof Ort> {
-  ortModule ??= import("onnxruntime-node");
+  ortModule ??= import("onnxruntime-node").then((ort) => {
+    ortLoaded = ort;
+    return ort;
+  });
   return ortModule;
 }
 
@@ -75,7 +80,7 @@ export class OnnxRunner implements ModelRunner {
     inputs: readonly NamedTensor[],
     outputs: readonly string[],
   ): Promise<NamedTensor[]> {
-    const ort = await loadOrt();
+    const ort = ortLoaded ?? (await loadOrt());
     const artifact = servingArtifact(version);
     const feeds = toOrtFeeds(ort, inputs);
     return this.#sessions.use(

@@ -74,7 +74,8 @@ export class SessionPool<S extends PooledSession> {
       return await work(entry.session);
     } finally {
       entry.busy -= 1;
-      await this.#releaseIfIdle(entry);
+      // Only a retired session is ever released: a live one costs no wait here.
+      if (entry.retired) await this.#releaseIfIdle(entry);
     }
   }
 

@@ -4,6 +4,12 @@ import type { ModelRegistry, ModelSummary } from "./registry.ts";
 export interface RegistryCacheOptions {
   /** How long a found record is served from memory. */
   readonly ttlMs: number;
+  /**
+   * For this long after a settled entry expires, a read still gets it at once while a re-read runs in
+   * the background: refreshes leave the request path. Later, a read waits for the registry again.
+   * @default ttlMs
+   */
+  readonly staleMs?: number;
   /** How long "not found" is remembered: short, so a new upload shows up quickly. */
   readonly missTtlMs: number;
   /** Entries kept at most; the oldest go first. */
@@ -13,10 +19,12 @@ export interface RegistryCacheOptions {
 
 /**
  * Whether a read can be kept for the full TTL. "Not found", empty lists and versions still
- * registering are about to change: they get the short TTL, so a new version serves promptly.
+ * registering are about to change: they get the short TTL, so a new version serves promptly. A model
+ * without a given alias is its steady state (most have no `default`): alias moves, and new aliases,
+ * are seen within the TTL.
  */
-function isSettled(result: unknown): boolean {
-  if (result === undefined) return false;
+function isSettled(result: unknown, missIsSettled: boolean): boolean {
+  if (result === undefined) return missIsSettled;
   const registering = (value: unknown) =>
     typeof value === "object" && value !== null && (value as Partial<ModelVersion>).status === "registering";
   if (Array.isArray(result)) return result.length > 0 && !result.some(registering);
@@ -26,11 +34,15 @@ function isSettled(result: unknown): boolean {
 interface Entry {
   readonly expires: number;
   readonly value: Promise<unknown>;
+  /** Resolved, to a result kept for the full TTL: the only kind served stale. */
+  settled: boolean;
+  refreshing: boolean;
 }
 
 /**
  * Registry reads with a short in-memory TTL, in front of DynamoDB. Concurrent misses for one key
- * share one read, and a failed read is not remembered.
+ * share one read, a failed read is not remembered, and a settled entry is refreshed in the
+ * background when it expires (stale-while-revalidate), so warm requests never wait on DynamoDB.
  */
 export class CachedModelRegistry implements ModelRegistry {
   readonly #inner: ModelRegistry;
@@ -49,7 +61,7 @@ export class CachedModelRegistry implements ModelRegistry {
   }
 
   getAlias(name: string, alias: string): Promise<number | undefined> {
-    return this.#cached(`a\0${name}\0${alias}`, () => this.#inner.getAlias(name, alias));
+    return this.#cached(`a\0${name}\0${alias}`, () => this.#inner.getAlias(name, alias), true);
   }
 
   listVersions(name: string): Promise<ModelVersion[]> {
@@ -65,25 +77,50 @@ export class CachedModelRegistry implements ModelRegistry {
     this.#entries.clear();
   }
 
-  #cached<T>(key: string, load: () => Promise<T>): Promise<T> {
+  #cached<T>(key: string, load: () => Promise<T>, missIsSettled = false): Promise<T> {
     const now = this.#now();
     const hit = this.#entries.get(key);
-    if (hit !== undefined && hit.expires > now) return hit.value as Promise<T>;
+    if (hit !== undefined) {
+      if (hit.expires > now) return hit.value as Promise<T>;
+      if (hit.settled && now - hit.expires < (this.#options.staleMs ?? this.#options.ttlMs)) {
+        if (!hit.refreshing) this.#refresh(key, load, hit, missIsSettled);
+        return hit.value as Promise<T>;
+      }
+    }
 
     const value = load();
     // Until it settles the entry lives for the hit TTL; then it is re-timed by outcome.
-    this.#set(key, { expires: now + this.#options.ttlMs, value });
+    const entry: Entry = { expires: now + this.#options.ttlMs, value, settled: false, refreshing: false };
+    this.#set(key, entry);
     value.then(
       (result) => {
-        if (this.#entries.get(key)?.value !== value) return;
-        const ttl = isSettled(result) ? this.#options.ttlMs : this.#options.missTtlMs;
-        this.#set(key, { expires: this.#now() + ttl, value });
+        if (this.#entries.get(key) !== entry) return;
+        this.#settle(key, value, isSettled(result, missIsSettled));
       },
       () => {
-        if (this.#entries.get(key)?.value === value) this.#entries.delete(key);
+        if (this.#entries.get(key) === entry) this.#entries.delete(key);
       },
     );
     return value;
+  }
+
+  /** Re-reads an expired entry while it is still served; a failed re-read leaves it to expire. */
+  #refresh(key: string, load: () => Promise<unknown>, stale: Entry, missIsSettled: boolean): void {
+    stale.refreshing = true;
+    load().then(
+      (result) => {
+        if (this.#entries.get(key) !== stale) return;
+        this.#settle(key, Promise.resolve(result), isSettled(result, missIsSettled));
+      },
+      () => {
+        stale.refreshing = false;
+      },
+    );
+  }
+
+  #settle(key: string, value: Promise<unknown>, settled: boolean): void {
+    const ttl = settled ? this.#options.ttlMs : this.#options.missTtlMs;
+    this.#set(key, { expires: this.#now() + ttl, value, settled, refreshing: false });
   }
 
   #set(key: string, entry: Entry): void {

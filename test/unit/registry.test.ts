@@ -254,16 +254,65 @@ describe("CachedModelRegistry", () => {
     expect(inner.reads).toBe(1);
   });
 
-  it("reads the inner registry again once the TTL has passed", async () => {
+  it("serves an expired entry once more while it re-reads it in the background, then the new value", async () => {
     const { inner, clock, cache } = setup();
     await cache.getAlias("iris", "prod");
     inner.alias("iris", "prod", 2);
 
     clock.now += 10_000;
+    const [stale, again] = await Promise.all([
+      cache.getAlias("iris", "prod"),
+      cache.getAlias("iris", "prod"),
+    ]);
+    await new Promise((settled) => setImmediate(settled));
+    const moved = await cache.getAlias("iris", "prod");
+
+    expect([stale, again, moved]).toEqual([1, 1, 2]);
+    expect(inner.reads).toBe(2); // one background re-read for both stale reads
+  });
+
+  it("waits for the registry once an entry expired longer ago than the stale window", async () => {
+    const { inner, clock, cache } = setup({ staleMs: 5_000 });
+    await cache.getAlias("iris", "prod");
+    inner.alias("iris", "prod", 2);
+
+    clock.now += 10_000 + 5_000;
     const moved = await cache.getAlias("iris", "prod");
 
     expect(moved).toBe(2);
     expect(inner.reads).toBe(2);
+  });
+
+  it("keeps serving a stale entry when its re-read fails, and tries again on the next read", async () => {
+    const { inner, clock, cache } = setup();
+    await cache.getVersion("iris", 1);
+    const getVersion = inner.getVersion.bind(inner);
+    let failures = 1;
+    inner.getVersion = async (name, number) => {
+      if (failures-- > 0) {
+        inner.reads += 1;
+        throw new Error("throttled");
+      }
+      return getVersion(name, number);
+    };
+
+    clock.now += 10_000;
+    expect((await cache.getVersion("iris", 1))?.version).toBe(1);
+    await new Promise((settled) => setImmediate(settled));
+    expect((await cache.getVersion("iris", 1))?.version).toBe(1);
+    await new Promise((settled) => setImmediate(settled));
+
+    expect(inner.reads).toBe(3); // the first read, then a failed re-read and one that worked
+  });
+
+  it("keeps a missing alias for the full TTL: most models have no default alias", async () => {
+    const { inner, clock, cache } = setup();
+    expect(await cache.getAlias("iris", "default")).toBeUndefined();
+
+    clock.now += 9_999;
+    expect(await cache.getAlias("iris", "default")).toBeUndefined();
+
+    expect(inner.reads).toBe(1);
   });
 
   it("keeps each kind of read under its own key", async () => {
