@@ -203,6 +203,19 @@ async function invoke<T>(
   return outcome.result as T;
 }
 
+/** An API Gateway infer request for an iris-shaped model, with the three rows of IRIS_BATCH. */
+function irisInferEvent(model: string) {
+  return proxyEvent({
+    method: "POST",
+    path: `/v2/models/${model}/infer`,
+    resource: "/v2/{proxy+}",
+    identity: { apiKeyId: "key123" },
+    body: JSON.stringify({
+      inputs: [{ name: "features", shape: [3, 4], datatype: "FP32", data: IRIS_BATCH.flat() }],
+    }),
+  });
+}
+
 interface ProxyResult {
   statusCode: number;
   headers?: Record<string, string>;
@@ -216,18 +229,7 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
   });
 
   it("inference answers an infer request for iris through onnxruntime from its asset", async () => {
-    const result = await invoke<ProxyResult>(
-      stacks.service.inference,
-      proxyEvent({
-        method: "POST",
-        path: "/v2/models/iris/infer",
-        resource: "/v2/{proxy+}",
-        identity: { apiKeyId: "key123" },
-        body: JSON.stringify({
-          inputs: [{ name: "features", shape: [3, 4], datatype: "FP32", data: IRIS_BATCH.flat() }],
-        }),
-      }),
-    );
+    const result = await invoke<ProxyResult>(stacks.service.inference, irisInferEvent("iris"));
     expect(result.statusCode, result.body).toBe(200);
     expect(result.headers).toMatchObject({ "x-maas-backend": "lambda", "x-maas-model-version": "1" });
     const body = JSON.parse(result.body) as {
@@ -283,23 +285,11 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
         target: "sagemaker",
       });
 
-      const result = await invoke<ProxyResult>(
-        stacks.service.inference,
-        proxyEvent({
-          method: "POST",
-          path: "/v2/models/iris-gpu/infer",
-          resource: "/v2/{proxy+}",
-          identity: { apiKeyId: "key123" },
-          body: JSON.stringify({
-            inputs: [{ name: "features", shape: [3, 4], datatype: "FP32", data: IRIS_BATCH.flat() }],
-          }),
-        }),
-        {
-          MAAS_SAGEMAKER_ENDPOINT: sagemaker.endpointName,
-          MAAS_SAGEMAKER_MODE: "multi-model",
-          AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME: sagemaker.url,
-        },
-      );
+      const result = await invoke<ProxyResult>(stacks.service.inference, irisInferEvent("iris-gpu"), {
+        MAAS_SAGEMAKER_ENDPOINT: sagemaker.endpointName,
+        MAAS_SAGEMAKER_MODE: "multi-model",
+        AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME: sagemaker.url,
+      });
       expect(result.statusCode, result.body).toBe(200);
       expect(result.headers).toMatchObject({ "x-maas-backend": "sagemaker" });
       const body = JSON.parse(result.body) as { outputs: { name: string; data: unknown[] }[] };

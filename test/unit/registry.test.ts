@@ -216,6 +216,19 @@ describe("assertServable", () => {
   });
 });
 
+/** The registry's next getVersion call fails as a throttled read would (and counts as a read). */
+function failNextGetVersion(inner: InMemoryRegistry): void {
+  const getVersion = inner.getVersion.bind(inner);
+  let failures = 1;
+  inner.getVersion = async (name, number) => {
+    if (failures-- > 0) {
+      inner.reads += 1;
+      throw new Error("throttled");
+    }
+    return getVersion(name, number);
+  };
+}
+
 describe("CachedModelRegistry", () => {
   function setup(options: Partial<RegistryCacheOptions> = {}) {
     const inner = new InMemoryRegistry().add(version("iris", 1), version("iris", 2)).alias("iris", "prod", 1);
@@ -286,15 +299,7 @@ describe("CachedModelRegistry", () => {
   it("keeps serving a stale entry when its re-read fails, and tries again on the next read", async () => {
     const { inner, clock, cache } = setup();
     await cache.getVersion("iris", 1);
-    const getVersion = inner.getVersion.bind(inner);
-    let failures = 1;
-    inner.getVersion = async (name, number) => {
-      if (failures-- > 0) {
-        inner.reads += 1;
-        throw new Error("throttled");
-      }
-      return getVersion(name, number);
-    };
+    failNextGetVersion(inner);
 
     clock.now += 10_000;
     expect((await cache.getVersion("iris", 1))?.version).toBe(1);
@@ -371,15 +376,7 @@ describe("CachedModelRegistry", () => {
 
   it("does not remember a failed read", async () => {
     const { inner, cache } = setup();
-    const getVersion = inner.getVersion.bind(inner);
-    let failures = 1;
-    inner.getVersion = async (name, number) => {
-      if (failures-- > 0) {
-        inner.reads += 1;
-        throw new Error("throttled");
-      }
-      return getVersion(name, number);
-    };
+    failNextGetVersion(inner);
 
     await expect(cache.getVersion("iris", 1)).rejects.toThrow("throttled");
     const retried = await cache.getVersion("iris", 1);
