@@ -42,6 +42,7 @@ export async function createOrtSession(
 ): Promise<Ort.InferenceSession> {
   const ort = await loadOrt();
   const options = sessionOptions(intraOpThreads);
+  // Two calls because create's overloads take a path or bytes, not either.
   return typeof artifact === "string"
     ? ort.InferenceSession.create(artifact, options)
     : ort.InferenceSession.create(artifact, options);
