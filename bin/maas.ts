@@ -7,7 +7,7 @@
  * --api (the stack's API URL), --api-key for invoke, and the standard AWS profile and region.
  */
 import { readFile } from "node:fs/promises";
-import { basename, join, resolve } from "node:path";
+import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { defaultProvider } from "@aws-sdk/credential-provider-node";
@@ -15,9 +15,9 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import type { HttpRequest } from "@smithy/types";
-import * as z from "zod";
 import { manifestKey, modelKey, parseManifest } from "../lambdas/core/manifest.ts";
 import { MODEL_NAME_PATTERN } from "../lambdas/core/model.ts";
+import { DEFAULT_DATA_DIR, type LocalStackInfo, readStackFile } from "../local/stack-file.ts";
 
 class UsageError extends Error {}
 
@@ -53,19 +53,8 @@ Uploads <file> to models/<name>/<version>/model.onnx; the upload registers the v
 Sends a V2 infer request: --input is the request body, or only its "inputs" array.`,
 };
 
-const stackSchema = z.object({
-  url: z.string(),
-  s3Endpoint: z.string(),
-  bucket: z.string(),
-  apiKey: z.string(),
-  adminKey: z.string(),
-});
-type LocalStackInfo = z.infer<typeof stackSchema>;
-
-async function localStack(): Promise<LocalStackInfo | undefined> {
-  const file = join(resolve(process.env.MAAS_DATA_DIR ?? ".maas"), "stack.json");
-  const text = await readFile(file, "utf8").catch(() => undefined);
-  return text === undefined ? undefined : stackSchema.parse(JSON.parse(text));
+function localStack(): Promise<LocalStackInfo | undefined> {
+  return readStackFile(process.env.MAAS_DATA_DIR ?? DEFAULT_DATA_DIR);
 }
 
 interface Target {

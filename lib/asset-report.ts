@@ -30,14 +30,12 @@ export function functionAssets(assembly: CloudAssembly): FunctionAsset[] {
       const assetPath = resource.Metadata?.["aws:asset:path"];
       if (resource.Type !== "AWS::Lambda::Function" || typeof assetPath !== "string") continue;
       const directory = join(assembly.directory, assetPath);
-      const files = listFiles(directory);
       assets.push({
         stack: stack.stackName,
         path: String(resource.Metadata?.["aws:cdk:path"] ?? logicalId),
         logicalId,
         directory,
-        files,
-        bytes: files.reduce((sum, file) => sum + lstatSync(join(directory, file)).size, 0),
+        ...directoryContents(directory),
       });
     }
   }
@@ -64,19 +62,23 @@ export function imageAssets(assembly: CloudAssembly): ImageAsset[] {
       Object.entries(artifact.contents.dockerImages ?? {}).flatMap(([hash, image]) => {
         if (image.source.directory === undefined) return [];
         const directory = join(assembly.directory, image.source.directory);
-        const files = listFiles(directory);
         return [
           {
             displayName: image.displayName ?? hash,
             directory,
             dockerFile: image.source.dockerFile ?? "Dockerfile",
             platform: image.source.platform,
-            files,
-            bytes: files.reduce((sum, file) => sum + lstatSync(join(directory, file)).size, 0),
+            ...directoryContents(directory),
           },
         ];
       }),
     );
+}
+
+/** The files under `directory` and their summed sizes (a link counts as itself). */
+function directoryContents(directory: string): { files: string[]; bytes: number } {
+  const files = listFiles(directory);
+  return { files, bytes: files.reduce((sum, file) => sum + lstatSync(join(directory, file)).size, 0) };
 }
 
 /** Paths relative to `directory`, recursively; links are listed, not followed. */

@@ -8,7 +8,6 @@ import {
   EndpointType,
   LambdaIntegration,
   LogGroupLogDestination,
-  type Method,
   MethodLoggingLevel,
   Period,
   RestApi,
@@ -17,7 +16,7 @@ import {
 import type { IFunction } from "aws-cdk-lib/aws-lambda";
 import { LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import { Construct } from "constructs";
-import { acknowledge } from "./nag.ts";
+import { acknowledge, acknowledgeChild } from "./nag.ts";
 
 export interface InferenceThrottle {
   /** Steady-state requests per second. */
@@ -66,6 +65,8 @@ export interface InferenceApiProps {
 }
 
 export const DEFAULT_THROTTLE: InferenceThrottle = { rateLimit: 100, burstLimit: 200 };
+/** The quota period when a quota names none. */
+export const DEFAULT_QUOTA_PERIOD = Period.DAY;
 
 /**
  * The public REST API: `/v2/*` for inference (API key + usage plan; health probes open), `/admin/*`
@@ -77,8 +78,6 @@ export class InferenceApi extends Construct {
   public readonly apiKey: ApiKey;
   public readonly usagePlan: UsagePlan;
   public readonly accessLogs: LogGroup;
-  /** Every method of the API, for assertions and further acknowledgments. */
-  public readonly methods: readonly Method[];
 
   constructor(scope: Construct, id: string, props: InferenceApiProps) {
     super(scope, id);
@@ -130,12 +129,13 @@ export class InferenceApi extends Construct {
       .addResource("admin")
       .addResource("{proxy+}")
       .addMethod("ANY", admin, { authorizationType: AuthorizationType.IAM });
-    this.methods = this.api.methods;
 
     this.usagePlan = this.api.addUsagePlan("InferencePlan", {
       description: "Inference callers: throttle and quota per API key",
       throttle,
-      quota: props.quota ? { limit: props.quota.limit, period: props.quota.period ?? Period.DAY } : undefined,
+      quota: props.quota
+        ? { limit: props.quota.limit, period: props.quota.period ?? DEFAULT_QUOTA_PERIOD }
+        : undefined,
       apiStages: [{ api: this.api, stage: this.api.deploymentStage }],
     });
     this.apiKey = new ApiKey(this, "InferenceKey", { description: "serverless-maas inference key" });
@@ -156,17 +156,15 @@ export class InferenceApi extends Construct {
       "AwsSolutions-COG4",
       "Admin callers are AWS principals: IAM (SigV4) authorization.",
     );
-    for (const method of this.methods.filter((candidate) => candidate.httpMethod === "OPTIONS")) {
+    for (const method of this.api.methods.filter((candidate) => candidate.httpMethod === "OPTIONS")) {
       acknowledge(method, "AwsSolutions-COG4", "CORS preflight: browsers send it without credentials.");
     }
-    const cloudWatchRole = this.api.node.tryFindChild("CloudWatchRole");
-    if (cloudWatchRole) {
-      acknowledge(
-        cloudWatchRole,
-        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
-        "API Gateway's account-level logging role; this AWS managed policy is the one API Gateway documents for it.",
-      );
-    }
+    acknowledgeChild(
+      this.api,
+      "CloudWatchRole",
+      "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+      "API Gateway's account-level logging role; this AWS managed policy is the one API Gateway documents for it.",
+    );
   }
 }
 

@@ -2,6 +2,7 @@ import { Period } from "aws-cdk-lib/aws-apigateway";
 import { Architecture } from "aws-cdk-lib/aws-lambda";
 import type { Node } from "constructs";
 import * as z from "zod";
+import { DEFAULT_QUOTA_PERIOD, DEFAULT_THROTTLE } from "./inference-api.ts";
 import type { MaasServiceStackProps } from "./service-stack.ts";
 
 /** A list from cdk.json (JSON array) or the command line (`-c key=a,b` or `-c 'key=["a","b"]'`). */
@@ -86,7 +87,10 @@ export function serviceSettings(
 ): Omit<MaasServiceStackProps, "models" | "registry" | "queues"> {
   const throttle =
     context.throttleRateLimit !== undefined || context.throttleBurstLimit !== undefined
-      ? { rateLimit: context.throttleRateLimit ?? 100, burstLimit: context.throttleBurstLimit ?? 200 }
+      ? {
+          rateLimit: context.throttleRateLimit ?? DEFAULT_THROTTLE.rateLimit,
+          burstLimit: context.throttleBurstLimit ?? DEFAULT_THROTTLE.burstLimit,
+        }
       : undefined;
   return {
     architecture: context.architecture === "x86_64" ? Architecture.X86_64 : Architecture.ARM_64,
@@ -100,7 +104,10 @@ export function serviceSettings(
     throttle,
     quota:
       context.quotaLimit !== undefined
-        ? { limit: context.quotaLimit, period: Period[context.quotaPeriod ?? "DAY"] }
+        ? {
+            limit: context.quotaLimit,
+            period: context.quotaPeriod === undefined ? DEFAULT_QUOTA_PERIOD : Period[context.quotaPeriod],
+          }
         : undefined,
     alarmEmail: context.alarmEmail,
     apiGatewayCloudWatchRole: context.apiGatewayCloudWatchRole,

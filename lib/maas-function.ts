@@ -13,7 +13,7 @@ import {
 } from "aws-cdk-lib/aws-lambda-nodejs";
 import { type ILogGroup, LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
-import { acknowledge } from "./nag.ts";
+import { acknowledge, acknowledgeChild } from "./nag.ts";
 
 /** The onnxruntime-node binaries Lambda can load, by function architecture. */
 export type OnnxRuntimeArch = "x64" | "arm64";
@@ -71,8 +71,6 @@ const ESM_REQUIRE_BANNER =
 export class MaasFunction extends NodejsFunction {
   /** Whether onnxruntime-node travels with this function's asset. */
   public readonly withOnnxRuntime: boolean;
-  /** The onnxruntime-node binaries in the asset (`bin/napi-v6/linux/<arch>`), when it carries them. */
-  public readonly onnxRuntimeArch?: OnnxRuntimeArch;
 
   constructor(scope: Construct, id: string, props: MaasFunctionProps) {
     const {
@@ -119,12 +117,11 @@ export class MaasFunction extends NodejsFunction {
       ),
     });
     this.withOnnxRuntime = withOnnxRuntime;
-    if (withOnnxRuntime) this.onnxRuntimeArch = ortArch;
 
-    const policy = role.node.tryFindChild("DefaultPolicy");
-    if (policy && (props.tracing ?? Tracing.ACTIVE) === Tracing.ACTIVE) {
-      acknowledge(
-        policy,
+    if ((props.tracing ?? Tracing.ACTIVE) === Tracing.ACTIVE) {
+      acknowledgeChild(
+        role,
+        "DefaultPolicy",
         "AwsSolutions-IAM5[Resource::*]",
         "X-Ray tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no resource-level permissions.",
       );

@@ -15,7 +15,7 @@ import { LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import { CfnEndpoint, CfnEndpointConfig, CfnModel } from "aws-cdk-lib/aws-sagemaker";
 import { Construct } from "constructs";
 import { ENDPOINT_MODELS_PREFIX, type ModelBucket } from "./model-bucket.ts";
-import { acknowledge } from "./nag.ts";
+import { acknowledgeChild } from "./nag.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The serving container's Dockerfile, relative to the repository root (its build context). */
@@ -137,14 +137,12 @@ export class ModelEndpoint extends Construct {
         conditions: { StringEquals: { "cloudwatch:namespace": "/aws/sagemaker/Endpoints" } },
       }),
     );
-    const policy = this.role.node.tryFindChild("DefaultPolicy");
-    if (policy) {
-      acknowledge(
-        policy,
-        "AwsSolutions-IAM5[Resource::*]",
-        "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker's endpoint namespace by condition.",
-      );
-    }
+    acknowledgeChild(
+      this.role,
+      "DefaultPolicy",
+      "AwsSolutions-IAM5[Resource::*]",
+      "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker's endpoint namespace by condition.",
+    );
 
     const container: CfnModel.ContainerDefinitionProperty =
       this.mode === "single-model"

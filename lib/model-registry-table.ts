@@ -61,6 +61,11 @@ export class ModelRegistryTable extends Construct {
     return Grant.addToPrincipal({ grantee, actions: WRITE_ACTIONS, resourceArns: [this.table.tableArn] });
   }
 
+  /** Both of the above: read, then write. */
+  public grantReadWriteRegistry(grantee: IGrantable): Grant {
+    return this.grantReadRegistry(grantee).combine(this.grantWriteRegistry(grantee));
+  }
+
   /** The table and its one index by name: no `index/*` wildcard. */
   private resourceArns(): string[] {
     return [this.table.tableArn, `${this.table.tableArn}/index/${REGISTRY_KEYS.modelsIndex}`];

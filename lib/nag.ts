@@ -19,6 +19,15 @@ export function acknowledge(construct: IConstruct, id: string, reason: string): 
 }
 
 /**
+ * Acknowledges one rule on a child CDK creates only in some configurations (a role's DefaultPolicy,
+ * a RestApi's CloudWatchRole, a handler's Role), if `parent` has it.
+ */
+export function acknowledgeChild(parent: IConstruct, childId: string, id: string, reason: string): void {
+  const child = parent.node.tryFindChild(childId);
+  if (child !== undefined) acknowledge(child, id, reason);
+}
+
+/**
  * Acknowledges AwsSolutions-IAM5 for one wildcard resource ARN granted to `grantee`, on its role's policy.
  * The finding names the ARN as rendered in the policy's stack, which for a cross-stack reference is
  * known only once references are resolved: the acknowledgment is added then (construct validation

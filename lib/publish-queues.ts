@@ -4,7 +4,7 @@ import { SqsDestination } from "aws-cdk-lib/aws-s3-notifications";
 import { Queue, QueueEncryption } from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
 import { MODELS_PREFIX } from "./model-bucket.ts";
-import { acknowledge } from "./nag.ts";
+import { acknowledge, acknowledgeChild } from "./nag.ts";
 
 /** aws-s3's fixed id for its notifications handler (a stack singleton). */
 const NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834";
@@ -74,12 +74,11 @@ export class PublishQueues extends Construct {
       });
     }
     // CDK's bucket-notifications handler, one per bucket stack, created by the first notification above.
-    const notificationsRole = Stack.of(props.bucket)
-      .node.tryFindChild(NOTIFICATIONS_HANDLER_ID)
-      ?.node.tryFindChild("Role");
-    if (notificationsRole) {
-      acknowledge(
-        notificationsRole,
+    const notificationsHandler = Stack.of(props.bucket).node.tryFindChild(NOTIFICATIONS_HANDLER_ID);
+    if (notificationsHandler) {
+      acknowledgeChild(
+        notificationsHandler,
+        "Role",
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
         "CDK's S3 bucket-notifications custom resource handler: aws-s3 gives its role this managed policy (logs only); its S3 permission is scoped to the model bucket.",
       );

@@ -2,7 +2,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CfnOutput, Duration, Size, Stack, type StackProps } from "aws-cdk-lib";
 import { type Alias, Architecture, EventSourceMapping } from "aws-cdk-lib/aws-lambda";
-import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
+import { SqsEventSource, type SqsEventSourceProps } from "aws-cdk-lib/aws-lambda-event-sources";
+import type { IQueue } from "aws-cdk-lib/aws-sqs";
 import type { Construct } from "constructs";
 import { InferenceApi, type InferenceQuota, type InferenceThrottle } from "./inference-api.ts";
 import { MaasAlarms } from "./maas-alarms.ts";
@@ -127,9 +128,7 @@ export class MaasServiceStack extends Stack {
   public readonly inferenceAlias: Alias;
   public readonly admin: MaasFunction;
   public readonly register: MaasFunction;
-  public readonly registerEventSource: SqsEventSource;
   public readonly optimize: MaasFunction;
-  public readonly optimizeEventSource: SqsEventSource;
   /** The SageMaker endpoint, when `sagemaker` is set. */
   public readonly endpoint?: ModelEndpoint;
   public readonly api: InferenceApi;
@@ -191,8 +190,7 @@ export class MaasServiceStack extends Stack {
         MAAS_BUCKET: models.bucket.bucketName,
       },
     });
-    registry.grantReadRegistry(this.admin);
-    registry.grantWriteRegistry(this.admin);
+    registry.grantReadWriteRegistry(this.admin);
     models.grantDeleteUploads(this.admin);
 
     this.register = new MaasFunction(this, "Register", {
@@ -211,18 +209,16 @@ export class MaasServiceStack extends Stack {
         ...(endpoint ? { MAAS_SAGEMAKER_MODEL_PREFIX: ENDPOINT_MODELS_PREFIX } : {}),
       },
     });
-    this.registerEventSource = new SqsEventSource(queues.registerQueue, {
+    this.consumeQueue(this.register, "register", queues.registerQueue, queues.maxReceiveCount, {
       batchSize: 10,
       maxBatchingWindow: Duration.seconds(1),
       reportBatchItemFailures: true,
     });
-    this.register.addEventSource(this.registerEventSource);
     models.grantReadUploads(this.register);
     models.grantReadArtifacts(this.register);
     models.grantWriteArtifacts(this.register);
     models.grantListKeys(this.register);
-    registry.grantReadRegistry(this.register);
-    registry.grantWriteRegistry(this.register);
+    registry.grantReadWriteRegistry(this.register);
     queues.optimizeQueue.grantSendMessages(this.register);
     if (endpoint) models.grantPublishEndpointModels(this.register);
 
@@ -243,15 +239,13 @@ export class MaasServiceStack extends Stack {
         MAAS_OPTIMIZE_LEASE_SECONDS: String(sizing.optimizeTimeout.toSeconds() + 60),
       },
     });
-    this.optimizeEventSource = new SqsEventSource(queues.optimizeQueue, {
+    this.consumeQueue(this.optimize, "optimize", queues.optimizeQueue, queues.maxReceiveCount, {
       // One version per invocation: each benchmark wants the function's vCPUs to itself.
       batchSize: 1,
       reportBatchItemFailures: true,
       maxConcurrency: sizing.optimizeMaxConcurrency,
     });
-    this.optimize.addEventSource(this.optimizeEventSource);
-    registry.grantReadRegistry(this.optimize);
-    registry.grantWriteRegistry(this.optimize);
+    registry.grantReadWriteRegistry(this.optimize);
     models.grantReadArtifacts(this.optimize);
     // Manifests (models/<name>/<version>/maas.json): parity samples and pins.
     models.grantReadUploads(this.optimize);
@@ -280,26 +274,6 @@ export class MaasServiceStack extends Stack {
 
     this.acknowledgeSynchronousInvocation(this.inference, "API Gateway invokes it synchronously");
     this.acknowledgeSynchronousInvocation(this.admin, "API Gateway invokes it synchronously");
-    this.acknowledgeSynchronousInvocation(
-      this.register,
-      "an SQS event source polls for it synchronously; failures go to the register queue's DLQ",
-    );
-    this.acknowledgeSynchronousInvocation(
-      this.optimize,
-      "an SQS event source polls for it synchronously; failures go to the optimize queue's DLQ",
-    );
-    for (const [fn, queue] of [
-      [this.register, "register"],
-      [this.optimize, "optimize"],
-    ] as const) {
-      const mapping = fn.node.children.find((child) => child instanceof EventSourceMapping);
-      if (mapping === undefined) throw new Error(`the ${queue} function has no event source mapping`);
-      acknowledge(
-        mapping,
-        "Serverless-LambdaEventSourceMappingDestination",
-        `SQS event sources have no on-failure destination: the ${queue} queue's redrive policy moves failed messages to its DLQ after 3 receives.`,
-      );
-    }
 
     new CfnOutput(this, "ApiUrl", {
       value: this.api.api.url,
@@ -320,6 +294,32 @@ export class MaasServiceStack extends Stack {
         description: `Serves sagemaker-target versions (${endpoint.instanceType}, ${endpoint.mode})`,
       });
     }
+  }
+
+  /**
+   * Subscribes `fn` to one of the publish queues with an SQS event source, and acknowledges the
+   * dead-letter findings on the function and its event source mapping: the queue's redrive policy
+   * (after `maxReceiveCount` receives) is where failures go.
+   */
+  private consumeQueue(
+    fn: MaasFunction,
+    name: string,
+    queue: IQueue,
+    maxReceiveCount: number,
+    props: SqsEventSourceProps,
+  ): void {
+    fn.addEventSource(new SqsEventSource(queue, props));
+    this.acknowledgeSynchronousInvocation(
+      fn,
+      `an SQS event source polls for it synchronously; failures go to the ${name} queue's DLQ`,
+    );
+    const mapping = fn.node.children.find((child) => child instanceof EventSourceMapping);
+    if (mapping === undefined) throw new Error(`the ${name} function has no event source mapping`);
+    acknowledge(
+      mapping,
+      "Serverless-LambdaEventSourceMappingDestination",
+      `SQS event sources have no on-failure destination: the ${name} queue's redrive policy moves failed messages to its DLQ after ${maxReceiveCount} receives.`,
+    );
   }
 
   private acknowledgeSynchronousInvocation(fn: MaasFunction, how: string): void {

@@ -58,6 +58,8 @@ export interface Emulators {
   readonly fauxqs: FauxqsServer;
   /** Queue URL for a queue name, valid for this run's port (persisted URLs keep the port they were made on). */
   queueUrl(name: string): string;
+  /** Queue ARN for a queue name, as redrive policies and SQS events name the queue. */
+  queueArn(name: string): string;
   /** One shared client per service (S3 path-style), destroyed by stop(). */
   s3Client(): S3Client;
   dynamoClient(): DynamoDBClient;
@@ -69,6 +71,10 @@ const CREDENTIALS = { accessKeyId: "local", secretAccessKey: "local" } as const;
 // fauxqs puts every queue in this account; its lookups only use the last path segment.
 const FAUXQS_ACCOUNT_ID = "000000000000";
 const TABLE_ACTIVE_TIMEOUT_MS = 5_000;
+
+function queueArn(name: string): string {
+  return `arn:aws:sqs:${REGION}:${FAUXQS_ACCOUNT_ID}:${name}`;
+}
 
 interface DynaliteOptions {
   path?: string;
@@ -147,7 +153,6 @@ export async function startEmulators(options: EmulatorOptions): Promise<Emulator
 
 /** Dead-letter queues first, so the redrive policies can name them. */
 function queueDefinitions(queues: readonly LocalQueue[]) {
-  const arn = (name: string) => `arn:aws:sqs:${REGION}:${FAUXQS_ACCOUNT_ID}:${name}`;
   const deadLetters = queues.flatMap((queue) => (queue.deadLetter ? [{ name: queue.deadLetter.name }] : []));
   const main = queues.map((queue) => ({
     name: queue.name,
@@ -159,7 +164,7 @@ function queueDefinitions(queues: readonly LocalQueue[]) {
         ? {}
         : {
             RedrivePolicy: JSON.stringify({
-              deadLetterTargetArn: arn(queue.deadLetter.name),
+              deadLetterTargetArn: queueArn(queue.deadLetter.name),
               maxReceiveCount: String(queue.deadLetter.maxReceiveCount),
             }),
           }),
@@ -186,6 +191,7 @@ function assemble(fauxqs: FauxqsServer, dynalite: Server, dynamoPort: number): E
     credentials: CREDENTIALS,
     fauxqs,
     queueUrl: (name) => `${s3Endpoint}/${FAUXQS_ACCOUNT_ID}/${name}`,
+    queueArn,
     s3Client: () => {
       s3 ??= new S3Client({ ...common, endpoint: s3Endpoint, forcePathStyle: true });
       return s3;

@@ -22,12 +22,11 @@ export interface QueuePollerOptions {
 }
 
 export interface QueuePoller {
-  /** Resolves when no batch is in progress (the queue may still hold messages). */
-  idle(): Promise<void>;
+  /** Stops polling; resolves once the batch in progress (if any) is done. */
   stop(): Promise<void>;
 }
 
-export function toSqsEvent(messages: readonly Message[], queueArn: string, region: string): SQSEvent {
+function toSqsEvent(messages: readonly Message[], queueArn: string, region: string): SQSEvent {
   return {
     Records: messages.map((message) => ({
       messageId: message.MessageId ?? "",
@@ -53,7 +52,6 @@ export function startQueuePoller(options: QueuePollerOptions): QueuePoller {
   const { sqs, queueUrl } = options;
   const region = options.queueArn.split(":")[3] ?? "us-east-1";
   let stopped = false;
-  let current: Promise<void> = Promise.resolve();
 
   async function pollOnce(): Promise<void> {
     const { Messages = [] } = await sqs.send(
@@ -88,15 +86,13 @@ export function startQueuePoller(options: QueuePollerOptions): QueuePoller {
 
   const loop = (async () => {
     while (!stopped) {
-      current = pollOnce().catch((error: unknown) => {
+      await pollOnce().catch((error: unknown) => {
         if (!stopped) options.onError(error);
       });
-      await current;
     }
   })();
 
   return {
-    idle: () => current,
     async stop() {
       stopped = true;
       await loop;

@@ -26,17 +26,12 @@ import { rename, rm, stat } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import {
-  GetObjectCommand,
-  NoSuchKey,
-  S3Client,
-  type S3ClientConfig,
-  S3ServiceException,
-} from "@aws-sdk/client-s3";
+import { GetObjectCommand, S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
 import { type GpuServerConfig, loadGpuServerConfig } from "../containers/gpu/config.ts";
 import { readBody } from "../containers/gpu/read-body.ts";
 import { type GpuServer, startGpuServer } from "../containers/gpu/server.ts";
 import { extractModelArchive } from "../lambdas/aws/model-archive.ts";
+import { isMissing } from "../lambdas/aws/s3-upload-store.ts";
 import { normalizePrefix } from "../lambdas/aws/sagemaker-models.ts";
 import { listen } from "./gateway.ts";
 
@@ -178,10 +173,7 @@ export async function startLocalSageMaker(options: LocalSageMakerOptions): Promi
       if (!(object.Body instanceof Readable)) throw new Error("no body");
       body = object.Body;
     } catch (error) {
-      const missing =
-        error instanceof NoSuchKey ||
-        (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404);
-      if (!missing) throw error;
+      if (!isMissing(error)) throw error;
       throw validationError(
         `Failed to download model data(bucket: ${options.bucket}, key: ${key}). Please ensure that there is an object located at the URL and that the role passed to CreateModel has permissions to download the model.`,
       );

@@ -164,7 +164,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const poller = startQueuePoller({
       sqs,
       queueUrl: emulators.queueUrl(REGISTER_QUEUE),
-      queueArn: `arn:aws:sqs:${region}:000000000000:${REGISTER_QUEUE}`,
+      queueArn: emulators.queueArn(REGISTER_QUEUE),
       handler: (event) => register(event),
       onError,
     });
@@ -182,7 +182,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const optimizePoller = startQueuePoller({
       sqs,
       queueUrl: emulators.queueUrl(OPTIMIZE_QUEUE),
-      queueArn: `arn:aws:sqs:${region}:000000000000:${OPTIMIZE_QUEUE}`,
+      queueArn: emulators.queueArn(OPTIMIZE_QUEUE),
       handler: (event) => optimize(event),
       batchSize: 1, // one benchmark at a time, as a batch size of 1 on the event source mapping
       onError,

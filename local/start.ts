@@ -9,13 +9,14 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import * as z from "zod";
 import { DEMO_MODEL, startLocalStack } from "./stack.ts";
+import { DEFAULT_DATA_DIR, writeStackFile } from "./stack-file.ts";
 
 const port = z.coerce.number().int().min(0).max(65535);
 const envSchema = z.object({
   PORT: port.default(3000),
   MAAS_S3_PORT: port.default(4566),
   MAAS_DYNAMODB_PORT: port.default(0),
-  MAAS_DATA_DIR: z.string().min(1).default(".maas"),
+  MAAS_DATA_DIR: z.string().min(1).default(DEFAULT_DATA_DIR),
   MAAS_API_KEY: z.string().min(8, "MAAS_API_KEY must have at least 8 characters").optional(),
   MAAS_ADMIN_KEY: z.string().min(8, "MAAS_ADMIN_KEY must have at least 8 characters").optional(),
   MAAS_LAMBDA_MAX_MODEL_BYTES: z.coerce.number().int().positive().optional(),
@@ -65,12 +66,12 @@ async function main(): Promise<void> {
   });
 
   // What `maas` (bin/maas.ts) reads to find this stack without flags.
-  const stackFile = join(dataDir, "stack.json");
-  await writeFile(
-    stackFile,
-    `${JSON.stringify({ url: stack.url, s3Endpoint: stack.emulators.s3Endpoint, bucket: stack.bucket, ...keys }, null, 2)}\n`,
-    { mode: 0o600 },
-  );
+  await writeStackFile(dataDir, {
+    url: stack.url,
+    s3Endpoint: stack.emulators.s3Endpoint,
+    bucket: stack.bucket,
+    ...keys,
+  });
 
   const body = JSON.stringify({
     inputs: [{ name: "features", shape: [1, 4], datatype: "FP32", data: [[5.1, 3.5, 1.4, 0.2]] }],

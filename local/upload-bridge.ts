@@ -3,7 +3,6 @@ import { SendMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type { FauxqsServer } from "fauxqs";
 import { bareEtag } from "../lambdas/aws/s3-upload-store.ts";
 import { parseUploadKey } from "../lambdas/core/manifest.ts";
-import { MODEL_NAME_PATTERN } from "../lambdas/core/model.ts";
 import type { ModelRegistry } from "../lambdas/core/registry.ts";
 
 /**
@@ -105,7 +104,7 @@ export function startUploadBridge(options: UploadBridgeOptions): UploadBridge {
           if (!key.endsWith("/model.onnx")) continue;
           let upload: ReturnType<typeof parseUploadKey>;
           try {
-            upload = parseUploadKey(key, MODEL_NAME_PATTERN);
+            upload = parseUploadKey(key);
           } catch {
             continue;
           }

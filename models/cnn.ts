@@ -1,4 +1,5 @@
 import { mulberry32 } from "../lambdas/core/seeded-random.ts";
+import { uniform } from "./mlp.ts";
 import {
   ElemType,
   encodeModel,
@@ -89,10 +90,4 @@ export function buildCnnModel(options: CnnOptions = {}): Uint8Array {
     nodes,
     metadata: { description: "Small CNN (Conv/Relu/MaxPool/Gemm), random weights." },
   });
-}
-
-function uniform(count: number, limit: number, random: () => number): Float32Array {
-  const values = new Float32Array(count);
-  for (let i = 0; i < count; i++) values[i] = (random() * 2 - 1) * limit;
-  return values;
 }

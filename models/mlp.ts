@@ -55,7 +55,8 @@ export function buildMlpModel(options: MlpOptions): Uint8Array {
   });
 }
 
-function uniform(count: number, limit: number, random: () => number): Float32Array {
+/** `count` values uniform in ±`limit`, drawn in order from `random`: the random models' weights. */
+export function uniform(count: number, limit: number, random: () => number): Float32Array {
   const values = new Float32Array(count);
   for (let i = 0; i < count; i++) values[i] = (random() * 2 - 1) * limit;
   return values;

@@ -1,5 +1,6 @@
 import type { onnx as OnnxTypes } from "onnx-proto";
 import onnxProto from "onnx-proto";
+import { littleEndianBytes } from "../lambdas/core/onnx-graph.ts";
 
 // onnx-proto is CommonJS: its namespace is a property of the default export under ESM.
 const { onnx } = onnxProto;
@@ -68,7 +69,6 @@ export interface ModelSpec {
 
 export const PRODUCER_NAME = "serverless-maas";
 
-const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const utf8 = new TextEncoder();
 
 /** FP32 tensor stored as raw_data, the compact form every runtime reads. */
@@ -147,16 +147,4 @@ function assertElementCount(name: string, dims: readonly number[], count: number
   if (expected !== count) {
     throw new Error(`tensor ${name}: dims [${dims.join(", ")}] need ${expected} values, got ${count}`);
   }
-}
-
-function littleEndianBytes(values: Float32Array | BigInt64Array): Uint8Array {
-  const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  if (HOST_IS_LITTLE_ENDIAN) return bytes;
-  // ONNX raw_data is little-endian whatever the host: swap each element's bytes on big-endian hosts.
-  const width = values.BYTES_PER_ELEMENT;
-  const swapped = new Uint8Array(bytes.length);
-  for (let offset = 0; offset < bytes.length; offset += width) {
-    for (let i = 0; i < width; i++) swapped[offset + i] = bytes[offset + width - 1 - i]!;
-  }
-  return swapped;
 }

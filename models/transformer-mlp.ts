@@ -1,4 +1,5 @@
 import { mulberry32 } from "../lambdas/core/seeded-random.ts";
+import { uniform } from "./mlp.ts";
 import { ElemType, encodeModel, floatTensor, type GraphNode, type Tensor } from "./onnx-builder.ts";
 
 export interface TransformerMlpOptions {
@@ -72,12 +73,6 @@ export function buildTransformerMlpModel(options: TransformerMlpOptions = {}): U
       description: `Transformer-like MLP, ${blocks} blocks of ${width}/${hidden}, random weights.`,
     },
   });
-}
-
-function uniform(count: number, limit: number, random: () => number): Float32Array {
-  const values = new Float32Array(count);
-  for (let i = 0; i < count; i++) values[i] = (random() * 2 - 1) * limit;
-  return values;
 }
 
 function affine(count: number, center: number, spread: number, random: () => number): Float32Array {

@@ -62,13 +62,6 @@ export class DynamicBatcher {
     this.#now = options.now ?? performance.now.bind(performance);
   }
 
-  /** Requests waiting for a run slot. */
-  get waiting(): number {
-    let count = 0;
-    for (const queue of this.#queues.values()) count += queue.length;
-    return count;
-  }
-
   submit(inputs: readonly NamedTensor[], outputs: readonly string[]): Promise<NamedTensor[]> {
     this.stats.requests += 1;
     return new Promise((resolve, reject) => {

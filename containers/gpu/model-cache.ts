@@ -1,7 +1,9 @@
+import { MaasError } from "#core/errors.ts";
+
 /** There is no room for the model within the memory budget: SageMaker's cue (HTTP 507) to unload others. */
-export class InsufficientMemoryError extends Error {
+export class InsufficientMemoryError extends MaasError {
   constructor(message: string) {
-    super(message);
+    super(507, "insufficient_memory", message);
     this.name = "InsufficientMemoryError";
   }
 }
@@ -39,7 +41,6 @@ export interface CachedModel<M> {
   readonly path: string;
   readonly bytes: number;
   readonly pinned: boolean;
-  readonly busy: number;
 }
 
 /**
@@ -67,20 +68,9 @@ export class ModelCache<M> {
     return this.#usedBytes;
   }
 
-  has(key: string): boolean {
-    return this.#entries.has(key);
-  }
-
   /** Loaded models, least recently used first. */
   list(): CachedModel<M>[] {
-    return [...this.#entries.values()].map(({ model, key, path, bytes, pinned, busy }) => ({
-      model,
-      key,
-      path,
-      bytes,
-      pinned,
-      busy,
-    }));
+    return [...this.#entries.values()];
   }
 
   /** Runs `work` with the model for `key`, loading it from `path` first if needed. */
@@ -90,7 +80,8 @@ export class ModelCache<M> {
       return await work(entry.model);
     } finally {
       entry.busy -= 1;
-      await this.#releaseIfIdle(entry);
+      // Only a retired model is ever released: a live one costs no wait here.
+      if (entry.retired) await this.#releaseIfIdle(entry);
     }
   }
 

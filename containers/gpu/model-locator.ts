@@ -2,13 +2,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { extractModelArchive } from "#aws/model-archive.ts";
-
-export class ModelNotFoundError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ModelNotFoundError";
-  }
-}
+import { ModelNotFoundError } from "#core/errors.ts";
 
 const ARCHIVE_SUFFIX = /\.(tar\.gz|tgz)$/;
 /** A TargetModel is a relative path under the model prefix: no absolute paths, no `..`. */

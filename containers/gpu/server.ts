@@ -30,7 +30,13 @@ import {
 } from "@aws-sdk/client-s3";
 import type * as Ort from "onnxruntime-node";
 import { z } from "zod";
-import { InvalidRequestError, MaasError } from "#core/errors.ts";
+import {
+  InvalidRequestError,
+  MaasError,
+  ModelNotFoundError,
+  PayloadTooLargeError,
+  RouteNotFoundError,
+} from "#core/errors.ts";
 import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
 import { decodeInput, encodeOutput, type NamedTensor } from "#core/tensor-codec.ts";
 import { describeZodError, inferResponseJson, parseInferRequestBody, parseJsonBody } from "#core/v2.ts";
@@ -42,8 +48,8 @@ import {
   type ProviderChoice,
   providerOption,
 } from "./execution-provider.ts";
-import { InsufficientMemoryError, ModelCache } from "./model-cache.ts";
-import { type FetchArchive, findModelFile, ModelLocator, ModelNotFoundError } from "./model-locator.ts";
+import { ModelCache } from "./model-cache.ts";
+import { type FetchArchive, findModelFile, ModelLocator } from "./model-locator.ts";
 import { readBody } from "./read-body.ts";
 
 export interface GpuServerOptions {
@@ -81,16 +87,6 @@ interface ServedModel {
   readonly outputNames: readonly string[];
   readonly batchable: boolean;
   readonly batcher: DynamicBatcher;
-}
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-    this.name = "HttpError";
-  }
 }
 
 /** onnxruntime reports a caller's tensor problem (a shape that cannot hold, a bad index) this way. */
@@ -247,7 +243,8 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       const parsed = loadRequestSchema.safeParse(parseJsonBody(await readText(req, 64 * 1024)));
       if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
       const { model_name: name, url: modelUrl } = parsed.data;
-      if (registered.has(name)) throw new HttpError(409, `model '${name}' is already loaded`);
+      if (registered.has(name))
+        throw new MaasError(409, "model_already_loaded", `model '${name}' is already loaded`);
       const modelPath = await findModelFile(modelUrl);
       await cache.load(`mme:${name}`, modelPath);
       registered.set(name, { url: modelUrl, path: modelPath });
@@ -257,7 +254,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
     if (match) {
       const name = decodeURIComponent(match[1]!);
       const model = registered.get(name);
-      if (model === undefined) throw new HttpError(404, `model '${name}' is not loaded`);
+      if (model === undefined) throw new ModelNotFoundError(`model '${name}' is not loaded`);
       if (match[2] && method === "POST") {
         const body = await readText(req, config.MAAS_MAX_BODY_BYTES);
         return sendText(
@@ -273,7 +270,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
         return send(res, 200, { status: `model '${name}' unloaded` });
       }
     }
-    throw new HttpError(404, `no route for ${method} ${path}`);
+    throw new RouteNotFoundError(method, path);
   }
 
   function models(): ServedModelInfo[] {
@@ -367,11 +364,9 @@ function targetOf(req: IncomingMessage): string | undefined {
   return undefined;
 }
 
+/** A MaasError (the container's own included: 404 for a missing model, 507 for no room) says its status. */
 function describeError(error: unknown): { status: number; message: string } {
-  if (error instanceof HttpError) return { status: error.status, message: error.message };
   if (error instanceof MaasError) return { status: error.status, message: error.message };
-  if (error instanceof ModelNotFoundError) return { status: 404, message: error.message };
-  if (error instanceof InsufficientMemoryError) return { status: 507, message: error.message };
   const message = error instanceof Error ? error.message : String(error);
   if (CALLER_ERROR.test(message))
     return { status: 400, message: `the model rejected the inputs: ${message}` };
@@ -392,7 +387,7 @@ async function readText(req: IncomingMessage, limit: number): Promise<string> {
   const body = await readBody(req, limit);
   if (body === "too-large") {
     req.resume();
-    throw new HttpError(413, `request body is over ${limit} bytes`);
+    throw new PayloadTooLargeError(`request body is over ${limit} bytes`);
   }
   return body.toString("utf8");
 }

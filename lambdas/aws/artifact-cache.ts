@@ -179,13 +179,7 @@ export class ArtifactCache {
       received += chunk.length;
     });
     await finished(body);
-    const sha256 = hash.digest("hex");
-    if (received !== ref.bytes || sha256 !== ref.sha256) {
-      throw new ArtifactIntegrityError(
-        `artifact ${ref.key} does not match its registry record ` +
-          `(got ${received} bytes, sha256 ${sha256}; expected ${ref.bytes} bytes, sha256 ${ref.sha256})`,
-      );
-    }
+    verifyAgainstRecord(ref, received, hash.digest("hex"));
     return bytes;
   }
 
@@ -221,12 +215,7 @@ export class ArtifactCache {
           );
         }
       });
-      if (bytes !== ref.bytes || sha256 !== ref.sha256) {
-        throw new ArtifactIntegrityError(
-          `artifact ${ref.key} does not match its registry record ` +
-            `(got ${bytes} bytes, sha256 ${sha256}; expected ${ref.bytes} bytes, sha256 ${ref.sha256})`,
-        );
-      }
+      verifyAgainstRecord(ref, bytes, sha256);
       await rename(partPath, finalPath);
     } catch (error) {
       await file.close().catch(() => undefined);
@@ -249,5 +238,15 @@ export class ArtifactCache {
     if (file === undefined) return;
     this.#files.delete(sha256);
     this.#bytes -= file.bytes;
+  }
+}
+
+/** Throws unless the downloaded size and digest are the ones the registry recorded. */
+function verifyAgainstRecord(ref: ArtifactRef, bytes: number, sha256: string): void {
+  if (bytes !== ref.bytes || sha256 !== ref.sha256) {
+    throw new ArtifactIntegrityError(
+      `artifact ${ref.key} does not match its registry record ` +
+        `(got ${bytes} bytes, sha256 ${sha256}; expected ${ref.bytes} bytes, sha256 ${ref.sha256})`,
+    );
   }
 }

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
+import { type Backoff, defaultSleep, fullJitterMs } from "./retry.ts";
 import { type AwsCredentials, signRequest, UNSIGNED_PAYLOAD } from "./sigv4.ts";
 
 /**
@@ -25,7 +26,7 @@ export interface AwsHttpOptions {
   /** @default 3 */
   readonly maxAttempts?: number;
   /** The wait before retry n is uniform in [0, min(cap, base * 2^(n-1))]. @default 100 ms, 20 s */
-  readonly backoff?: { readonly baseMs: number; readonly capMs: number };
+  readonly backoff?: Backoff;
   readonly sleep?: (ms: number) => Promise<void>;
   readonly random?: () => number;
 }
@@ -100,8 +101,6 @@ const agents = {
   "https:": new https.Agent({ keepAlive: true, maxSockets: 50 }),
 };
 
-const defaultSleep = (ms: number) => new Promise<void>((wake) => setTimeout(wake, ms));
-
 /** Region, credentials and endpoint of one service, resolved once; throws when any is missing. */
 export class AwsHttpClient {
   readonly service: AwsService;
@@ -112,7 +111,7 @@ export class AwsHttpClient {
   readonly #credentials: AwsCredentials;
   readonly #timeoutMs: number;
   readonly #maxAttempts: number;
-  readonly #backoff: { readonly baseMs: number; readonly capMs: number };
+  readonly #backoff: Backoff;
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #random: () => number;
 
@@ -185,8 +184,7 @@ export class AwsHttpClient {
           cause: failure.cause,
         });
       }
-      const cap = Math.min(this.#backoff.capMs, this.#backoff.baseMs * 2 ** (attempt - 1));
-      await this.#sleep(this.#random() * cap);
+      await this.#sleep(fullJitterMs(attempt, this.#backoff, this.#random));
     }
   }
 

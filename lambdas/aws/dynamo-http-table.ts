@@ -76,7 +76,7 @@ export class DynamoHttpTable implements RegistryTable {
   }
 }
 
-export function unmarshallItem(item: Readonly<Record<string, unknown>>): RegistryItem {
+function unmarshallItem(item: Readonly<Record<string, unknown>>): RegistryItem {
   const result: RegistryItem = {};
   for (const [name, value] of Object.entries(item)) result[name] = unmarshall(value);
   return result;

@@ -26,6 +26,11 @@ import {
 
 const isConditionFailure = (error: unknown) => error instanceof ConditionalCheckFailedException;
 
+/** For a follow-up write whose condition failing means there is nothing left to do. */
+const ignoreConditionFailure = (error: unknown): void => {
+  if (!isConditionFailure(error)) throw error;
+};
+
 /** The registry's reads through the SDK's DocumentClient, for the functions that also write. */
 export class DocumentClientTable implements RegistryTable {
   readonly #documents: DynamoDBDocumentClient;
@@ -173,33 +178,17 @@ export class DynamoModelRegistry extends RegistryReader implements ModelRegistry
             ExpressionAttributeValues: { ":previous": previous, ":version": version },
           }),
         )
-        .catch((error: unknown) => {
-          if (!isConditionFailure(error)) throw error; // moved again meanwhile: the newer move wins
-        });
+        .catch(ignoreConditionFailure); // moved again meanwhile: the newer move wins
     }
     return { alias, version, updatedAt: now, ...(previous === undefined ? {} : { previous }) };
   }
 
-  async deleteAlias(name: string, alias: string): Promise<boolean> {
-    const { Attributes } = await this.#documents.send(
-      new DeleteCommand({
-        TableName: this.#table,
-        Key: { pk: name, sk: aliasSortKey(alias) },
-        ReturnValues: "ALL_OLD",
-      }),
-    );
-    return Attributes !== undefined;
+  deleteAlias(name: string, alias: string): Promise<boolean> {
+    return this.#deleteItem({ pk: name, sk: aliasSortKey(alias) });
   }
 
   async deleteVersion(name: string, version: number): Promise<boolean> {
-    const { Attributes } = await this.#documents.send(
-      new DeleteCommand({
-        TableName: this.#table,
-        Key: { pk: name, sk: versionSortKey(version) },
-        ReturnValues: "ALL_OLD",
-      }),
-    );
-    if (Attributes === undefined) return false;
+    if (!(await this.#deleteItem({ pk: name, sk: versionSortKey(version) }))) return false;
     await this.#documents
       .send(
         new UpdateCommand({
@@ -210,9 +199,15 @@ export class DynamoModelRegistry extends RegistryReader implements ModelRegistry
           ExpressionAttributeValues: { ":version": new Set([version]) },
         }),
       )
-      .catch((error: unknown) => {
-        if (!isConditionFailure(error)) throw error;
-      });
+      .catch(ignoreConditionFailure);
     return true;
+  }
+
+  /** Deletes one item; whether there was one to delete. */
+  async #deleteItem(key: { readonly pk: string; readonly sk: string }): Promise<boolean> {
+    const { Attributes } = await this.#documents.send(
+      new DeleteCommand({ TableName: this.#table, Key: key, ReturnValues: "ALL_OLD" }),
+    );
+    return Attributes !== undefined;
   }
 }

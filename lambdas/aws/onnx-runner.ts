@@ -72,10 +72,6 @@ export class OnnxRunner implements ModelRunner {
     );
   }
 
-  isLoaded(version: ServableVersion): boolean {
-    return this.#sessions.has(servingArtifact(version).sha256);
-  }
-
   async run(
     version: ServableVersion,
     inputs: readonly NamedTensor[],

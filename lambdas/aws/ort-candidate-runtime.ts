@@ -1,6 +1,6 @@
 import type { CandidateRuntime, CandidateSession, GraphOptimizationLevel } from "#core/optimization.ts";
 import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
-import { loadOrt, sessionOptions } from "./onnx-runner.ts";
+import { createOrtSession, loadOrt, sessionOptions } from "./onnx-runner.ts";
 
 /** onnxruntime for the optimizer: sessions opened exactly as the inference function opens them. */
 export class OrtCandidateRuntime implements CandidateRuntime {
@@ -12,8 +12,8 @@ export class OrtCandidateRuntime implements CandidateRuntime {
   }
 
   async open(path: string): Promise<CandidateSession> {
-    const ort = await loadOrt();
-    const session = await ort.InferenceSession.create(path, sessionOptions(this.#intraOpThreads));
+    const session = await createOrtSession(path, this.#intraOpThreads);
+    const ort = await loadOrt(); // for its tensor types; createOrtSession has loaded it already
     return {
       run: async (inputs, outputs) => {
         const results = await session.run(toOrtFeeds(ort, inputs), outputs as string[]);

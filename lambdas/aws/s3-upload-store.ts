@@ -22,6 +22,21 @@ export const isMissing = (error: unknown) =>
   error instanceof NotFound ||
   (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404);
 
+/** An object's size and bare ETag, or undefined when there is no such object. */
+export async function headObject(
+  s3: S3Client,
+  bucket: string,
+  key: string,
+): Promise<{ bytes: number; etag: string } | undefined> {
+  try {
+    const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return { bytes: head.ContentLength ?? 0, etag: bareEtag(head.ETag) };
+  } catch (error) {
+    if (isMissing(error)) return undefined;
+    throw error;
+  }
+}
+
 const isPreconditionFailed = (error: unknown) =>
   error instanceof S3ServiceException && error.$metadata.httpStatusCode === 412;
 
@@ -46,14 +61,8 @@ export class S3UploadStore implements UploadStore {
     this.#workDir = workDir;
   }
 
-  async head(bucket: string, key: string) {
-    try {
-      const head = await this.#s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-      return { bytes: head.ContentLength ?? 0, etag: bareEtag(head.ETag) };
-    } catch (error) {
-      if (isMissing(error)) return undefined;
-      throw error;
-    }
+  head(bucket: string, key: string) {
+    return headObject(this.#s3, bucket, key);
   }
 
   async download(bucket: string, key: string, etag: string) {

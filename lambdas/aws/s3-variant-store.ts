@@ -3,14 +3,14 @@ import { createReadStream } from "node:fs";
 import { open, stat, unlink } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { GetObjectCommand, HeadObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { ArtifactIntegrityError } from "#core/errors.ts";
 import { artifactKey } from "#core/manifest.ts";
 import type { ArtifactRef } from "#core/model.ts";
 import type { VariantStore } from "#core/optimization.ts";
 import { writeHashed } from "./hashed-file.ts";
-import { isMissing, readObjectText } from "./s3-upload-store.ts";
+import { headObject, readObjectText } from "./s3-upload-store.ts";
 
 /** The model bucket for the optimize function: reads originals, writes variants under content-addressed keys. */
 export class S3VariantStore implements VariantStore {
@@ -50,12 +50,8 @@ export class S3VariantStore implements VariantStore {
     const { size: bytes } = await stat(path);
     const key = artifactKey(sha256);
     const ref = { bucket, key, sha256, bytes };
-    try {
-      await this.#s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-      return ref; // content-addressed: already there means already right
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-    }
+    // Content-addressed: already there means already right.
+    if ((await headObject(this.#s3, bucket, key)) !== undefined) return ref;
     await new Upload({
       client: this.#s3,
       params: { Bucket: bucket, Key: key, Body: createReadStream(path), Metadata: { sha256 } },

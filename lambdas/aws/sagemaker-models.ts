@@ -1,14 +1,11 @@
-import { HeadObjectCommand, NotFound, type S3Client, S3ServiceException } from "@aws-sdk/client-s3";
+import type { S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import type { EndpointModelStore } from "#core/registration.ts";
 import { createModelArchive } from "./model-archive.ts";
+import { headObject } from "./s3-upload-store.ts";
 import { normalizePrefix, targetModelFor } from "./sagemaker-layout.ts";
 
 export { normalizePrefix, targetModelFor };
-
-const isMissing = (error: unknown) =>
-  error instanceof NotFound ||
-  (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404);
 
 /** Publishes model archives under the endpoint's model prefix in S3. */
 export class S3EndpointModelStore implements EndpointModelStore {
@@ -26,12 +23,8 @@ export class S3EndpointModelStore implements EndpointModelStore {
 
   async publish(bucket: string, file: { path: string; sha256: string; bytes: number }): Promise<void> {
     const key = this.keyFor(file.sha256);
-    try {
-      await this.#s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-      return; // content-addressed: already there means already right
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-    }
+    // Content-addressed: already there means already right.
+    if ((await headObject(this.#s3, bucket, key)) !== undefined) return;
     // Streamed: the archive is never whole in memory or on disk, whatever the model's size.
     await new Upload({
       client: this.#s3,

@@ -20,6 +20,7 @@ import type { ServableVersion } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import { decodeInput, encodeOutput, type NamedTensor } from "#core/tensor-codec.ts";
 import { parseTensorDocument, tensorListJson } from "#core/v2.ts";
+import { type Backoff, defaultSleep, fullJitterMs } from "./retry.ts";
 import { targetModelFor } from "./sagemaker-layout.ts";
 
 /**
@@ -75,7 +76,7 @@ export interface SageMakerRunnerOptions {
   /** Attempts on throttling, 5xx, timeouts and connection failures. @default 3 */
   readonly maxAttempts?: number;
   /** Backoff before retry n is uniform in [0, min(cap, base * 2^(n-1))] ("full jitter"). */
-  readonly backoff?: { readonly baseMs: number; readonly capMs: number };
+  readonly backoff?: Backoff;
   readonly sleep?: (ms: number) => Promise<void>;
   readonly random?: () => number;
   readonly now?: () => number;
@@ -110,8 +111,6 @@ interface Failure {
   readonly error: MaasError;
 }
 
-const defaultSleep = (ms: number) => new Promise<void>((wake) => setTimeout(wake, ms));
-
 /**
  * Runs sagemaker-target versions on a SageMaker endpoint: one InvokeEndpoint call with a V2 JSON
  * body, bounded retries with jitter, and SageMaker's errors turned into the service's own.
@@ -124,7 +123,7 @@ export class SageMakerRunner implements ModelRunner {
   readonly #attemptTimeoutMs: number;
   readonly #deadlineMs: number;
   readonly #maxAttempts: number;
-  readonly #backoff: { readonly baseMs: number; readonly capMs: number };
+  readonly #backoff: Backoff;
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #random: () => number;
   readonly #now: () => number;
@@ -191,7 +190,7 @@ export class SageMakerRunner implements ModelRunner {
       } catch (error) {
         failure = classify(error, what);
       }
-      const delay = this.#random() * Math.min(this.#backoff.capMs, this.#backoff.baseMs * 2 ** (attempt - 1));
+      const delay = fullJitterMs(attempt, this.#backoff, this.#random);
       const timeLeft = deadline - this.#now() - delay;
       // A retry needs time for at least a short call after its wait; otherwise report what happened.
       if (!failure.retryable || attempt >= this.#maxAttempts || timeLeft < 50) throw failure.error;
@@ -272,7 +271,7 @@ function retryAfterHeader(error: unknown): number | undefined {
 }
 
 /** What a failed attempt means for the caller, and whether another attempt could help. */
-export function classify(error: unknown, what: string): Failure {
+function classify(error: unknown, what: string): Failure {
   if (error instanceof AttemptTimeout || isAbortOrTimeout(error)) {
     return {
       retryable: true,

@@ -30,7 +30,7 @@ export interface SigningInput {
 
 const ALGORITHM = "AWS4-HMAC-SHA256";
 
-export function sha256Hex(data: string | Uint8Array): string {
+function sha256Hex(data: string | Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
 }
 

@@ -6,7 +6,7 @@ import {
   ModelNotFoundError,
   RouteNotFoundError,
 } from "./errors.ts";
-import { ALIAS_PATTERN, MODEL_NAME_PATTERN, type ModelVersion } from "./model.ts";
+import { ALIAS_PATTERN, MODEL_NAME_PATTERN, type ModelVersion, VERSION_PATTERN } from "./model.ts";
 import { type AliasRecord, isServable, type ModelRegistryWriter } from "./registry.ts";
 import { safeDecode } from "./routes.ts";
 import { describeZodError } from "./v2.ts";
@@ -62,7 +62,7 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
       allow(["GET"]);
       return { kind: "list-versions", model };
     }
-    if (!/^[1-9]\d{0,9}$/.test(rawItem)) throw new ModelNotFoundError(`'${rawItem}' is not a version number`);
+    if (!VERSION_PATTERN.test(rawItem)) throw new ModelNotFoundError(`'${rawItem}' is not a version number`);
     allow(["GET", "DELETE"]);
     const version = Number(rawItem);
     return method === "GET"
@@ -92,7 +92,7 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
 const setAliasSchema = z.object({ version: z.number().int().positive() }).strict();
 
 /** A version as operators see it: the registry record less its internals, with the aliases naming it. */
-export function describeVersion(record: ModelVersion, aliases: readonly AliasRecord[] = []) {
+function describeVersion(record: ModelVersion, aliases: readonly AliasRecord[] = []) {
   return {
     name: record.name,
     version: record.version,
@@ -194,18 +194,22 @@ export class AdminService {
     }
     const parsed = setAliasSchema.safeParse(json);
     if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
-    return this.#pointAlias(name, alias, parsed.data.version);
+    return this.#pointAlias(name, alias, await this.#version(name, parsed.data.version));
   }
 
-  /** Aliases only ever point at servable versions: moving one is how traffic moves. */
-  async #pointAlias(name: string, alias: string, version: number): Promise<AliasRecord> {
-    const record = await this.#version(name, version);
+  /**
+   * Aliases only ever point at servable versions: moving one is how traffic moves. Takes the record
+   * its caller has already read (consistently), so a rollback reads the version once.
+   */
+  async #pointAlias(name: string, alias: string, record: ModelVersion): Promise<AliasRecord> {
     if (!isServable(record)) {
       const why =
         record.status === "failed" ? `failed: ${record.reason ?? "no reason recorded"}` : record.status;
-      throw new ConflictError(`version ${version} of model '${name}' cannot take traffic: it is ${why}`);
+      throw new ConflictError(
+        `version ${record.version} of model '${name}' cannot take traffic: it is ${why}`,
+      );
     }
-    return this.#deps.registry.setAlias(name, alias, version, this.#deps.now());
+    return this.#deps.registry.setAlias(name, alias, record.version, this.#deps.now());
   }
 
   async #rollback(name: string, alias: string): Promise<AliasRecord> {
@@ -219,7 +223,7 @@ export class AdminService {
         `alias '${alias}' of model '${name}' cannot roll back: its previous version ${current.previous} was deleted`,
       );
     }
-    return this.#pointAlias(name, alias, current.previous);
+    return this.#pointAlias(name, alias, previous);
   }
 
   async #deleteVersion(name: string, version: number) {

@@ -10,7 +10,7 @@
 
 const POW10 = Float64Array.from({ length: 23 }, (_, i) => 10 ** i);
 /** Inexact reciprocals, for guesses that are then checked with exact products. */
-const INVERSE_POW10 = Float64Array.from({ length: 23 }, (_, i) => 1 / 10 ** i);
+const INVERSE_POW10 = Float64Array.from({ length: 10 }, (_, i) => 1 / 10 ** i);
 
 /** Relative margin around a fast-path double: far above its worst error (about 5e-16). */
 const MARGIN = 1e-14;
@@ -251,9 +251,29 @@ function trimZeros(out: Uint8Array, end: number): number {
 
 /** Longest element written: a double's own form, or a quoted non-finite name. */
 const MAX_ELEMENT_CHARS = 26;
-/** Reused between calls (they are synchronous); larger outputs get a buffer of their own. */
-const SCRATCH_LIMIT = 1 << 20;
-let scratch = Buffer.allocUnsafe(64 * 1024);
+/**
+ * A buffer reused between synchronous calls: it grows to the largest size asked for, up to `limit`;
+ * beyond that each call gets a buffer of its own. Callers must be done with it before they return.
+ */
+export class ScratchBuffer {
+  #buffer: Buffer;
+  readonly #limit: number;
+
+  constructor(initial: number, limit: number) {
+    this.#buffer = Buffer.allocUnsafe(initial);
+    this.#limit = limit;
+  }
+
+  /** At least `bytes` bytes, contents undefined. */
+  take(bytes: number): Buffer {
+    if (bytes <= this.#buffer.length) return this.#buffer;
+    const buffer = Buffer.allocUnsafe(bytes);
+    if (bytes <= this.#limit) this.#buffer = buffer;
+    return buffer;
+  }
+}
+
+const outputScratch = new ScratchBuffer(64 * 1024, 1 << 20);
 
 function writeAscii(out: Uint8Array, pos: number, text: string): number {
   for (let i = 0; i < text.length; i++) out[pos++] = text.charCodeAt(i);
@@ -269,8 +289,7 @@ const NON_FINITE_NAMES = new Set(["NaN", "Infinity", "-Infinity"]);
  */
 export function float32ArrayJson(values: ArrayLike<unknown>): string | undefined {
   const needed = values.length * (MAX_ELEMENT_CHARS + 1) + 2;
-  if (needed > scratch.length && needed <= SCRATCH_LIMIT) scratch = Buffer.allocUnsafe(needed);
-  const out = needed > scratch.length ? Buffer.allocUnsafe(needed) : scratch;
+  const out = outputScratch.take(needed);
   let pos = 0;
   out[pos++] = OPEN_BRACKET;
   for (let i = 0; i < values.length; i++) {

@@ -1,11 +1,12 @@
 import * as z from "zod";
+import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "./model.ts";
 import { describeZodError, requestInputSchema } from "./v2.ts";
 
 /**
  * The optional `models/<name>/<version>/maas.json` beside a model. Upload it before the model: it is
  * read when the model registers. One uploaded later updates only the descriptive fields.
  */
-export const manifestSchema = z
+const manifestSchema = z
   .object({
     description: z.string().max(4096).optional(),
     labels: z.array(z.string().max(256)).max(100_000).optional(),
@@ -53,7 +54,7 @@ export interface UploadKey {
   readonly file: "model.onnx" | "maas.json";
 }
 
-export class InvalidUploadKeyError extends Error {
+class InvalidUploadKeyError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "InvalidUploadKeyError";
@@ -61,7 +62,7 @@ export class InvalidUploadKeyError extends Error {
 }
 
 /** Parses an upload key; the error says what a publisher should fix. */
-export function parseUploadKey(key: string, namePattern: RegExp): UploadKey {
+export function parseUploadKey(key: string): UploadKey {
   const match = UPLOAD_KEY.exec(key);
   if (match === null) {
     throw new InvalidUploadKeyError(
@@ -69,12 +70,12 @@ export function parseUploadKey(key: string, namePattern: RegExp): UploadKey {
     );
   }
   const [, name = "", version = "", file] = match;
-  if (!namePattern.test(name)) {
+  if (!MODEL_NAME_PATTERN.test(name)) {
     throw new InvalidUploadKeyError(
       `'${name}' is not a valid model name: 1-64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit`,
     );
   }
-  if (!/^[1-9]\d{0,9}$/.test(version) || Number(version) > 2 ** 31 - 1) {
+  if (!VERSION_PATTERN.test(version) || Number(version) > 2 ** 31 - 1) {
     throw new InvalidUploadKeyError(`'${version}' is not a valid version: use a positive integer`);
   }
   return { name, version: Number(version), file: file as UploadKey["file"] };

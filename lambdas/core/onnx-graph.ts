@@ -4,8 +4,6 @@ import onnxProto from "onnx-proto";
 
 const { onnx } = onnxProto;
 
-export { onnx };
-
 export type ModelProto = onnxProto.onnx.IModelProto;
 export type GraphProto = onnxProto.onnx.IGraphProto;
 export type NodeProto = onnxProto.onnx.INodeProto;
@@ -34,10 +32,6 @@ export function encodeModel(model: ModelProto): Uint8Array {
 
 export function tensorDims(tensor: TensorProto): number[] {
   return (tensor.dims ?? []).map((dim) => toNumber(dim as number | Long));
-}
-
-export function elementCount(dims: readonly number[]): number {
-  return dims.reduce((product, dim) => product * dim, 1);
 }
 
 /** The values of an FP32 tensor, from raw_data (little-endian) or float_data. */
@@ -77,7 +71,7 @@ export function rawTensor(
   return { name, dataType, dims: [...dims], rawData: littleEndianBytes(values) };
 }
 
-export function attribute(node: NodeProto, name: string): AttributeProto | undefined {
+function attribute(node: NodeProto, name: string): AttributeProto | undefined {
   return (node.attribute ?? []).find((entry) => entry.name === name);
 }
 
@@ -96,7 +90,7 @@ export function intAttr(name: string, value: number): AttributeProto {
 }
 
 /** Every value name a graph (and its subgraphs) defines or reads: new names must avoid them all. */
-export function usedNames(graph: GraphProto, names = new Set<string>()): Set<string> {
+function usedNames(graph: GraphProto, names = new Set<string>()): Set<string> {
   for (const value of [...(graph.input ?? []), ...(graph.output ?? []), ...(graph.valueInfo ?? [])]) {
     if (value.name) names.add(value.name);
   }

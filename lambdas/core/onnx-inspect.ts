@@ -1,6 +1,7 @@
 import onnxProto from "onnx-proto";
 import { MaasError } from "./errors.ts";
 import type { Dim, ModelSignature, TensorSpec, V2Datatype } from "./model.ts";
+import { type GraphProto, opsetVersion, type TensorProto, toNumber } from "./onnx-graph.ts";
 
 const { onnx } = onnxProto;
 
@@ -41,10 +42,6 @@ export interface ModelInspection {
   readonly description?: string;
 }
 
-type Long = { toNumber(): number };
-const toNumber = (value: number | Long | null | undefined): number =>
-  value == null ? 0 : typeof value === "number" ? value : value.toNumber();
-
 function tensorSpec(value: onnxProto.onnx.IValueInfoProto, role: "input" | "output"): TensorSpec {
   const name = value.name ?? "";
   const tensorType = value.type?.tensorType;
@@ -63,7 +60,7 @@ function tensorSpec(value: onnxProto.onnx.IValueInfoProto, role: "input" | "outp
   if (!tensorType.shape) throw new InvalidModelError(`${role} '${name}' declares no shape`);
   const shape: Dim[] = (tensorType.shape.dim ?? []).map((dim) => {
     if (dim.dimParam) return dim.dimParam;
-    if (dim.dimValue != null) return toNumber(dim.dimValue as number | Long);
+    if (dim.dimValue != null) return toNumber(dim.dimValue);
     return -1;
   });
   return { name, datatype, shape };
@@ -81,7 +78,8 @@ export function inspectModel(bytes: Uint8Array): ModelInspection {
   if (!graph?.node || graph.node.length === 0) {
     throw new InvalidModelError("not an ONNX model: it has no graph");
   }
-  checkModelSafety(model);
+  const defaultOpset = opsetVersion(model, "");
+  checkModelSafety(model, defaultOpset);
   // Older exporters list initializers among the graph inputs; they are weights, not inputs.
   const initializers = new Set((graph.initializer ?? []).map((tensor) => tensor.name));
   const inputs = (graph.input ?? []).filter((value) => !initializers.has(value.name ?? ""));
@@ -92,15 +90,14 @@ export function inspectModel(bytes: Uint8Array): ModelInspection {
   for (const prop of model.metadataProps ?? []) {
     if (prop.key) metadata[prop.key] = prop.value ?? "";
   }
-  const defaultOpset = (model.opsetImport ?? []).find((opset) => !opset.domain || opset.domain === "ai.onnx");
 
   return {
     signature: {
       inputs: inputs.map((value) => tensorSpec(value, "input")),
       outputs: outputs.map((value) => tensorSpec(value, "output")),
     },
-    irVersion: toNumber(model.irVersion as number | Long),
-    opsetVersion: toNumber(defaultOpset?.version as number | Long | undefined),
+    irVersion: toNumber(model.irVersion),
+    opsetVersion: defaultOpset,
     producer: model.producerName ?? "",
     metadata,
     labels: parseLabels(metadata.labels),
@@ -136,25 +133,20 @@ const ELEMENT_BYTES: ReadonlyMap<number, number> = new Map([
   [20, 1],
 ]);
 
-type TensorProto = onnxProto.onnx.ITensorProto;
-type GraphProto = onnxProto.onnx.IGraphProto;
-
 /**
  * Rejects what onnxruntime must never be asked to load: external data (single-file models only; a
  * location could point anywhere on the host), too old an operator set, and dimensions or tensor sizes
  * that no real model declares — the shapes of allocation bombs.
  */
-function checkModelSafety(model: onnxProto.onnx.ModelProto): void {
-  const opset = (model.opsetImport ?? []).find((entry) => !entry.domain || entry.domain === "ai.onnx");
-  const opsetVersion = toNumber(opset?.version as number | Long | undefined);
-  if (opsetVersion < MIN_OPSET) {
+function checkModelSafety(model: onnxProto.onnx.ModelProto, defaultOpset: number): void {
+  if (defaultOpset < MIN_OPSET) {
     throw new InvalidModelError(
-      `the model uses ONNX operator set ${opsetVersion}; the oldest served is ${MIN_OPSET}: re-export it with a newer opset`,
+      `the model uses ONNX operator set ${defaultOpset}; the oldest served is ${MIN_OPSET}: re-export it with a newer opset`,
     );
   }
   for (const value of [...(model.graph?.input ?? []), ...(model.graph?.output ?? [])]) {
     for (const dim of value.type?.tensorType?.shape?.dim ?? []) {
-      const size = toNumber(dim.dimValue as number | Long | undefined);
+      const size = toNumber(dim.dimValue);
       if (size < 0 || size > MAX_DIM) {
         throw new InvalidModelError(
           `'${value.name}' declares a dimension of ${size}, which no real tensor has`,
@@ -198,7 +190,7 @@ function checkTensor(tensor: TensorProto, where: string): void {
   }
   let elements = 1;
   for (const dim of tensor.dims ?? []) {
-    const size = toNumber(dim as number | Long);
+    const size = toNumber(dim);
     if (size < 0 || size > MAX_DIM) throw new InvalidModelError(`${where} declares a dimension of ${size}`);
     elements *= size;
   }

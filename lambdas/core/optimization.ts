@@ -105,14 +105,14 @@ export type OptimizationOutcome =
   | { readonly outcome: "ignored"; readonly reason: string };
 
 /** The model cannot be optimized: recorded on the version, which serves its original; not retried. */
-export class OptimizationError extends Error {
+class OptimizationError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "OptimizationError";
   }
 }
 
-export const ORIGINAL_KIND = "original";
+const ORIGINAL_KIND = "original";
 
 /**
  * Optimizes one version, once. `attemptId` names this delivery of the message (the SQS message id):
@@ -234,6 +234,9 @@ interface Built {
   parity?: VariantParity;
   error?: string;
   times: number[];
+  /** Over `times`, set once it has raced the original: selection and the record both use them. */
+  p50Ms?: number;
+  winRate?: number;
 }
 
 async function buildAndSelect(
@@ -312,17 +315,20 @@ async function buildAndSelect(
       outputs,
       settings,
     );
+    const baseline = originalTimes[0] ?? [];
     racing.forEach((entry, index) => {
       entry.times = originalTimes[index + 1] ?? [];
+      entry.p50Ms = median(entry.times);
+      entry.winRate = winRate(entry.times, baseline);
     });
-    const originalP50 = median(originalTimes[0] ?? []);
+    const originalP50 = median(baseline);
     const selectedKind = selectVariant(
       version.target,
       racing.map((entry) => ({
         kind: entry.candidate.kind,
         passed: true,
-        p50Ms: median(entry.times),
-        winRate: winRate(entry.times, originalTimes[0] ?? []),
+        p50Ms: entry.p50Ms,
+        winRate: entry.winRate,
       })),
       originalP50,
       {
@@ -357,11 +363,12 @@ async function buildAndSelect(
         selected: entry === selected,
         detail: entry.candidate.detail,
         ...(artifact ? { artifact } : {}),
+        // Only a racing entry has times, and so its figures.
         ...(entry.times.length > 0
           ? {
-              p50Ms: figure(median(entry.times)),
+              p50Ms: figure(entry.p50Ms!),
               benchmarkRuns: entry.times.length,
-              winRate: figure(winRate(entry.times, originalTimes[0] ?? [])),
+              winRate: figure(entry.winRate!),
             }
           : {}),
         ...(entry.loadMs === undefined ? {} : { loadMs: figure(entry.loadMs) }),

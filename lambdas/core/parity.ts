@@ -31,7 +31,7 @@ export const DEFAULT_PARITY_THRESHOLDS: ParityThresholds = {
 export type ParityFigures = Omit<VariantParity, "inputs">;
 
 /** A float output [batch, C] with C in this range is read as class scores. */
-export const CLASSIFIER_MAX_CLASSES = 1000;
+const CLASSIFIER_MAX_CLASSES = 1000;
 
 export interface GeneratedInputOptions {
   /** @default 4 */

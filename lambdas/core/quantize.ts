@@ -1,7 +1,6 @@
 import {
   DataType,
   decodeModel,
-  elementCount,
   encodeModel,
   ensureOpset,
   floatAttribute,
@@ -18,6 +17,7 @@ import {
   type TensorProto,
   tensorDims,
 } from "./onnx-graph.ts";
+import { elementCount } from "./signature.ts";
 
 /**
  * Dynamic int8 quantization of MatMul and Gemm weights, on the ONNX protobuf: weights are stored as

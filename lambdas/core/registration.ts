@@ -6,7 +6,7 @@ import {
   parseManifest,
   parseUploadKey,
 } from "./manifest.ts";
-import { MODEL_NAME_PATTERN, type ModelVersion, type ServingTarget } from "./model.ts";
+import type { ModelVersion, ServingTarget } from "./model.ts";
 import { InvalidModelError, inspectModel } from "./onnx-inspect.ts";
 import type { ModelRegistryWriter } from "./registry.ts";
 
@@ -89,7 +89,7 @@ export async function registerUpload(
 ): Promise<RegistrationOutcome> {
   let upload: ReturnType<typeof parseUploadKey>;
   try {
-    upload = parseUploadKey(event.key, MODEL_NAME_PATTERN);
+    upload = parseUploadKey(event.key);
   } catch (error) {
     return { outcome: "ignored", reason: (error as Error).message };
   }

@@ -1,6 +1,12 @@
 import * as z from "zod";
 import { ModelNotFoundError, ModelNotReadyError } from "./errors.ts";
-import { ALIAS_PATTERN, type ModelVersion, type ServableVersion, V2_DATATYPES } from "./model.ts";
+import {
+  ALIAS_PATTERN,
+  type ModelVersion,
+  type ServableVersion,
+  V2_DATATYPES,
+  VERSION_PATTERN,
+} from "./model.ts";
 
 /** Read side of the model registry, as the serving path sees it. */
 export interface ModelRegistry {
@@ -144,7 +150,7 @@ export async function resolveVersion(
     if (newestServable !== undefined) return newestServable;
     return versions.at(-1) as ModelVersion;
   }
-  if (/^[1-9]\d{0,9}$/.test(reference)) return mustGet(registry, name, Number(reference));
+  if (VERSION_PATTERN.test(reference)) return mustGet(registry, name, Number(reference));
   if (!ALIAS_PATTERN.test(reference)) {
     throw new ModelNotFoundError(
       `'${reference}' is neither a version number nor an alias of model '${name}'`,

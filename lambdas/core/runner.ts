@@ -11,6 +11,4 @@ export interface ModelRunner {
   ): Promise<NamedTensor[]>;
   /** Loads the version ahead of traffic (provisioned environments, the local demo). */
   load?(version: ServableVersion): Promise<void>;
-  /** Whether the version can answer without a cold load (for the model ready route). */
-  isLoaded?(version: ServableVersion): boolean;
 }

@@ -288,10 +288,19 @@ export function hasRoundedIntegers(inputs: readonly RequestInput[]): boolean {
     (input) =>
       (input.datatype === "INT64" || input.datatype === "UINT64") &&
       Array.isArray(input.data) &&
-      (input.data as unknown[])
-        .flat(32)
-        .some((value) => typeof value === "number" && Math.abs(value) > Number.MAX_SAFE_INTEGER),
+      holdsRoundedInteger(input.data, 0),
   );
+}
+
+/** Walks nested lists in place (`.flat(32)` copied every INT64 input), to the same 32 levels. */
+function holdsRoundedInteger(values: readonly unknown[], depth: number): boolean {
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    if (Array.isArray(value)) {
+      if (depth < 32 && holdsRoundedInteger(value, depth + 1)) return true;
+    } else if (typeof value === "number" && Math.abs(value) > Number.MAX_SAFE_INTEGER) return true;
+  }
+  return false;
 }
 
 /**

@@ -1,6 +1,6 @@
 import * as z from "zod";
 import { InvalidRequestError } from "./errors.ts";
-import { float32ArrayJson, readFloat32Array } from "./float32-json.ts";
+import { float32ArrayJson, readFloat32Array, ScratchBuffer } from "./float32-json.ts";
 import { elementCount } from "./signature.ts";
 import { hasRoundedIntegers } from "./tensor-codec.ts";
 
@@ -98,26 +98,25 @@ export function parseInferRequestBody(body: string): InferRequest {
   if (body.length === 0)
     throw new InvalidRequestError("request body is empty; send a V2 infer request as JSON");
   return (
-    parseFloat32Request(body) ?? parseTensorDocument(body, parseInferRequest, (request) => request.inputs)
+    parseFloat32Request(body) ?? parseTensorDocument(body, validateInferRequest, (request) => request.inputs)
   );
+}
+
+/** The hand check first (the schema's own result, without zod's cost); zod for the rest and its message. */
+function validateInferRequest(json: unknown): InferRequest {
+  return plainInferRequest(json) ?? parseInferRequest(json);
 }
 
 /** Below this size JSON.parse is as quick as the fast path's extra steps. */
 const FAST_PATH_MIN_CHARS = 1024;
 
-/** Reused between calls (the fast path is synchronous); it grows to the largest body, up to a cap. */
-let bodyScratch = Buffer.allocUnsafe(64 * 1024);
-const BODY_SCRATCH_LIMIT = 8 * 1024 * 1024;
+const bodyScratch = new ScratchBuffer(64 * 1024, 8 * 1024 * 1024);
 
 /** The text's bytes, one per character, when it is ASCII; undefined otherwise. */
 function asciiBytes(text: string): Buffer | undefined {
   // As many UTF-8 bytes as characters means ASCII: then latin1's bytes (a plain copy) are the text.
   if (Buffer.byteLength(text, "utf8") !== text.length) return undefined;
-  let target = bodyScratch;
-  if (text.length > target.length) {
-    target = Buffer.allocUnsafe(text.length);
-    if (text.length <= BODY_SCRATCH_LIMIT) bodyScratch = target;
-  }
+  const target = bodyScratch.take(text.length);
   target.write(text, 0, "latin1");
   return target.subarray(0, text.length);
 }
@@ -131,10 +130,11 @@ function asciiBytes(text: string): Buffer | undefined {
 function parseFloat32Request(body: string): InferRequest | undefined {
   // Escapes and non-ASCII text are rare in requests; ruling them out keeps the scan simple.
   if (body.length < FAST_PATH_MIN_CHARS || body.includes("\\")) return undefined;
-  const bytes = asciiBytes(body);
-  if (bytes === undefined) return undefined;
   const spans = locateInputData(body);
   if (spans === undefined || spans.every((span) => span === undefined)) return undefined;
+  // Only the spans are read from bytes: a body without one never pays for the copy.
+  const bytes = asciiBytes(body);
+  if (bytes === undefined) return undefined;
   let skeleton = "";
   let copied = 0;
   for (const span of spans) {

@@ -27,7 +27,7 @@ function corsHeaders(event: APIGatewayProxyEvent, origins: readonly string[]): R
 }
 
 /** A comma-separated environment list. */
-export function parseList(value: string | undefined): string[] {
+function parseList(value: string | undefined): string[] {
   return (value ?? "")
     .split(",")
     .map((origin) => origin.trim())

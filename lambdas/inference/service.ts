@@ -55,8 +55,6 @@ export interface InferenceParts {
   readonly artifacts: ArtifactCache;
   readonly sessions: SessionPool<InferenceSession>;
   readonly runner: ModelRunner;
-  /** Present when MAAS_SAGEMAKER_ENDPOINT names an endpoint. */
-  readonly sagemakerRunner?: SageMakerRunner;
 }
 
 /** Wires the inference service from configuration and clients: the same code in Lambda and locally. */
@@ -99,5 +97,5 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     runners: { lambda: runner, ...(sagemakerRunner === undefined ? {} : { sagemaker: sagemakerRunner }) },
     server: { name: SERVER_NAME, version: SERVER_VERSION },
   });
-  return { service, registry, artifacts, sessions, runner, ...(sagemakerRunner ? { sagemakerRunner } : {}) };
+  return { service, registry, artifacts, sessions, runner };
 }

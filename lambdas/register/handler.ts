@@ -97,15 +97,15 @@ export function createRegisterHandler(deps: RegistrationDeps, logger: Logger): R
           else logger.info("upload handled", log);
         }
       } catch (error) {
+        // Another worker is still on this version: an expected retry, not an error.
         if (error instanceof RegistrationInProgressError) {
           logger.info(error.message, { messageId: record.messageId });
-          batchItemFailures.push({ itemIdentifier: record.messageId });
-          continue;
+        } else {
+          logger.error("registration failed; the message will be retried", {
+            messageId: record.messageId,
+            error: error as Error,
+          });
         }
-        logger.error("registration failed; the message will be retried", {
-          messageId: record.messageId,
-          error: error as Error,
-        });
         batchItemFailures.push({ itemIdentifier: record.messageId });
       }
     }

@@ -371,6 +371,10 @@ describe("least privilege", () => {
     ["BatchWriteItem", "ConditionCheckItem", "DeleteItem", "PutItem", "UpdateItem"].map(
       (action) => `dynamodb:${action} <${table}>`,
     );
+  const queueConsume = (arn: string) =>
+    ["ChangeMessageVisibility", "DeleteMessage", "GetQueueAttributes", "GetQueueUrl", "ReceiveMessage"].map(
+      (action) => `sqs:${action} <${arn}>`,
+    );
   const output = (pattern: RegExp) => {
     const found = JSON.stringify(template.toJSON()).match(pattern);
     if (!found) throw new Error(`no output matching ${pattern}`);
@@ -412,13 +416,7 @@ describe("least privilege", () => {
         `s3:PutObject <${bucket()}>/artifacts/*`,
         `s3:AbortMultipartUpload <${bucket()}>/artifacts/*`,
         `s3:ListBucket <${bucket()}>`,
-        ...[
-          "ChangeMessageVisibility",
-          "DeleteMessage",
-          "GetQueueAttributes",
-          "GetQueueUrl",
-          "ReceiveMessage",
-        ].map((action) => `sqs:${action} <${optimizeQueue}>`),
+        ...queueConsume(optimizeQueue),
       ].sort(),
     );
   });
@@ -436,13 +434,7 @@ describe("least privilege", () => {
         `s3:GetObject <${bucket()}>/artifacts/*`,
         `s3:PutObject <${bucket()}>/artifacts/*`,
         `s3:ListBucket <${bucket()}>`,
-        ...[
-          "ChangeMessageVisibility",
-          "DeleteMessage",
-          "GetQueueAttributes",
-          "GetQueueUrl",
-          "ReceiveMessage",
-        ].map((action) => `sqs:${action} <${registerQueue}>`),
+        ...queueConsume(registerQueue),
         ...["GetQueueAttributes", "GetQueueUrl", "SendMessage"].map(
           (action) => `sqs:${action} <${optimizeQueue}>`,
         ),

@@ -5,6 +5,7 @@ import type { ModelVersion } from "../../lambdas/core/model.ts";
 import type { LocalStack } from "../../local/stack.ts";
 import { buildTransformerMlpModel } from "../../models/transformer-mlp.ts";
 import { TEST_API_KEY as API_KEY, startTestStack, stopTestStack } from "../support/local-stack.ts";
+import { cosine } from "../support/numeric.ts";
 
 const WIDTH = 768;
 /** Two blocks of 768/3072 (38 MB): big enough that int8 weights are usually the fastest variant. */
@@ -28,18 +29,6 @@ async function waitForOptimized(name: string, version: number, timeoutMs = 25_00
       throw new Error(`${name} v${version} is still ${record?.status} after ${timeoutMs} ms`);
     await new Promise((wake) => setTimeout(wake, 100));
   }
-}
-
-function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    na += a[i]! ** 2;
-    nb += b[i]! ** 2;
-  }
-  return dot / Math.sqrt(na * nb);
 }
 
 describe("optimization on upload, through the local stack", () => {

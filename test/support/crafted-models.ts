@@ -4,13 +4,16 @@
  * only come from that change.
  */
 import onnxProto from "onnx-proto";
+import { expect } from "vitest";
 import { mulberry32 } from "#core/seeded-random.ts";
+import { InvalidModelError, inspectModel } from "../../lambdas/core/onnx-inspect.ts";
 import {
   ElemType,
   encodeModel,
   floatTensor,
   type ModelSpec,
   PRODUCER_NAME,
+  type Tensor,
 } from "../../models/onnx-builder.ts";
 
 const { onnx } = onnxProto;
@@ -79,8 +82,8 @@ export const absoluteExternalDataModel = () => externalDataModel("/etc/passwd");
 export const escapingExternalDataModel = () => externalDataModel("../../../../etc/shadow");
 export const relativeExternalDataModel = () => externalDataModel("weights.bin");
 
-/** A Constant node whose tensor attribute points at external data: not an initializer, still refused. */
-export function externalDataConstantModel(): Uint8Array {
+/** `bias` comes from a Constant node named `bias_constant` holding `tensor`, not from an initializer. */
+export function constantBiasModel(tensor: Tensor): Uint8Array {
   return validAddModel({
     initializers: [],
     nodes: [
@@ -89,20 +92,21 @@ export function externalDataConstantModel(): Uint8Array {
         opType: "Constant",
         inputs: [],
         outputs: ["bias"],
-        attributes: {
-          value: {
-            tensor: {
-              name: "bias_value",
-              dims: [2],
-              dataType: ElemType.FLOAT,
-              dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
-              externalData: [{ key: "location", value: "/proc/self/environ" }],
-            },
-          },
-        },
+        attributes: { value: { tensor } },
       },
       { opType: "Add", inputs: ["x", "bias"], outputs: ["y"] },
     ],
+  });
+}
+
+/** A Constant node whose tensor attribute points at external data: not an initializer, still refused. */
+export function externalDataConstantModel(): Uint8Array {
+  return constantBiasModel({
+    name: "bias_value",
+    dims: [2],
+    dataType: ElemType.FLOAT,
+    dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+    externalData: [{ key: "location", value: "/proc/self/environ" }],
   });
 }
 
@@ -160,6 +164,17 @@ export function unknownOperatorModel(): Uint8Array {
 /** Passes every protobuf-level check, but its node reads a tensor that nothing produces. */
 export function danglingInputModel(): Uint8Array {
   return validAddModel({ nodes: [{ opType: "Add", inputs: ["x", "nowhere"], outputs: ["y"] }] });
+}
+
+/** The InvalidModelError that inspectModel throws for `bytes`; fails the test if it accepts them. */
+export function rejection(bytes: Uint8Array): InvalidModelError {
+  try {
+    inspectModel(bytes);
+  } catch (error) {
+    expect(error).toBeInstanceOf(InvalidModelError);
+    return error as InvalidModelError;
+  }
+  throw new Error("the model was accepted");
 }
 
 export interface CraftedModel {

@@ -1,26 +1,18 @@
 import onnxProto from "onnx-proto";
 import { describe, expect, it } from "vitest";
-import { InvalidModelError, inspectModel, MIN_OPSET } from "../../lambdas/core/onnx-inspect.ts";
+import { inspectModel, MIN_OPSET } from "../../lambdas/core/onnx-inspect.ts";
 import { ElemType, floatTensor, int64Tensor } from "../../models/onnx-builder.ts";
 import {
+  constantBiasModel,
   craftedModels,
   editModel,
   externalDataModel,
   oldOpsetModel,
+  rejection,
   validAddModel,
 } from "../support/crafted-models.ts";
 
 const { onnx } = onnxProto;
-
-function rejection(bytes: Uint8Array): InvalidModelError {
-  try {
-    inspectModel(bytes);
-  } catch (error) {
-    expect(error).toBeInstanceOf(InvalidModelError);
-    return error as InvalidModelError;
-  }
-  throw new Error("the model was accepted");
-}
 
 const refusedByInspection = craftedModels().filter((model) => model.caughtBy === "inspect");
 const refusedByOnnxruntime = craftedModels().filter((model) => model.caughtBy === "try-load");
@@ -169,21 +161,7 @@ describe("model safety checks", () => {
   });
 
   it("check tensors of Constant nodes as well as initializers", () => {
-    const bytes = validAddModel({
-      initializers: [],
-      nodes: [
-        {
-          name: "bias_constant",
-          opType: "Constant",
-          inputs: [],
-          outputs: ["bias"],
-          attributes: {
-            value: { tensor: { name: "v", dims: [2], dataType: ElemType.FLOAT, floatData: [1] } },
-          },
-        },
-        { opType: "Add", inputs: ["x", "bias"], outputs: ["y"] },
-      ],
-    });
+    const bytes = constantBiasModel({ name: "v", dims: [2], dataType: ElemType.FLOAT, floatData: [1] });
 
     expect(rejection(bytes).message).toBe(
       "attribute 'value' of node 'bias_constant' declares 2 elements but holds 1",

@@ -2,41 +2,17 @@ import onnxProto from "onnx-proto";
 import { describe, expect, it } from "vitest";
 import { mulberry32 } from "#core/seeded-random.ts";
 import { V2_DATATYPES } from "../../lambdas/core/model.ts";
-import { InvalidModelError, inspectModel } from "../../lambdas/core/onnx-inspect.ts";
+import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
 import { buildIrisModel, IRIS_LABELS } from "../../models/iris.ts";
-import { ElemType, encodeModel, floatTensor, type ModelSpec } from "../../models/onnx-builder.ts";
+import { ElemType } from "../../models/onnx-builder.ts";
 import { buildDatatypeZooModel, buildFixedShapeModel } from "../../models/zoo.ts";
+import {
+  validAddModel as addModel,
+  editModel as edited,
+  rejection as inspectError,
+} from "../support/crafted-models.ts";
 
 const { onnx } = onnxProto;
-
-/** y = x + bias: the smallest graph that runs, to vary one detail at a time. */
-function addModel(overrides: Partial<ModelSpec> = {}): Uint8Array {
-  return encodeModel({
-    graphName: "add",
-    inputs: [{ name: "x", elemType: ElemType.FLOAT, dims: ["batch", 2] }],
-    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["batch", 2] }],
-    initializers: [floatTensor("bias", [2], Float32Array.of(1, 2))],
-    nodes: [{ opType: "Add", inputs: ["x", "bias"], outputs: ["y"] }],
-    ...overrides,
-  });
-}
-
-/** Decodes a model, lets the test edit the protobuf message, and encodes it again. */
-function edited(bytes: Uint8Array, edit: (model: onnxProto.onnx.ModelProto) => void): Uint8Array {
-  const model = onnx.ModelProto.decode(bytes);
-  edit(model);
-  return onnx.ModelProto.encode(model).finish();
-}
-
-function inspectError(bytes: Uint8Array): InvalidModelError {
-  try {
-    inspectModel(bytes);
-  } catch (error) {
-    expect(error).toBeInstanceOf(InvalidModelError);
-    return error as InvalidModelError;
-  }
-  throw new Error("the model was accepted");
-}
 
 describe("inspectModel", () => {
   it("extracts the iris model's signature", () => {

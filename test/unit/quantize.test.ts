@@ -11,6 +11,7 @@ import { buildCnnModel } from "../../models/cnn.ts";
 import { buildIrisModel } from "../../models/iris.ts";
 import { ElemType, encodeModel, floatTensor, type GraphNode } from "../../models/onnx-builder.ts";
 import { buildTransformerMlpModel } from "../../models/transformer-mlp.ts";
+import { cosine } from "../support/numeric.ts";
 
 const SESSION = { executionProviders: ["cpu"], intraOpNumThreads: 1, logSeverityLevel: 3 } as const;
 
@@ -33,18 +34,6 @@ async function run(
   } finally {
     await session.release();
   }
-}
-
-function cosine(a: Float32Array, b: Float32Array): number {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    na += a[i]! ** 2;
-    nb += b[i]! ** 2;
-  }
-  return dot / Math.sqrt(na * nb);
 }
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {

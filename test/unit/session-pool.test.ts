@@ -74,6 +74,26 @@ function touch(pool: SessionPool<FakeSession>, key: string, bytes = 10): Promise
   );
 }
 
+/**
+ * Starts a run on the session for `key` and holds it open until the test settles `run`; resolves
+ * once the run has its session, with the session and the run's result.
+ */
+async function holdRun<T = void>(pool: SessionPool<FakeSession>, key: string) {
+  const run = deferred<T>();
+  let session: FakeSession | undefined;
+  const result = pool.use(
+    key,
+    10,
+    async () => `/artifacts/${key}.onnx`,
+    (used) => {
+      session = used;
+      return run.promise;
+    },
+  );
+  await settleUntil(() => session !== undefined);
+  return { run, session: session!, result };
+}
+
 describe("SessionPool with onnxruntime sessions", () => {
   let directory: string;
   let irisPath: string;
@@ -243,18 +263,7 @@ describe("SessionPool", () => {
 
   it("releases an evicted session only after the run using it finishes", async () => {
     const { pool } = fakePool({ maxSessions: 1 });
-    const run = deferred<string>();
-    let inUse: FakeSession | undefined;
-    const longRun = pool.use(
-      "a",
-      10,
-      async () => "/artifacts/a.onnx",
-      (session) => {
-        inUse = session;
-        return run.promise;
-      },
-    );
-    await settleUntil(() => inUse !== undefined);
+    const { run, session: inUse, result: longRun } = await holdRun<string>(pool, "a");
 
     await touch(pool, "b");
     expect(pool.has("a")).toBe(false);
@@ -267,18 +276,7 @@ describe("SessionPool", () => {
 
   it("releases an evicted session after its run fails", async () => {
     const { pool } = fakePool({ maxSessions: 1 });
-    const run = deferred<string>();
-    let inUse: FakeSession | undefined;
-    const longRun = pool.use(
-      "a",
-      10,
-      async () => "/artifacts/a.onnx",
-      (session) => {
-        inUse = session;
-        return run.promise;
-      },
-    );
-    await settleUntil(() => inUse !== undefined);
+    const { run, session: inUse, result: longRun } = await holdRun<string>(pool, "a");
     await touch(pool, "b");
 
     run.reject(new Error("inference failed"));
@@ -389,18 +387,7 @@ describe("SessionPool", () => {
   it("releases every idle session on close and defers busy ones until their run ends", async () => {
     const { pool } = fakePool();
     const idle = await touch(pool, "idle");
-    const run = deferred();
-    let busy: FakeSession | undefined;
-    const running = pool.use(
-      "busy",
-      10,
-      async () => "/artifacts/busy.onnx",
-      (session) => {
-        busy = session;
-        return run.promise;
-      },
-    );
-    await settleUntil(() => busy !== undefined);
+    const { run, session: busy, result: running } = await holdRun(pool, "busy");
 
     await pool.close();
     expect(idle.released).toBe(1);

@@ -19,19 +19,26 @@ const TEMPORARY: AwsCredentials = {
 };
 const DATES = [new Date("2026-03-01T00:00:00Z"), new Date("2026-12-31T23:59:59.999Z")];
 
-/** The SDK's signer, configured as the S3 and DynamoDB clients configure it. */
-async function sdkAuthorization(options: {
+/** One request, described as the SDK's signer takes it. */
+interface RequestToSign {
   service: "s3" | "dynamodb";
   region: string;
   credentials: AwsCredentials;
   date: Date;
   method: string;
+  /** @default "https:" */
+  protocol?: "http:" | "https:";
   host: string;
+  /** Percent-encoded, as it goes on the wire. */
   path: string;
   query?: Record<string, string>;
   headers?: Record<string, string>;
+  /** Absent: an unsigned payload (`UNSIGNED-PAYLOAD`), as S3 GETs send. */
   body?: string;
-}): Promise<Record<string, string>> {
+}
+
+/** The SDK's signer, configured as the S3 and DynamoDB clients configure it. */
+async function sdkAuthorization(options: RequestToSign): Promise<Record<string, string>> {
   const s3 = options.service === "s3";
   const signer = new SignatureV4({
     service: options.service,
@@ -44,7 +51,7 @@ async function sdkAuthorization(options: {
   const signed = await signer.sign(
     {
       method: options.method,
-      protocol: "https:",
+      protocol: options.protocol ?? "https:",
       hostname: options.host,
       path: options.path,
       query: options.query ?? {},
@@ -58,6 +65,28 @@ async function sdkAuthorization(options: {
     { signingDate: options.date },
   );
   return signed.headers;
+}
+
+/** Signs one request with signRequest and with the SDK's signer, so both get the same input. */
+async function signBoth(
+  request: RequestToSign,
+): Promise<{ ours: Record<string, string>; sdk: Record<string, string> }> {
+  const search = Object.entries(request.query ?? {})
+    .map(([name, value]) => `${encodeRfc3986(name)}=${encodeRfc3986(value)}`)
+    .join("&");
+  const ours = signRequest({
+    method: request.method,
+    url: new URL(
+      `${request.protocol ?? "https:"}//${request.host}${request.path}${search ? `?${search}` : ""}`,
+    ),
+    headers: request.headers,
+    body: request.body ?? UNSIGNED_PAYLOAD,
+    service: request.service,
+    region: request.region,
+    credentials: request.credentials,
+    date: request.date,
+  });
+  return { ours, sdk: await sdkAuthorization(request) };
 }
 
 const objectPath = (key: string) => key.split("/").map(encodeRfc3986).join("/");
@@ -78,26 +107,14 @@ describe("signRequest against the SDK's SignatureV4", () => {
   it.each(S3_KEYS)("signs an S3 GET (unsigned payload) of key %j byte-identically", async (key) => {
     for (const credentials of [LONG_TERM, TEMPORARY]) {
       for (const date of DATES) {
-        const host = "maas-models.s3.eu-west-1.amazonaws.com";
-        const path = `/${objectPath(key)}`;
-
-        const ours = signRequest({
-          method: "GET",
-          url: new URL(`https://${host}${path}`),
-          body: UNSIGNED_PAYLOAD,
-          service: "s3",
-          region: "eu-west-1",
-          credentials,
-          date,
-        });
-        const sdk = await sdkAuthorization({
+        const { ours, sdk } = await signBoth({
           service: "s3",
           region: "eu-west-1",
           credentials,
           date,
           method: "GET",
-          host,
-          path,
+          host: "maas-models.s3.eu-west-1.amazonaws.com",
+          path: `/${objectPath(key)}`,
         });
 
         expect(ours.authorization).toBe(sdk.authorization);
@@ -107,31 +124,16 @@ describe("signRequest against the SDK's SignatureV4", () => {
   });
 
   it("signs a path-style S3 GET on a custom endpoint with a port, and a query, byte-identically", async () => {
-    const host = "127.0.0.1:4566";
-    const path = `/maas-models/${objectPath("models/a b/model.onnx")}`;
-    const query = { versionId: "3/L4kqtJl+cV==", "response-content-type": "text/plain; charset=utf-8" };
-    const search = Object.entries(query)
-      .map(([name, value]) => `${encodeRfc3986(name)}=${encodeRfc3986(value)}`)
-      .join("&");
-
-    const ours = signRequest({
-      method: "GET",
-      url: new URL(`http://${host}${path}?${search}`),
-      body: UNSIGNED_PAYLOAD,
-      service: "s3",
-      region: "us-east-1",
-      credentials: TEMPORARY,
-      date: DATES[0],
-    });
-    const sdk = await sdkAuthorization({
+    const { ours, sdk } = await signBoth({
       service: "s3",
       region: "us-east-1",
       credentials: TEMPORARY,
       date: DATES[0] as Date,
       method: "GET",
-      host,
-      path,
-      query,
+      protocol: "http:",
+      host: "127.0.0.1:4566",
+      path: `/maas-models/${objectPath("models/a b/model.onnx")}`,
+      query: { versionId: "3/L4kqtJl+cV==", "response-content-type": "text/plain; charset=utf-8" },
     });
 
     expect(ours.authorization).toBe(sdk.authorization);
@@ -152,33 +154,19 @@ describe("signRequest against the SDK's SignatureV4", () => {
   ])("signs a DynamoDB %s POST with a JSON body byte-identically", async (operation, input) => {
     for (const credentials of [LONG_TERM, TEMPORARY]) {
       for (const date of DATES) {
-        const host = "dynamodb.cn-north-1.amazonaws.com.cn";
-        const headers = {
-          "content-type": "application/x-amz-json-1.0",
-          "x-amz-target": `DynamoDB_20120810.${operation}`,
-        };
-        const body = JSON.stringify(input);
-
-        const ours = signRequest({
-          method: "POST",
-          url: new URL(`https://${host}/`),
-          headers,
-          body,
-          service: "dynamodb",
-          region: "cn-north-1",
-          credentials,
-          date,
-        });
-        const sdk = await sdkAuthorization({
+        const { ours, sdk } = await signBoth({
           service: "dynamodb",
           region: "cn-north-1",
           credentials,
           date,
           method: "POST",
-          host,
+          host: "dynamodb.cn-north-1.amazonaws.com.cn",
           path: "/",
-          headers,
-          body,
+          headers: {
+            "content-type": "application/x-amz-json-1.0",
+            "x-amz-target": `DynamoDB_20120810.${operation}`,
+          },
+          body: JSON.stringify(input),
         });
 
         expect(ours.authorization).toBe(sdk.authorization);
