@@ -5,6 +5,7 @@ import { type Alias, Architecture, EventSourceMapping } from "aws-cdk-lib/aws-la
 import { SqsEventSource, type SqsEventSourceProps } from "aws-cdk-lib/aws-lambda-event-sources";
 import type { IQueue } from "aws-cdk-lib/aws-sqs";
 import type { Construct } from "constructs";
+import { MODEL_NAME_PATTERN } from "../lambdas/core/model.ts";
 import { InferenceApi, type InferenceQuota, type InferenceThrottle } from "./inference-api.ts";
 import { MaasAlarms } from "./maas-alarms.ts";
 import { LAMBDA_EPHEMERAL_RANGE_MB, MaasFunction } from "./maas-function.ts";
@@ -25,7 +26,6 @@ const REGISTER_TMP_HEADROOM_MB = 512;
 export const OPTIMIZE_TMP_MODEL_COPIES = 4;
 /** Registration streams a large model's archive to the endpoint's model prefix within one invocation. */
 const MIN_REGISTER_TIMEOUT_WITH_SAGEMAKER = Duration.minutes(5);
-const MODEL_NAME = /^[a-z0-9._-]{1,64}$/;
 
 export interface MaasServiceStackProps extends StackProps {
   /** From the stateful stack. */
@@ -380,9 +380,9 @@ function resolveSizing(props: MaasServiceStackProps): Sizing {
     );
   }
   for (const name of sizing.preloadModels) {
-    if (!MODEL_NAME.test(name)) {
+    if (!MODEL_NAME_PATTERN.test(name)) {
       throw new Error(
-        `preloadModels: '${name}' is not a model name (lower-case letters, digits, '-', '_', '.', at most 64)`,
+        `preloadModels: '${name}' is not a model name (1-64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit)`,
       );
     }
   }

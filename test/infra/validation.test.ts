@@ -79,8 +79,16 @@ describe("MaasServiceStack rejects settings that cannot work together", () => {
 
   it("rejects a preloaded model name that no upload could have", () => {
     expect(() => service({ provisionedConcurrency: 1, preloadModels: ["Iris/1"] })).toThrow(
-      "preloadModels: 'Iris/1' is not a model name (lower-case letters, digits, '-', '_', '.', at most 64)",
+      "preloadModels: 'Iris/1' is not a model name (1-64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit)",
     );
+  });
+
+  it("rejects a preloaded model name the service would refuse to register: one starting with '-' or '.'", () => {
+    for (const name of ["-iris", ".iris"]) {
+      expect(() => service({ provisionedConcurrency: 1, preloadModels: [name] })).toThrow(
+        `preloadModels: '${name}' is not a model name`,
+      );
+    }
   });
 
   it("rejects a register timeout the queue's visibility timeout does not cover six times", () => {
