@@ -37,7 +37,7 @@ import {
   PayloadTooLargeError,
   RouteNotFoundError,
 } from "#core/errors.ts";
-import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
+import { fromOrtResults, isCallerOrtError, toOrtFeeds } from "#core/ort-tensors.ts";
 import { decodeInput, encodeOutput, type NamedTensor } from "#core/tensor-codec.ts";
 import { describeZodError, inferResponseJson, parseInferRequestBody, parseJsonBody } from "#core/v2.ts";
 import { type BatcherStats, DynamicBatcher } from "./batcher.ts";
@@ -89,9 +89,6 @@ interface ServedModel {
   readonly batcher: DynamicBatcher;
 }
 
-/** onnxruntime reports a caller's tensor problem (a shape that cannot hold, a bad index) this way. */
-const CALLER_ERROR =
-  /INVALID_ARGUMENT|Got invalid dimensions|Invalid rank|out of (data )?bounds|must be within/i;
 const TARGET_MODEL_HEADER = "x-amzn-sagemaker-target-model";
 const CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes";
 const MME_PAGE_SIZE = 1000;
@@ -368,8 +365,7 @@ function targetOf(req: IncomingMessage): string | undefined {
 function describeError(error: unknown): { status: number; message: string } {
   if (error instanceof MaasError) return { status: error.status, message: error.message };
   const message = error instanceof Error ? error.message : String(error);
-  if (CALLER_ERROR.test(message))
-    return { status: 400, message: `the model rejected the inputs: ${message}` };
+  if (isCallerOrtError(message)) return { status: 400, message: `the model rejected the inputs: ${message}` };
   return { status: 500, message: `inference failed: ${message}` };
 }
 

@@ -2,7 +2,7 @@ import { availableParallelism } from "node:os";
 import type * as Ort from "onnxruntime-node";
 import { InferenceFailedError, InvalidRequestError } from "#core/errors.ts";
 import { type ServableVersion, servingArtifact } from "#core/model.ts";
-import { fromOrtResults, toOrtFeeds } from "#core/ort-tensors.ts";
+import { fromOrtResults, isCallerOrtError, toOrtFeeds } from "#core/ort-tensors.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor-codec.ts";
 import type { ArtifactCache, LocalArtifact } from "./artifact-cache.ts";
@@ -48,9 +48,6 @@ export async function createOrtSession(
     : ort.InferenceSession.create(artifact, options);
 }
 
-/** onnxruntime reports a caller's tensor problem (e.g. a reshape that cannot hold) as INVALID_ARGUMENT. */
-const CALLER_ERROR = /INVALID_ARGUMENT|Got invalid dimensions|Invalid rank/i;
-
 /** Runs models inside this function: artifact from the disk cache, session from the pool. */
 export class OnnxRunner implements ModelRunner {
   readonly backend = "lambda" as const;
@@ -90,7 +87,7 @@ export class OnnxRunner implements ModelRunner {
           results = await session.run(feeds, outputs as string[]);
         } catch (error) {
           const message = (error as Error).message;
-          if (CALLER_ERROR.test(message))
+          if (isCallerOrtError(message))
             throw new InvalidRequestError(`the model rejected the inputs: ${message}`);
           throw new InferenceFailedError(`inference failed: ${message}`, { cause: error });
         }

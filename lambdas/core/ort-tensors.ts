@@ -20,3 +20,13 @@ export function fromOrtResults(
     return { name, type: tensor.type as OrtElementType, dims: tensor.dims, data: tensor.data as TensorData };
   });
 }
+
+/**
+ * Whether an onnxruntime failure is the caller's tensor problem (a shape that cannot hold, an index
+ * out of range): a 400 wherever the model runs, Lambda or the GPU container.
+ */
+export function isCallerOrtError(message: string): boolean {
+  return /INVALID_ARGUMENT|Got invalid dimensions|Invalid rank|out of (data )?bounds|must be within/i.test(
+    message,
+  );
+}

@@ -252,6 +252,19 @@ describe("routing and errors through SageMaker", () => {
     expect(error).toMatch(/^the model rejected the inputs: .*(out of (data )?bounds|must be within)/);
   });
 
+  it("answers the same 400 when the same model runs inside the function", async () => {
+    const record = await stack.publish("lookup-lambda", 1, lookupModel());
+
+    const response = await infer("/v2/models/lookup-lambda/infer", {
+      inputs: [{ name: "indices", datatype: "INT64", shape: [2], data: [0, 7] }],
+    });
+
+    expect(record.target).toBe("lambda");
+    expect(response.status).toBe(400);
+    const { error } = (await response.json()) as { error: string };
+    expect(error).toMatch(/^the model rejected the inputs: .*(out of (data )?bounds|must be within)/);
+  });
+
   it("answers 503 when the endpoint cannot find the model's data", async () => {
     const record = servable(
       await stack.publish("orphan", 1, buildMlpModel({ layers: [3, 5, 2], seed: 99 }), {
