@@ -38,8 +38,8 @@ import {
   RouteNotFoundError,
 } from "#core/errors.ts";
 import { fromOrtResults, isCallerOrtError, toOrtFeeds } from "#core/ort-tensors.ts";
-import { decodeInput, encodeOutput, type NamedTensor } from "#core/tensor-codec.ts";
-import { describeZodError, inferResponseJson, parseInferRequestBody, parseJsonBody } from "#core/v2.ts";
+import { decodeInput, inferResponseJson, type NamedTensor } from "#core/tensor-codec.ts";
+import { describeZodError, parseInferRequestBody, parseJsonBody } from "#core/v2.ts";
 import { type BatcherStats, DynamicBatcher } from "./batcher.ts";
 import { type GpuServerConfig, listenPort } from "./config.ts";
 import {
@@ -194,7 +194,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
     return {
       model_name: modelName,
       ...(request.id === undefined ? {} : { id: request.id }),
-      outputs: outputs.map(encodeOutput),
+      outputs,
     };
   }
 

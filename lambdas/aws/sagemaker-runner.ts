@@ -18,8 +18,8 @@ import {
 } from "#core/errors.ts";
 import type { ServableVersion } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
-import { decodeInput, encodeOutput, type NamedTensor } from "#core/tensor-codec.ts";
-import { parseTensorDocument, tensorListJson } from "#core/v2.ts";
+import { decodeInput, type NamedTensor, tensorListJson } from "#core/tensor-codec.ts";
+import { parseTensorDocument } from "#core/v2.ts";
 import { type Backoff, defaultSleep, fullJitterMs } from "./retry.ts";
 import { targetModelFor } from "./sagemaker-layout.ts";
 
@@ -150,7 +150,7 @@ export class SageMakerRunner implements ModelRunner {
     // benchmark and are not what a GPU should run.
     const targetModel = targetModelFor(version.artifact.sha256);
     const body = Buffer.from(
-      `{"inputs":${tensorListJson(inputs.map(encodeOutput))},"outputs":${JSON.stringify(outputs.map((name) => ({ name })))}}`,
+      `{"inputs":${tensorListJson(inputs)},"outputs":${JSON.stringify(outputs.map((name) => ({ name })))}}`,
     );
     const input: InvokeEndpointCommandInput = {
       EndpointName: this.#endpointName,

@@ -120,51 +120,60 @@ export function readFloat32Array(bytes: Buffer, start: number, out: Float32Array
 
 const bits = new Float32Array(1);
 const bitsView = new Uint32Array(bits.buffer);
-const LOG10_2 = Math.log10(2);
 /** "00" to "99": two digits per division. */
 const DIGIT_PAIRS = Uint8Array.from({ length: 200 }, (_, i) =>
   i % 2 === 0 ? ZERO + Math.floor(i / 20) : ZERO + (Math.floor(i / 2) % 10),
 );
-/** Half the spacing of float32 values in each binade (biased exponent b): 2^(b - 151). */
-const HALF_SPACING = Float64Array.from({ length: 256 }, (_, b) => 2 ** (b - 151));
 /**
  * Shrinks the interval of decimals that read back to a float32 by far more than the error of
  * computing it in doubles (about 1e-16 relative), so that every decimal inside reads back.
  */
 const SAFETY = 1e-12;
-
-/** `magnitude × 10^shift`; |shift| ≤ 22 keeps the power exact, so this is one correctly rounded operation. */
-function scale(magnitude: number, shift: number): number {
-  return shift >= 0 ? magnitude * (POW10[shift] as number) : magnitude / (POW10[-shift] as number);
-}
+/**
+ * Per biased exponent b: the power of ten that scales the binade's values to nine integer digits,
+ * 8 - floor(log10(2^(b-127))) (1233/4096 is log10(2) closely enough for every float32 exponent).
+ */
+const SHIFT = Int32Array.from({ length: 256 }, (_, b) => 8 - (((b - 127) * 1233) >> 12));
+/**
+ * Per biased exponent: half the spacing of float32 values in the binade, 2^(b-151), scaled as its
+ * values are. Its rounding error is far inside SAFETY.
+ */
+const HALF_SCALED = Float64Array.from({ length: 256 }, (_, b) => 2 ** (b - 151) * 10 ** (SHIFT[b] as number));
 
 /**
  * Writes a float32 value's shortest-or-nearly decimal (at most 9 significant digits) at `pos` and
  * returns the position after it; -1 when this fast form does not apply (zero, subnormal,
  * non-finite, extreme exponents, or not a float32 value) and the caller must write it another way.
+ */
+function writeFloat32At(out: Uint8Array, pos: number, value: number): number {
+  bits[0] = value;
+  return bits[0] === value ? writeFloat32Word(out, pos, value, bitsView[0] as number) : -1;
+}
+
+/**
+ * `writeFloat32At` for a float32 value and its bits.
  *
  * The decimals that read back to the value (JSON reader to double, then to float32) are those within
  * half the float32 spacing of it, a quarter below a power of two. With the value scaled to nine
  * integer digits, the digits dropped are those whose rounded remainder still falls strictly inside
  * that interval, shrunk by a safety margin: no write needs reading back to check.
  */
-function writeFloat32At(out: Uint8Array, pos: number, value: number): number {
-  bits[0] = value;
-  const word = bitsView[0] as number;
+function writeFloat32Word(out: Uint8Array, pos: number, value: number, word: number): number {
   const biasedExponent = (word >>> 23) & 0xff;
-  if (biasedExponent === 0 || biasedExponent === 0xff || bits[0] !== value) return -1;
+  if (biasedExponent === 0 || biasedExponent === 0xff) return -1;
   const magnitude = value < 0 ? -value : value;
-  let exponent = Math.floor((biasedExponent - 127) * LOG10_2);
-  let shift = 8 - exponent;
+  let shift = SHIFT[biasedExponent] as number;
   if (shift < -21 || shift > 21) return -1;
-  let scaled = scale(magnitude, shift);
+  let exponent = 8 - shift;
+  let scaled = shift >= 0 ? magnitude * (POW10[shift] as number) : magnitude / (POW10[-shift] as number);
+  let half = HALF_SCALED[biasedExponent] as number;
   // The binary exponent's estimate of the decimal one can be one short.
   if (scaled >= 999_999_999.5) {
     exponent++;
     shift--;
-    scaled = scale(magnitude, shift);
+    scaled = shift >= 0 ? magnitude * (POW10[shift] as number) : magnitude / (POW10[-shift] as number);
+    half /= 10;
   }
-  const half = scale(HALF_SPACING[biasedExponent] as number, shift);
   const margin = scaled * SAFETY;
   // The integers strictly inside the interval: (low, high]. Below 2^31, so int32 from here on.
   let low = Math.floor(scaled - ((word & 0x7fffff) === 0 ? half / 2 : half) + margin) | 0;
@@ -179,7 +188,8 @@ function writeFloat32At(out: Uint8Array, pos: number, value: number): number {
     low = nextLow;
     dropped++;
   }
-  // Of the candidates (low, high] at this length, the one nearest the value.
+  // Of the candidates (low, high] at this length, the one nearest the value. It never ends in a zero:
+  // the loop above would have dropped that digit too.
   let rest = Math.round(scaled * (INVERSE_POW10[dropped] as number));
   if (rest <= low) rest = low + 1;
   else if (rest > high) rest = high;
@@ -190,37 +200,40 @@ function writeFloat32At(out: Uint8Array, pos: number, value: number): number {
     length = 1;
     exponent++;
   }
-  // Nine digits, left-aligned (trailing zeros). They are written whole, wherever the layout wants
-  // them, and the end then moves back over the zeros: no loop depends on how many digits there are.
-  // The caller's buffer has room for the spill past the end.
-  const aligned = rest * (POW10[9 - length] as number);
   if (word >>> 31) out[pos++] = MINUS;
   // The layouts Number.prototype.toString uses: plain from 1e-6 up to 1e21, exponent form outside.
   if (exponent < 0 && exponent >= -6) {
     out[pos] = ZERO;
     out[pos + 1] = DOT;
-    for (let d = 2; d < 7; d++) out[pos + d] = ZERO;
-    const at = pos + 1 - exponent; // after "0." and -exponent - 1 zeros
-    writeNineDigits(out, at, aligned);
-    return trimZeros(out, at + 9);
+    let at = pos + 2;
+    for (let z = -exponent - 1; z > 0; z--) out[at++] = ZERO;
+    return writeDigits(out, at + length, rest);
   }
-  writeNineDigits(out, pos + 1, aligned);
-  const end = trimZeros(out, pos + 10);
-  const significant = end - pos - 1;
   if (exponent >= 0 && exponent < 21) {
     const integerDigits = exponent + 1;
-    // The digits move one place left; a fraction gets its dot where they were.
-    for (let d = 0; d < integerDigits; d++)
-      out[pos + d] = d < significant ? (out[pos + d + 1] as number) : ZERO;
-    if (significant <= integerDigits) return pos + integerDigits;
+    if (length <= integerDigits) {
+      writeDigits(out, pos + length, rest);
+      for (let z = length; z < integerDigits; z++) out[pos + z] = ZERO;
+      return pos + integerDigits;
+    }
+    // The fraction's digits first, then the integer part's before the dot.
+    const fractionDigits = length - integerDigits;
+    const divisor = POW10[fractionDigits] as number;
+    const integer = Math.floor(rest / divisor);
+    const end = pos + length + 1;
+    writeDigitsPadded(out, end, rest - integer * divisor, fractionDigits);
     out[pos + integerDigits] = DOT;
+    writeDigits(out, pos + integerDigits, integer);
     return end;
   }
-  out[pos] = out[pos + 1] as number;
-  if (significant > 1) {
+  if (length > 1) {
+    const divisor = POW10[length - 1] as number;
+    const lead = Math.floor(rest / divisor);
+    writeDigitsPadded(out, pos + length + 1, rest - lead * divisor, length - 1);
+    out[pos] = ZERO + lead;
     out[pos + 1] = DOT;
-    pos = end;
-  } else pos += 1;
+    pos += length + 1;
+  } else out[pos++] = ZERO + rest;
   out[pos++] = LOWER_E;
   out[pos++] = exponent < 0 ? MINUS : PLUS;
   const power = exponent < 0 ? -exponent : exponent;
@@ -229,24 +242,33 @@ function writeFloat32At(out: Uint8Array, pos: number, value: number): number {
   return pos;
 }
 
-/** Writes the nine decimal digits of `value` (from 1e8 up to 1e9) at `at`, two per division. */
-function writeNineDigits(out: Uint8Array, at: number, value: number): void {
+/** Writes `value`'s decimal digits so that they end just before `end`; returns `end`. */
+function writeDigits(out: Uint8Array, end: number, value: number): number {
   let rest = value;
-  for (let i = at + 7; i > at; i -= 2) {
+  let i = end;
+  while (rest >= 100) {
     const quotient = (rest / 100) | 0;
     const pair = (rest - quotient * 100) << 1;
-    out[i + 1] = DIGIT_PAIRS[pair + 1] as number;
-    out[i] = DIGIT_PAIRS[pair] as number;
+    out[--i] = DIGIT_PAIRS[pair + 1] as number;
+    out[--i] = DIGIT_PAIRS[pair] as number;
     rest = quotient;
   }
-  out[at] = ZERO + rest;
+  if (rest >= 10) {
+    const pair = rest << 1;
+    out[--i] = DIGIT_PAIRS[pair + 1] as number;
+    out[--i] = DIGIT_PAIRS[pair] as number;
+  } else out[--i] = ZERO + rest;
+  return end;
 }
 
-/** The end of a run of digits that ends at `end`, less its trailing zeros (the first digit is not zero). */
-function trimZeros(out: Uint8Array, end: number): number {
-  let trimmed = end;
-  while (out[trimmed - 1] === ZERO) trimmed--;
-  return trimmed;
+/** Writes exactly `count` digits of `value` (leading zeros kept), ending just before `end`. */
+function writeDigitsPadded(out: Uint8Array, end: number, value: number, count: number): void {
+  let rest = value;
+  for (let i = end - 1; i >= end - count; i--) {
+    const quotient = (rest / 10) | 0;
+    out[i] = ZERO + (rest - quotient * 10);
+    rest = quotient;
+  }
 }
 
 /** Longest element written: a double's own form, or a quoted non-finite name. */
@@ -284,25 +306,46 @@ const NON_FINITE_NAMES = new Set(["NaN", "Infinity", "-Infinity"]);
 
 /**
  * FP32 (or FP16) data as a JSON array: numbers in their short float32 form (a number that is not a
- * float32 value in its full double form) and the non-finite names quoted. Undefined when an element
- * is anything else, for the caller's general path.
+ * float32 value in its full double form) and the non-finite names quoted. A Float32Array is written
+ * straight from its elements' bits. Undefined when an element is anything else, for the caller's
+ * general path.
  */
-export function float32ArrayJson(values: ArrayLike<unknown>): string | undefined {
-  const needed = values.length * (MAX_ELEMENT_CHARS + 1) + 2;
-  const out = outputScratch.take(needed);
+export function float32ArrayJson(values: Float32Array | ArrayLike<unknown>): string | undefined {
+  if (values instanceof Float32Array) return float32TypedJson(values);
+  const out = outputScratch.take(values.length * (MAX_ELEMENT_CHARS + 1) + 2);
   let pos = 0;
   out[pos++] = OPEN_BRACKET;
   for (let i = 0; i < values.length; i++) {
     if (i > 0) out[pos++] = COMMA;
     const value = values[i];
     if (typeof value === "number") {
-      const end = value === 0 ? -1 : writeFloat32At(out, pos, value);
-      if (end >= 0) pos = end;
-      else pos = writeAscii(out, pos, value === 0 && 1 / value < 0 ? "-0" : JSON.stringify(value));
+      const end = writeFloat32At(out, pos, value);
+      pos = end >= 0 ? end : writeAscii(out, pos, numberJson(value));
     } else if (typeof value === "string" && NON_FINITE_NAMES.has(value)) {
       pos = writeAscii(out, pos, `"${value}"`);
     } else return undefined;
   }
   out[pos++] = CLOSE_BRACKET;
   return out.toString("latin1", 0, pos);
+}
+
+function float32TypedJson(values: Float32Array): string {
+  const out = outputScratch.take(values.length * (MAX_ELEMENT_CHARS + 1) + 2);
+  const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  let pos = 0;
+  out[pos++] = OPEN_BRACKET;
+  for (let i = 0; i < values.length; i++) {
+    if (i > 0) out[pos++] = COMMA;
+    const value = values[i] as number;
+    const end = writeFloat32Word(out, pos, value, words[i] as number);
+    pos = end >= 0 ? end : writeAscii(out, pos, numberJson(value));
+  }
+  out[pos++] = CLOSE_BRACKET;
+  return out.toString("latin1", 0, pos);
+}
+
+/** A number the short form does not cover: zero keeps its sign, non-finite values are quoted names. */
+function numberJson(value: number): string {
+  if (value === 0) return 1 / value < 0 ? "-0" : "0";
+  return Number.isFinite(value) ? JSON.stringify(value) : `"${value}"`;
 }

@@ -3,13 +3,8 @@ import type { ModelVersion, ServingTarget, TensorSpec } from "./model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "./registry.ts";
 import type { ModelRunner } from "./runner.ts";
 import { checkInputs, selectOutputs } from "./signature.ts";
-import { decodeInput, encodeOutput } from "./tensor-codec.ts";
-import {
-  type InferResponse,
-  type ModelMetadataResponse,
-  parseInferRequestBody,
-  type TensorMetadata,
-} from "./v2.ts";
+import { decodeInput, type TensorResponse } from "./tensor-codec.ts";
+import { type ModelMetadataResponse, parseInferRequestBody, type TensorMetadata } from "./v2.ts";
 
 export interface InferenceServiceDeps {
   readonly registry: ModelRegistry;
@@ -18,7 +13,7 @@ export interface InferenceServiceDeps {
 }
 
 export interface InferOutcome {
-  readonly response: InferResponse;
+  readonly response: TensorResponse;
   readonly version: ModelVersion;
   readonly backend: ServingTarget;
 }
@@ -102,7 +97,7 @@ export class InferenceService {
         model_name: name,
         model_version: String(version.version),
         ...(request.id === undefined ? {} : { id: request.id }),
-        outputs: results.map(encodeOutput),
+        outputs: results,
       },
     };
   }

@@ -1,5 +1,6 @@
 import { InvalidRequestError } from "./errors.ts";
 import { fromFloat16Bits, toFloat16Bits } from "./float16.ts";
+import { float32ArrayJson } from "./float32-json.ts";
 import type { V2Datatype } from "./model.ts";
 import { elementCount, formatShape } from "./signature.ts";
 import type { RequestInput, ResponseOutput } from "./v2.ts";
@@ -341,4 +342,48 @@ export function encodeOutput(tensor: NamedTensor): ResponseOutput {
     shape: [...tensor.dims],
     data: codec.encode(tensor.data),
   };
+}
+
+/** An infer response whose outputs are still onnxruntime's tensors, until inferResponseJson writes them. */
+export interface TensorResponse {
+  readonly model_name: string;
+  readonly model_version?: string;
+  readonly id?: string;
+  readonly outputs: readonly NamedTensor[];
+}
+
+/**
+ * V2 tensors as a JSON array, as JSON.stringify writes encodeOutput's results, but with FP32 and FP16
+ * data in their short float32 form (float32-json.ts): shorter text in about half the time. FP32 data
+ * is written straight from its Float32Array.
+ */
+export function tensorListJson(tensors: readonly NamedTensor[]): string {
+  return `[${tensors.map(tensorJson).join(",")}]`;
+}
+
+function tensorJson(tensor: NamedTensor): string {
+  // FP16 is widened by its codec first; FP32 is written from onnxruntime's own array.
+  const floats =
+    tensor.type === "float32"
+      ? tensor.data
+      : tensor.type === "float16"
+        ? encodeOutput(tensor).data
+        : undefined;
+  const fast =
+    floats === undefined ? undefined : float32ArrayJson(floats as Float32Array | readonly unknown[]);
+  if (fast === undefined) return JSON.stringify(encodeOutput(tensor));
+  const head = {
+    name: tensor.name,
+    datatype: tensor.type === "float32" ? "FP32" : "FP16",
+    shape: tensor.dims,
+  };
+  return `${JSON.stringify(head).slice(0, -1)},"data":${fast}}`;
+}
+
+/** An infer response's JSON text: the document JSON.stringify gives of the encoded response, FP32 data in short form. */
+export function inferResponseJson(response: TensorResponse): string {
+  const { outputs, ...head } = response;
+  const headJson = JSON.stringify(head);
+  const separator = headJson === "{}" ? "" : ",";
+  return `${headJson.slice(0, -1)}${separator}"outputs":${tensorListJson(outputs)}}`;
 }

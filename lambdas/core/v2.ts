@@ -1,6 +1,6 @@
 import * as z from "zod";
 import { InvalidRequestError } from "./errors.ts";
-import { float32ArrayJson, readFloat32Array, ScratchBuffer } from "./float32-json.ts";
+import { readFloat32Array, ScratchBuffer } from "./float32-json.ts";
 import { elementCount } from "./signature.ts";
 import { hasRoundedIntegers } from "./tensor-codec.ts";
 
@@ -37,13 +37,6 @@ export interface ResponseOutput {
   readonly datatype: string;
   readonly shape: readonly number[];
   readonly data: readonly unknown[];
-}
-
-export interface InferResponse {
-  readonly model_name: string;
-  readonly model_version: string;
-  readonly id?: string;
-  readonly outputs: readonly ResponseOutput[];
 }
 
 export interface TensorMetadata {
@@ -339,28 +332,6 @@ export function parseInferRequest(body: unknown): InferRequest {
   const result = inferRequestSchema.safeParse(body);
   if (!result.success) throw new InvalidRequestError(describeZodError(result.error));
   return result.data;
-}
-
-/**
- * V2 tensors as a JSON array, FP32 and FP16 data written by float32-json.ts (shorter text, and
- * about half the time of JSON.stringify), any other datatype as JSON.stringify writes it.
- */
-export function tensorListJson(tensors: readonly ResponseOutput[]): string {
-  const parts = tensors.map((tensor) => {
-    const { data, ...rest } = tensor;
-    const fast = rest.datatype === "FP32" || rest.datatype === "FP16" ? float32ArrayJson(data) : undefined;
-    if (fast === undefined) return JSON.stringify(tensor);
-    return `${JSON.stringify(rest).slice(0, -1)},"data":${fast}}`;
-  });
-  return `[${parts.join(",")}]`;
-}
-
-/** An infer response's JSON text: the same document JSON.stringify gives, FP32 data in short form. */
-export function inferResponseJson(response: { readonly outputs: readonly ResponseOutput[] }): string {
-  const { outputs, ...head } = response;
-  const headJson = JSON.stringify(head);
-  const separator = headJson === "{}" ? "" : ",";
-  return `${headJson.slice(0, -1)}${separator}"outputs":${tensorListJson(outputs)}}`;
 }
 
 export function describeZodError(error: z.ZodError): string {

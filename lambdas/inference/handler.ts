@@ -5,7 +5,7 @@ import { bodyText, errorResponse, header, json, jsonText, type ProxyHandler } fr
 import { MaasError } from "#core/errors.ts";
 import type { InferenceService } from "#core/inference-service.ts";
 import { matchV2Route, type V2Route } from "#core/routes.ts";
-import { inferResponseJson } from "#core/v2.ts";
+import { inferResponseJson } from "#core/tensor-codec.ts";
 import { loadInferenceConfig } from "./config.ts";
 import { createInferenceParts, defaultClients } from "./service.ts";
 

@@ -2,14 +2,14 @@ import { describe, expect, it } from "vitest";
 import { InvalidRequestError } from "#core/errors.ts";
 import { float32ArrayJson, readFloat32Array } from "#core/float32-json.ts";
 import { mulberry32 } from "#core/seeded-random.ts";
-import { decodeInput } from "#core/tensor-codec.ts";
 import {
+  decodeInput,
+  encodeOutput,
   inferResponseJson,
-  parseInferRequest,
-  parseInferRequestBody,
-  parseTensorDocument,
+  type NamedTensor,
   tensorListJson,
-} from "#core/v2.ts";
+} from "#core/tensor-codec.ts";
+import { parseInferRequest, parseInferRequestBody, parseTensorDocument } from "#core/v2.ts";
 
 /** Float32 values from random bit patterns: every exponent, both signs, subnormals, NaN, infinities. */
 function randomFloat32Bits(count: number, seed: number): Float32Array {
@@ -282,35 +282,46 @@ describe("parseInferRequestBody's FP32 fast path", () => {
 });
 
 describe("inferResponseJson", () => {
-  it("is JSON.stringify's document with FP32 and FP16 data in short form", () => {
-    const floats = Array.from(randomFloat32Bits(1000, 13)).filter(Number.isFinite);
-    const response = {
-      model_name: "m",
-      model_version: "3",
-      id: "abc",
-      outputs: [
-        { name: "p", datatype: "FP32", shape: [floats.length], data: floats },
-        { name: "h", datatype: "FP16", shape: [2], data: [0.0999755859375, "NaN"] },
-        { name: "label", datatype: "BYTES", shape: [2], data: ["setosa", 'a "quoted" ✓'] },
-        { name: "big", datatype: "INT64", shape: [1], data: [JSON.rawJSON("9223372036854775807")] },
-        { name: "d", datatype: "FP64", shape: [1], data: [0.1] },
-      ],
-    };
+  it("is JSON.stringify's document of the encoded response, with FP32 and FP16 data in short form", () => {
+    const floats = randomFloat32Bits(1000, 13).filter(Number.isFinite);
+    const outputs: NamedTensor[] = [
+      { name: "p", type: "float32", dims: [floats.length], data: floats },
+      // 0.0999755859375 and NaN as float16 bits.
+      { name: "h", type: "float16", dims: [2], data: Uint16Array.of(0x2e66, 0x7e00) },
+      { name: "label", type: "string", dims: [2], data: ["setosa", 'a "quoted" ✓'] },
+      { name: "big", type: "int64", dims: [1], data: BigInt64Array.of(9223372036854775807n) },
+      { name: "d", type: "float64", dims: [1], data: Float64Array.of(0.1) },
+    ];
+    const response = { model_name: "m", model_version: "3", id: "abc", outputs };
     const text = inferResponseJson(response);
-    const parsed = JSON.parse(text) as typeof response;
-    const general = JSON.parse(JSON.stringify(response)) as typeof response;
-    expect(Float32Array.from(parsed.outputs[0]!.data)).toEqual(Float32Array.from(general.outputs[0]!.data));
+    const encoded = { ...response, outputs: outputs.map(encodeOutput) };
+    const parsed = JSON.parse(text) as typeof encoded;
+    const general = JSON.parse(JSON.stringify(encoded)) as typeof encoded;
+    expect(Float32Array.from(parsed.outputs[0]!.data as number[])).toEqual(floats);
     expect({ ...parsed, outputs: parsed.outputs.slice(2) }).toEqual({
       ...general,
       outputs: general.outputs.slice(2),
     });
+    expect(parsed.outputs.map(({ data, ...head }) => head)).toEqual(
+      general.outputs.map(({ data, ...head }) => head),
+    );
     expect(text).toContain('"data":[0.099975586,"NaN"]');
     expect(text).toContain('"data":[9223372036854775807]');
-    expect(text.length).toBeLessThan(JSON.stringify(response).length);
+    expect(text.length).toBeLessThan(JSON.stringify(encoded).length);
+  });
+
+  it("writes a Float32Array as the same text as its encoded values", () => {
+    const floats = randomFloat32Bits(20_000, 14);
+    const view = floats.subarray(7, 19_000);
+    const encoded = encodeOutput({ name: "y", type: "float32", dims: [view.length], data: view }).data;
+    expect(float32ArrayJson(view)).toBe(float32ArrayJson(encoded));
+    expect(float32ArrayJson(Float32Array.of(0, -0, Number.NaN, Infinity, -Infinity, 1e-45))).toBe(
+      '[0,-0,"NaN","Infinity","-Infinity",1.401298464324817e-45]',
+    );
   });
 
   it("writes tensor lists for requests the same way", () => {
-    const tensors = [{ name: "x", datatype: "FP32", shape: [2], data: [Math.fround(0.1), 2] }];
+    const tensors: NamedTensor[] = [{ name: "x", type: "float32", dims: [2], data: Float32Array.of(0.1, 2) }];
     expect(tensorListJson(tensors)).toBe('[{"name":"x","datatype":"FP32","shape":[2],"data":[0.1,2]}]');
   });
 });
