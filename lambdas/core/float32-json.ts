@@ -31,28 +31,63 @@ const CLOSE_BRACKET = 93;
 const LOWER_E = 101;
 
 const isDigit = (c: number) => c >= ZERO && c <= NINE;
-const isSpace = (c: number) => c === SPACE || c === NEWLINE || c === RETURN || c === TAB;
+/** Significant digits kept: their double is within a few ulps, far inside MARGIN. */
+const MAX_SIGNIFICANT = 19;
 
 /**
- * Reads the JSON array that starts at `bytes[start]` (a `[`) into `out`, which must have exactly as
- * many elements. Returns false, having read nothing usable, unless the array is a flat list of JSON
- * numbers of exactly `out.length` elements: callers then take the general path, whose errors name
- * the problem. `bytes` is the ASCII text of the JSON document.
+ * Whether the four bytes of a little-endian word are all ASCII digits: each byte's high nibble is 3,
+ * and stays 3 with 6 added (a low nibble of 10 or more carries).
  */
-export function readFloat32Array(bytes: Buffer, start: number, out: Float32Array): boolean {
+function areFourDigits(word: number): boolean {
+  return ((word & 0xf0f0f0f0) | (((word + 0x06060606) & 0xf0f0f0f0) >>> 4)) === 0x33333333;
+}
+
+/** The number four ASCII digits spell, the first in the word's low byte: pairs, then the pair of pairs. */
+function fourDigits(word: number): number {
+  const digits = word - 0x30303030;
+  const pairs = (Math.imul(digits, 10) + (digits >>> 8)) & 0x00ff00ff;
+  return (Math.imul(pairs, 100) + (pairs >>> 16)) & 0xffff;
+}
+const isSpace = (c: number) => c === SPACE || c === NEWLINE || c === RETURN || c === TAB;
+
+/** Where a successful `readFloat32List` ended: the index after the `]`, and the elements it stored. */
+export interface ListRead {
+  end: number;
+  count: number;
+}
+
+/**
+ * Reads the JSON array that starts at `bytes[start]` (a `[`) into `out` from `out[offset]`, and
+ * says in `read` where it ended. Returns false, having read nothing usable, unless the array is a
+ * flat list of JSON numbers that fits: callers then take the general path, whose errors name the
+ * problem. `bytes` is the ASCII text of the JSON document; a byte that cannot continue it (a 0 past
+ * the end, say) ends it.
+ */
+export function readFloat32List(
+  bytes: Uint8Array,
+  start: number,
+  out: Float32Array,
+  offset: number,
+  read: ListRead,
+): boolean {
   let i = start + 1;
   let c = bytes[i] ?? 0;
   while (isSpace(c)) c = bytes[++i] ?? 0;
-  let count = 0;
-  if (c === CLOSE_BRACKET) return out.length === 0;
+  let count = offset;
+  if (c === CLOSE_BRACKET) {
+    read.end = i + 1;
+    read.count = 0;
+    return true;
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const wordLimit = bytes.length - 4;
   for (;;) {
     const negative = c === MINUS;
     if (negative) c = bytes[++i] ?? 0;
     const digitsStart = i;
-    // Up to 18 significant digits, nine each in two int32s (integer chains are shorter than a
-    // double's multiply-add); later ones only move the exponent.
-    let head = 0;
-    let tail = 0;
+    // The significant digits as a double: exact up to 15 of them, within a few ulps up to the 19
+    // kept (checked below); later ones only move the exponent.
+    let mantissa = 0;
     let significant = 0;
     let exponent = 0;
     if (c === ZERO) {
@@ -60,31 +95,40 @@ export function readFloat32Array(bytes: Buffer, start: number, out: Float32Array
       if (isDigit(c)) return false; // JSON has no leading zeros
     } else if (isDigit(c)) {
       do {
-        if (significant < 9) head = head * 10 + (c - ZERO);
-        else if (significant < 18) tail = tail * 10 + (c - ZERO);
-        else exponent++;
-        if (significant < 18) significant++;
+        if (significant < MAX_SIGNIFICANT) {
+          mantissa = mantissa * 10 + (c - ZERO);
+          significant++;
+        } else exponent++;
         c = bytes[++i] ?? 0;
       } while (isDigit(c));
     } else return false;
     if (c === DOT) {
-      c = bytes[++i] ?? 0;
-      if (!isDigit(c)) return false;
-      do {
-        if (significant < 18) {
-          const digit = c - ZERO;
+      const fractionStart = ++i;
+      // Leading zeros of a fraction are not significant.
+      if (mantissa === 0) while (bytes[i] === ZERO) i++;
+      exponent -= i - fractionStart;
+      // Four digits at a time while there are four (see fourDigits), then one at a time.
+      while (i <= wordLimit) {
+        const word = view.getInt32(i, true);
+        if (!areFourDigits(word)) break;
+        if (significant < MAX_SIGNIFICANT) {
+          mantissa = mantissa * 10_000 + fourDigits(word);
+          significant += 4;
+          exponent -= 4;
+        }
+        i += 4;
+      }
+      c = bytes[i] ?? 0;
+      while (isDigit(c)) {
+        if (significant < MAX_SIGNIFICANT) {
+          mantissa = mantissa * 10 + (c - ZERO);
+          significant++;
           exponent--;
-          // Leading zeros of a fraction are not significant.
-          if (significant > 0 || digit !== 0) {
-            if (significant < 9) head = head * 10 + digit;
-            else tail = tail * 10 + digit;
-            significant++;
-          }
         }
         c = bytes[++i] ?? 0;
-      } while (isDigit(c));
+      }
+      if (i === fractionStart) return false;
     }
-    const mantissa = significant > 9 ? head * (POW10[significant - 9] as number) + tail : head;
     if (c === LOWER_E || c === UPPER_E) {
       c = bytes[++i] ?? 0;
       const negativeExponent = c === MINUS;
@@ -105,17 +149,32 @@ export function readFloat32Array(bytes: Buffer, start: number, out: Float32Array
         exponent >= 0 ? mantissa * (POW10[exponent] as number) : mantissa / (POW10[-exponent] as number);
       // Longer mantissas are a few ulps off: fine unless a float32 rounding boundary is that close.
       if (significant > 15 && Math.fround(value * (1 - MARGIN)) !== Math.fround(value * (1 + MARGIN))) {
-        value = Number(bytes.toString("latin1", digitsStart, i));
+        value = decimalAt(bytes, digitsStart, i);
       }
-    } else value = Number(bytes.toString("latin1", digitsStart, i));
+    } else value = decimalAt(bytes, digitsStart, i);
     if (count === out.length) return false;
     out[count++] = negative ? -value : value;
     while (isSpace(c)) c = bytes[++i] ?? 0;
-    if (c === CLOSE_BRACKET) return count === out.length;
+    if (c === CLOSE_BRACKET) {
+      read.end = i + 1;
+      read.count = count - offset;
+      return true;
+    }
     if (c !== COMMA) return false;
     c = bytes[++i] ?? 0;
     while (isSpace(c)) c = bytes[++i] ?? 0;
   }
+}
+
+/** Reads `out.length` elements exactly, or gives up; see readFloat32List. */
+export function readFloat32Array(bytes: Uint8Array, start: number, out: Float32Array): boolean {
+  const read = { end: 0, count: 0 };
+  return readFloat32List(bytes, start, out, 0, read) && read.count === out.length;
+}
+
+/** The number written in `bytes[start, end)`, as JSON.parse reads it. */
+function decimalAt(bytes: Uint8Array, start: number, end: number): number {
+  return Number(Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString("latin1"));
 }
 
 const bits = new Float32Array(1);

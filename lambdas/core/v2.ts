@@ -1,6 +1,6 @@
 import * as z from "zod";
 import { InvalidRequestError } from "./errors.ts";
-import { readFloat32Array, ScratchBuffer } from "./float32-json.ts";
+import { type ListRead, readFloat32List, ScratchBuffer } from "./float32-json.ts";
 import { elementCount } from "./signature.ts";
 import { hasRoundedIntegers } from "./tensor-codec.ts";
 
@@ -104,30 +104,43 @@ function validateInferRequest(json: unknown): InferRequest {
 const FAST_PATH_MIN_CHARS = 1024;
 
 const bodyScratch = new ScratchBuffer(64 * 1024, 8 * 1024 * 1024);
+/** The numbers of a body's data lists, before each input's own array is cut from them. */
+let floatScratch = new Float32Array(16 * 1024);
+const FLOAT_SCRATCH_LIMIT = 2 * 1024 * 1024;
 
-/** The text's bytes, one per character, when it is ASCII; undefined otherwise. */
-function asciiBytes(text: string): Buffer | undefined {
-  // As many UTF-8 bytes as characters means ASCII: then latin1's bytes (a plain copy) are the text.
-  if (Buffer.byteLength(text, "utf8") !== text.length) return undefined;
-  const target = bodyScratch.take(text.length);
-  target.write(text, 0, "latin1");
-  return target.subarray(0, text.length);
+/**
+ * The text's bytes, then a 0 that ends any scan. A non-ASCII character takes two or more bytes in
+ * UTF-8: then fewer characters fit, or a byte of 0x80 or more is among them, which the scan refuses.
+ */
+function bodyBytes(text: string): Buffer | undefined {
+  const target = bodyScratch.take(text.length + 1);
+  if (target.write(text, 0, text.length, "utf8") !== text.length) return undefined;
+  target[text.length] = 0;
+  return target;
+}
+
+/** Room for every number a body of this length can hold: each takes a character and a separator. */
+function floatsFor(length: number): Float32Array {
+  const needed = (length >> 1) + 1;
+  if (needed <= floatScratch.length) return floatScratch;
+  const floats = new Float32Array(needed);
+  if (needed <= FLOAT_SCRATCH_LIMIT) floatScratch = floats;
+  return floats;
 }
 
 /**
  * The fast path for the common large request: FP32 inputs whose `data` is a flat list of numbers.
- * Those lists are read straight into Float32Arrays (see float32-json.ts) and JSON.parse sees only
- * the rest. Any request it is not sure of, valid or not, gets undefined and takes the general path,
- * so results and error messages are the general path's.
+ * One scan of the body's bytes finds those lists and reads them (see float32-json.ts); JSON.parse
+ * sees only the rest. Any request it is not sure of, valid or not, gets undefined and takes the
+ * general path, so results and error messages are the general path's.
  */
 function parseFloat32Request(body: string): InferRequest | undefined {
-  // Escapes and non-ASCII text are rare in requests; ruling them out keeps the scan simple.
-  if (body.length < FAST_PATH_MIN_CHARS || body.includes("\\")) return undefined;
-  const spans = locateInputData(body);
-  if (spans === undefined || spans.every((span) => span === undefined)) return undefined;
-  // Only the spans are read from bytes: a body without one never pays for the copy.
-  const bytes = asciiBytes(body);
+  if (body.length < FAST_PATH_MIN_CHARS) return undefined;
+  const bytes = bodyBytes(body);
   if (bytes === undefined) return undefined;
+  const scan = new InferBodyScan(bytes, body.length, floatsFor(body.length));
+  if (!scan.run() || scan.spans.every((span) => span === undefined)) return undefined;
+  const { spans, floats } = scan;
   let skeleton = "";
   let copied = 0;
   for (const span of spans) {
@@ -142,8 +155,7 @@ function parseFloat32Request(body: string): InferRequest | undefined {
   } catch {
     return undefined;
   }
-  if (request === undefined) return undefined;
-  if (request.inputs.length !== spans.length) return undefined;
+  if (request === undefined || request.inputs.length !== spans.length) return undefined;
   const inputs: RequestInput[] = [];
   for (const [index, input] of request.inputs.entries()) {
     const span = spans[index];
@@ -156,116 +168,174 @@ function parseFloat32Request(body: string): InferRequest | undefined {
       inputs.push({ ...input, data: JSON.parse(body.slice(span.start, span.end)) });
       continue;
     }
-    // Each element takes at least two characters: a bogus shape cannot make us allocate much.
-    const count = elementCount(input.shape);
-    if (!Number.isSafeInteger(count) || count * 2 > span.end - span.start) return undefined;
-    const data = new Float32Array(count);
-    if (!readFloat32Array(bytes, span.start, data)) return undefined;
-    inputs.push({ ...input, data });
+    if (elementCount(input.shape) !== span.count) return undefined;
+    inputs.push({ ...input, data: floats.slice(span.offset, span.offset + span.count) });
   }
   return hasRoundedIntegers(inputs) ? undefined : { ...request, inputs };
 }
 
-interface Span {
+/** One input's `data` list: where its text is, and where the scan put its numbers. */
+interface DataSpan {
   readonly start: number;
   readonly end: number;
+  readonly offset: number;
+  readonly count: number;
 }
 
 const MAX_SCAN_DEPTH = 64;
+const TAB = 9;
+const NEWLINE = 10;
+const RETURN = 13;
+const SPACE = 32;
+const QUOTE = 34;
+const COMMA = 44;
+const COLON = 58;
+const OPEN_BRACKET = 91;
+const BACKSLASH = 92;
+const CLOSE_BRACKET = 93;
+const OPEN_BRACE = 123;
+const CLOSE_BRACE = 125;
+const FIRST_NON_ASCII = 0x80;
+
+type Role = "document" | "inputs" | "input" | "data" | "other";
+
+/** Whether `bytes[start, end)` spells `word`, which is ASCII. */
+function spells(bytes: Uint8Array, start: number, end: number, word: string): boolean {
+  if (end - start !== word.length) return false;
+  for (let i = 0; i < word.length; i++) if (bytes[start + i] !== word.charCodeAt(i)) return false;
+  return true;
+}
 
 /**
- * Where each `inputs[i].data` array starts and ends, for a body without escapes. Undefined when the
- * text is not what the fast path handles: a key twice, deep nesting, or text that is not JSON
- * (JSON.parse on the rest is the final judge of syntax). Data that is not a flat list has no span.
+ * One pass over an infer request's bytes: the structure, as far as finding each `inputs[i].data`
+ * takes, and the numbers of each flat data list, read as they are met. `run` is false when the text
+ * is not what the fast path handles: an escape, a non-ASCII byte, a key that matters given twice,
+ * deep nesting, or text that is not JSON (JSON.parse on the rest is the final judge of syntax).
+ * Data that is not a flat list of numbers gets no span.
  */
-function locateInputData(text: string): (Span | undefined)[] | undefined {
-  const spans: (Span | undefined)[] = [];
-  let i = 0;
-  const skipSpace = () => {
-    let c = text.charCodeAt(i);
-    while (c === 32 || c === 10 || c === 13 || c === 9) c = text.charCodeAt(++i);
-  };
-  const readString = (): string | undefined => {
-    const close = text.indexOf('"', i + 1);
-    if (close < 0) return undefined;
-    const value = text.slice(i + 1, close);
-    i = close + 1;
-    return value;
-  };
-  // role: what the value is to us; false means "give up".
-  const value = (role: "document" | "inputs" | "input" | "data" | "other", depth: number): boolean => {
+class InferBodyScan {
+  readonly spans: (DataSpan | undefined)[] = [];
+  readonly #bytes: Uint8Array;
+  readonly #length: number;
+  readonly floats: Float32Array;
+  readonly #read: ListRead = { end: 0, count: 0 };
+  #used = 0;
+  #i = 0;
+
+  constructor(bytes: Uint8Array, length: number, floats: Float32Array) {
+    this.#bytes = bytes;
+    this.#length = length;
+    this.floats = floats;
+  }
+
+  run(): boolean {
+    if (!this.#value("document", 0)) return false;
+    this.#skipSpace();
+    return this.#i === this.#length;
+  }
+
+  #skipSpace(): void {
+    let c = this.#bytes[this.#i];
+    while (c === SPACE || c === NEWLINE || c === RETURN || c === TAB) c = this.#bytes[++this.#i];
+  }
+
+  /** Moves past a string without escapes or non-ASCII bytes; false otherwise. */
+  #skipString(): boolean {
+    const bytes = this.#bytes;
+    let i = this.#i + 1;
+    for (;;) {
+      const c = bytes[i] ?? 0;
+      if (c === QUOTE) break;
+      if (c === BACKSLASH || c >= FIRST_NON_ASCII || i >= this.#length) return false;
+      i++;
+    }
+    this.#i = i + 1;
+    return true;
+  }
+
+  #value(role: Role, depth: number): boolean {
     if (depth > MAX_SCAN_DEPTH) return false;
-    skipSpace();
-    const c = text.charCodeAt(i);
+    this.#skipSpace();
+    const bytes = this.#bytes;
+    const c = bytes[this.#i];
     if (role === "data") {
-      const close = c === 91 ? text.indexOf("]", i) : -1;
-      const inner = close < 0 ? "[" : text.slice(i + 1, close);
+      const read = this.#read;
+      if (c === OPEN_BRACKET && readFloat32List(bytes, this.#i, this.floats, this.#used, read)) {
+        this.spans.push({ start: this.#i, end: read.end, offset: this.#used, count: read.count });
+        this.#used += read.count;
+        this.#i = read.end;
+        return true;
+      }
       // Nested or non-numeric data is JSON.parse's, like everything outside the spans.
-      if (inner.includes("[") || inner.includes("{") || inner.includes('"')) {
-        spans.push(undefined);
-        return value("other", depth);
-      }
-      spans.push({ start: i, end: close + 1 });
-      i = close + 1;
-      return true;
+      this.spans.push(undefined);
+      return this.#value("other", depth);
     }
-    if (c === 123) {
-      i++;
-      const seen = new Set<string>();
-      skipSpace();
-      if (text.charCodeAt(i) === 125) {
-        i++;
-        return true;
-      }
-      for (;;) {
-        skipSpace();
-        if (text.charCodeAt(i) !== 34) return false;
-        const key = readString();
-        if (key === undefined || seen.has(key)) return false;
-        seen.add(key);
-        skipSpace();
-        if (text.charCodeAt(i) !== 58) return false;
-        i++;
-        const child =
-          role === "document" && key === "inputs"
-            ? "inputs"
-            : role === "input" && key === "data"
-              ? "data"
-              : "other";
-        if (!value(child, depth + 1)) return false;
-        skipSpace();
-        const next = text.charCodeAt(i++);
-        if (next === 125) break;
-        if (next !== 44) return false;
-      }
-      if (role === "input" && !seen.has("data")) spans.push(undefined);
-      return true;
-    }
+    if (c === OPEN_BRACE) return this.#object(role, depth);
     if (role === "input") return false;
-    if (c === 91) {
-      i++;
-      skipSpace();
-      if (text.charCodeAt(i) === 93) {
-        i++;
+    if (c === OPEN_BRACKET) {
+      this.#i++;
+      this.#skipSpace();
+      if (bytes[this.#i] === CLOSE_BRACKET) {
+        this.#i++;
         return true;
       }
       for (;;) {
-        if (!value(role === "inputs" ? "input" : "other", depth + 1)) return false;
-        skipSpace();
-        const next = text.charCodeAt(i++);
-        if (next === 93) return true;
-        if (next !== 44) return false;
+        if (!this.#value(role === "inputs" ? "input" : "other", depth + 1)) return false;
+        this.#skipSpace();
+        const next = bytes[this.#i++];
+        if (next === CLOSE_BRACKET) return true;
+        if (next !== COMMA) return false;
       }
     }
     if (role === "inputs") return false;
-    if (c === 34) return readString() !== undefined;
+    if (c === QUOTE) return this.#skipString();
     // A number or literal: its syntax is JSON.parse's to check.
-    while (i < text.length && !/[\s,\]}]/.test(text[i] as string)) i++;
+    for (;;) {
+      const next = bytes[this.#i] ?? 0;
+      if (next >= FIRST_NON_ASCII) return false;
+      if (this.#i >= this.#length || next === COMMA || next === CLOSE_BRACKET || next === CLOSE_BRACE) break;
+      if (next === SPACE || next === NEWLINE || next === RETURN || next === TAB) break;
+      this.#i++;
+    }
     return true;
-  };
-  if (!value("document", 0)) return undefined;
-  skipSpace();
-  return i === text.length ? spans : undefined;
+  }
+
+  #object(role: Role, depth: number): boolean {
+    const bytes = this.#bytes;
+    this.#i++;
+    this.#skipSpace();
+    if (bytes[this.#i] === CLOSE_BRACE) {
+      this.#i++;
+      if (role === "input") this.spans.push(undefined);
+      return true;
+    }
+    // Only the keys we act on must be unique; JSON.parse settles any other repeat in the skeleton.
+    let found = false;
+    for (;;) {
+      this.#skipSpace();
+      if (bytes[this.#i] !== QUOTE) return false;
+      const keyStart = this.#i + 1;
+      if (!this.#skipString()) return false;
+      const keyEnd = this.#i - 1;
+      this.#skipSpace();
+      if (bytes[this.#i] !== COLON) return false;
+      this.#i++;
+      let child: Role = "other";
+      if (role === "document" && spells(bytes, keyStart, keyEnd, "inputs")) child = "inputs";
+      else if (role === "input" && spells(bytes, keyStart, keyEnd, "data")) child = "data";
+      if (child !== "other") {
+        if (found) return false;
+        found = true;
+      }
+      if (!this.#value(child, depth + 1)) return false;
+      this.#skipSpace();
+      const next = bytes[this.#i++];
+      if (next === CLOSE_BRACE) break;
+      if (next !== COMMA) return false;
+    }
+    if (role === "input" && !found) this.spans.push(undefined);
+    return true;
+  }
 }
 
 type JsonObject = Record<string, unknown>;

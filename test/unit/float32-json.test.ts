@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InvalidRequestError } from "#core/errors.ts";
-import { float32ArrayJson, readFloat32Array } from "#core/float32-json.ts";
+import { float32ArrayJson, readFloat32Array, readFloat32List } from "#core/float32-json.ts";
 import { mulberry32 } from "#core/seeded-random.ts";
 import {
   decodeInput,
@@ -105,9 +105,21 @@ describe("readFloat32Array", () => {
     ["a literal", "[true]"],
     ["a nested array", "[[1]]"],
     ["an unclosed array", "[1"],
+    ["a letter after fraction zeros", "[0.0000a]"],
+    ["a letter after four fraction digits", "[1.2345a]"],
   ])("gives up on %s", (_, text) => {
     expect(fastRead(text, 1)).toBeUndefined();
     expect(fastRead(text, 2)).toBeUndefined();
+  });
+
+  it("reads a list into a buffer from an offset and says where it ended", () => {
+    const out = Float32Array.of(9, 9, 9, 9, 9);
+    const read = { end: 0, count: 0 };
+    const text = '{"data": [ 0.25 , -1.5e1,12345678.5 ] , "x": 1}';
+    expect(readFloat32List(Buffer.from(text, "latin1"), 9, out, 1, read)).toBe(true);
+    expect(read).toEqual({ end: text.indexOf("]") + 1, count: 3 });
+    expect(out).toEqual(Float32Array.of(9, 0.25, -15, 12345678.5, 9));
+    expect(readFloat32List(Buffer.from("[1,2,3]"), 0, out, 3, read)).toBe(false);
   });
 
   it("gives up when the array holds more or fewer elements than the tensor", () => {
@@ -241,6 +253,8 @@ describe("parseInferRequestBody's FP32 fast path", () => {
   it.each([
     ["an escaped character", (data: number[]) => ({ id: 'say "hi"', data })],
     ["non-ASCII text", (data: number[]) => ({ id: "naïve", data })],
+    // Beyond Latin-1: two bytes in UTF-8, and its low byte alone is a quote.
+    ["a character whose low byte is a quote", (data: number[]) => ({ id: "\u0122", data })],
     ["an INT64 input", (data: number[]) => ({ datatype: "INT64", data: data.map(Math.round) })],
     ["a NaN element", (data: number[]) => ({ data: [...data.slice(1), "NaN"] })],
     ["nested data", (data: number[]) => ({ data: [data.slice(0, 250), data.slice(250)], shape: [2, 250] })],
@@ -266,6 +280,29 @@ describe("parseInferRequestBody's FP32 fast path", () => {
     const expected = errorOf(() => generalPath(body).inputs);
     expect(expected).not.toBe("no error");
     expect(errorOf(() => parseInferRequestBody(body).inputs.map(decodeInput))).toBe(expected);
+  });
+
+  it("reads several FP32 inputs in one pass, each into its own array", () => {
+    const body = JSON.stringify({
+      inputs: [
+        { name: "a", shape: [300], datatype: "FP32", data: row(300, 15) },
+        { name: "b", shape: [3, 100], datatype: "FP32", data: row(300, 16) },
+      ],
+    });
+    const fast = parseInferRequestBody(body);
+    expect(fast.inputs.map((input) => input.data instanceof Float32Array)).toEqual([true, true]);
+    expect({ ...fast, inputs: fast.inputs.map(decodeInput) }).toEqual(generalPath(body));
+  });
+
+  it("answers a body cut short after a longer one with the general path's error", () => {
+    const body = JSON.stringify({
+      inputs: [{ name: "x", shape: [600], datatype: "FP32", data: row(600, 17) }],
+    });
+    parseInferRequestBody(body);
+    const cut = body.slice(0, -3);
+    const expected = errorOf(() => generalPath(cut));
+    expect(expected).toMatch(/^request body is not valid JSON: /);
+    expect(errorOf(() => parseInferRequestBody(cut))).toBe(expected);
   });
 
   it("answers a malformed document with JSON.parse's message", () => {
