@@ -20,16 +20,36 @@ const FIXED: Record<string, { method: string; route: V2Route }> = {
 
 const MODEL_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?$/;
 
+interface PathMatch {
+  readonly path: string;
+  readonly method: string;
+  readonly route: V2Route;
+}
+
+/** Paths matched lately: a warm request skips the patterns, which cost more than their work after a model's run. */
+const recentMatches = new Map<string, PathMatch>();
+const RECENT_MATCHES = 256;
+
 /** Matches a request to a V2 route; 404 for an unknown path, 405 for a known path and wrong method. */
 export function matchV2Route(method: string, rawPath: string): V2Route {
+  let match = recentMatches.get(rawPath);
+  if (match === undefined) {
+    match = matchPath(method, rawPath);
+    if (recentMatches.size >= RECENT_MATCHES)
+      recentMatches.delete(recentMatches.keys().next().value as string);
+    recentMatches.set(rawPath, match);
+  }
+  if (method !== match.method && !(method === "HEAD" && match.method === "GET")) {
+    throw new MethodNotAllowedError(method, match.path, [match.method]);
+  }
+  return match.route;
+}
+
+/** The route a path names and the method it takes; throws for a path that names none. */
+function matchPath(method: string, rawPath: string): PathMatch {
   const path = rawPath.length > 1 && rawPath.endsWith("/") ? rawPath.slice(0, -1) : rawPath;
   const fixed = FIXED[path];
-  if (fixed !== undefined) {
-    if (method !== fixed.method && !(method === "HEAD" && fixed.method === "GET")) {
-      throw new MethodNotAllowedError(method, path, [fixed.method]);
-    }
-    return fixed.route;
-  }
+  if (fixed !== undefined) return { path, ...fixed };
   const match = MODEL_PATH.exec(path);
   if (match === null) throw new RouteNotFoundError(method, path);
   const [, rawModel = "", rawVersion, action] = match;
@@ -40,13 +60,9 @@ export function matchV2Route(method: string, rawPath: string): V2Route {
     );
   }
   const version = rawVersion === undefined ? undefined : safeDecode(rawVersion);
-  const expected = action === "infer" ? "POST" : "GET";
-  if (method !== expected && !(method === "HEAD" && expected === "GET")) {
-    throw new MethodNotAllowedError(method, path, [expected]);
-  }
-  if (action === "infer") return { kind: "infer", model, version };
-  if (action === "ready") return { kind: "model-ready", model, version };
-  return { kind: "model-metadata", model, version };
+  if (action === "infer") return { path, method: "POST", route: { kind: "infer", model, version } };
+  if (action === "ready") return { path, method: "GET", route: { kind: "model-ready", model, version } };
+  return { path, method: "GET", route: { kind: "model-metadata", model, version } };
 }
 
 /** A malformed escape is left as is: it then fails the name checks (a 404 or 400), not a 500. */

@@ -19,20 +19,19 @@ export function elementCount(shape: readonly number[]): number {
  * name bound to one size across all inputs. Returns the specs in request order.
  */
 export function checkInputs(inputs: readonly RequestInput[], signature: ModelSignature): TensorSpec[] {
-  const specs = new Map(signature.inputs.map((spec) => [spec.name, spec]));
-  const seen = new Set<string>();
-  const bindings = new Map<string, { size: number; input: string }>();
+  // Models take a handful of inputs: scans of the signature cost less than building maps per request.
   const matched: TensorSpec[] = [];
+  const bindings: DimensionBinding[] = [];
 
-  for (const input of inputs) {
-    const spec = specs.get(input.name);
+  for (const [index, input] of inputs.entries()) {
+    const spec = signature.inputs.find((candidate) => candidate.name === input.name);
     if (spec === undefined) {
       throw new InvalidRequestError(
         `unknown input '${input.name}'; the model's inputs are: ${signature.inputs.map((s) => s.name).join(", ")}`,
       );
     }
-    if (seen.has(input.name)) throw new InvalidRequestError(`input '${input.name}' is given more than once`);
-    seen.add(input.name);
+    if (matched.includes(spec))
+      throw new InvalidRequestError(`input '${input.name}' is given more than once`);
 
     if (input.datatype !== spec.datatype) {
       throw new InvalidRequestError(
@@ -40,42 +39,46 @@ export function checkInputs(inputs: readonly RequestInput[], signature: ModelSig
       );
     }
     checkShape(input, spec, bindings);
-    matched.push(spec);
+    matched[index] = spec;
   }
 
-  const missing = signature.inputs.filter((spec) => !seen.has(spec.name)).map((spec) => spec.name);
+  const missing = signature.inputs.filter((spec) => !matched.includes(spec)).map((spec) => spec.name);
   if (missing.length > 0) {
     throw new InvalidRequestError(`missing input${missing.length > 1 ? "s" : ""}: ${missing.join(", ")}`);
   }
   return matched;
 }
 
-function checkShape(
-  input: RequestInput,
-  spec: TensorSpec,
-  bindings: Map<string, { size: number; input: string }>,
-): void {
-  const mismatch = () =>
-    new InvalidRequestError(
-      `input '${input.name}' has shape ${formatShape(input.shape)} but the model expects ${formatShape(spec.shape)}`,
-    );
-  if (input.shape.length !== spec.shape.length) throw mismatch();
+/** The size a symbolic dimension took in the first input that has it. */
+interface DimensionBinding {
+  readonly dim: string;
+  readonly size: number;
+  readonly input: string;
+}
 
-  spec.shape.forEach((dim, axis) => {
+function checkShape(input: RequestInput, spec: TensorSpec, bindings: DimensionBinding[]): void {
+  if (input.shape.length !== spec.shape.length) throw shapeMismatch(input, spec);
+  for (const [axis, dim] of spec.shape.entries()) {
     const size = input.shape[axis] as number;
     if (typeof dim === "number") {
-      if (dim >= 0 && dim !== size) throw mismatch();
-      return;
+      if (dim >= 0 && dim !== size) throw shapeMismatch(input, spec);
+      continue;
     }
-    const bound = bindings.get(dim);
+    const bound = bindings.find((binding) => binding.dim === dim);
     if (bound === undefined) {
-      bindings.set(dim, { size, input: input.name });
+      bindings.push({ dim, size, input: input.name });
     } else if (bound.size !== size) {
       throw new InvalidRequestError(
         `dimension '${dim}' is ${bound.size} in input '${bound.input}' but ${size} in input '${input.name}'`,
       );
     }
-  });
+  }
+}
+
+function shapeMismatch(input: RequestInput, spec: TensorSpec): InvalidRequestError {
+  return new InvalidRequestError(
+    `input '${input.name}' has shape ${formatShape(input.shape)} but the model expects ${formatShape(spec.shape)}`,
+  );
 }
 
 /** Checks the requested outputs exist; no selection means every output, in signature order. */

@@ -125,4 +125,20 @@ describe("matchV2Route", () => {
 
     expect(matchV2Route("GET", `/v2/models/${name}`)).toMatchObject({ model: name });
   });
+
+  it("answers a path it matched before with the same route, and still checks the method", () => {
+    for (let i = 0; i < 300; i++) matchV2Route("GET", `/v2/models/m${i}/ready`);
+    const first = matchV2Route("POST", "/v2/models/iris/versions/2/infer/");
+    expect(matchV2Route("POST", "/v2/models/iris/versions/2/infer/")).toEqual(first);
+    const error = routeError("GET", "/v2/models/iris/versions/2/infer/");
+    expect(error).toBeInstanceOf(MethodNotAllowedError);
+    expect(error.message).toContain("/v2/models/iris/versions/2/infer");
+    expect(matchV2Route("GET", "/v2/models/m0/ready")).toEqual({
+      kind: "model-ready",
+      model: "m0",
+      version: undefined,
+    });
+    expect(routeError("GET", "/v2/models/Bad%20Name").status).toBe(404);
+    expect(routeError("GET", "/v2/models/Bad%20Name").status).toBe(404);
+  });
 });
