@@ -84,7 +84,10 @@ export class OnnxRunner implements ModelRunner {
       async (session) => {
         let results: Ort.InferenceSession.OnnxValueMapType;
         try {
-          results = await session.run(feeds, outputs as string[]);
+          // Every output, as most requests ask: onnxruntime's own default, without its name checks.
+          results = await (outputs.length === session.outputNames.length
+            ? session.run(feeds)
+            : session.run(feeds, outputs as string[]));
         } catch (error) {
           const message = (error as Error).message;
           if (isCallerOrtError(message))

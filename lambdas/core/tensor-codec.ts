@@ -372,18 +372,16 @@ function tensorJson(tensor: NamedTensor): string {
   const fast =
     floats === undefined ? undefined : float32ArrayJson(floats as Float32Array | readonly unknown[]);
   if (fast === undefined) return JSON.stringify(encodeOutput(tensor));
-  const head = {
-    name: tensor.name,
-    datatype: tensor.type === "float32" ? "FP32" : "FP16",
-    shape: tensor.dims,
-  };
-  return `${JSON.stringify(head).slice(0, -1)},"data":${fast}}`;
+  const datatype = tensor.type === "float32" ? "FP32" : "FP16";
+  return `{"name":${JSON.stringify(tensor.name)},"datatype":"${datatype}","shape":[${tensor.dims.join(",")}],"data":${fast}}`;
 }
 
 /** An infer response's JSON text: the document JSON.stringify gives of the encoded response, FP32 data in short form. */
 export function inferResponseJson(response: TensorResponse): string {
-  const { outputs, ...head } = response;
-  const headJson = JSON.stringify(head);
-  const separator = headJson === "{}" ? "" : ",";
-  return `${headJson.slice(0, -1)}${separator}"outputs":${tensorListJson(outputs)}}`;
+  // Written in the order the response object has its keys, as JSON.stringify would.
+  let head = `{"model_name":${JSON.stringify(response.model_name)}`;
+  if (response.model_version !== undefined)
+    head += `,"model_version":${JSON.stringify(response.model_version)}`;
+  if (response.id !== undefined) head += `,"id":${JSON.stringify(response.id)}`;
+  return `${head},"outputs":${tensorListJson(response.outputs)}}`;
 }

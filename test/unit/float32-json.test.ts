@@ -342,6 +342,10 @@ describe("inferResponseJson", () => {
     expect(parsed.outputs.map(({ data, ...head }) => head)).toEqual(
       general.outputs.map(({ data, ...head }) => head),
     );
+    expect(Object.keys(parsed)).toEqual(Object.keys(encoded));
+    expect(parsed.outputs.map((output) => Object.keys(output))).toEqual(
+      encoded.outputs.map((output) => Object.keys(output)),
+    );
     expect(text).toContain('"data":[0.099975586,"NaN"]');
     expect(text).toContain('"data":[9223372036854775807]');
     expect(text.length).toBeLessThan(JSON.stringify(encoded).length);
