@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: the serving path against raw onnxruntime-node, measured in one run.
  *   warm: the inference handler (API Gateway event in, response out; no HTTP) vs session.run alone,
- *         for the demo model and a ~50 MB MLP, interleaved so both see the same machine state.
+ *         for the demo model and a ~50 MB MLP, interleaved so both see the same machine state, in a
+ *         process that hosts only the function (bench/warm-child.ts).
  *   cold: a new process per sample: import + registry read + download from the local S3 emulator +
  *         sha256 + session create + first inference, vs import + create from a local file + first run.
  */
@@ -10,62 +11,26 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { Logger } from "@aws-lambda-powertools/logger";
-import type { APIGatewayProxyEvent } from "aws-lambda";
 import { type BuildOptions, build } from "esbuild";
 import * as ort from "onnxruntime-node";
 import { sessionOptions } from "../lambdas/aws/onnx-runner.ts";
-import { createInferenceHandler } from "../lambdas/inference/handler.ts";
-import { lambdaContext } from "../local/gateway.ts";
 import { LOCAL_BUCKET, LOCAL_TABLE, type LocalStack, startLocalStack } from "../local/stack.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { buildMlpModel, MLP_50MB_LAYERS } from "../models/mlp.ts";
-import { formatMs, median, percentile, printTable } from "./stats.ts";
+import { formatMs, median, printTable } from "./stats.ts";
+import type { WarmModel, WarmResult } from "./warm-child.ts";
 
 const run = promisify(execFile);
 const WARM_ITERATIONS = Number(process.env.BENCH_WARM_ITERATIONS ?? 2000);
 const MLP_ITERATIONS = Number(process.env.BENCH_MLP_ITERATIONS ?? 200);
 const COLD_SAMPLES = Number(process.env.BENCH_COLD_SAMPLES ?? 5);
 
-interface BenchModel {
-  readonly name: string;
+interface BenchModel extends WarmModel {
   readonly bytes: Uint8Array;
-  readonly input: string;
-  readonly dims: readonly number[];
-  readonly iterations: number;
-}
-
-function inferEvent(
-  model: string,
-  input: string,
-  dims: readonly number[],
-  values: readonly number[],
-): APIGatewayProxyEvent {
-  return {
-    httpMethod: "POST",
-    path: `/v2/models/${model}/infer`,
-    resource: "/{proxy+}",
-    headers: { "content-type": "application/json" },
-    multiValueHeaders: {},
-    queryStringParameters: null,
-    multiValueQueryStringParameters: null,
-    pathParameters: { proxy: `v2/models/${model}/infer` },
-    stageVariables: null,
-    isBase64Encoded: false,
-    body: JSON.stringify({ inputs: [{ name: input, shape: dims, datatype: "FP32", data: values }] }),
-    requestContext: {} as APIGatewayProxyEvent["requestContext"],
-  };
-}
-
-/** Deterministic, varied inputs: constant inputs can flatter some kernels. */
-function inputValues(count: number): number[] {
-  return Array.from({ length: count }, (_, i) => Math.sin(i * 0.37) * 2);
 }
 
 async function main() {
   const dataDir = await mkdtemp(join(tmpdir(), "maas-bench-"));
-  // Handler logs go nowhere, but are still formatted and written, as in Lambda.
-  const logger = new Logger({ serviceName: "maas-inference", logLevel: "INFO" });
   const stack = await startLocalStack({
     dataDir,
     port: 0,
@@ -89,75 +54,33 @@ async function main() {
     // its variant benchmarks would otherwise share the two cores with ours.
     await stack.publish("mlp50", 1, models[1]!.bytes, { manifest: { pinOriginal: true } });
     await optimizerIdle(stack, ["iris", "mlp50"]);
-    const handler = createInferenceHandler(stack.inference.service, logger);
+    const bundles = await buildBundles();
+    const env = functionEnv(stack.emulators.s3Endpoint, stack.emulators.dynamoEndpoint);
 
     console.log(`warm path: p50 over interleaved iterations (${ort.env.versions.node} onnxruntime-node)\n`);
-    const warmRows: string[][] = [];
-    for (const model of models) {
-      const count = model.dims.reduce((a, b) => a * b, 1);
-      const values = inputValues(count);
-      const event = inferEvent(model.name, model.input, model.dims, values);
-      // The very session the handler uses, from its pool: both sides share threads, memory and state.
-      const { sessions, registry } = stack.inference;
-      const record = await registry.getVersion(model.name, 1);
-      if (record?.artifact === undefined) throw new Error(`${model.name} is not registered`);
-      await handler(event, lambdaContext("load", Date.now()));
-      const session = await sessions.use(
-        record.artifact.sha256,
-        record.artifact.bytes,
-        notLoaded,
-        async (s) => s,
-      );
-      const feeds = { [model.input]: new ort.Tensor("float32", Float32Array.from(values), [...model.dims]) };
-      const rawTimes: number[] = [];
-      const handlerTimes: number[] = [];
-      const silence = muteStdout();
-      try {
-        for (let i = 0; i < Math.min(50, model.iterations); i++) {
-          await session.run(feeds);
-          await handler(event, lambdaContext("warmup", Date.now()));
-          await new Promise((logged) => setImmediate(logged));
-        }
-        for (let i = 0; i < model.iterations; i++) {
-          let start = performance.now();
-          await session.run(feeds);
-          rawTimes.push(performance.now() - start);
-          // Lambda hands the handler its context: building it is not the handler's time.
-          const context = lambdaContext("bench", Date.now());
-          start = performance.now();
-          const result = await handler(event, context);
-          handlerTimes.push(performance.now() - start);
-          // The handler writes its log line after answering: let it finish outside both timings.
-          await new Promise((logged) => setImmediate(logged));
-          if (result.statusCode !== 200)
-            throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
-        }
-      } finally {
-        silence();
-      }
-      const raw50 = median(rawTimes);
-      const handler50 = median(handlerTimes);
-      warmRows.push([
-        `${model.name} (${(model.bytes.byteLength / 1e6).toFixed(1)} MB)`,
-        formatMs(raw50),
-        formatMs(handler50),
-        formatMs(handler50 - raw50),
-        (handler50 / raw50).toFixed(3),
-        formatMs(percentile(handlerTimes, 99)),
-      ]);
-    }
-    printTable(["model", "raw p50 ms", "handler p50 ms", "overhead ms", "ratio", "handler p99 ms"], warmRows);
+    const artifactDir = await mkdtemp(join(tmpdir(), "maas-warm-"));
+    const warm = await runChild<WarmResult[]>(
+      bundles.warmChild,
+      [JSON.stringify(models.map(({ bytes, ...model }) => model))],
+      { ...env, MAAS_ARTIFACT_DIR: artifactDir, NODE_OPTIONS: "--enable-source-maps" },
+    );
+    await rm(artifactDir, { recursive: true, force: true });
+    printTable(
+      ["model", "raw p50 ms", "handler p50 ms", "overhead ms", "ratio", "handler p99 ms"],
+      warm.map((row, i) => [
+        `${row.name} (${((models[i]?.bytes.byteLength ?? 0) / 1e6).toFixed(1)} MB)`,
+        formatMs(row.raw50),
+        formatMs(row.handler50),
+        formatMs(row.handler50 - row.raw50),
+        (row.handler50 / row.raw50).toFixed(3),
+        formatMs(row.handler99),
+      ]),
+    );
 
     console.log(`\ncold path: median of ${COLD_SAMPLES} new processes each, 50 MB MLP\n`);
     const mlp = await stack.registry.getVersion("mlp50", 1);
     if (mlp?.artifact === undefined) throw new Error("mlp50 did not register");
-    await coldBench(
-      stack.emulators.s3Endpoint,
-      stack.emulators.dynamoEndpoint,
-      dataDir,
-      models[1]!,
-      mlp.artifact.key,
-    );
+    await coldBench(bundles, env, dataDir, models[1]!, mlp.artifact.key);
   } finally {
     await stack.close();
     await rm(dataDir, { recursive: true, force: true });
@@ -175,26 +98,17 @@ async function optimizerIdle(stack: LocalStack, names: readonly string[]): Promi
   }
 }
 
-const notLoaded = () => Promise.reject(new Error("the handler should have loaded this session"));
-
-/** Replaces stdout's writer while measuring, so handler logs cost their formatting but do not flood the table. */
-function muteStdout(): () => void {
-  const write = process.stdout.write;
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  return () => {
-    process.stdout.write = write;
-  };
+interface Bundles {
+  readonly handler: string;
+  readonly coldChild: string;
+  readonly warmChild: string;
 }
 
-async function coldBench(
-  s3Endpoint: string,
-  dynamoEndpoint: string,
-  dataDir: string,
-  model: BenchModel,
-  artifactKey: string,
-) {
-  // Bundled like the Lambda asset (onnxruntime-node and the SageMaker client external; see
-  // lib/maas-function.ts), inside node_modules so that they resolve.
+/**
+ * The handler and the bench's children, bundled like the Lambda asset (onnxruntime-node and the
+ * SageMaker client external; see lib/maas-function.ts), inside node_modules so that those resolve.
+ */
+async function buildBundles(): Promise<Bundles> {
   const outDir = join(process.cwd(), "node_modules", ".cache", "maas-bench");
   const common = {
     bundle: true,
@@ -211,17 +125,20 @@ async function coldBench(
     sourcesContent: false,
     logLevel: "error",
   } satisfies BuildOptions;
-  await build({
-    ...common,
-    entryPoints: ["lambdas/inference/handler.ts"],
-    outfile: join(outDir, "handler.mjs"),
-  });
-  await build({ ...common, entryPoints: ["bench/cold-child.ts"], outfile: join(outDir, "cold-child.mjs") });
-  const modelPath = join(dataDir, "mlp50.onnx");
-  await writeFile(modelPath, model.bytes);
-  const dim = String(model.dims[1]);
+  const bundles = {
+    handler: join(outDir, "handler.mjs"),
+    coldChild: join(outDir, "cold-child.mjs"),
+    warmChild: join(outDir, "warm-child.mjs"),
+  };
+  await build({ ...common, entryPoints: ["lambdas/inference/handler.ts"], outfile: bundles.handler });
+  await build({ ...common, entryPoints: ["bench/cold-child.ts"], outfile: bundles.coldChild });
+  await build({ ...common, entryPoints: ["bench/warm-child.ts"], outfile: bundles.warmChild });
+  return bundles;
+}
 
-  const baseEnv = {
+/** The environment the function gets, pointed at the emulators. */
+function functionEnv(s3Endpoint: string, dynamoEndpoint: string): NodeJS.ProcessEnv {
+  return {
     ...process.env,
     AWS_REGION: "us-east-1",
     AWS_ACCESS_KEY_ID: "local",
@@ -231,14 +148,27 @@ async function coldBench(
     MAAS_REGISTRY_TABLE: LOCAL_TABLE,
     POWERTOOLS_LOG_LEVEL: "WARN",
   };
-  const child = async (args: string[], env: NodeJS.ProcessEnv = baseEnv) => {
-    const { stdout, stderr } = await run(process.execPath, [join(outDir, "cold-child.mjs"), ...args], {
-      env,
-      maxBuffer: 1 << 20,
-    });
-    if (process.env.BENCH_VERBOSE) process.stderr.write(stderr);
-    return JSON.parse(stdout.trim().split("\n").at(-1) ?? "{}") as Record<string, number>;
-  };
+}
+
+/** Runs a bundled child with plain node; its last line of output is its JSON result. */
+async function runChild<T>(bundle: string, args: string[], env: NodeJS.ProcessEnv): Promise<T> {
+  const { stdout, stderr } = await run(process.execPath, [bundle, ...args], { env, maxBuffer: 16 << 20 });
+  if (process.env.BENCH_VERBOSE) process.stderr.write(stderr);
+  return JSON.parse(stdout.trim().split("\n").at(-1) ?? "null") as T;
+}
+
+async function coldBench(
+  bundles: Bundles,
+  env: NodeJS.ProcessEnv,
+  dataDir: string,
+  model: BenchModel,
+  artifactKey: string,
+) {
+  const modelPath = join(dataDir, "mlp50.onnx");
+  await writeFile(modelPath, model.bytes);
+  const dim = String(model.dims[1]);
+  const child = (args: string[], childEnv: NodeJS.ProcessEnv = env) =>
+    runChild<Record<string, number>>(bundles.coldChild, args, childEnv);
 
   const raw: Record<string, number>[] = [];
   const served: Record<string, number>[] = [];
@@ -247,8 +177,8 @@ async function coldBench(
     raw.push(await child(["raw", modelPath, dim, JSON.stringify(sessionOptions())]));
     const artifactDir = await mkdtemp(join(tmpdir(), "maas-cold-"));
     served.push(
-      await child(["handler", join(outDir, "handler.mjs"), model.name, dim], {
-        ...baseEnv,
+      await child(["handler", bundles.handler, model.name, dim], {
+        ...env,
         MAAS_ARTIFACT_DIR: artifactDir,
         NODE_OPTIONS: "--enable-source-maps",
       }),

@@ -1,0 +1,127 @@
+/**
+ * The warm comparison, in a process that hosts only the inference function, as a Lambda environment
+ * does: the bench's own process runs the emulators, queue pollers and optimizer, whose timers and
+ * sockets would otherwise share this event loop. Bundled by bench/inference.ts like the function's
+ * asset and given the environment the function would have.
+ *   warm-child.mjs <models as JSON: [{ name, input, dims, iterations }]>
+ * For each model: the handler (API Gateway event in, response out; no HTTP) against session.run on
+ * the very session the handler uses, interleaved so both see the same machine state. Prints one JSON
+ * line: per model, the raw and handler p50 and the handler p99, in milliseconds.
+ */
+import { Logger } from "@aws-lambda-powertools/logger";
+import type { APIGatewayProxyEvent } from "aws-lambda";
+import * as ort from "onnxruntime-node";
+import { servingArtifact } from "../lambdas/core/model.ts";
+import { isServable } from "../lambdas/core/registry.ts";
+import { loadInferenceConfig } from "../lambdas/inference/config.ts";
+import { createInferenceHandler } from "../lambdas/inference/handler.ts";
+import { createInferenceParts, defaultClients } from "../lambdas/inference/service.ts";
+import { lambdaContext } from "../local/gateway.ts";
+import { median, percentile } from "./stats.ts";
+
+export interface WarmModel {
+  readonly name: string;
+  readonly input: string;
+  readonly dims: readonly number[];
+  readonly iterations: number;
+}
+
+export interface WarmResult {
+  readonly name: string;
+  readonly raw50: number;
+  readonly handler50: number;
+  readonly handler99: number;
+}
+
+function inferEvent(
+  model: string,
+  input: string,
+  dims: readonly number[],
+  values: readonly number[],
+): APIGatewayProxyEvent {
+  return {
+    httpMethod: "POST",
+    path: `/v2/models/${model}/infer`,
+    resource: "/{proxy+}",
+    headers: { "content-type": "application/json" },
+    multiValueHeaders: {},
+    queryStringParameters: null,
+    multiValueQueryStringParameters: null,
+    pathParameters: { proxy: `v2/models/${model}/infer` },
+    stageVariables: null,
+    isBase64Encoded: false,
+    body: JSON.stringify({ inputs: [{ name: input, shape: dims, datatype: "FP32", data: values }] }),
+    requestContext: {} as APIGatewayProxyEvent["requestContext"],
+  };
+}
+
+/** Deterministic, varied inputs: constant inputs can flatter some kernels. */
+function inputValues(count: number): number[] {
+  return Array.from({ length: count }, (_, i) => Math.sin(i * 0.37) * 2);
+}
+
+const notLoaded = () => Promise.reject(new Error("the handler should have loaded this session"));
+
+/** Replaces stdout's writer while measuring, so handler logs cost their formatting but stay off the result line. */
+function muteStdout(): () => void {
+  const write = process.stdout.write;
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  return () => {
+    process.stdout.write = write;
+  };
+}
+
+async function measure(model: WarmModel): Promise<WarmResult> {
+  const { service, registry, sessions } = parts;
+  const count = model.dims.reduce((a, b) => a * b, 1);
+  const values = inputValues(count);
+  const event = inferEvent(model.name, model.input, model.dims, values);
+  const record = await registry.getVersion(model.name, 1);
+  if (record === undefined || !isServable(record)) throw new Error(`${model.name} is not servable`);
+  // What the handler serves: the optimizer's selected variant, or the upload itself.
+  const artifact = servingArtifact(record);
+  const handler = createInferenceHandler(service, logger);
+  const first = await handler(event, lambdaContext("load", Date.now()));
+  if (first.statusCode !== 200) throw new Error(`handler answered ${first.statusCode}: ${first.body}`);
+  // The very session the handler uses, from its pool: both sides share threads, memory and state.
+  const session = await sessions.use(artifact.sha256, artifact.bytes, notLoaded, async (s) => s);
+  const feeds = { [model.input]: new ort.Tensor("float32", Float32Array.from(values), [...model.dims]) };
+  const rawTimes: number[] = [];
+  const handlerTimes: number[] = [];
+  const silence = muteStdout();
+  try {
+    for (let i = 0; i < Math.min(50, model.iterations); i++) {
+      await session.run(feeds);
+      await handler(event, lambdaContext("warmup", Date.now()));
+      await new Promise((logged) => setImmediate(logged));
+    }
+    for (let i = 0; i < model.iterations; i++) {
+      let start = performance.now();
+      await session.run(feeds);
+      rawTimes.push(performance.now() - start);
+      // Lambda hands the handler its context: building it is not the handler's time.
+      const context = lambdaContext("bench", Date.now());
+      start = performance.now();
+      const result = await handler(event, context);
+      handlerTimes.push(performance.now() - start);
+      // The handler writes its log line after answering: let it finish outside both timings.
+      await new Promise((logged) => setImmediate(logged));
+      if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
+    }
+  } finally {
+    silence();
+  }
+  return {
+    name: model.name,
+    raw50: median(rawTimes),
+    handler50: median(handlerTimes),
+    handler99: percentile(handlerTimes, 99),
+  };
+}
+
+// Handler logs go nowhere, but are still formatted and written, as in Lambda.
+const logger = new Logger({ serviceName: "maas-inference", logLevel: "INFO" });
+const parts = createInferenceParts(loadInferenceConfig(process.env), defaultClients());
+const results: WarmResult[] = [];
+for (const model of JSON.parse(process.argv[2] ?? "[]") as WarmModel[]) results.push(await measure(model));
+process.stdout.write(`${JSON.stringify(results)}\n`);
