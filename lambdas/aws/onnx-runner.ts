@@ -77,7 +77,8 @@ export class OnnxRunner implements ModelRunner {
     const ort = ortLoaded ?? (await loadOrt());
     const artifact = servingArtifact(version);
     const feeds = toOrtFeeds(ort, inputs);
-    return this.#sessions.use(
+    // Awaited rather than returned: an async function that returns a promise takes two more ticks.
+    return await this.#sessions.use(
       artifact.sha256,
       artifact.bytes,
       () => this.#artifacts.load(artifact),

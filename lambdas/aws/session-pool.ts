@@ -43,6 +43,8 @@ export class SessionPool<S extends PooledSession> {
   readonly #entries = new Map<string, Entry<S>>();
   readonly #loading = new Map<string, Loading<S>>();
   readonly #failures = new Map<string, { error: Error; until: number }>();
+  /** The key last moved to or added at the newest end of `#entries`. */
+  #newest: string | undefined;
   #bytes = 0;
 
   constructor(options: SessionPoolOptions<S>) {
@@ -90,8 +92,12 @@ export class SessionPool<S extends PooledSession> {
   #claimLoaded(key: string): Entry<S> | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
+    // Moved to the newest end, unless it is there already (the common case of one hot model).
+    if (key !== this.#newest) {
+      this.#entries.delete(key);
+      this.#entries.set(key, entry);
+      this.#newest = key;
+    }
     entry.busy += 1;
     return entry;
   }
@@ -132,6 +138,7 @@ export class SessionPool<S extends PooledSession> {
     // Later callers find it in the map; earlier ones were counted while it was being created.
     const entry: Entry<S> = { session, bytes, busy: loading.claims, retired: false, released: false };
     this.#entries.set(key, entry);
+    this.#newest = key;
     this.#bytes += bytes;
     await this.#evictBeyondBudget(key);
     return entry;

@@ -26,6 +26,21 @@ function corsHeaders(event: APIGatewayProxyEvent, origins: readonly string[]): R
   return { "access-control-allow-origin": origin, vary: "Origin" };
 }
 
+/**
+ * The access log line's fields, all present from the start (one object shape per request; Powertools
+ * leaves out the undefined ones). Never tensor contents.
+ */
+type AccessLog = {
+  method: string;
+  path: string;
+  model: string | undefined;
+  reference: string | undefined;
+  version: number | undefined;
+  backend: string | undefined;
+  status: number;
+  latencyMs: number;
+};
+
 /** A comma-separated environment list. */
 function parseList(value: string | undefined): string[] {
   return (value ?? "")
@@ -40,7 +55,7 @@ export function createInferenceHandler(
   options: InferenceHandlerOptions = {},
 ): ProxyHandler {
   const corsOrigins = options.corsOrigins ?? [];
-  async function answer(route: V2Route, event: APIGatewayProxyEvent, log: Record<string, unknown>) {
+  async function answer(route: V2Route, event: APIGatewayProxyEvent, log: AccessLog) {
     switch (route.kind) {
       case "server-metadata":
         return json(200, service.serverMetadata());
@@ -79,7 +94,16 @@ export function createInferenceHandler(
 
   return async (event, context) => {
     const started = performance.now();
-    const log: Record<string, unknown> = { method: event.httpMethod, path: event.path };
+    const log: AccessLog = {
+      method: event.httpMethod,
+      path: event.path,
+      model: undefined,
+      reference: undefined,
+      version: undefined,
+      backend: undefined,
+      status: 0,
+      latencyMs: 0,
+    };
     let result: APIGatewayProxyResult;
     try {
       const route = matchV2Route(event.httpMethod, event.path);
