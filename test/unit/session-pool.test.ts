@@ -235,6 +235,25 @@ describe("SessionPool", () => {
     expect(pool.size).toBe(2);
   });
 
+  it("keeps recency right when the newest session is used again and again", async () => {
+    const { pool } = fakePool({ maxSessions: 2 });
+    await touch(pool, "a");
+    const b = await touch(pool, "b");
+    await touch(pool, "b");
+    await touch(pool, "a");
+    await touch(pool, "a");
+
+    await touch(pool, "c");
+
+    expect(pool.has("a")).toBe(true);
+    expect(pool.has("b")).toBe(false);
+    expect(b.released).toBe(1);
+    await touch(pool, "a");
+    await touch(pool, "d");
+    expect(pool.has("c")).toBe(false);
+    expect(pool.has("a")).toBe(true);
+  });
+
   it("evicts least recently used sessions until the byte budget holds", async () => {
     const { pool } = fakePool({ maxBytes: 100 });
     const a = await touch(pool, "a", 40);
