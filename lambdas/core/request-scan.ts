@@ -225,6 +225,8 @@ class PlainRequestReader {
   readonly #read: ListRead = { end: 0, count: 0 };
   #used = 0;
   #i = 0;
+  #keyStart = 0;
+  #keyEnd = 0;
 
   constructor(body: string, bytes: Uint8Array, floats: Float32Array) {
     this.#body = body;
@@ -239,14 +241,14 @@ class PlainRequestReader {
     let outputs: { name: string }[] | undefined;
     let separator: number;
     do {
-      const key = this.#key();
-      if (key === "id" && id === undefined) {
+      if (!this.#key()) return undefined;
+      if (this.#keyIs("id") && id === undefined) {
         id = this.#string();
         if (id === undefined) return undefined;
-      } else if (key === "inputs" && inputs === undefined) {
+      } else if (this.#keyIs("inputs") && inputs === undefined) {
         inputs = this.#list(() => this.#input());
         if (inputs === undefined) return undefined;
-      } else if (key === "outputs" && outputs === undefined) {
+      } else if (this.#keyIs("outputs") && outputs === undefined) {
         outputs = this.#list(() => this.#output());
         if (outputs === undefined) return undefined;
       } else return undefined;
@@ -263,46 +265,50 @@ class PlainRequestReader {
     let name: string | undefined;
     let shape: number[] | undefined;
     let datatype: string | undefined;
+    let data: Float32Array | undefined;
     let offset = -1;
     let count = 0;
     let separator: number;
     do {
-      const key = this.#key();
-      if (key === "name" && name === undefined) {
+      if (!this.#key()) return undefined;
+      if (this.#keyIs("name") && name === undefined) {
         name = this.#string();
         if (!name) return undefined;
-      } else if (key === "shape" && shape === undefined) {
+      } else if (this.#keyIs("shape") && shape === undefined) {
         shape = this.#shape();
         if (shape === undefined) return undefined;
-      } else if (key === "datatype" && datatype === undefined) {
-        datatype = this.#string();
-        if (datatype !== "FP32") return undefined;
-      } else if (key === "data" && offset < 0) {
+      } else if (this.#keyIs("datatype") && datatype === undefined) {
+        if (!this.#stringIs("FP32")) return undefined;
+        datatype = "FP32";
+      } else if (this.#keyIs("data") && offset < 0 && data === undefined) {
         const read = this.#read;
         const start = this.#skipSpace();
         if (this.#bytes[start] !== OPEN_BRACKET) return undefined;
-        if (!readFloat32List(this.#bytes, start, this.#floats, this.#used, read)) return undefined;
-        offset = this.#used;
-        count = read.count;
-        this.#used += count;
+        // A shape given first (the usual order) sizes the input's own array: read straight into it.
+        const expected = shape === undefined ? -1 : elementCount(shape);
+        if (expected >= 0 && expected <= (this.#body.length >> 1) + 1) {
+          data = new Float32Array(expected);
+          if (!readFloat32List(this.#bytes, start, data, 0, read) || read.count !== expected)
+            return undefined;
+        } else {
+          if (!readFloat32List(this.#bytes, start, this.#floats, this.#used, read)) return undefined;
+          offset = this.#used;
+          count = read.count;
+          this.#used += count;
+        }
         this.#i = read.end;
       } else return undefined;
       separator = this.#separator(CLOSE_BRACE);
     } while (separator === NEXT);
-    if (
-      separator !== CLOSED ||
-      name === undefined ||
-      shape === undefined ||
-      datatype === undefined ||
-      offset < 0
-    )
+    if (separator !== CLOSED || name === undefined || shape === undefined || datatype === undefined)
       return undefined;
-    if (elementCount(shape) !== count) return undefined;
+    if (data !== undefined) return { name, shape, datatype, data };
+    if (offset < 0 || elementCount(shape) !== count) return undefined;
     return { name, shape, datatype, data: this.#floats.slice(offset, offset + count) };
   }
 
   #output(): { name: string } | undefined {
-    if (!this.#open(OPEN_BRACE) || this.#key() !== "name") return undefined;
+    if (!this.#open(OPEN_BRACE) || !this.#key() || !this.#keyIs("name")) return undefined;
     const name = this.#string();
     return name && this.#separator(CLOSE_BRACE) === CLOSED ? { name } : undefined;
   }
@@ -345,25 +351,47 @@ class PlainRequestReader {
     return separator === CLOSED ? dims : undefined;
   }
 
-  /** A key and its colon. */
-  #key(): string | undefined {
-    const key = this.#string();
-    if (key === undefined || this.#bytes[this.#skipSpace()] !== COLON) return undefined;
+  /** Moves past a key and its colon; false if there is none. `#keyIs` then tells which it was. */
+  #key(): boolean {
+    const start = this.#stringEnd();
+    if (start < 0) return false;
+    this.#keyStart = start + 1;
+    this.#keyEnd = this.#i - 1;
+    if (this.#bytes[this.#skipSpace()] !== COLON) return false;
     this.#i++;
-    return key;
+    return true;
+  }
+
+  #keyIs(word: string): boolean {
+    return spells(this.#bytes, this.#keyStart, this.#keyEnd, word);
   }
 
   /** A string without escapes or non-ASCII bytes. */
   #string(): string | undefined {
+    const start = this.#stringEnd();
+    return start < 0 ? undefined : this.#body.slice(start + 1, this.#i - 1);
+  }
+
+  /** Moves past a string that spells `word`; false for any other value. */
+  #stringIs(word: string): boolean {
+    const start = this.#stringEnd();
+    return start >= 0 && spells(this.#bytes, start + 1, this.#i - 1, word);
+  }
+
+  /**
+   * Moves past a string without escapes or non-ASCII bytes and returns where its opening quote was;
+   * -1, having moved nowhere past it, for anything else.
+   */
+  #stringEnd(): number {
     const bytes = this.#bytes;
     const start = this.#skipSpace();
-    if (bytes[start] !== QUOTE) return undefined;
+    if (bytes[start] !== QUOTE) return -1;
     let i = start + 1;
     for (let c = bytes[i] ?? 0; c !== QUOTE; c = bytes[++i] ?? 0) {
-      if (c === BACKSLASH || c >= FIRST_NON_ASCII || i >= this.#body.length) return undefined;
+      if (c === BACKSLASH || c >= FIRST_NON_ASCII || i >= this.#body.length) return -1;
     }
     this.#i = i + 1;
-    return this.#body.slice(start + 1, i);
+    return start;
   }
 
   /** Moves past `opener` after any space; false if something else is there. */
