@@ -468,6 +468,11 @@ function wasmFloat32Writer(): WasmFloat32Writer | null {
   return wasmWriter;
 }
 
+/** Bytes of the WebAssembly writer's memory so far (0 before its first use); for tests. */
+export function wasmFloat32WriterMemoryBytes(): number {
+  return wasmWriter?.memory.buffer.byteLength ?? 0;
+}
+
 /**
  * The WebAssembly writer's text for `values`; undefined when it leaves a value to the JavaScript
  * writer (a subnormal or an extreme exponent), which then writes the whole array, or cannot run.
@@ -477,8 +482,9 @@ export function wasmFloat32Json(values: Float32Array): string | undefined {
   const bytes = values.length * (4 + WASM_ELEMENT_CHARS + 1) + 2;
   if (writer === null || bytes > WASM_BLOCK_LIMIT) return undefined;
   if (bytes > wasmBlockBytes) {
-    wasmBlock = writer.reserve(bytes);
-    wasmBlockBytes = bytes;
+    // The module never frees a block: doubling keeps all it ever reserves under twice the largest.
+    wasmBlockBytes = Math.min(WASM_BLOCK_LIMIT, Math.max(bytes, wasmBlockBytes * 2));
+    wasmBlock = writer.reserve(wasmBlockBytes);
   }
   // Read after reserve: growing the memory replaces its buffer.
   const memory = writer.memory.buffer;

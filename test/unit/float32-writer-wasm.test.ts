@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { float32ArrayJson, wasmFloat32Json } from "#core/float32-json.ts";
+import { float32ArrayJson, wasmFloat32Json, wasmFloat32WriterMemoryBytes } from "#core/float32-json.ts";
 import { FLOAT32_WRITER_WASM } from "#core/float32-writer-wasm.ts";
 import { mulberry32 } from "#core/seeded-random.ts";
 import { compileFloat32Writer, moduleSource } from "../../wasm/build.ts";
@@ -53,5 +53,15 @@ describe("the float32 writer's WebAssembly module", () => {
     const small = mixedFloats(10, 6);
     expect(wasmFloat32Json(large)).toBe(float32ArrayJson(Array.from(large)));
     expect(wasmFloat32Json(small)).toBe(float32ArrayJson(Array.from(small)));
+  });
+
+  it("keeps its memory bounded when outputs grow a little at a time", () => {
+    wasmFloat32Json(mixedFloats(10, 7));
+    const before = wasmFloat32WriterMemoryBytes();
+    // Larger than any output before it in this file, then 40 a little larger each.
+    const floats = mixedFloats(404_000, 8);
+    for (let count = 400_000; count < 404_000; count += 100) wasmFloat32Json(floats.subarray(0, count));
+    // Had each reserved a block of its own, the memory would have grown by some 340 MB.
+    expect(wasmFloat32WriterMemoryBytes() - before).toBeLessThan(30 * 1024 * 1024);
   });
 });
