@@ -446,8 +446,8 @@ let wasmBlock = 0;
 let wasmBlockBytes = 0;
 /** Larger outputs take the JavaScript writer: the module's memory never shrinks. */
 const WASM_BLOCK_LIMIT = 32 * 1024 * 1024;
-/** The longest element the module writes: a sign, nine digits, a dot and an exponent; or a quoted name. */
-const WASM_ELEMENT_CHARS = 16;
+/** The longest element the module writes: a sign and 21 integer digits (below 1e21 it writes no exponent). */
+const WASM_ELEMENT_CHARS = 22;
 
 function wasmFloat32Writer(): WasmFloat32Writer | null {
   if (wasmWriter === undefined) {

@@ -38,6 +38,13 @@ describe("the float32 writer's WebAssembly module", () => {
     }
   });
 
+  it("writes the longest forms: 21 integer digits with a sign, and six leading zeros", () => {
+    const floats = Float32Array.from({ length: 1000 }, (_, i) => (i % 2 ? -1.2345678e20 : -1.2345678e-6));
+    const text = wasmFloat32Json(floats);
+    expect(text).toBe(float32ArrayJson(Array.from(floats)));
+    expect(text).toContain("-123456780000000000000,-0.0000012345678");
+  });
+
   it("leaves an array with a subnormal or an extreme exponent to the JavaScript writer, with the same text", () => {
     const floats = mixedFloats(5000, 4);
     floats[4000] = 1e-40; // subnormal
