@@ -132,4 +132,44 @@ describe("readPlainFloat32Request", () => {
   ])("gives up on %s", (_, body) => {
     expect(readPlain(body)).toBeUndefined();
   });
+
+  it("agrees with the general path, result or error message, on thousands of damaged bodies", () => {
+    const next = mulberry32(99);
+    const bases = [
+      () => JSON.stringify({ inputs: [input({ data: row(600, Math.floor(next() * 1e6)) })] }),
+      () => JSON.stringify({ id: "r1", inputs: [input({ shape: [600] })], outputs: [{ name: "y" }] }),
+      () =>
+        JSON.stringify({
+          inputs: [
+            { data: row(300, 3), shape: [300], datatype: "FP32", name: "x" },
+            { name: "m", shape: [2], datatype: "BOOL", data: [true, false] },
+          ],
+        }),
+    ];
+    const junk = ['"', "\\", "[", "]", "{", "}", ",", ":", " ", "0", "-", ".", "e", "1", "\u0122", "é", "n"];
+    const outcome = (parse: () => unknown) => {
+      try {
+        return { request: parse() };
+      } catch (error) {
+        return { error: (error as Error).message };
+      }
+    };
+    const fastPath = (body: string) => {
+      const request = parseInferRequestBody(body);
+      return { ...request, inputs: request.inputs.map(decodeInput) };
+    };
+    for (let i = 0; i < 3000; i++) {
+      const body = bases[i % bases.length]!();
+      // Never empty: an empty body has its own message, before either path.
+      const at = 1 + Math.floor(next() * (body.length - 1));
+      const insert = junk[Math.floor(next() * junk.length)]!;
+      const damaged = [
+        body.slice(0, at),
+        body.slice(0, at) + insert + body.slice(at),
+        body.slice(0, at) + body.slice(at + 1 + Math.floor(next() * 5)),
+        body.slice(0, at) + insert + body.slice(at + 1),
+      ][i % 4]!;
+      expect(outcome(() => fastPath(damaged))).toEqual(outcome(() => generalPath(damaged)));
+    }
+  });
 });
