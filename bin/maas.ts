@@ -53,6 +53,14 @@ Uploads <file> to models/<name>/<version>/model.onnx; the upload registers the v
 Sends a V2 infer request: --input is the request body, or only its "inputs" array.`,
 };
 
+/** Where a command sends its work: the API and the model bucket, and the AWS region and profile. */
+const TARGET_OPTIONS = {
+  api: { type: "string" },
+  bucket: { type: "string" },
+  region: { type: "string" },
+  profile: { type: "string" },
+} as const;
+
 function localStack(): Promise<LocalStackInfo | undefined> {
   return readStackFile(process.env.MAAS_DATA_DIR ?? DEFAULT_DATA_DIR);
 }
@@ -186,10 +194,7 @@ async function publish(args: string[]): Promise<number> {
       version: { type: "string" },
       manifest: { type: "string" },
       wait: { type: "boolean" },
-      bucket: { type: "string" },
-      api: { type: "string" },
-      region: { type: "string" },
-      profile: { type: "string" },
+      ...TARGET_OPTIONS,
       "wait-timeout": { type: "string" },
     },
   });
@@ -268,14 +273,9 @@ async function admin(command: string, args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: {
-      api: { type: "string" },
-      bucket: { type: "string" },
-      region: { type: "string" },
-      profile: { type: "string" },
-    },
+    options: TARGET_OPTIONS,
   });
-  const target = await resolveTarget({ ...values, bucket: values.bucket });
+  const target = await resolveTarget(values);
   const [name, second, third] = positionals;
   const need = (value: string | undefined, what: string) => {
     if (value === undefined) throw new UsageError(`${command} needs ${what}`);

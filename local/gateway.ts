@@ -24,6 +24,7 @@ import type { AddressInfo } from "node:net";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
 import * as z from "zod";
 import { readBody } from "../containers/gpu/read-body.ts";
+import { safeDecode } from "../lambdas/core/routes.ts";
 
 export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
@@ -310,14 +311,6 @@ const TEXT_CONTENT_TYPE =
 /** What API Gateway would pass as text; anything else arrives base64 (as with binaryMediaTypes "*\/*"). */
 function isTextContentType(contentType: string | undefined): boolean {
   return contentType === undefined || TEXT_CONTENT_TYPE.test(contentType.trim());
-}
-
-function safeDecode(value: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    return value;
-  }
 }
 
 function rejectUpload(req: IncomingMessage, res: ServerResponse): void {

@@ -32,7 +32,7 @@ import { readBody } from "../containers/gpu/read-body.ts";
 import { type GpuServer, startGpuServer } from "../containers/gpu/server.ts";
 import { extractModelArchive } from "../lambdas/aws/model-archive.ts";
 import { isMissing } from "../lambdas/aws/s3-upload-store.ts";
-import { normalizePrefix } from "../lambdas/aws/sagemaker-models.ts";
+import { normalizePrefix } from "../lambdas/aws/sagemaker-layout.ts";
 import { listen } from "./gateway.ts";
 
 export const LOCAL_SAGEMAKER_ENDPOINT = "maas-gpu-local";

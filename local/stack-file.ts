@@ -9,7 +9,7 @@ import * as z from "zod";
 /** The data directory when MAAS_DATA_DIR is unset. */
 export const DEFAULT_DATA_DIR = ".maas";
 
-export const stackFileSchema = z.object({
+const stackFileSchema = z.object({
   url: z.string(),
   s3Endpoint: z.string(),
   bucket: z.string(),
@@ -24,12 +24,10 @@ function stackFilePath(dataDir: string): string {
 
 /** Writes the stack file, readable by its owner only (it holds the keys). */
 export async function writeStackFile(dataDir: string, info: LocalStackInfo): Promise<void> {
-  const { url, s3Endpoint, bucket, apiKey, adminKey } = info;
-  await writeFile(
-    stackFilePath(dataDir),
-    `${JSON.stringify({ url, s3Endpoint, bucket, apiKey, adminKey }, null, 2)}\n`,
-    { mode: 0o600 },
-  );
+  // The schema keeps only its own keys, in its order.
+  await writeFile(stackFilePath(dataDir), `${JSON.stringify(stackFileSchema.parse(info), null, 2)}\n`, {
+    mode: 0o600,
+  });
 }
 
 /** The stack file's contents, or undefined when there is none; a malformed file throws. */

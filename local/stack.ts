@@ -1,7 +1,6 @@
 import { join, resolve } from "node:path";
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { LogLevel } from "@aws-lambda-powertools/logger/types";
-import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { Upload } from "@aws-sdk/lib-storage";
@@ -123,11 +122,11 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       sagemaker: { region, credentials, endpoint: sagemaker.url },
     });
     const s3 = new S3Client({ ...s3Config, responseChecksumValidation: "WHEN_REQUIRED" });
-    const dynamo = new DynamoDBClient({ region, credentials, endpoint: emulators.dynamoEndpoint });
+    // The emulators' shared client: stop() destroys it, after everything that uses it.
+    const dynamo = emulators.dynamoClient();
     const sqs = new SQSClient({ region, credentials, endpoint: emulators.s3Endpoint });
     stoppers.push(async () => {
       s3.destroy();
-      dynamo.destroy();
       clients.sagemaker.destroy();
       sqs.destroy();
     });

@@ -171,6 +171,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
   /** Models loaded through the multi-model API: SageMaker's model_name -> its directory. */
   const registered = new Map<string, { url: string; path: string }>();
 
+  /** A V2 infer request's response, as JSON text. */
   async function infer(key: string, locate: () => Promise<string>, modelName: string, body: string) {
     const request = parseInferRequestBody(body);
     const inputs = request.inputs.map(decodeInput);
@@ -191,11 +192,11 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       if (absent.length > 0) throw new InvalidRequestError(`the model has no output ${absent.join(", ")}`);
       return model.batcher.submit(inputs, names);
     });
-    return {
+    return inferResponseJson({
       model_name: modelName,
       ...(request.id === undefined ? {} : { id: request.id }),
       outputs,
-    };
+    });
   }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -221,11 +222,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       const target = targetOf(req);
       const body = await readText(req, config.MAAS_MAX_BODY_BYTES);
       const key = `target:${target ?? ""}`;
-      return sendText(
-        res,
-        200,
-        inferResponseJson(await infer(key, () => locator.locate(target), target ?? "model", body)),
-      );
+      return sendText(res, 200, await infer(key, () => locator.locate(target), target ?? "model", body));
     }
     if (path === "/models" && method === "GET") {
       const start = Number(url.searchParams.get("next_page_token") ?? "0") || 0;
@@ -254,11 +251,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       if (model === undefined) throw new ModelNotFoundError(`model '${name}' is not loaded`);
       if (match[2] && method === "POST") {
         const body = await readText(req, config.MAAS_MAX_BODY_BYTES);
-        return sendText(
-          res,
-          200,
-          inferResponseJson(await infer(`mme:${name}`, async () => model.path, name, body)),
-        );
+        return sendText(res, 200, await infer(`mme:${name}`, async () => model.path, name, body));
       }
       if (!match[2] && method === "GET") return send(res, 200, { modelName: name, modelUrl: model.url });
       if (!match[2] && method === "DELETE") {

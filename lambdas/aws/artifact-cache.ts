@@ -169,9 +169,7 @@ export class ArtifactCache {
     // Flowing mode ('data' events) rather than an async iterator: no promise or tick per chunk.
     body.on("data", (chunk: Buffer) => {
       if (received + chunk.length > ref.bytes) {
-        body.destroy(
-          new ArtifactIntegrityError(`artifact ${ref.key} is larger than the ${ref.bytes} bytes registered`),
-        );
+        body.destroy(tooLarge(ref));
         return;
       }
       hash.update(chunk);
@@ -183,9 +181,14 @@ export class ArtifactCache {
     return bytes;
   }
 
+  /** A fresh name beside the final one: concurrent writers never share a part file. */
+  #partPath(ref: ArtifactRef): string {
+    return join(this.#options.directory, `${ref.sha256}.${randomUUID()}.part`);
+  }
+
   /** Writes verified bytes to a part file and renames it into place; a failure only costs the cache entry. */
   #writeBehind(ref: ArtifactRef, bytes: Uint8Array, finalPath: string): void {
-    const partPath = join(this.#options.directory, `${ref.sha256}.${randomUUID()}.part`);
+    const partPath = this.#partPath(ref);
     const write = writeFile(partPath, bytes, { flag: "wx" })
       .then(() => rename(partPath, finalPath))
       .then(
@@ -203,17 +206,13 @@ export class ArtifactCache {
   }
 
   async #fetchVerified(ref: ArtifactRef, finalPath: string): Promise<void> {
-    const partPath = join(this.#options.directory, `${ref.sha256}.${randomUUID()}.part`);
+    const partPath = this.#partPath(ref);
     // The file exists before any byte flows, so the cleanup below always finds what it must remove.
     const file = await open(partPath, "wx");
     try {
       const body = await this.#options.source.open(ref);
       const { sha256, bytes } = await writeHashed(body, file, (received) => {
-        if (received > ref.bytes) {
-          throw new ArtifactIntegrityError(
-            `artifact ${ref.key} is larger than the ${ref.bytes} bytes registered`,
-          );
-        }
+        if (received > ref.bytes) throw tooLarge(ref);
       });
       verifyAgainstRecord(ref, bytes, sha256);
       await rename(partPath, finalPath);
@@ -239,6 +238,10 @@ export class ArtifactCache {
     this.#files.delete(sha256);
     this.#bytes -= file.bytes;
   }
+}
+
+function tooLarge(ref: ArtifactRef): ArtifactIntegrityError {
+  return new ArtifactIntegrityError(`artifact ${ref.key} is larger than the ${ref.bytes} bytes registered`);
 }
 
 /** Throws unless the downloaded size and digest are the ones the registry recorded. */

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
-import { type Backoff, defaultSleep, fullJitterMs } from "./retry.ts";
+import { type RetryOptions, type RetryPolicy, retryPolicy } from "./retry.ts";
 import { type AwsCredentials, signRequest, UNSIGNED_PAYLOAD } from "./sigv4.ts";
 
 /**
@@ -11,7 +11,8 @@ import { type AwsCredentials, signRequest, UNSIGNED_PAYLOAD } from "./sigv4.ts";
 
 export type AwsService = "s3" | "dynamodb";
 
-export interface AwsHttpOptions {
+/** Retries: backoff @default 100 ms base, 20 s cap. */
+export interface AwsHttpOptions extends RetryOptions {
   /** @default AWS_REGION, then AWS_DEFAULT_REGION */
   readonly region?: string;
   /** @default AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN */
@@ -23,12 +24,6 @@ export interface AwsHttpOptions {
   readonly endpoint?: string;
   /** Per attempt: until the first response byte, and the longest pause inside a body. @default 5_000 */
   readonly timeoutMs?: number;
-  /** @default 3 */
-  readonly maxAttempts?: number;
-  /** The wait before retry n is uniform in [0, min(cap, base * 2^(n-1))]. @default 100 ms, 20 s */
-  readonly backoff?: Backoff;
-  readonly sleep?: (ms: number) => Promise<void>;
-  readonly random?: () => number;
 }
 
 export interface AwsRequest {
@@ -110,10 +105,7 @@ export class AwsHttpClient {
   readonly customEndpoint: boolean;
   readonly #credentials: AwsCredentials;
   readonly #timeoutMs: number;
-  readonly #maxAttempts: number;
-  readonly #backoff: Backoff;
-  readonly #sleep: (ms: number) => Promise<void>;
-  readonly #random: () => number;
+  readonly #retry: RetryPolicy;
 
   constructor(
     service: AwsService,
@@ -136,10 +128,7 @@ export class AwsHttpClient {
     this.customEndpoint = Boolean(configured);
     this.endpoint = new URL(configured || regionalEndpoint(service, region));
     this.#timeoutMs = options.timeoutMs ?? 5_000;
-    this.#maxAttempts = Math.max(1, options.maxAttempts ?? 3);
-    this.#backoff = options.backoff ?? { baseMs: 100, capMs: 20_000 };
-    this.#sleep = options.sleep ?? defaultSleep;
-    this.#random = options.random ?? Math.random;
+    this.#retry = retryPolicy(options, { baseMs: 100, capMs: 20_000 });
   }
 
   /** A 2xx answer with its body as a stream (S3 objects); anything else throws an AwsHttpError. */
@@ -178,13 +167,13 @@ export class AwsHttpClient {
       } catch (error) {
         failure = this.#asAwsError(request, error);
       }
-      if (!failure.retryable || attempt >= this.#maxAttempts) {
+      if (!failure.retryable || attempt >= this.#retry.maxAttempts) {
         if (attempt === 1) throw failure;
         throw new AwsHttpError(`${failure.message} (after ${attempt} attempts)`, failure, {
           cause: failure.cause,
         });
       }
-      await this.#sleep(fullJitterMs(attempt, this.#backoff, this.#random));
+      await this.#retry.sleep(this.#retry.delayMs(attempt));
     }
   }
 

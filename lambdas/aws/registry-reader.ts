@@ -122,7 +122,7 @@ export class RegistryReader implements ModelRegistry {
   }
 }
 
-export function toVersion(item: RegistryItem): ModelVersion {
+function toVersion(item: RegistryItem): ModelVersion {
   const { pk: _pk, sk: _sk, ...record } = item;
   return modelVersionSchema.parse(record);
 }

@@ -5,8 +5,6 @@ import { createModelArchive } from "./model-archive.ts";
 import { headObject } from "./s3-upload-store.ts";
 import { normalizePrefix, targetModelFor } from "./sagemaker-layout.ts";
 
-export { normalizePrefix, targetModelFor };
-
 /** Publishes model archives under the endpoint's model prefix in S3. */
 export class S3EndpointModelStore implements EndpointModelStore {
   readonly #s3: S3Client;

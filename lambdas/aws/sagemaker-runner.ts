@@ -20,7 +20,7 @@ import type { ServableVersion } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import { decodeInput, type NamedTensor, tensorListJson } from "#core/tensor-codec.ts";
 import { parseTensorDocument } from "#core/v2.ts";
-import { type Backoff, defaultSleep, fullJitterMs } from "./retry.ts";
+import { type RetryOptions, type RetryPolicy, retryPolicy } from "./retry.ts";
 import { targetModelFor } from "./sagemaker-layout.ts";
 
 /**
@@ -63,7 +63,8 @@ export class LazySageMakerClient {
   }
 }
 
-export interface SageMakerRunnerOptions {
+/** Retries on throttling, 5xx, timeouts and connection failures; backoff @default 100 ms base, 2 s cap. */
+export interface SageMakerRunnerOptions extends RetryOptions {
   /** A LazySageMakerClient defers the SDK's import to the first call. */
   readonly client: SageMakerRuntimeClient | LazySageMakerClient;
   readonly endpointName: string;
@@ -73,12 +74,6 @@ export interface SageMakerRunnerOptions {
   readonly attemptTimeoutMs?: number;
   /** Budget for all attempts and the waits between them; under API Gateway's 29 s. @default 25_000 */
   readonly deadlineMs?: number;
-  /** Attempts on throttling, 5xx, timeouts and connection failures. @default 3 */
-  readonly maxAttempts?: number;
-  /** Backoff before retry n is uniform in [0, min(cap, base * 2^(n-1))] ("full jitter"). */
-  readonly backoff?: Backoff;
-  readonly sleep?: (ms: number) => Promise<void>;
-  readonly random?: () => number;
   readonly now?: () => number;
 }
 
@@ -122,10 +117,7 @@ export class SageMakerRunner implements ModelRunner {
   readonly #mode: SageMakerMode;
   readonly #attemptTimeoutMs: number;
   readonly #deadlineMs: number;
-  readonly #maxAttempts: number;
-  readonly #backoff: Backoff;
-  readonly #sleep: (ms: number) => Promise<void>;
-  readonly #random: () => number;
+  readonly #retry: RetryPolicy;
   readonly #now: () => number;
 
   constructor(options: SageMakerRunnerOptions) {
@@ -134,10 +126,7 @@ export class SageMakerRunner implements ModelRunner {
     this.#mode = options.mode ?? "multi-model";
     this.#attemptTimeoutMs = options.attemptTimeoutMs ?? 25_000;
     this.#deadlineMs = options.deadlineMs ?? 25_000;
-    this.#maxAttempts = Math.max(1, options.maxAttempts ?? 3);
-    this.#backoff = options.backoff ?? { baseMs: 100, capMs: 2_000 };
-    this.#sleep = options.sleep ?? defaultSleep;
-    this.#random = options.random ?? Math.random;
+    this.#retry = retryPolicy(options, { baseMs: 100, capMs: 2_000 });
     this.#now = options.now ?? Date.now;
   }
 
@@ -190,11 +179,11 @@ export class SageMakerRunner implements ModelRunner {
       } catch (error) {
         failure = classify(error, what);
       }
-      const delay = fullJitterMs(attempt, this.#backoff, this.#random);
+      const delay = this.#retry.delayMs(attempt);
       const timeLeft = deadline - this.#now() - delay;
       // A retry needs time for at least a short call after its wait; otherwise report what happened.
-      if (!failure.retryable || attempt >= this.#maxAttempts || timeLeft < 50) throw failure.error;
-      await this.#sleep(delay);
+      if (!failure.retryable || attempt >= this.#retry.maxAttempts || timeLeft < 50) throw failure.error;
+      await this.#retry.sleep(delay);
     }
   }
 

@@ -1,4 +1,5 @@
 import { createHash, createHmac } from "node:crypto";
+import { safeDecode } from "#core/routes.ts";
 
 /**
  * AWS Signature Version 4 for the inference function's own requests (S3 GetObject, DynamoDB reads),
@@ -46,15 +47,6 @@ export function encodeRfc3986(text: string): string {
   );
 }
 
-/** Decodes a segment that is already percent-encoded; a stray `%` is taken literally. */
-function decodeSegment(segment: string): string {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return segment;
-  }
-}
-
 /**
  * S3 signs each path segment encoded once, as sent, and keeps empty and dot segments (they are part of
  * keys); every other service normalizes the path and encodes each segment a second time.
@@ -63,13 +55,13 @@ function canonicalPath(pathname: string, service: string): string {
   if (service === "s3")
     return pathname
       .split("/")
-      .map((s) => encodeRfc3986(decodeSegment(s)))
+      .map((s) => encodeRfc3986(safeDecode(s)))
       .join("/");
   const segments: string[] = [];
   for (const segment of pathname.split("/")) {
     if (segment === "" || segment === ".") continue;
     if (segment === "..") segments.pop();
-    else segments.push(encodeRfc3986(encodeRfc3986(decodeSegment(segment))));
+    else segments.push(encodeRfc3986(encodeRfc3986(safeDecode(segment))));
   }
   const trailing = segments.length > 0 && pathname.endsWith("/") ? "/" : "";
   return `/${segments.join("/")}${trailing}`;
@@ -86,7 +78,7 @@ function canonicalQuery(search: string): string {
       const at = pair.indexOf("=");
       const name = at === -1 ? pair : pair.slice(0, at);
       const value = at === -1 ? "" : pair.slice(at + 1);
-      return [encodeRfc3986(decodeSegment(name)), encodeRfc3986(decodeSegment(value))] as const;
+      return [encodeRfc3986(safeDecode(name)), encodeRfc3986(safeDecode(value))] as const;
     });
   pairs.sort(([nameA, valueA], [nameB, valueB]) =>
     nameA === nameB ? compare(valueA, valueB) : compare(nameA, nameB),

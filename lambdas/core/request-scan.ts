@@ -33,7 +33,7 @@ export function floatsFor(length: number): Float32Array {
 }
 
 /** One input's `data` list: where its text is, and where the scan put its numbers. */
-export interface DataSpan {
+interface DataSpan {
   readonly start: number;
   readonly end: number;
   readonly offset: number;
@@ -61,6 +61,27 @@ const MAX_DIM_DIGITS = 15;
 
 type Role = "document" | "inputs" | "input" | "data" | "other";
 
+const isSpace = (c: number | undefined) => c === SPACE || c === NEWLINE || c === RETURN || c === TAB;
+
+/** The position after any spaces from `i`. */
+function skipSpaces(bytes: Uint8Array, i: number): number {
+  let at = i;
+  while (isSpace(bytes[at])) at++;
+  return at;
+}
+
+/**
+ * The position after the string whose opening quote is at `start`, one with no escapes or non-ASCII
+ * bytes that ends before `length`; -1 for any other.
+ */
+function stringEnd(bytes: Uint8Array, start: number, length: number): number {
+  let i = start + 1;
+  for (let c = bytes[i] ?? 0; c !== QUOTE; c = bytes[++i] ?? 0) {
+    if (c === BACKSLASH || c >= FIRST_NON_ASCII || i >= length) return -1;
+  }
+  return i + 1;
+}
+
 /** Whether `bytes[start, end)` spells `word`, which is ASCII. */
 function spells(bytes: Uint8Array, start: number, end: number, word: string): boolean {
   if (end - start !== word.length) return false;
@@ -79,7 +100,7 @@ export class InferBodyScan {
   readonly spans: (DataSpan | undefined)[] = [];
   readonly #bytes: Uint8Array;
   readonly #length: number;
-  readonly floats: Float32Array;
+  readonly #floats: Float32Array;
   readonly #read: ListRead = { end: 0, count: 0 };
   #used = 0;
   #i = 0;
@@ -87,7 +108,7 @@ export class InferBodyScan {
   constructor(bytes: Uint8Array, length: number, floats: Float32Array) {
     this.#bytes = bytes;
     this.#length = length;
-    this.floats = floats;
+    this.#floats = floats;
   }
 
   run(): boolean {
@@ -97,21 +118,14 @@ export class InferBodyScan {
   }
 
   #skipSpace(): void {
-    let c = this.#bytes[this.#i];
-    while (c === SPACE || c === NEWLINE || c === RETURN || c === TAB) c = this.#bytes[++this.#i];
+    this.#i = skipSpaces(this.#bytes, this.#i);
   }
 
   /** Moves past a string without escapes or non-ASCII bytes; false otherwise. */
   #skipString(): boolean {
-    const bytes = this.#bytes;
-    let i = this.#i + 1;
-    for (;;) {
-      const c = bytes[i] ?? 0;
-      if (c === QUOTE) break;
-      if (c === BACKSLASH || c >= FIRST_NON_ASCII || i >= this.#length) return false;
-      i++;
-    }
-    this.#i = i + 1;
+    const end = stringEnd(this.#bytes, this.#i, this.#length);
+    if (end < 0) return false;
+    this.#i = end;
     return true;
   }
 
@@ -122,7 +136,7 @@ export class InferBodyScan {
     const c = bytes[this.#i];
     if (role === "data") {
       const read = this.#read;
-      if (c === OPEN_BRACKET && readFloat32List(bytes, this.#i, this.floats, this.#used, read)) {
+      if (c === OPEN_BRACKET && readFloat32List(bytes, this.#i, this.#floats, this.#used, read)) {
         this.spans.push({ start: this.#i, end: read.end, offset: this.#used, count: read.count });
         this.#used += read.count;
         this.#i = read.end;
@@ -156,7 +170,7 @@ export class InferBodyScan {
       const next = bytes[this.#i] ?? 0;
       if (next >= FIRST_NON_ASCII) return false;
       if (this.#i >= this.#length || next === COMMA || next === CLOSE_BRACKET || next === CLOSE_BRACE) break;
-      if (next === SPACE || next === NEWLINE || next === RETURN || next === TAB) break;
+      if (isSpace(next)) break;
       this.#i++;
     }
     return true;
@@ -383,14 +397,10 @@ class PlainRequestReader {
    * -1, having moved nowhere past it, for anything else.
    */
   #stringEnd(): number {
-    const bytes = this.#bytes;
     const start = this.#skipSpace();
-    if (bytes[start] !== QUOTE) return -1;
-    let i = start + 1;
-    for (let c = bytes[i] ?? 0; c !== QUOTE; c = bytes[++i] ?? 0) {
-      if (c === BACKSLASH || c >= FIRST_NON_ASCII || i >= this.#body.length) return -1;
-    }
-    this.#i = i + 1;
+    const end = this.#bytes[start] === QUOTE ? stringEnd(this.#bytes, start, this.#body.length) : -1;
+    if (end < 0) return -1;
+    this.#i = end;
     return start;
   }
 
@@ -409,11 +419,7 @@ class PlainRequestReader {
 
   /** Moves past spaces; returns the position reached. */
   #skipSpace(): number {
-    const bytes = this.#bytes;
-    let i = this.#i;
-    let c = bytes[i];
-    while (c === SPACE || c === NEWLINE || c === RETURN || c === TAB) c = bytes[++i];
-    this.#i = i;
-    return i;
+    this.#i = skipSpaces(this.#bytes, this.#i);
+    return this.#i;
   }
 }

@@ -23,7 +23,7 @@ export function checkInputs(inputs: readonly RequestInput[], signature: ModelSig
   const matched: TensorSpec[] = [];
   const bindings: DimensionBinding[] = [];
 
-  for (const [index, input] of inputs.entries()) {
+  for (const input of inputs) {
     const spec = signature.inputs.find((candidate) => candidate.name === input.name);
     if (spec === undefined) {
       throw new InvalidRequestError(
@@ -39,7 +39,7 @@ export function checkInputs(inputs: readonly RequestInput[], signature: ModelSig
       );
     }
     checkShape(input, spec, bindings);
-    matched[index] = spec;
+    matched.push(spec);
   }
 
   const missing = signature.inputs.filter((spec) => !matched.includes(spec)).map((spec) => spec.name);

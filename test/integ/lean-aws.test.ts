@@ -20,6 +20,7 @@ import { createInferenceParts, defaultClients } from "../../lambdas/inference/se
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 import { lambdaContext } from "../../local/gateway.ts";
 import { proxyEvent } from "../infra/events.ts";
+import { rejectionOf } from "../support/rejection.ts";
 
 /**
  * The inference function's signed-HTTP clients against the emulators the local stack runs on,
@@ -144,14 +145,11 @@ describe("the signed-HTTP S3 source against the S3 emulator", () => {
         (error: { name: string; $metadata: { httpStatusCode?: number } }) => error,
       );
 
-    const error = await new S3HttpArtifactSource(lean.s3)
-      .open({ bucket: BUCKET, key, sha256: SHA, bytes: 1 })
-      .then(
-        () => undefined,
-        (caught: unknown) => caught,
-      );
+    const error = await rejectionOf(
+      new S3HttpArtifactSource(lean.s3).open({ bucket: BUCKET, key, sha256: SHA, bytes: 1 }),
+      AwsHttpError,
+    );
 
-    expect(error).toBeInstanceOf(AwsHttpError);
     expect(error).toMatchObject({ status: 404, code: "NoSuchKey", retryable: false });
     expect(sdkError).toMatchObject({ name: "NoSuchKey", $metadata: { httpStatusCode: 404 } });
   });

@@ -14,7 +14,7 @@ import {
 } from "@aws-sdk/client-sagemaker-runtime";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { targetModelFor } from "../../lambdas/aws/sagemaker-models.ts";
+import { targetModelFor } from "../../lambdas/aws/sagemaker-layout.ts";
 import { SageMakerRunner } from "../../lambdas/aws/sagemaker-runner.ts";
 import type { ModelVersion, ServableVersion } from "../../lambdas/core/model.ts";
 import { isServable } from "../../lambdas/core/registry.ts";

@@ -9,6 +9,8 @@ import {
   type AwsService,
 } from "../../lambdas/aws/aws-http.ts";
 import { s3ObjectUrl } from "../../lambdas/aws/s3-http-source.ts";
+import { closeServer, listenLocally } from "../support/local-http.ts";
+import { rejectionOf } from "../support/rejection.ts";
 
 type Reply = (request: IncomingMessage, response: ServerResponse) => void;
 
@@ -26,14 +28,12 @@ let replies: Reply[] = [];
 let received: { method: string; url: string; headers: IncomingMessage["headers"]; body: string }[] = [];
 
 beforeAll(async () => {
-  server = createServer(async (request, response) => {
+  ({ server, endpoint } = await listenLocally(async (request, response) => {
     const body = await text(request);
     received.push({ method: request.method ?? "", url: request.url ?? "", headers: request.headers, body });
     const reply = replies.length > 1 ? replies.shift() : replies[0];
     reply?.(request, response);
-  });
-  await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
-  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }));
 });
 
 afterEach(() => {
@@ -41,10 +41,7 @@ afterEach(() => {
   received = [];
 });
 
-afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((closed) => server.close(closed));
-});
+afterAll(() => closeServer(server));
 
 const json =
   (status: number, body: unknown): Reply =>
@@ -90,14 +87,7 @@ const getItem = (dynamo: AwsHttpClient) =>
 const getObject = (s3: AwsHttpClient, key = "models/a b/model.onnx") =>
   s3.stream({ operation: "GetObject", method: "GET", url: s3ObjectUrl(s3, "maas-models", key) });
 
-async function failure(promise: Promise<unknown>): Promise<AwsHttpError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(AwsHttpError);
-  return error as AwsHttpError;
-}
+const failure = (promise: Promise<unknown>) => rejectionOf(promise, AwsHttpError);
 
 describe("AwsHttpClient requests", () => {
   it("sends a signed DynamoDB request and parses its JSON answer", async () => {

@@ -1,5 +1,4 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
 import { text } from "node:stream/consumers";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
@@ -8,6 +7,7 @@ import { AwsHttpClient } from "../../lambdas/aws/aws-http.ts";
 import { DynamoHttpTable, unmarshall } from "../../lambdas/aws/dynamo-http-table.ts";
 import { DocumentClientTable } from "../../lambdas/aws/dynamo-registry.ts";
 import { RegistryReader } from "../../lambdas/aws/registry-reader.ts";
+import { closeServer, listenLocally } from "../support/local-http.ts";
 
 const REGION = "us-east-1";
 const CREDENTIALS = { accessKeyId: "AKIDTEST", secretAccessKey: "secret" };
@@ -41,15 +41,13 @@ let pages: Record<string, unknown>[] = [];
 let requests: { target: string; body: Record<string, unknown> }[] = [];
 
 beforeAll(async () => {
-  server = createServer(async (request, response) => {
+  ({ server, endpoint } = await listenLocally(async (request, response) => {
     const body = JSON.parse(await text(request)) as Record<string, unknown>;
     const target = String(request.headers["x-amz-target"]);
     requests.push({ target, body });
     const answer = target.endsWith(".GetItem") ? { Item: WIRE_ITEM } : (pages.shift() ?? { Items: [] });
     response.writeHead(200, { "content-type": "application/x-amz-json-1.0" }).end(JSON.stringify(answer));
-  });
-  await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
-  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }));
 });
 
 beforeEach(() => {
@@ -57,10 +55,7 @@ beforeEach(() => {
   requests = [];
 });
 
-afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((closed) => server.close(closed));
-});
+afterAll(() => closeServer(server));
 
 const lean = () =>
   new DynamoHttpTable(

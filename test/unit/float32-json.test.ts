@@ -9,7 +9,8 @@ import {
   type NamedTensor,
   tensorListJson,
 } from "#core/tensor-codec.ts";
-import { parseInferRequest, parseInferRequestBody, parseTensorDocument } from "#core/v2.ts";
+import { parseInferRequestBody } from "#core/v2.ts";
+import { generalPath, row } from "../support/fp32-requests.ts";
 
 /** Float32 values from random bit patterns: every exponent, both signs, subnormals, NaN, infinities. */
 function randomFloat32Bits(count: number, seed: number): Float32Array {
@@ -185,12 +186,6 @@ describe("float32ArrayJson", () => {
   });
 });
 
-/** The general path alone: JSON.parse, zod, then the codec. */
-function generalPath(body: string) {
-  const request = parseTensorDocument(body, parseInferRequest, (r) => r.inputs);
-  return { ...request, inputs: request.inputs.map(decodeInput) };
-}
-
 function errorOf(run: () => unknown): string {
   try {
     run();
@@ -200,11 +195,6 @@ function errorOf(run: () => unknown): string {
   }
   return "no error";
 }
-
-const row = (count: number, seed: number) => {
-  const next = mulberry32(seed);
-  return Array.from({ length: count }, () => (next() - 0.5) * 8);
-};
 
 describe("parseInferRequestBody's FP32 fast path", () => {
   it("decodes what the general path decodes, other fields included", () => {

@@ -14,7 +14,7 @@ import {
   InvalidArchiveError,
   tarHeader,
 } from "../../lambdas/aws/model-archive.ts";
-import { normalizePrefix, targetModelFor } from "../../lambdas/aws/sagemaker-models.ts";
+import { normalizePrefix, targetModelFor } from "../../lambdas/aws/sagemaker-layout.ts";
 
 const run = promisify(execFile);
 let root: string;

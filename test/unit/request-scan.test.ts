@@ -2,17 +2,8 @@ import { describe, expect, it } from "vitest";
 import { bodyBytes, floatsFor, readPlainFloat32Request } from "#core/request-scan.ts";
 import { mulberry32 } from "#core/seeded-random.ts";
 import { decodeInput } from "#core/tensor-codec.ts";
-import {
-  parseInferRequest,
-  parseInferRequestBody,
-  parseTensorDocument,
-  plainInferRequest,
-} from "#core/v2.ts";
-
-const row = (count: number, seed: number) => {
-  const next = mulberry32(seed);
-  return Array.from({ length: count }, () => (next() - 0.5) * 8);
-};
+import { parseInferRequestBody, plainInferRequest } from "#core/v2.ts";
+import { generalPath, row } from "../support/fp32-requests.ts";
 
 function readPlain(body: string) {
   const bytes = bodyBytes(body);
@@ -28,11 +19,6 @@ function reference(body: string) {
     ...request,
     inputs: request.inputs.map((input) => ({ ...input, data: Float32Array.from(input.data as number[]) })),
   };
-}
-
-function generalPath(body: string) {
-  const request = parseTensorDocument(body, parseInferRequest, (r) => r.inputs);
-  return { ...request, inputs: request.inputs.map(decodeInput) };
 }
 
 const input = (extra: Record<string, unknown> = {}) => ({

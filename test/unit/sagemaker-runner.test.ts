@@ -32,6 +32,7 @@ import {
 } from "../../lambdas/core/errors.ts";
 import type { ServableVersion } from "../../lambdas/core/model.ts";
 import type { NamedTensor } from "../../lambdas/core/tensor-codec.ts";
+import { rejectionOf } from "../support/rejection.ts";
 
 const SHA = "ab".repeat(32);
 const ENDPOINT = "maas-gpu";
@@ -105,14 +106,7 @@ function runner(options: Partial<SageMakerRunnerOptions> = {}): SageMakerRunner 
   });
 }
 
-async function failure(promise: Promise<unknown>): Promise<MaasError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(MaasError);
-  return error as MaasError;
-}
+const failure = (promise: Promise<unknown>) => rejectionOf(promise, MaasError);
 
 const sentInputs = () =>
   sagemaker
