@@ -62,7 +62,7 @@ async function main() {
     const warm = await runChild<WarmResult[]>(
       bundles.warmChild,
       [JSON.stringify(models.map(({ bytes, ...model }) => model))],
-      { ...env, MAAS_ARTIFACT_DIR: artifactDir, NODE_OPTIONS: "--enable-source-maps" },
+      { ...env, MAAS_ARTIFACT_DIR: artifactDir },
     );
     await rm(artifactDir, { recursive: true, force: true });
     printTable(
@@ -120,7 +120,8 @@ async function buildBundles(): Promise<Bundles> {
       js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
     },
     minify: true,
-    // As deployed: source maps, which the function loads (NODE_OPTIONS=--enable-source-maps).
+    // As deployed: a source map beside the bundle, read only when an error is logged (no
+    // --enable-source-maps; see lambdas/aws/stack-map.ts).
     sourcemap: true,
     sourcesContent: false,
     logLevel: "error",
@@ -180,7 +181,6 @@ async function coldBench(
       await child(["handler", bundles.handler, model.name, dim], {
         ...env,
         MAAS_ARTIFACT_DIR: artifactDir,
-        NODE_OPTIONS: "--enable-source-maps",
       }),
     );
     await rm(artifactDir, { recursive: true, force: true });

@@ -64,7 +64,8 @@ const ESM_REQUIRE_BANNER =
   "import { createRequire as __maasCreateRequire } from 'node:module'; const require = __maasCreateRequire(import.meta.url);";
 
 /**
- * A Node.js 22 function with the project's defaults: arm64, ESM bundle with source maps, X-Ray tracing,
+ * A Node.js 22 function with the project's defaults: arm64, ESM bundle with its source map beside it
+ * (read when an error is logged, not loaded at start-up: see lambdas/aws/stack-map.ts), X-Ray tracing,
  * its own log group with a retention, a role without managed policies, and, unless told otherwise,
  * onnxruntime-node installed next to the bundle for this architecture only.
  */
@@ -106,7 +107,6 @@ export class MaasFunction extends NodejsFunction {
       ephemeralStorageSize,
       logGroup,
       role,
-      environment: mergeEnvironment(props.environment),
       bundling: mergeBundling(
         props.bundling,
         withOnnxRuntime ? onnxRuntimeHooks(props.entry, ortArch) : [],
@@ -164,12 +164,6 @@ function validate(
       "withOnnxRuntime installs onnxruntime-node with POSIX shell commands; synthesize on Linux, macOS or WSL",
     );
   }
-}
-
-function mergeEnvironment(environment: Record<string, string> | undefined): Record<string, string> {
-  // Stack traces point at the TypeScript source; the caller's own NODE_OPTIONS are kept after ours.
-  const nodeOptions = ["--enable-source-maps", environment?.NODE_OPTIONS].filter(Boolean).join(" ");
-  return { ...environment, NODE_OPTIONS: nodeOptions };
 }
 
 function mergeBundling(

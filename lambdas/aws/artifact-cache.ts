@@ -9,7 +9,8 @@ import { writeHashed } from "./hashed-file.ts";
 
 /** Where artifact bytes come from: S3 in AWS and locally. */
 export interface ArtifactSource {
-  open(ref: ArtifactRef): Promise<Readable>;
+  /** `onSent`, where the source can tell, once the request is sent and only the first byte is awaited. */
+  open(ref: ArtifactRef, onSent?: () => void): Promise<Readable>;
 }
 
 export interface ArtifactCacheOptions {
@@ -23,6 +24,11 @@ export interface ArtifactCacheOptions {
    * to the caller at once and writes the disk copy behind it. Larger ones stream to disk. @default 0
    */
   readonly memoryMaxBytes?: number;
+  /**
+   * Called when a download's request is on its way and the cache waits for the first byte (S3 takes
+   * tens of milliseconds to start an object): CPU work that the caller needs next fits there.
+   */
+  readonly whileWaiting?: () => void;
 }
 
 /**
@@ -162,7 +168,7 @@ export class ArtifactCache {
    * no disk round trip before the session can be created.
    */
   async #fetchIntoMemory(ref: ArtifactRef): Promise<Uint8Array> {
-    const body = await this.#options.source.open(ref);
+    const body = await this.#options.source.open(ref, this.#options.whileWaiting);
     const bytes = Buffer.allocUnsafeSlow(ref.bytes);
     const hash = createHash("sha256");
     let received = 0;
@@ -210,7 +216,7 @@ export class ArtifactCache {
     // The file exists before any byte flows, so the cleanup below always finds what it must remove.
     const file = await open(partPath, "wx");
     try {
-      const body = await this.#options.source.open(ref);
+      const body = await this.#options.source.open(ref, this.#options.whileWaiting);
       const { sha256, bytes } = await writeHashed(body, file, (received) => {
         if (received > ref.bytes) throw tooLarge(ref);
       });

@@ -34,6 +34,11 @@ export interface AwsRequest {
   readonly headers?: Readonly<Record<string, string>>;
   /** Absent: an S3 GET, sent with an unsigned payload. */
   readonly body?: string;
+  /**
+   * Called when an attempt's request has been written to the connection (after the TLS handshake),
+   * that is, when the caller only waits for the service: a moment for CPU work the caller needs next.
+   */
+  readonly onSent?: () => void;
 }
 
 export interface AwsResponse<B> {
@@ -217,6 +222,7 @@ export class AwsHttpClient {
           }),
         );
       }, timeoutMs);
+      if (request.onSent !== undefined) outgoing.once("finish", request.onSent);
       outgoing.on("error", (error) => {
         clearTimeout(timer);
         reject(error);

@@ -13,8 +13,9 @@ let ortModule: Promise<typeof Ort> | undefined;
 let ortLoaded: typeof Ort | undefined;
 
 /**
- * Loads onnxruntime-node on first use. Started early on a cold start, its native library loads while
- * the first request waits on the registry and S3 instead of before the handler can start.
+ * Loads onnxruntime-node on first use. The inference function starts it once an artifact's request
+ * is on its way (ArtifactCache's `whileWaiting`), so its native library loads while S3 starts the
+ * object; otherwise the first session creation loads it.
  */
 export function loadOrt(): Promise<typeof Ort> {
   ortModule ??= import("onnxruntime-node").then((ort) => {
@@ -74,15 +75,15 @@ export class OnnxRunner implements ModelRunner {
     inputs: readonly NamedTensor[],
     outputs: readonly string[],
   ): Promise<NamedTensor[]> {
-    const ort = ortLoaded ?? (await loadOrt());
     const artifact = servingArtifact(version);
-    const feeds = toOrtFeeds(ort, inputs);
     // Awaited rather than returned: an async function that returns a promise takes two more ticks.
     return await this.#sessions.use(
       artifact.sha256,
       artifact.bytes,
       () => this.#artifacts.load(artifact),
       async (session) => {
+        // Loaded by now (the session exists): a cold start imports it while S3 starts the artifact.
+        const feeds = toOrtFeeds(ortLoaded ?? (await loadOrt()), inputs);
         let results: Ort.InferenceSession.OnnxValueMapType;
         try {
           // Every output, as most requests ask: onnxruntime's own default, without its name checks.

@@ -40,9 +40,14 @@ export class S3HttpArtifactSource implements ArtifactSource {
     this.#s3 = s3;
   }
 
-  async open(ref: ArtifactRef): Promise<Readable> {
+  async open(ref: ArtifactRef, onSent?: () => void): Promise<Readable> {
     const url = s3ObjectUrl(this.#s3, ref.bucket, ref.key);
-    const { body } = await this.#s3.stream({ operation: "GetObject", method: "GET", url });
+    const { body } = await this.#s3.stream({
+      operation: "GetObject",
+      method: "GET",
+      url,
+      ...(onSent === undefined ? {} : { onSent }),
+    });
     return body;
   }
 }

@@ -72,6 +72,9 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     directory: config.MAAS_ARTIFACT_DIR,
     maxBytes: config.MAAS_ARTIFACT_CACHE_BYTES,
     memoryMaxBytes: config.MAAS_ARTIFACT_MEMORY_BYTES,
+    // onnxruntime's import is 30 to 40 ms of CPU that blocks the thread: done while S3 starts the
+    // object rather than at start-up, where it held up the registry read. Its failure surfaces at create.
+    whileWaiting: () => void loadOrt().catch(() => undefined),
   });
   const sessions = new SessionPool<InferenceSession>({
     create: (artifact) => createOrtSession(artifact),
@@ -80,7 +83,6 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     retryAfterMs: config.MAAS_SESSION_RETRY_MS,
   });
   const runner = new OnnxRunner(artifacts, sessions);
-  void loadOrt().catch(() => undefined); // surfaced by the first run that needs it
   const sagemakerRunner =
     config.MAAS_SAGEMAKER_ENDPOINT === undefined
       ? undefined

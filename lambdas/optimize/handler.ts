@@ -6,6 +6,7 @@ import * as z from "zod";
 import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
 import { OrtCandidateRuntime } from "#aws/ort-candidate-runtime.ts";
 import { S3VariantStore } from "#aws/s3-variant-store.ts";
+import { withSourceMappedStack } from "#aws/stack-map.ts";
 import { parseConfig } from "#core/config.ts";
 import { MODEL_NAME_PATTERN } from "#core/model.ts";
 import {
@@ -133,7 +134,7 @@ export function createOptimizeHandler(deps: OptimizerDeps, logger: Logger): Opti
       } catch (error) {
         logger.error("optimization failed; the message will be retried", {
           messageId: record.messageId,
-          error: error as Error,
+          error: withSourceMappedStack(error as Error),
         });
         batchItemFailures.push({ itemIdentifier: record.messageId });
       }

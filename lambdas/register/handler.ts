@@ -10,6 +10,7 @@ import { createOrtSession } from "#aws/onnx-runner.ts";
 import { S3UploadStore } from "#aws/s3-upload-store.ts";
 import { S3EndpointModelStore } from "#aws/sagemaker-models.ts";
 import { SqsOptimizeQueue } from "#aws/sqs-optimize-queue.ts";
+import { withSourceMappedStack } from "#aws/stack-map.ts";
 import { parseConfig } from "#core/config.ts";
 import {
   type RegistrationDeps,
@@ -103,7 +104,7 @@ export function createRegisterHandler(deps: RegistrationDeps, logger: Logger): R
         } else {
           logger.error("registration failed; the message will be retried", {
             messageId: record.messageId,
-            error: error as Error,
+            error: withSourceMappedStack(error as Error),
           });
         }
         batchItemFailures.push({ itemIdentifier: record.messageId });

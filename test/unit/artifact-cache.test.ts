@@ -36,7 +36,11 @@ class InMemorySource implements ArtifactSource {
     return this.opens.get(key) ?? 0;
   }
 
-  async open(ref: ArtifactRef): Promise<Readable> {
+  /** The `onSent` callback each open was given. */
+  readonly onSents: (undefined | (() => void))[] = [];
+
+  async open(ref: ArtifactRef, onSent?: () => void): Promise<Readable> {
+    this.onSents.push(onSent);
     this.opens.set(ref.key, this.openCount(ref.key) + 1);
     const content = this.objects.get(ref.key);
     if (content === undefined) throw new Error(`no object ${ref.key}`);
@@ -307,6 +311,24 @@ describe("ArtifactCache.load: small artifacts through memory", () => {
     expect(await readdir(directory)).toEqual([`${ref.sha256}.onnx`]);
     expect(source.openCount(ref.key)).toBe(1);
     expect(cache.bytes).toBe(1000);
+  });
+
+  it("hands its whileWaiting to the source for downloads into memory and to disk alike", async () => {
+    const whileWaiting = () => {};
+    const small = bytesOf(100, 23);
+    const large = bytesOf(1000, 24);
+    const source = new InMemorySource().put("small", small).put("large", large);
+    const cache = new ArtifactCache({
+      source,
+      directory,
+      maxBytes: 10_000,
+      memoryMaxBytes: 500,
+      whileWaiting,
+    });
+
+    expect(await cache.load(artifact(small, "small"))).toBeInstanceOf(Uint8Array);
+    expect(typeof (await cache.load(artifact(large, "large")))).toBe("string");
+    expect(source.onSents).toEqual([whileWaiting, whileWaiting]);
   });
 
   it("streams artifacts above its memory limit to disk, as path() does", async () => {

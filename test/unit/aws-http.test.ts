@@ -8,7 +8,7 @@ import {
   type AwsHttpOptions,
   type AwsService,
 } from "../../lambdas/aws/aws-http.ts";
-import { s3ObjectUrl } from "../../lambdas/aws/s3-http-source.ts";
+import { S3HttpArtifactSource, s3ObjectUrl } from "../../lambdas/aws/s3-http-source.ts";
 import { closeServer, listenLocally } from "../support/local-http.ts";
 import { rejectionOf } from "../support/rejection.ts";
 
@@ -114,6 +114,30 @@ describe("AwsHttpClient requests", () => {
     expect(await text(response.body)).toBe("onnx-bytes");
     expect(received[0]?.url).toBe("/maas-models/models/a%20b/model.onnx");
     expect(received[0]?.headers["x-amz-content-sha256"]).toBe("UNSIGNED-PAYLOAD");
+  });
+});
+
+describe("AwsHttpClient onSent", () => {
+  it("is called once the request is written, while the service has not answered, through the S3 source", async () => {
+    // The server answers only after onSent has run: without the call, the request would time out.
+    let calls = 0;
+    let sent!: () => void;
+    const wasSent = new Promise<void>((resolve) => {
+      sent = resolve;
+    });
+    replies = [(_, response) => void wasSent.then(() => response.writeHead(200).end("onnx-bytes"))];
+    const source = new S3HttpArtifactSource(client("s3", { timeoutMs: 2_000 }));
+
+    const body = await source.open(
+      { bucket: "maas-models", key: "m/1/model.onnx", sha256: "", bytes: 10 },
+      () => {
+        calls += 1;
+        sent();
+      },
+    );
+
+    expect(await text(body)).toBe("onnx-bytes");
+    expect(calls).toBe(1);
   });
 });
 
