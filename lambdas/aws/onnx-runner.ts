@@ -1,3 +1,4 @@
+import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import type * as Ort from "onnxruntime-node";
 import { InferenceFailedError, InvalidRequestError } from "#core/errors.ts";
@@ -16,12 +17,20 @@ let ortLoaded: typeof Ort | undefined;
  * Loads onnxruntime-node on first use. The inference function starts it once an artifact's request
  * is on its way (ArtifactCache's `whileWaiting`), so its native library loads while S3 starts the
  * object; otherwise the first session creation loads it.
+ *
+ * Through CommonJS `require`, which is what the package is: import() would take each of its files
+ * through the ESM loader's translation, about 10 ms more of the same block on the build machine. A
+ * load that fails is kept as the rejection every caller gets.
  */
 export function loadOrt(): Promise<typeof Ort> {
-  ortModule ??= import("onnxruntime-node").then((ort) => {
-    ortLoaded = ort;
-    return ort;
-  });
+  if (ortModule === undefined) {
+    try {
+      ortLoaded = createRequire(import.meta.url)("onnxruntime-node") as typeof Ort;
+      ortModule = Promise.resolve(ortLoaded);
+    } catch (error) {
+      ortModule = Promise.reject(error as Error);
+    }
+  }
   return ortModule;
 }
 
