@@ -9,9 +9,8 @@ import type { NamedTensor } from "#core/tensor-codec.ts";
 import type { ArtifactCache, LocalArtifact } from "./artifact-cache.ts";
 import type { SessionPool } from "./session-pool.ts";
 
-let ortModule: Promise<typeof Ort> | undefined;
-/** The module once loaded: warm requests take it without waiting on a promise. */
-let ortLoaded: typeof Ort | undefined;
+/** The module once loaded, or the error its load threw, which every later call throws again. */
+let ortLoad: { readonly ort: typeof Ort } | { readonly error: unknown } | undefined;
 
 /**
  * Loads onnxruntime-node on first use. The inference function starts it once an artifact's request
@@ -20,18 +19,18 @@ let ortLoaded: typeof Ort | undefined;
  *
  * Through CommonJS `require`, which is what the package is: import() would take each of its files
  * through the ESM loader's translation, about 10 ms more of the same block on the build machine. A
- * load that fails is kept as the rejection every caller gets.
+ * load that fails is kept, and thrown to every caller.
  */
-export function loadOrt(): Promise<typeof Ort> {
-  if (ortModule === undefined) {
+export function loadOrt(): typeof Ort {
+  if (ortLoad === undefined) {
     try {
-      ortLoaded = createRequire(import.meta.url)("onnxruntime-node") as typeof Ort;
-      ortModule = Promise.resolve(ortLoaded);
+      ortLoad = { ort: createRequire(import.meta.url)("onnxruntime-node") as typeof Ort };
     } catch (error) {
-      ortModule = Promise.reject(error as Error);
+      ortLoad = { error };
     }
   }
-  return ortModule;
+  if ("error" in ortLoad) throw ortLoad.error;
+  return ortLoad.ort;
 }
 
 export function sessionOptions(intraOpThreads = availableParallelism()): Ort.InferenceSession.SessionOptions {
@@ -50,7 +49,7 @@ export async function createOrtSession(
   artifact: LocalArtifact,
   intraOpThreads?: number,
 ): Promise<Ort.InferenceSession> {
-  const ort = await loadOrt();
+  const ort = loadOrt();
   const options = sessionOptions(intraOpThreads);
   // Two calls because create's overloads take a path or bytes, not either.
   return typeof artifact === "string"
@@ -92,7 +91,7 @@ export class OnnxRunner implements ModelRunner {
       () => this.#artifacts.load(artifact),
       async (session) => {
         // Loaded by now (the session exists): a cold start imports it while S3 starts the artifact.
-        const feeds = toOrtFeeds(ortLoaded ?? (await loadOrt()), inputs);
+        const feeds = toOrtFeeds(loadOrt(), inputs);
         let results: Ort.InferenceSession.OnnxValueMapType;
         try {
           // Every output, as most requests ask: onnxruntime's own default, without its name checks.

@@ -13,7 +13,7 @@ export class OrtCandidateRuntime implements CandidateRuntime {
 
   async open(path: string): Promise<CandidateSession> {
     const session = await createOrtSession(path, this.#intraOpThreads);
-    const ort = await loadOrt(); // for its tensor types; createOrtSession has loaded it already
+    const ort = loadOrt(); // for its tensor types; createOrtSession has loaded it already
     return {
       run: async (inputs, outputs) => {
         const results = await session.run(toOrtFeeds(ort, inputs), outputs as string[]);
@@ -24,7 +24,7 @@ export class OrtCandidateRuntime implements CandidateRuntime {
   }
 
   async optimizeGraph(source: string, target: string, level: GraphOptimizationLevel): Promise<void> {
-    const ort = await loadOrt();
+    const ort = loadOrt();
     const session = await ort.InferenceSession.create(source, {
       ...sessionOptions(this.#intraOpThreads),
       graphOptimizationLevel: level,

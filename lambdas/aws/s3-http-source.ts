@@ -42,12 +42,7 @@ export class S3HttpArtifactSource implements ArtifactSource {
 
   async open(ref: ArtifactRef, onSent?: () => void): Promise<Readable> {
     const url = s3ObjectUrl(this.#s3, ref.bucket, ref.key);
-    const { body } = await this.#s3.stream({
-      operation: "GetObject",
-      method: "GET",
-      url,
-      ...(onSent === undefined ? {} : { onSent }),
-    });
+    const { body } = await this.#s3.stream({ operation: "GetObject", method: "GET", url, onSent });
     return body;
   }
 }

@@ -1,4 +1,6 @@
-import type { SourceMap } from "node:module";
+import { readFileSync } from "node:fs";
+import { SourceMap } from "node:module";
+import { fileURLToPath } from "node:url";
 
 /**
  * Stack traces mapped to the TypeScript source when an error is logged, not when the function starts.
@@ -48,9 +50,7 @@ function mapFor(file: string): SourceMap | null {
   if (map !== undefined) return map;
   map = null;
   try {
-    const { readFileSync } = process.getBuiltinModule("node:fs");
-    const { SourceMap } = process.getBuiltinModule("node:module");
-    const path = file.startsWith("file://") ? process.getBuiltinModule("node:url").fileURLToPath(file) : file;
+    const path = file.startsWith("file://") ? fileURLToPath(file) : file;
     map = new SourceMap(JSON.parse(readFileSync(`${path}.map`, "utf8")));
   } catch {
     // no map beside the file, or not one Node can read: its frames stay as they are

@@ -74,7 +74,11 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     memoryMaxBytes: config.MAAS_ARTIFACT_MEMORY_BYTES,
     // onnxruntime's import is 30 to 40 ms of CPU that blocks the thread: done while S3 starts the
     // object rather than at start-up, where it held up the registry read. Its failure surfaces at create.
-    whileWaiting: () => void loadOrt().catch(() => undefined),
+    whileWaiting: () => {
+      try {
+        loadOrt();
+      } catch {}
+    },
   });
   const sessions = new SessionPool<InferenceSession>({
     create: (artifact) => createOrtSession(artifact),
