@@ -1,4 +1,4 @@
-import * as z from "zod";
+import * as z from "zod/mini";
 import type { AwsHttpClient } from "./aws-http.ts";
 import type {
   PageCursor,
@@ -15,10 +15,10 @@ import type {
  */
 
 const attributeMap = z.record(z.string(), z.unknown());
-const getItemOutput = z.object({ Item: attributeMap.optional() });
+const getItemOutput = z.object({ Item: z.optional(attributeMap) });
 const queryOutput = z.object({
-  Items: z.array(attributeMap).optional(),
-  LastEvaluatedKey: attributeMap.optional(),
+  Items: z.optional(z.array(attributeMap)),
+  LastEvaluatedKey: z.optional(attributeMap),
 });
 
 export class DynamoHttpTable implements RegistryTable {

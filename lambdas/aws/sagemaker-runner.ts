@@ -4,7 +4,7 @@ import type {
   SageMakerRuntimeClient,
   SageMakerRuntimeClientConfig,
 } from "@aws-sdk/client-sagemaker-runtime";
-import * as z from "zod";
+import * as z from "zod/mini";
 import {
   BackendError,
   BackendTimeoutError,
@@ -88,7 +88,7 @@ const responseSchema = z.object({
     z.object({
       name: z.string(),
       datatype: z.string(),
-      shape: z.array(z.number().int().nonnegative()),
+      shape: z.array(z.int().check(z.nonnegative())),
       data: z.unknown(),
     }),
   ),

@@ -1,15 +1,15 @@
-import type * as z from "zod";
+import * as z from "zod/mini";
 
 /**
  * Parses a function's configuration from its environment. A missing or malformed variable fails the
  * cold start with every problem named, instead of surfacing later as an odd runtime error.
  */
-export function parseConfig<T extends z.ZodType>(
+export function parseConfig<T extends z.core.$ZodType>(
   schema: T,
   env: Record<string, string | undefined>,
   functionName: string,
-): z.infer<T> {
-  const result = schema.safeParse(env);
+): z.output<T> {
+  const result = z.safeParse(schema, env);
   if (!result.success) {
     const details = result.error.issues
       .map((issue) => `${issue.path.join(".")}: ${issue.message}`)

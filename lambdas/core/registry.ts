@@ -1,4 +1,4 @@
-import * as z from "zod";
+import * as z from "zod/mini";
 import { ModelNotFoundError, ModelNotReadyError } from "./errors.ts";
 import {
   ALIAS_PATTERN,
@@ -57,67 +57,75 @@ export interface ModelRegistryWriter extends ModelRegistry {
 const tensorSpecSchema = z.object({
   name: z.string(),
   datatype: z.enum(V2_DATATYPES),
-  shape: z.array(z.union([z.number().int(), z.string()])),
+  shape: z.array(z.union([z.int(), z.string()])),
 });
+
+const nonnegativeInt = z.int().check(z.nonnegative());
+const nonnegative = z.number().check(z.nonnegative());
 
 const artifactSchema = z.object({
   bucket: z.string(),
   key: z.string(),
-  sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  bytes: z.number().int().nonnegative(),
+  sha256: z.string().check(z.regex(/^[0-9a-f]{64}$/)),
+  bytes: nonnegativeInt,
 });
 
-/** A registry record as stored; parsed on every read so a bad record fails loudly, once. */
+/**
+ * A registry record as stored; parsed on every read so a bad record fails loudly, once. zod/mini, as
+ * every schema on the inference function's path: the classic API builds each schema's methods when
+ * it is constructed, which a cold start pays for (see README, cold path).
+ */
 export const modelVersionSchema = z.object({
   name: z.string(),
-  version: z.number().int().positive(),
+  version: z.int().check(z.positive()),
   status: z.enum(["registering", "optimizing", "ready", "failed"]),
-  reason: z.string().optional(),
+  reason: z.optional(z.string()),
   target: z.enum(["lambda", "sagemaker"]),
-  artifact: artifactSchema.optional(),
-  signature: z.object({ inputs: z.array(tensorSpecSchema), outputs: z.array(tensorSpecSchema) }).optional(),
-  variants: z
-    .array(
+  artifact: z.optional(artifactSchema),
+  signature: z.optional(z.object({ inputs: z.array(tensorSpecSchema), outputs: z.array(tensorSpecSchema) })),
+  variants: z._default(
+    z.array(
       z.object({
         kind: z.string(),
-        bytes: z.number().int().nonnegative(),
+        bytes: nonnegativeInt,
         selected: z.boolean(),
-        artifact: artifactSchema.optional(),
-        detail: z.string().optional(),
-        p50Ms: z.number().nonnegative().optional(),
-        benchmarkRuns: z.number().int().nonnegative().optional(),
-        winRate: z.number().min(0).max(1).optional(),
-        loadMs: z.number().nonnegative().optional(),
-        parity: z
-          .object({
+        artifact: z.optional(artifactSchema),
+        detail: z.optional(z.string()),
+        p50Ms: z.optional(nonnegative),
+        benchmarkRuns: z.optional(nonnegativeInt),
+        winRate: z.optional(z.number().check(z.minimum(0), z.maximum(1))),
+        loadMs: z.optional(nonnegative),
+        parity: z.optional(
+          z.object({
             passed: z.boolean(),
             maxAbsDiff: z.number(),
             maxRelativeDiff: z.number(),
             cosine: z.number(),
-            top1Agreement: z.number().optional(),
-            top1Rows: z.number().int().optional(),
-            reason: z.string().optional(),
+            top1Agreement: z.optional(z.number()),
+            top1Rows: z.optional(z.int()),
+            reason: z.optional(z.string()),
             inputs: z.enum(["samples", "generated"]),
-          })
-          .optional(),
-        error: z.string().optional(),
+          }),
+        ),
+        error: z.optional(z.string()),
       }),
-    )
-    .default([]),
-  labels: z.array(z.string()).optional(),
-  description: z.string().optional(),
-  tags: z.record(z.string(), z.string()).optional(),
-  source: z.object({ key: z.string(), etag: z.string() }).optional(),
-  optimizeState: z.enum(["pending", "queued"]).optional(),
-  optimizeAttempt: z
-    .object({ id: z.string(), startedAt: z.string(), error: z.string().optional() })
-    .optional(),
-  optimizedAt: z.string().optional(),
-  optimizeError: z.string().optional(),
-  rejectedUpload: z.object({ etag: z.string(), at: z.string(), reason: z.string() }).optional(),
+    ),
+    [],
+  ),
+  labels: z.optional(z.array(z.string())),
+  description: z.optional(z.string()),
+  tags: z.optional(z.record(z.string(), z.string())),
+  source: z.optional(z.object({ key: z.string(), etag: z.string() })),
+  optimizeState: z.optional(z.enum(["pending", "queued"])),
+  optimizeAttempt: z.optional(
+    z.object({ id: z.string(), startedAt: z.string(), error: z.optional(z.string()) }),
+  ),
+  optimizedAt: z.optional(z.string()),
+  optimizeError: z.optional(z.string()),
+  rejectedUpload: z.optional(z.object({ etag: z.string(), at: z.string(), reason: z.string() })),
   createdAt: z.string(),
   updatedAt: z.string(),
-}) satisfies z.ZodType<ModelVersion, unknown>;
+}) satisfies z.ZodMiniType<ModelVersion, unknown>;
 
 /** Versions that may serve traffic: an `optimizing` version keeps serving its original. */
 export function isServable(version: ModelVersion): version is ServableVersion {

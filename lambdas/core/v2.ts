@@ -1,4 +1,4 @@
-import * as z from "zod";
+import * as z from "zod/mini";
 import { InvalidRequestError } from "./errors.ts";
 import { bodyBytes, floatsFor, InferBodyScan, readPlainFloat32Request } from "./request-scan.ts";
 import { elementCount } from "./signature.ts";
@@ -7,26 +7,27 @@ import { hasRoundedIntegers } from "./tensor-codec.ts";
 /** Wire types of the Open Inference Protocol (KServe V2 / Triton), JSON encoding. */
 
 const parameters = z.record(z.string(), z.unknown());
+const name = z.string().check(z.minLength(1));
 
 export const requestInputSchema = z.object({
-  name: z.string().min(1),
-  shape: z.array(z.number().int().nonnegative()),
-  datatype: z.string().min(1),
-  parameters: parameters.optional(),
+  name,
+  shape: z.array(z.int().check(z.nonnegative())),
+  datatype: z.string().check(z.minLength(1)),
+  parameters: z.optional(parameters),
   // Elements are checked by the codec in one pass; a zod array of a million numbers would double the work.
   data: z.unknown(),
 });
 
 export const requestOutputSchema = z.object({
-  name: z.string().min(1),
-  parameters: parameters.optional(),
+  name,
+  parameters: z.optional(parameters),
 });
 
 export const inferRequestSchema = z.object({
-  id: z.string().optional(),
-  parameters: parameters.optional(),
-  inputs: z.array(requestInputSchema).min(1),
-  outputs: z.array(requestOutputSchema).optional(),
+  id: z.optional(z.string()),
+  parameters: z.optional(parameters),
+  inputs: z.array(requestInputSchema).check(z.minLength(1)),
+  outputs: z.optional(z.array(requestOutputSchema)),
 });
 
 export type InferRequest = z.infer<typeof inferRequestSchema>;
@@ -218,7 +219,7 @@ export function parseInferRequest(body: unknown): InferRequest {
   return result.data;
 }
 
-export function describeZodError(error: z.ZodError): string {
+export function describeZodError(error: z.core.$ZodError): string {
   const issue = error.issues[0];
   if (issue === undefined) return "invalid request";
   const path = issue.path

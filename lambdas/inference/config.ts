@@ -1,39 +1,39 @@
-import * as z from "zod";
+import * as z from "zod/mini";
 import { parseConfig } from "#core/config.ts";
 
 const MiB = 1024 * 1024;
-const positiveInt = z.coerce.number().int().positive();
+const positiveInt = z.coerce.number().check(z.int(), z.positive());
 
 /** Configuration of the inference function, from its environment; a bad value fails the cold start loudly. */
 export const inferenceConfigSchema = z.object({
-  MAAS_REGISTRY_TABLE: z.string().min(1),
-  MAAS_ARTIFACT_DIR: z.string().default("/tmp/maas-artifacts"),
+  MAAS_REGISTRY_TABLE: z.string().check(z.minLength(1)),
+  MAAS_ARTIFACT_DIR: z._default(z.string(), "/tmp/maas-artifacts"),
   /** Disk budget for artifacts; keep it under the function's ephemeral storage. */
-  MAAS_ARTIFACT_CACHE_BYTES: positiveInt.default(400 * MiB),
+  MAAS_ARTIFACT_CACHE_BYTES: z._default(positiveInt, 400 * MiB),
   /**
    * Artifacts up to this size are downloaded into memory and the session created from the bytes
    * while the disk copy is written behind; defaults to an eighth of the function's memory.
    */
-  MAAS_ARTIFACT_MEMORY_BYTES: z.coerce.number().int().nonnegative().optional(),
-  MAAS_SESSION_MAX: positiveInt.default(8),
+  MAAS_ARTIFACT_MEMORY_BYTES: z.optional(z.coerce.number().check(z.int(), z.nonnegative())),
+  MAAS_SESSION_MAX: z._default(positiveInt, 8),
   /** Summed artifact bytes of open sessions; defaults to half the function's memory. */
-  MAAS_SESSION_BYTES: positiveInt.optional(),
-  MAAS_SESSION_RETRY_MS: positiveInt.default(10_000),
-  MAAS_REGISTRY_TTL_MS: positiveInt.default(5_000),
-  MAAS_REGISTRY_MISS_TTL_MS: positiveInt.default(1_000),
-  AWS_LAMBDA_FUNCTION_MEMORY_SIZE: positiveInt.optional(),
+  MAAS_SESSION_BYTES: z.optional(positiveInt),
+  MAAS_SESSION_RETRY_MS: z._default(positiveInt, 10_000),
+  MAAS_REGISTRY_TTL_MS: z._default(positiveInt, 5_000),
+  MAAS_REGISTRY_MISS_TTL_MS: z._default(positiveInt, 1_000),
+  AWS_LAMBDA_FUNCTION_MEMORY_SIZE: z.optional(positiveInt),
   /** Browser origins allowed to call the API, comma-separated, or `*`; none by default. */
-  MAAS_CORS_ORIGINS: z.string().optional(),
+  MAAS_CORS_ORIGINS: z.optional(z.string()),
   /** Models a provisioned environment loads while it initializes, comma-separated. */
-  MAAS_PRELOAD_MODELS: z.string().optional(),
+  MAAS_PRELOAD_MODELS: z.optional(z.string()),
   /** The SageMaker endpoint that serves sagemaker-target versions; unset: they answer 503. */
-  MAAS_SAGEMAKER_ENDPOINT: z.string().min(1).optional(),
+  MAAS_SAGEMAKER_ENDPOINT: z.optional(z.string().check(z.minLength(1))),
   /** "multi-model" sends TargetModel; "single-model" names the model in CustomAttributes. */
-  MAAS_SAGEMAKER_MODE: z.enum(["multi-model", "single-model"]).default("multi-model"),
-  MAAS_SAGEMAKER_ATTEMPT_TIMEOUT_MS: positiveInt.default(25_000),
+  MAAS_SAGEMAKER_MODE: z._default(z.enum(["multi-model", "single-model"]), "multi-model"),
+  MAAS_SAGEMAKER_ATTEMPT_TIMEOUT_MS: z._default(positiveInt, 25_000),
   /** All attempts of one request, waits included; keep it under API Gateway's 29 s. */
-  MAAS_SAGEMAKER_DEADLINE_MS: positiveInt.default(25_000),
-  MAAS_SAGEMAKER_MAX_ATTEMPTS: positiveInt.default(3),
+  MAAS_SAGEMAKER_DEADLINE_MS: z._default(positiveInt, 25_000),
+  MAAS_SAGEMAKER_MAX_ATTEMPTS: z._default(positiveInt, 3),
 });
 
 export type InferenceConfig = z.infer<typeof inferenceConfigSchema> & {

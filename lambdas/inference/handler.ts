@@ -1,6 +1,6 @@
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from "aws-lambda";
-import * as z from "zod";
+import * as z from "zod/mini";
 import { bodyText, errorResponse, header, json, jsonText, type ProxyHandler } from "#aws/api-gateway.ts";
 import { MaasError } from "#core/errors.ts";
 import type { InferenceService } from "#core/inference-service.ts";
