@@ -313,6 +313,26 @@ describe("ArtifactCache.load: small artifacts through memory", () => {
     expect(cache.bytes).toBe(1000);
   });
 
+  it("verifies a download of several hash blocks in odd-sized chunks, and rejects one byte changed inside a block", async () => {
+    // Above the 1 MiB the in-memory path hashes at a time, in chunks that straddle block boundaries.
+    const content = bytesOf(3 * 1024 * 1024 + 12_345, 22);
+    const ref = artifact(content);
+    const source = new InMemorySource().put(ref.key, content);
+    source.chunkSize = 65_521;
+    const options = { maxBytes: 16 << 20, memoryMaxBytes: 8 << 20 };
+
+    const bytes = await memoryCache(source, options).load(ref);
+    expect(Buffer.from(bytes as Uint8Array).equals(content)).toBe(true);
+
+    const tampered = Buffer.from(content);
+    tampered[1024 * 1024 + 777] ^= 1;
+    const tamperedSource = new InMemorySource().put(ref.key, tampered);
+    tamperedSource.chunkSize = 65_521;
+    const error = await rejection(memoryCache(tamperedSource, options).load(ref));
+    expect(error).toBeInstanceOf(ArtifactIntegrityError);
+    expect(error.message).toContain(`expected ${content.length} bytes, sha256 ${ref.sha256}`);
+  });
+
   it("hands its whileWaiting to the source for downloads into memory and to disk alike", async () => {
     const whileWaiting = () => {};
     const small = bytesOf(100, 23);
