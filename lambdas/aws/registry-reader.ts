@@ -1,11 +1,19 @@
 import type { ModelVersion } from "#core/model.ts";
 import {
   type AliasRecord,
+  type ModelEntries,
   type ModelRegistry,
   type ModelSummary,
   modelVersionSchema,
 } from "#core/registry.ts";
-import { aliasSortKey, MODEL_HEAD_INDEX_VALUE, REGISTRY_KEYS, versionSortKey } from "./registry-table.ts";
+import {
+  ALIAS_PREFIX,
+  aliasSortKey,
+  MODEL_HEAD_INDEX_VALUE,
+  REGISTRY_KEYS,
+  VERSION_PREFIX,
+  versionSortKey,
+} from "./registry-table.ts";
 
 /** An item as the DocumentClient returns it: numbers as numbers, sets as Set. */
 export type RegistryItem = Record<string, unknown>;
@@ -77,11 +85,27 @@ export class RegistryReader implements ModelRegistry {
   }
 
   async listVersions(name: string): Promise<ModelVersion[]> {
-    return (await this.#queryPrefix(name, "v#")).map(toVersion);
+    return (await this.#queryPrefix(name, VERSION_PREFIX)).map(toVersion);
   }
 
   async listAliases(name: string): Promise<AliasRecord[]> {
-    return (await this.#queryPrefix(name, "a#")).map(toAlias);
+    return (await this.#queryPrefix(name, ALIAS_PREFIX)).map(toAlias);
+  }
+
+  /** The whole partition in one query: its few aliases and the head ride along with the versions. */
+  async getModel(name: string): Promise<ModelEntries> {
+    const items = await this.#queryAll({ keyCondition: "pk = :name", values: { ":name": name } });
+    const versions: ModelVersion[] = [];
+    const aliases = new Map<string, number>();
+    for (const item of items) {
+      const sortKey = String(item.sk);
+      if (sortKey.startsWith(VERSION_PREFIX)) versions.push(toVersion(item));
+      else if (sortKey.startsWith(ALIAS_PREFIX)) {
+        const alias = toAlias(item);
+        aliases.set(alias.alias, alias.version);
+      }
+    }
+    return { versions, aliases };
   }
 
   #queryPrefix(name: string, prefix: string): Promise<RegistryItem[]> {

@@ -16,12 +16,15 @@ export const REGISTRY_KEYS = {
   modelsIndexSort: "gsi1sk",
 } as const;
 
+export const VERSION_PREFIX = "v#";
+export const ALIAS_PREFIX = "a#";
+
 export function versionSortKey(version: number): string {
-  return `v#${String(version).padStart(10, "0")}`;
+  return `${VERSION_PREFIX}${String(version).padStart(10, "0")}`;
 }
 
 export function aliasSortKey(alias: string): string {
-  return `a#${alias}`;
+  return `${ALIAS_PREFIX}${alias}`;
 }
 
 export const MODEL_HEAD_SORT_KEY = "m";

@@ -1,5 +1,5 @@
 import type { ModelVersion } from "./model.ts";
-import type { ModelRegistry, ModelSummary } from "./registry.ts";
+import type { ModelEntries, ModelRegistry, ModelSummary } from "./registry.ts";
 
 export interface RegistryCacheOptions {
   /** How long a found record is served from memory. */
@@ -17,19 +17,17 @@ export interface RegistryCacheOptions {
   readonly now?: () => number;
 }
 
-/**
+/*
  * Whether a read can be kept for the full TTL. "Not found", empty lists and versions still
  * registering are about to change: they get the short TTL, so a new version serves promptly. A model
  * without a given alias is its steady state (most have no `default`): alias moves, and new aliases,
  * are seen within the TTL.
  */
-function isSettled(result: unknown, missIsSettled: boolean): boolean {
-  if (result === undefined) return missIsSettled;
-  const registering = (value: unknown) =>
-    typeof value === "object" && value !== null && (value as Partial<ModelVersion>).status === "registering";
-  if (Array.isArray(result)) return result.length > 0 && !result.some(registering);
-  return !registering(result);
-}
+const settledVersion = (version: ModelVersion | undefined) =>
+  version !== undefined && version.status !== "registering";
+const settledVersions = (versions: readonly ModelVersion[]) =>
+  versions.length > 0 && versions.every(settledVersion);
+const alwaysSettled = () => true;
 
 interface Entry {
   readonly expires: number;
@@ -57,19 +55,35 @@ export class CachedModelRegistry implements ModelRegistry {
   }
 
   getVersion(name: string, version: number): Promise<ModelVersion | undefined> {
-    return this.#cached(`v\0${name}\0${version}`, () => this.#inner.getVersion(name, version));
+    return this.#cached(
+      `v\0${name}\0${version}`,
+      () => this.#inner.getVersion(name, version),
+      settledVersion,
+    );
   }
 
   getAlias(name: string, alias: string): Promise<number | undefined> {
-    return this.#cached(`a\0${name}\0${alias}`, () => this.#inner.getAlias(name, alias), true);
+    return this.#cached(`a\0${name}\0${alias}`, () => this.#inner.getAlias(name, alias), alwaysSettled);
   }
 
   listVersions(name: string): Promise<ModelVersion[]> {
-    return this.#cached(`l\0${name}`, () => this.#inner.listVersions(name));
+    return this.#cached(`l\0${name}`, () => this.#inner.listVersions(name), settledVersions);
+  }
+
+  getModel(name: string): Promise<ModelEntries> {
+    return this.#cached(
+      `g\0${name}`,
+      () => this.#inner.getModel(name),
+      (model) => settledVersions(model.versions),
+    );
   }
 
   listModels(): Promise<ModelSummary[]> {
-    return this.#cached("m", () => this.#inner.listModels());
+    return this.#cached(
+      "m",
+      () => this.#inner.listModels(),
+      (models) => models.length > 0,
+    );
   }
 
   /** Drops every cached entry; for tests and for callers that just wrote. */
@@ -77,13 +91,13 @@ export class CachedModelRegistry implements ModelRegistry {
     this.#entries.clear();
   }
 
-  #cached<T>(key: string, load: () => Promise<T>, missIsSettled = false): Promise<T> {
+  #cached<T>(key: string, load: () => Promise<T>, isSettled: (result: T) => boolean): Promise<T> {
     const now = this.#now();
     const hit = this.#entries.get(key);
     if (hit !== undefined) {
       if (hit.expires > now) return hit.value as Promise<T>;
       if (hit.settled && now - hit.expires < (this.#options.staleMs ?? this.#options.ttlMs)) {
-        if (!hit.refreshing) this.#refresh(key, load, hit, missIsSettled);
+        if (!hit.refreshing) this.#refresh(key, load, hit, isSettled);
         return hit.value as Promise<T>;
       }
     }
@@ -95,7 +109,7 @@ export class CachedModelRegistry implements ModelRegistry {
     value.then(
       (result) => {
         if (this.#entries.get(key) !== entry) return;
-        this.#settle(key, value, isSettled(result, missIsSettled));
+        this.#settle(key, value, isSettled(result));
       },
       () => {
         if (this.#entries.get(key) === entry) this.#entries.delete(key);
@@ -105,12 +119,12 @@ export class CachedModelRegistry implements ModelRegistry {
   }
 
   /** Re-reads an expired entry while it is still served; a failed re-read leaves it to expire. */
-  #refresh(key: string, load: () => Promise<unknown>, stale: Entry, missIsSettled: boolean): void {
+  #refresh<T>(key: string, load: () => Promise<T>, stale: Entry, isSettled: (result: T) => boolean): void {
     stale.refreshing = true;
     load().then(
       (result) => {
         if (this.#entries.get(key) !== stale) return;
-        this.#settle(key, Promise.resolve(result), isSettled(result, missIsSettled));
+        this.#settle(key, Promise.resolve(result), isSettled(result));
       },
       () => {
         stale.refreshing = false;

@@ -63,7 +63,9 @@ export class InferenceService {
   async modelMetadata(name: string, reference: string | undefined): Promise<ModelMetadataResponse> {
     const version = await resolveVersion(this.#deps.registry, name, reference);
     assertServable(version);
-    const versions = reference === undefined ? await this.#deps.registry.listVersions(name) : [version];
+    // The unversioned route's read, which resolveVersion just made (and cached).
+    const versions =
+      reference === undefined ? (await this.#deps.registry.getModel(name)).versions : [version];
     return {
       name,
       versions: versions.filter(isServable).map((record) => String(record.version)),

@@ -252,6 +252,18 @@ describe("the registry reader over signed HTTP against the DynamoDB emulator", (
     ]);
   });
 
+  it("reads a model's versions and aliases in one query across pages, leaving out its head item", async () => {
+    const model = await sameFromEvery((reader) => reader.getModel("mlp"));
+    const listed = await sameFromEvery((reader) => reader.listVersions("mlp"));
+
+    expect(model.versions).toStrictEqual(listed);
+    expect([...model.aliases]).toEqual([
+      ...Array.from({ length: 7 }, (_, index) => [`alias-${index}`, expect.any(Number)]),
+      ["default", 1],
+    ]);
+    expect((await sameFromEvery((reader) => reader.getModel("no-such-model"))).versions).toEqual([]);
+  });
+
   it("lists models from the index across pages, leaving out a model whose versions are all deleted", async () => {
     const models = await sameFromEvery((reader) => reader.listModels());
 

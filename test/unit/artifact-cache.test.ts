@@ -325,7 +325,8 @@ describe("ArtifactCache.load: small artifacts through memory", () => {
     expect(Buffer.from(bytes as Uint8Array).equals(content)).toBe(true);
 
     const tampered = Buffer.from(content);
-    tampered[1024 * 1024 + 777] ^= 1;
+    const flipped = 1024 * 1024 + 777;
+    tampered.writeUInt8(tampered.readUInt8(flipped) ^ 1, flipped);
     const tamperedSource = new InMemorySource().put(ref.key, tampered);
     tamperedSource.chunkSize = 65_521;
     const error = await rejection(memoryCache(tamperedSource, options).load(ref));

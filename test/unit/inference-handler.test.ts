@@ -13,7 +13,7 @@ import { SessionPool } from "../../lambdas/aws/session-pool.ts";
 import { InferenceService } from "../../lambdas/core/inference-service.ts";
 import type { ArtifactRef, ModelVersion } from "../../lambdas/core/model.ts";
 import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
-import type { ModelRegistry, ModelSummary } from "../../lambdas/core/registry.ts";
+import type { ModelEntries, ModelRegistry, ModelSummary } from "../../lambdas/core/registry.ts";
 import { createInferenceHandler, type ProxyHandler } from "../../lambdas/inference/handler.ts";
 import { lambdaContext as localLambdaContext } from "../../local/gateway.ts";
 import { buildIrisModel } from "../../models/iris.ts";
@@ -50,6 +50,16 @@ class MemoryRegistry implements ModelRegistry {
   async listVersions(name: string): Promise<ModelVersion[]> {
     this.#check();
     return [...(this.versions.get(name) ?? [])];
+  }
+
+  async getModel(name: string): Promise<ModelEntries> {
+    this.#check();
+    const prefix = `${name}/`;
+    const aliases = [...this.aliases].filter(([key]) => key.startsWith(prefix));
+    return {
+      versions: [...(this.versions.get(name) ?? [])],
+      aliases: new Map(aliases.map(([key, version]) => [key.slice(prefix.length), version])),
+    };
   }
 
   async listModels(): Promise<ModelSummary[]> {

@@ -4,6 +4,7 @@ import { ModelNotFoundError, ModelNotReadyError } from "../../lambdas/core/error
 import type { ModelVersion, VersionStatus } from "../../lambdas/core/model.ts";
 import {
   assertServable,
+  type ModelEntries,
   type ModelRegistry,
   type ModelSummary,
   resolveVersion,
@@ -65,6 +66,16 @@ class InMemoryRegistry implements ModelRegistry {
     return this.versions.filter((record) => record.name === name).sort((a, b) => a.version - b.version);
   }
 
+  async getModel(name: string): Promise<ModelEntries> {
+    this.reads += 1;
+    const prefix = `${name}/`;
+    const aliases = [...this.aliases].filter(([key]) => key.startsWith(prefix));
+    return {
+      versions: this.versions.filter((record) => record.name === name).sort((a, b) => a.version - b.version),
+      aliases: new Map(aliases.map(([key, version]) => [key.slice(prefix.length), version])),
+    };
+  }
+
   async listModels(): Promise<ModelSummary[]> {
     this.reads += 1;
     const names = [...new Set(this.versions.map((record) => record.name))];
@@ -94,7 +105,7 @@ describe("resolveVersion", () => {
     expect(resolved.version).toBe(1);
   });
 
-  it("serves the default alias over the newest version when no version is named", async () => {
+  it("serves the default alias over the newest version when no version is named, from one read", async () => {
     const registry = new InMemoryRegistry()
       .add(version("iris", 1), version("iris", 2), version("iris", 3))
       .alias("iris", "default", 2);
@@ -102,6 +113,7 @@ describe("resolveVersion", () => {
     const resolved = await resolveVersion(registry, "iris", undefined);
 
     expect(resolved.version).toBe(2);
+    expect(registry.reads).toBe(1);
   });
 
   it("serves the newest servable version when there is no default alias", async () => {
@@ -249,11 +261,27 @@ describe("CachedModelRegistry", () => {
 
     await cache.getVersion("iris", 3);
     await cache.listVersions("iris");
+    await cache.getModel("iris");
     clock.now += 1_001;
     await cache.getVersion("iris", 3);
     await cache.listVersions("iris");
+    await cache.getModel("iris");
 
-    expect(inner.reads).toBe(4);
+    expect(inner.reads).toBe(6);
+  });
+
+  it("keeps a model's versions and aliases for the full TTL once settled, and an unknown model for the miss TTL", async () => {
+    const { inner, clock, cache } = setup();
+
+    const model = await cache.getModel("iris");
+    expect(model.versions.map((record) => record.version)).toEqual([1, 2]);
+    expect(model.aliases.get("prod")).toBe(1);
+    expect((await cache.getModel("wine")).versions).toEqual([]);
+    clock.now += 1_000;
+    await cache.getModel("iris");
+    await cache.getModel("wine");
+
+    expect(inner.reads).toBe(3);
   });
 
   it("serves repeated reads within the TTL from memory", async () => {
