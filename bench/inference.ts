@@ -23,7 +23,7 @@ import type { WarmModel, WarmResult } from "./warm-child.ts";
 const run = promisify(execFile);
 const WARM_ITERATIONS = Number(process.env.BENCH_WARM_ITERATIONS ?? 2000);
 const MLP_ITERATIONS = Number(process.env.BENCH_MLP_ITERATIONS ?? 200);
-const COLD_SAMPLES = Number(process.env.BENCH_COLD_SAMPLES ?? 5);
+const COLD_SAMPLES = Number(process.env.BENCH_COLD_SAMPLES ?? 9);
 
 interface BenchModel extends WarmModel {
   readonly bytes: Uint8Array;

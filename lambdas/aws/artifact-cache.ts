@@ -60,10 +60,14 @@ export class ArtifactCache {
   #bytes = 0;
   /** Bytes of downloads in flight, counted against the budget before they land. */
   #reserved = 0;
-  #scanned: Promise<void> | undefined;
+  /** The directory's scan, started at once: a cold start's first download no longer waits for it. */
+  readonly #scanned: Promise<void>;
 
   constructor(options: ArtifactCacheOptions) {
     this.#options = options;
+    this.#scanned = this.#adoptExisting();
+    // Its failure (an unwritable directory, say) is each load's to report.
+    this.#scanned.catch(() => undefined);
   }
 
   get bytes(): number {
@@ -91,7 +95,6 @@ export class ArtifactCache {
   }
 
   async #local(ref: ArtifactRef, intoMemory: boolean): Promise<LocalArtifact> {
-    this.#scanned ??= this.#adoptExisting();
     await this.#scanned;
     await this.#writes.get(ref.sha256);
     const cached = this.#files.get(ref.sha256);

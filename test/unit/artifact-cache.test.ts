@@ -266,6 +266,31 @@ describe("ArtifactCache", () => {
     expect(cache.bytes).toBe(1000);
   });
 
+  it("creates and scans its directory at construction, so a first download does not wait for it", async () => {
+    const nested = join(directory, "scanned-early");
+    const cache = new ArtifactCache({ source: new InMemorySource(), directory: nested, maxBytes: 10_000 });
+    await new Promise((settled) => setTimeout(settled, 50));
+
+    expect(await readdir(nested)).toEqual([]);
+    expect(cache.bytes).toBe(0);
+  });
+
+  it("reports a directory it cannot create at each load, not as an unhandled rejection", async () => {
+    const blocker = join(directory, "blocker");
+    await writeFile(blocker, "a file where the directory should be");
+    const content = bytesOf(100, 19);
+    const ref = artifact(content);
+    const cache = new ArtifactCache({
+      source: new InMemorySource().put(ref.key, content),
+      directory: join(blocker, "artifacts"),
+      maxBytes: 10_000,
+    });
+    await new Promise((settled) => setTimeout(settled, 20));
+
+    expect((await rejection(cache.load(ref))).message).toMatch(/ENOTDIR/);
+    expect((await rejection(cache.path(ref))).message).toMatch(/ENOTDIR/);
+  });
+
   it("creates its directory when it does not exist yet", async () => {
     const content = bytesOf(100, 17);
     const ref = artifact(content);
