@@ -347,14 +347,19 @@ function writeDigits(out: Uint8Array, end: number, value: number): number {
   return end;
 }
 
-/** Writes exactly `count` digits of `value` (leading zeros kept), ending just before `end`. */
+/** Writes exactly `count` digits of `value` (leading zeros kept), ending just before `end`: pairs, then the odd one. */
 function writeDigitsPadded(out: Uint8Array, end: number, value: number, count: number): void {
   let rest = value;
-  for (let i = end - 1; i >= end - count; i--) {
-    const quotient = (rest / 10) | 0;
-    out[i] = ZERO + (rest - quotient * 10);
+  let i = end;
+  const start = end - count;
+  while (i >= start + 2) {
+    const quotient = (rest / 100) | 0;
+    const pair = (rest - quotient * 100) << 1;
+    out[--i] = DIGIT_PAIRS[pair + 1] as number;
+    out[--i] = DIGIT_PAIRS[pair] as number;
     rest = quotient;
   }
+  if (i > start) out[i - 1] = ZERO + rest;
 }
 
 /** Longest element written: a double's own form, or a quoted non-finite name. */
