@@ -68,21 +68,11 @@ function writeDigits(end: usize, value: i32): void {
   } else store<u8>(i - 1, <u8>(48 + rest));
 }
 
-/** Writes exactly `count` digits of `value` (leading zeros kept), ending just before `end`: pairs, then the odd one. */
+/** Writes exactly `count` digits of `value` (leading zeros kept), ending just before `end`. */
 @inline
 function writeDigitsPadded(end: usize, value: i32, count: i32): void {
-  let rest = value;
-  let i = end;
-  const start = end - <usize>count;
-  while (i >= start + 2) {
-    const quotient = rest / 100;
-    const pair = (rest - quotient * 100) << 1;
-    i -= 2;
-    store<u8>(i + 1, unchecked(DIGIT_PAIRS[pair + 1]));
-    store<u8>(i, unchecked(DIGIT_PAIRS[pair]));
-    rest = quotient;
-  }
-  if (i > start) store<u8>(i - 1, <u8>(48 + rest));
+  for (let i = end - <usize>count; i < end; i++) store<u8>(i, ZERO);
+  writeDigits(end, value);
 }
 
 /** Writes `text` (ASCII) at `pos`; returns the position after it. */

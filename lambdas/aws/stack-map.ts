@@ -6,9 +6,9 @@ import { fileURLToPath } from "node:url";
  * Stack traces mapped to the TypeScript source when an error is logged, not when the function starts.
  *
  * The functions ship their bundle's source map but run without `--enable-source-maps`: with it, Node
- * reads and indexes every map as its module loads (the bundle's and onnxruntime's), 40 to 70 ms of
- * each cold start on the build machine, for traces that only an unexpected error needs. Here a map is
- * read on the first error that has a frame in its file, and kept.
+ * reads and indexes every map as its module loads (the bundle's and onnxruntime's) on every cold
+ * start, for traces that only an unexpected error needs (README, cold path, for what dropping it
+ * measured). Here a map is read on the first error that has a frame in its file, and kept.
  */
 
 /** `    at name (file:///var/task/index.mjs:1:2345)` or `    at file:///var/task/index.mjs:1:2345` */

@@ -9,6 +9,19 @@
  */
 
 import { FLOAT32_WRITER_WASM } from "./float32-writer-wasm.ts";
+import {
+  CLOSE_BRACKET,
+  COMMA,
+  DOT,
+  isDigit,
+  isSpace,
+  LOWER_E,
+  MINUS,
+  OPEN_BRACKET,
+  PLUS,
+  UPPER_E,
+  ZERO,
+} from "./json-bytes.ts";
 
 const POW10 = Float64Array.from({ length: 23 }, (_, i) => 10 ** i);
 /** Inexact reciprocals, for guesses that are then checked with exact products. */
@@ -17,22 +30,6 @@ const INVERSE_POW10 = Float64Array.from({ length: 10 }, (_, i) => 1 / 10 ** i);
 /** Relative margin around a fast-path double: far above its worst error (about 5e-16). */
 const MARGIN = 1e-14;
 
-const TAB = 9;
-const NEWLINE = 10;
-const RETURN = 13;
-const SPACE = 32;
-const PLUS = 43;
-const COMMA = 44;
-const MINUS = 45;
-const DOT = 46;
-const ZERO = 48;
-const NINE = 57;
-const UPPER_E = 69;
-const OPEN_BRACKET = 91;
-const CLOSE_BRACKET = 93;
-const LOWER_E = 101;
-
-const isDigit = (c: number) => c >= ZERO && c <= NINE;
 /** Significant digits kept: their double is within a few ulps, far inside MARGIN. */
 const MAX_SIGNIFICANT = 19;
 
@@ -50,7 +47,6 @@ function fourDigits(word: number): number {
   const pairs = (Math.imul(digits, 10) + (digits >>> 8)) & 0x00ff00ff;
   return (Math.imul(pairs, 100) + (pairs >>> 16)) & 0xffff;
 }
-const isSpace = (c: number) => c === SPACE || c === NEWLINE || c === RETURN || c === TAB;
 
 /** Where a successful `readFloat32List` ended: the index after the `]`, and the elements it stored. */
 export interface ListRead {
@@ -347,19 +343,10 @@ function writeDigits(out: Uint8Array, end: number, value: number): number {
   return end;
 }
 
-/** Writes exactly `count` digits of `value` (leading zeros kept), ending just before `end`: pairs, then the odd one. */
+/** Writes exactly `count` digits of `value` (leading zeros kept), ending just before `end`. */
 function writeDigitsPadded(out: Uint8Array, end: number, value: number, count: number): void {
-  let rest = value;
-  let i = end;
-  const start = end - count;
-  while (i >= start + 2) {
-    const quotient = (rest / 100) | 0;
-    const pair = (rest - quotient * 100) << 1;
-    out[--i] = DIGIT_PAIRS[pair + 1] as number;
-    out[--i] = DIGIT_PAIRS[pair] as number;
-    rest = quotient;
-  }
-  if (i > start) out[i - 1] = ZERO + rest;
+  for (let i = end - count; i < end; i++) out[i] = ZERO;
+  writeDigits(out, end, value);
 }
 
 /** Longest element written: a double's own form, or a quoted non-finite name. */

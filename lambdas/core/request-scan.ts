@@ -4,6 +4,20 @@
  * error messages are the reference.
  */
 import { type ListRead, readFloat32List, ScratchBuffer } from "./float32-json.ts";
+import {
+  BACKSLASH,
+  CLOSE_BRACE,
+  CLOSE_BRACKET,
+  COLON,
+  COMMA,
+  FIRST_NON_ASCII,
+  isDigit,
+  isSpace,
+  OPEN_BRACE,
+  OPEN_BRACKET,
+  QUOTE,
+  ZERO,
+} from "./json-bytes.ts";
 import { elementCount } from "./signature.ts";
 import type { InferRequest, RequestInput } from "./v2.ts";
 
@@ -41,27 +55,10 @@ interface DataSpan {
 }
 
 const MAX_SCAN_DEPTH = 64;
-const TAB = 9;
-const NEWLINE = 10;
-const RETURN = 13;
-const SPACE = 32;
-const QUOTE = 34;
-const COMMA = 44;
-const COLON = 58;
-const OPEN_BRACKET = 91;
-const BACKSLASH = 92;
-const CLOSE_BRACKET = 93;
-const OPEN_BRACE = 123;
-const CLOSE_BRACE = 125;
-const FIRST_NON_ASCII = 0x80;
-const ZERO = 48;
-const NINE = 57;
 /** Up to 15 digits is always a safe integer, as the request checks want. */
 const MAX_DIM_DIGITS = 15;
 
 type Role = "document" | "inputs" | "input" | "data" | "other";
-
-const isSpace = (c: number | undefined) => c === SPACE || c === NEWLINE || c === RETURN || c === TAB;
 
 /** The position after any spaces from `i`. */
 function skipSpaces(bytes: Uint8Array, i: number): number {
@@ -355,7 +352,7 @@ class PlainRequestReader {
       let i = this.#skipSpace();
       const start = i;
       let dim = 0;
-      for (let c = bytes[i] ?? 0; c >= ZERO && c <= NINE; c = bytes[++i] ?? 0) dim = dim * 10 + (c - ZERO);
+      for (let c = bytes[i] ?? 0; isDigit(c); c = bytes[++i] ?? 0) dim = dim * 10 + (c - ZERO);
       const digits = i - start;
       if (digits === 0 || digits > MAX_DIM_DIGITS || (digits > 1 && bytes[start] === ZERO)) return undefined;
       this.#i = i;

@@ -72,8 +72,8 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     directory: config.MAAS_ARTIFACT_DIR,
     maxBytes: config.MAAS_ARTIFACT_CACHE_BYTES,
     memoryMaxBytes: config.MAAS_ARTIFACT_MEMORY_BYTES,
-    // onnxruntime's import is 30 to 40 ms of CPU that blocks the thread: done while S3 starts the
-    // object rather than at start-up, where it held up the registry read. Its failure surfaces at create.
+    // Loading onnxruntime blocks the thread for 20 to 30 ms: done while S3 starts the object rather
+    // than at start-up, where it held up the registry read. Its failure surfaces at create.
     whileWaiting: () => {
       try {
         loadOrt();

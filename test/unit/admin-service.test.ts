@@ -18,6 +18,7 @@ import {
 } from "../../lambdas/core/errors.ts";
 import type { ModelVersion, VersionStatus } from "../../lambdas/core/model.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
+import { rejectionOf, thrownBy } from "../support/rejection.ts";
 
 const TABLE = "admin-registry";
 
@@ -60,7 +61,7 @@ describe("matchAdminRoute", () => {
     ["GET", "/admin/models/iris/aliases/default/rollback", ["POST"]],
     ["PUT", "/admin/models/iris/aliases/default/rollback", ["POST"]],
   ])("answers 405 to %s %s, allowing %j", (method, path, allowed) => {
-    const error = thrownBy(() => matchAdminRoute(method, path));
+    const error = thrownBy(() => matchAdminRoute(method, path), MaasError);
 
     expect(error).toBeInstanceOf(MethodNotAllowedError);
     expect(error.status).toBe(405);
@@ -75,21 +76,25 @@ describe("matchAdminRoute", () => {
     ["a malformed escape", "%ZZ"],
   ])("answers 400 to an alias with %s", (_case, alias) => {
     for (const method of ["GET", "PUT", "DELETE"]) {
-      const error = thrownBy(() => matchAdminRoute(method, `/admin/models/iris/aliases/${alias}`));
+      const error = thrownBy(() => matchAdminRoute(method, `/admin/models/iris/aliases/${alias}`), MaasError);
 
       expect(error).toBeInstanceOf(InvalidRequestError);
       expect(error.status).toBe(400);
       expect(error.message).toMatch(/is not a valid alias/);
     }
     expect(
-      thrownBy(() => matchAdminRoute("POST", `/admin/models/iris/aliases/${alias}/rollback`)).status,
+      thrownBy(() => matchAdminRoute("POST", `/admin/models/iris/aliases/${alias}/rollback`), MaasError)
+        .status,
     ).toBe(400);
   });
 
   it.each(["0", "01", "-1", "1.5", "latest", "12345678901"])(
     "answers 404 to version '%s', which is not a version number",
     (version) => {
-      const error = thrownBy(() => matchAdminRoute("GET", `/admin/models/iris/versions/${version}`));
+      const error = thrownBy(
+        () => matchAdminRoute("GET", `/admin/models/iris/versions/${version}`),
+        MaasError,
+      );
 
       expect(error).toBeInstanceOf(ModelNotFoundError);
       expect(error.status).toBe(404);
@@ -111,32 +116,12 @@ describe("matchAdminRoute", () => {
       RouteNotFoundError,
     ],
   ])("answers 404 to %s", (_case, method, path, type) => {
-    const error = thrownBy(() => matchAdminRoute(method, path));
+    const error = thrownBy(() => matchAdminRoute(method, path), MaasError);
 
     expect(error).toBeInstanceOf(type);
     expect(error.status).toBe(404);
   });
 });
-
-function thrownBy(act: () => unknown): MaasError {
-  try {
-    act();
-  } catch (error) {
-    expect(error).toBeInstanceOf(MaasError);
-    return error as MaasError;
-  }
-  throw new Error("nothing was thrown");
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<MaasError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(MaasError);
-    return error as MaasError;
-  }
-  throw new Error("the promise resolved");
-}
 
 let dataDir: string;
 let emulators: Emulators;
@@ -295,7 +280,7 @@ describe("AdminService: versions", () => {
     ["rolling back an unknown alias", { kind: "rollback-alias", model: "nobody-here", alias: "default" }],
     ["deleting an unknown version", { kind: "delete-version", model: "nobody-here", version: 1 }],
   ] satisfies [string, AdminRoute][])("answers 404 to %s", async (_case, route) => {
-    const error = await rejectionOf(handle(route, JSON.stringify({ version: 1 })));
+    const error = await rejectionOf(handle(route, JSON.stringify({ version: 1 })), MaasError);
 
     expect(error).toBeInstanceOf(ModelNotFoundError);
     expect(error.status).toBe(404);
@@ -305,7 +290,7 @@ describe("AdminService: versions", () => {
     const name = uniqueName("known");
     await seed(name, 1);
 
-    const error = await rejectionOf(handle({ kind: "get-version", model: name, version: 2 }));
+    const error = await rejectionOf(handle({ kind: "get-version", model: name, version: 2 }), MaasError);
 
     expect(error.message).toBe(`model '${name}' has no version 2`);
   });
@@ -337,7 +322,7 @@ describe("AdminService: aliases", () => {
     const name = uniqueName("to-failed");
     await seed(name, 1, "failed", "the model uses ONNX operator set 6");
 
-    const error = await rejectionOf(setAlias(name, "default", 1));
+    const error = await rejectionOf(setAlias(name, "default", 1), MaasError);
 
     expect(error).toBeInstanceOf(ConflictError);
     expect(error.status).toBe(409);
@@ -351,7 +336,7 @@ describe("AdminService: aliases", () => {
     const name = uniqueName("to-registering");
     await seed(name, 1, "registering");
 
-    const error = await rejectionOf(setAlias(name, "canary", 1));
+    const error = await rejectionOf(setAlias(name, "canary", 1), MaasError);
 
     expect(error.status).toBe(409);
     expect(error.message).toBe(`version 1 of model '${name}' cannot take traffic: it is registering`);
@@ -361,7 +346,7 @@ describe("AdminService: aliases", () => {
     const name = uniqueName("to-nothing");
     await seed(name, 1);
 
-    const error = await rejectionOf(setAlias(name, "default", 2));
+    const error = await rejectionOf(setAlias(name, "default", 2), MaasError);
 
     expect(error.status).toBe(404);
     expect(await registry.getAlias(name, "default")).toBeUndefined();
@@ -379,7 +364,10 @@ describe("AdminService: aliases", () => {
     const name = uniqueName("bad-body");
     await seed(name, 1);
 
-    const error = await rejectionOf(handle({ kind: "set-alias", model: name, alias: "default" }, body));
+    const error = await rejectionOf(
+      handle({ kind: "set-alias", model: name, alias: "default" }, body),
+      MaasError,
+    );
 
     expect(error).toBeInstanceOf(InvalidRequestError);
     expect(error.status).toBe(400);
@@ -418,7 +406,7 @@ describe("AdminService: aliases", () => {
     await seed(name, 1);
     await setAlias(name, "default", 1);
 
-    const error = await rejectionOf(rollback(name, "default"));
+    const error = await rejectionOf(rollback(name, "default"), MaasError);
 
     expect(error).toBeInstanceOf(ConflictError);
     expect(error.message).toBe(`alias 'default' of model '${name}' has no earlier version to roll back to`);
@@ -433,7 +421,7 @@ describe("AdminService: aliases", () => {
     await setAlias(name, "default", 2);
     await handle({ kind: "delete-version", model: name, version: 1 });
 
-    const error = await rejectionOf(rollback(name, "default"));
+    const error = await rejectionOf(rollback(name, "default"), MaasError);
 
     expect(error.status).toBe(409);
     expect(error.message).toMatch(/previous version 1 was deleted/);
@@ -448,7 +436,10 @@ describe("AdminService: aliases", () => {
 
     const listed = await handle({ kind: "list-aliases", model: name });
     const deleted = await handle({ kind: "delete-alias", model: name, alias: "canary" });
-    const again = await rejectionOf(handle({ kind: "delete-alias", model: name, alias: "canary" }));
+    const again = await rejectionOf(
+      handle({ kind: "delete-alias", model: name, alias: "canary" }),
+      MaasError,
+    );
 
     expect(listed.body).toEqual({
       name,
@@ -470,7 +461,7 @@ describe("AdminService: deleting versions", () => {
     await setAlias(name, "default", 1);
     await setAlias(name, "stable", 1);
 
-    const error = await rejectionOf(handle({ kind: "delete-version", model: name, version: 1 }));
+    const error = await rejectionOf(handle({ kind: "delete-version", model: name, version: 1 }), MaasError);
 
     expect(error).toBeInstanceOf(ConflictError);
     expect(error.message).toBe(
@@ -509,6 +500,6 @@ describe("AdminService: deleting versions", () => {
 
     expect(deletedUploads).toEqual([[name, 1]]);
     expect((await registry.listModels()).map((model) => model.name)).not.toContain(name);
-    expect((await rejectionOf(handle({ kind: "list-versions", model: name }))).status).toBe(404);
+    expect((await rejectionOf(handle({ kind: "list-versions", model: name }), MaasError)).status).toBe(404);
   });
 });

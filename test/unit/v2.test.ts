@@ -8,15 +8,10 @@ import {
   parseJsonBody,
   plainInferRequest,
 } from "../../lambdas/core/v2.ts";
+import { thrownBy } from "../support/rejection.ts";
 
 function requestError(body: unknown): InvalidRequestError {
-  try {
-    parseInferRequest(body);
-  } catch (error) {
-    expect(error).toBeInstanceOf(InvalidRequestError);
-    return error as InvalidRequestError;
-  }
-  throw new Error("the request was accepted");
+  return thrownBy(() => parseInferRequest(body), InvalidRequestError);
 }
 
 const validInput = { name: "features", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] };
