@@ -50,8 +50,8 @@ async function handler(bundle: string, model: string, dim: number) {
 
 /** The handler's own S3 client, so that only moving the bytes is measured, not how a client moves them. */
 async function transfer(bucket: string, key: string) {
-  const { AwsHttpClient } = await import("../lambdas/aws/aws-http.ts");
-  const { s3ObjectUrl } = await import("../lambdas/aws/s3-http-source.ts");
+  const { AwsHttpClient } = await import("#aws/http/aws-http.ts");
+  const { s3ObjectUrl } = await import("#aws/s3/http-source.ts");
   const s3 = new AwsHttpClient("s3");
   const started = performance.now();
   const { body } = await s3.stream({

@@ -17,7 +17,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
-import { mulberry32 } from "../lambdas/core/seeded-random.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
 import { buildMlpModel } from "../models/mlp.ts";
 import { formatMs, percentile, printTable } from "./stats.ts";
 

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { type BuildOptions, build } from "esbuild";
 import * as ort from "onnxruntime-node";
-import { sessionOptions } from "../lambdas/aws/onnx-runner.ts";
+import { sessionOptions } from "#aws/onnx/runner.ts";
 import { LOCAL_BUCKET, LOCAL_TABLE, type LocalStack, startLocalStack } from "../local/stack.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { buildMlpModel, MLP_50MB_LAYERS } from "../models/mlp.ts";
@@ -121,7 +121,7 @@ async function buildBundles(): Promise<Bundles> {
     },
     minify: true,
     // As deployed: a source map beside the bundle, read only when an error is logged (no
-    // --enable-source-maps; see lambdas/aws/stack-map.ts).
+    // --enable-source-maps; see lambdas/aws/lambda/stack-map.ts).
     sourcemap: true,
     sourcesContent: false,
     logLevel: "error",

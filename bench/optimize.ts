@@ -14,20 +14,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Upload } from "@aws-sdk/lib-storage";
 import * as ort from "onnxruntime-node";
-import { DynamoModelRegistry } from "../lambdas/aws/dynamo-registry.ts";
-import { OrtCandidateRuntime } from "../lambdas/aws/ort-candidate-runtime.ts";
-import { S3VariantStore } from "../lambdas/aws/s3-variant-store.ts";
-import { artifactKey } from "../lambdas/core/manifest.ts";
-import type { ModelVersion, Variant } from "../lambdas/core/model.ts";
-import { inspectModel } from "../lambdas/core/onnx-inspect.ts";
+import { OrtCandidateRuntime } from "#aws/onnx/candidate-runtime.ts";
+import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { S3VariantStore } from "#aws/s3/variant-store.ts";
+import type { ModelVersion, Variant } from "#core/model.ts";
+import { inspectModel } from "#core/onnx/inspect.ts";
 import {
   benchmark,
   DEFAULT_OPTIMIZER_SETTINGS,
   median,
   optimizeVersion,
-} from "../lambdas/core/optimization.ts";
-import { compareOutputs, generateInputs } from "../lambdas/core/parity.ts";
-import { type QuantizeOptions, quantizeDynamicInt8 } from "../lambdas/core/quantize.ts";
+} from "#core/optimize/optimization.ts";
+import { compareOutputs, generateInputs } from "#core/optimize/parity.ts";
+import { type QuantizeOptions, quantizeDynamicInt8 } from "#core/optimize/quantize.ts";
+import { artifactKey } from "#core/registry/manifest.ts";
 import { startEmulators } from "../local/emulators.ts";
 import { buildCnnModel } from "../models/cnn.ts";
 import { buildTransformerMlpModel } from "../models/transformer-mlp.ts";

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Upload } from "@aws-sdk/lib-storage";
-import { modelKey } from "../lambdas/core/manifest.ts";
+import { modelKey } from "#core/registry/manifest.ts";
 import { startLocalStack } from "../local/stack.ts";
 import { buildMlpModel } from "../models/mlp.ts";
 import { formatMs, median, printTable } from "./stats.ts";

@@ -11,11 +11,11 @@
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { APIGatewayProxyEvent } from "aws-lambda";
 import * as ort from "onnxruntime-node";
-import { servingArtifact } from "../lambdas/core/model.ts";
-import { isServable } from "../lambdas/core/registry.ts";
-import { loadInferenceConfig } from "../lambdas/inference/config.ts";
-import { createInferenceHandler } from "../lambdas/inference/handler.ts";
-import { createInferenceParts, defaultClients } from "../lambdas/inference/service.ts";
+import { servingArtifact } from "#core/model.ts";
+import { isServable } from "#core/registry/registry.ts";
+import { loadInferenceConfig } from "#lambdas/inference/config.ts";
+import { createInferenceHandler } from "#lambdas/inference/handler.ts";
+import { createInferenceParts, defaultClients } from "#lambdas/inference/service.ts";
 import { lambdaContext } from "../local/gateway.ts";
 import { median, percentile } from "./stats.ts";
 

@@ -15,8 +15,8 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import type { HttpRequest } from "@smithy/types";
-import { manifestKey, modelKey, parseManifest } from "../lambdas/core/manifest.ts";
-import { MODEL_NAME_PATTERN } from "../lambdas/core/model.ts";
+import { MODEL_NAME_PATTERN } from "#core/model.ts";
+import { manifestKey, modelKey, parseManifest } from "#core/registry/manifest.ts";
 import { DEFAULT_DATA_DIR, type LocalStackInfo, readStackFile } from "../local/stack-file.ts";
 
 class UsageError extends Error {}

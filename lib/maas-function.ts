@@ -65,7 +65,7 @@ const ESM_REQUIRE_BANNER =
 
 /**
  * A Node.js 22 function with the project's defaults: arm64, ESM bundle with its source map beside it
- * (read when an error is logged, not loaded at start-up: see lambdas/aws/stack-map.ts), X-Ray tracing,
+ * (read when an error is logged, not loaded at start-up: see lambdas/aws/lambda/stack-map.ts), X-Ray tracing,
  * its own log group with a retention, a role without managed policies, and, unless told otherwise,
  * onnxruntime-node installed next to the bundle for this architecture only.
  */

@@ -2,7 +2,7 @@ import { RemovalPolicy } from "aws-cdk-lib";
 import { AttributeType, BillingMode, Table, TableEncryption } from "aws-cdk-lib/aws-dynamodb";
 import { Grant, type IGrantable } from "aws-cdk-lib/aws-iam";
 import { Construct } from "constructs";
-import { REGISTRY_KEYS } from "../lambdas/aws/registry-table.ts";
+import { REGISTRY_KEYS } from "#aws/registry/table.ts";
 
 export interface ModelRegistryTableProps {
   /**
@@ -27,7 +27,7 @@ const WRITE_ACTIONS = [
 ];
 
 /**
- * The model registry: one on-demand table with the key layout of `lambdas/aws/registry-table.ts`
+ * The model registry: one on-demand table with the key layout of `lambdas/aws/registry/table.ts`
  * (versions, aliases and model heads under one partition per model, sparse index `models`).
  */
 export class ModelRegistryTable extends Construct {

@@ -5,7 +5,7 @@ import { type Alias, Architecture, EventSourceMapping } from "aws-cdk-lib/aws-la
 import { SqsEventSource, type SqsEventSourceProps } from "aws-cdk-lib/aws-lambda-event-sources";
 import type { IQueue } from "aws-cdk-lib/aws-sqs";
 import type { Construct } from "constructs";
-import { MODEL_NAME_PATTERN } from "../lambdas/core/model.ts";
+import { MODEL_NAME_PATTERN } from "#core/model.ts";
 import { InferenceApi, type InferenceQuota, type InferenceThrottle } from "./inference-api.ts";
 import { MaasAlarms } from "./maas-alarms.ts";
 import { LAMBDA_EPHEMERAL_RANGE_MB, MaasFunction } from "./maas-function.ts";

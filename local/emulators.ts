@@ -24,7 +24,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { type FauxqsServer, startFauxqs } from "fauxqs";
-import { registryTableDefinition } from "../lambdas/aws/registry-table.ts";
+import { registryTableDefinition } from "#aws/registry/table.ts";
 import { listen, PortInUseError } from "./gateway.ts";
 
 export interface LocalQueue {

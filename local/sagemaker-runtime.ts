@@ -27,12 +27,12 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { GetObjectCommand, S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
+import { isMissing } from "#aws/s3/upload-store.ts";
+import { normalizePrefix } from "#aws/sagemaker/layout.ts";
+import { extractModelArchive } from "#aws/sagemaker/model-archive.ts";
 import { type GpuServerConfig, loadGpuServerConfig } from "../containers/gpu/config.ts";
 import { readBody } from "../containers/gpu/read-body.ts";
 import { type GpuServer, startGpuServer } from "../containers/gpu/server.ts";
-import { extractModelArchive } from "../lambdas/aws/model-archive.ts";
-import { isMissing } from "../lambdas/aws/s3-upload-store.ts";
-import { normalizePrefix } from "../lambdas/aws/sagemaker-layout.ts";
 import { listen } from "./gateway.ts";
 
 export const LOCAL_SAGEMAKER_ENDPOINT = "maas-gpu-local";

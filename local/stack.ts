@@ -4,25 +4,21 @@ import type { LogLevel } from "@aws-lambda-powertools/logger/types";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { Upload } from "@aws-sdk/lib-storage";
-import { adminConfigSchema, createAdminDeps, createAdminHandler } from "../lambdas/admin/handler.ts";
-import { DynamoModelRegistry } from "../lambdas/aws/dynamo-registry.ts";
-import { AdminService } from "../lambdas/core/admin-service.ts";
-import { manifestKey, modelKey } from "../lambdas/core/manifest.ts";
-import type { ModelVersion } from "../lambdas/core/model.ts";
-import { isServable } from "../lambdas/core/registry.ts";
-import { loadInferenceConfig } from "../lambdas/inference/config.ts";
-import { createInferenceHandler } from "../lambdas/inference/handler.ts";
-import { createInferenceParts, defaultClients, type InferenceParts } from "../lambdas/inference/service.ts";
-import {
-  createOptimizeHandler,
-  createOptimizerDeps,
-  loadOptimizeConfig,
-} from "../lambdas/optimize/handler.ts";
+import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { AdminService } from "#core/admin/admin-service.ts";
+import type { ModelVersion } from "#core/model.ts";
+import { manifestKey, modelKey } from "#core/registry/manifest.ts";
+import { isServable } from "#core/registry/registry.ts";
+import { adminConfigSchema, createAdminDeps, createAdminHandler } from "#lambdas/admin/handler.ts";
+import { loadInferenceConfig } from "#lambdas/inference/config.ts";
+import { createInferenceHandler } from "#lambdas/inference/handler.ts";
+import { createInferenceParts, defaultClients, type InferenceParts } from "#lambdas/inference/service.ts";
+import { createOptimizeHandler, createOptimizerDeps, loadOptimizeConfig } from "#lambdas/optimize/handler.ts";
 import {
   createRegisterHandler,
   createRegistrationDeps,
   loadRegisterConfig,
-} from "../lambdas/register/handler.ts";
+} from "#lambdas/register/handler.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { type Emulators, startEmulators } from "./emulators.ts";
 import { type Gateway, startGateway } from "./gateway.ts";

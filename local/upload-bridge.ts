@@ -1,9 +1,9 @@
 import { HeadObjectCommand, ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
 import { SendMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type { FauxqsServer } from "fauxqs";
-import { bareEtag } from "../lambdas/aws/s3-upload-store.ts";
-import { parseUploadKey } from "../lambdas/core/manifest.ts";
-import type { ModelRegistry } from "../lambdas/core/registry.ts";
+import { bareEtag } from "#aws/s3/upload-store.ts";
+import { parseUploadKey } from "#core/registry/manifest.ts";
+import type { ModelRegistry } from "#core/registry/registry.ts";
 
 /**
  * Stands in for the bucket's event notifications, which fauxqs lacks: every upload under `models/`

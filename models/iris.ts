@@ -1,4 +1,4 @@
-import { mulberry32 } from "../lambdas/core/seeded-random.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
 import { ElemType, encodeModel, floatTensor, stringTensor } from "./onnx-builder.ts";
 
 export const IRIS_LABELS = ["setosa", "versicolor", "virginica"] as const;

@@ -1,6 +1,6 @@
 import type { onnx as OnnxTypes } from "onnx-proto";
 import onnxProto from "onnx-proto";
-import { littleEndianBytes } from "../lambdas/core/onnx-graph.ts";
+import { littleEndianBytes } from "#core/onnx/graph.ts";
 
 // onnx-proto is CommonJS: its namespace is a property of the default export under ESM.
 const { onnx } = onnxProto;

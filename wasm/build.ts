@@ -1,6 +1,6 @@
 /**
  * `npm run build:wasm`: compiles wasm/float32-writer.ts (AssemblyScript) and writes the module into
- * lambdas/core/float32-writer-wasm.ts as base64, so that the functions' bundles and the GPU container
+ * lambdas/core/v2/float32-writer-wasm.ts as base64, so that the functions' bundles and the GPU container
  * carry it without a build step of their own. test/unit/float32-writer-wasm.test.ts compiles it again
  * and fails if the committed module is not what the source gives.
  */
@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import asc from "assemblyscript/asc";
 
 const SOURCE = fileURLToPath(new URL("./float32-writer.ts", import.meta.url));
-const TARGET = fileURLToPath(new URL("../lambdas/core/float32-writer-wasm.ts", import.meta.url));
+const TARGET = fileURLToPath(new URL("../lambdas/core/v2/float32-writer-wasm.ts", import.meta.url));
 
 /** The module's bytes, compiled as the committed one was. */
 export async function compileFloat32Writer(): Promise<Uint8Array> {

@@ -1,5 +1,5 @@
-// AssemblyScript, compiled by `npm run build:wasm` into lambdas/core/float32-writer-wasm.ts.
-// The same algorithm as writeFloat32s in lambdas/core/float32-json.ts, which documents it and which
+// AssemblyScript, compiled by `npm run build:wasm` into lambdas/core/v2/float32-writer-wasm.ts.
+// The same algorithm as writeFloat32s in lambdas/core/v2/float32-json.ts, which documents it and which
 // this must match byte for byte (test/unit/float32-writer-wasm.test.ts checks both).
 
 const POW10: StaticArray<f64> = [

@@ -1,4 +1,4 @@
-import type { NamedTensor, TensorData } from "#core/tensor-codec.ts";
+import type { NamedTensor, TensorData } from "#core/tensor/tensor.ts";
 
 /** Runs a model once: the container's onnxruntime session, or a stand-in in tests. */
 export type RunModel = (inputs: readonly NamedTensor[], outputs: readonly string[]) => Promise<NamedTensor[]>;

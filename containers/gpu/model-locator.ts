@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { extractModelArchive } from "#aws/model-archive.ts";
+import { extractModelArchive } from "#aws/sagemaker/model-archive.ts";
 import { ModelNotFoundError } from "#core/errors.ts";
 
 const ARCHIVE_SUFFIX = /\.(tar\.gz|tgz)$/;

@@ -37,9 +37,11 @@ import {
   PayloadTooLargeError,
   RouteNotFoundError,
 } from "#core/errors.ts";
-import { fromOrtResults, isCallerOrtError, toOrtFeeds } from "#core/ort-tensors.ts";
-import { decodeInput, inferResponseJson, type NamedTensor } from "#core/tensor-codec.ts";
-import { describeZodError, parseInferRequestBody, parseJsonBody } from "#core/v2.ts";
+import { fromOrtResults, isCallerOrtError, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
+import { parseInferRequestBody, parseJsonBody } from "#core/v2/parse.ts";
+import { decodeInput, inferResponseJson } from "#core/v2/tensor-codec.ts";
+import { describeZodError } from "#core/v2/wire.ts";
 import { type BatcherStats, DynamicBatcher } from "./batcher.ts";
 import { type GpuServerConfig, listenPort } from "./config.ts";
 import {

@@ -2,11 +2,11 @@ import { Logger } from "@aws-lambda-powertools/logger";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DeleteObjectsCommand, S3Client } from "@aws-sdk/client-s3";
 import * as z from "zod";
-import { bodyText, errorResponse, json, type ProxyHandler } from "#aws/api-gateway.ts";
-import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
-import { type AdminDeps, AdminService, matchAdminRoute } from "#core/admin-service.ts";
+import { bodyText, errorResponse, json, type ProxyHandler } from "#aws/lambda/api-gateway.ts";
+import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { type AdminDeps, AdminService, matchAdminRoute } from "#core/admin/admin-service.ts";
 import { parseConfig } from "#core/config.ts";
-import { manifestKey, modelKey } from "#core/manifest.ts";
+import { manifestKey, modelKey } from "#core/registry/manifest.ts";
 
 export const adminConfigSchema = z.object({
   MAAS_REGISTRY_TABLE: z.string().min(1),

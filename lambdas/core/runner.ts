@@ -1,5 +1,5 @@
+import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { ServableVersion } from "./model.ts";
-import type { NamedTensor } from "./tensor-codec.ts";
 
 /** Runs a version of a model on some backend: onnxruntime in this function, or a SageMaker endpoint. */
 export interface ModelRunner {

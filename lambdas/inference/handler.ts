@@ -1,11 +1,18 @@
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from "aws-lambda";
 import * as z from "zod/mini";
-import { bodyText, errorResponse, header, json, jsonText, type ProxyHandler } from "#aws/api-gateway.ts";
+import {
+  bodyText,
+  errorResponse,
+  header,
+  json,
+  jsonText,
+  type ProxyHandler,
+} from "#aws/lambda/api-gateway.ts";
 import { MaasError } from "#core/errors.ts";
-import type { InferenceService } from "#core/inference-service.ts";
-import { matchV2Route, type V2Route } from "#core/routes.ts";
-import { inferResponseJson } from "#core/tensor-codec.ts";
+import type { InferenceService } from "#core/v2/inference-service.ts";
+import { matchV2Route, type V2Route } from "#core/v2/routes.ts";
+import { inferResponseJson } from "#core/v2/tensor-codec.ts";
 import { loadInferenceConfig } from "./config.ts";
 import { createInferenceParts, defaultClients } from "./service.ts";
 

@@ -1,16 +1,16 @@
 import type { SageMakerRuntimeClientConfig } from "@aws-sdk/client-sagemaker-runtime";
 import type { InferenceSession } from "onnxruntime-node";
-import { ArtifactCache } from "#aws/artifact-cache.ts";
-import { AwsHttpClient, type AwsHttpOptions, credentialsFromEnv } from "#aws/aws-http.ts";
-import { DynamoHttpTable } from "#aws/dynamo-http-table.ts";
-import { createOrtSession, loadOrt, OnnxRunner } from "#aws/onnx-runner.ts";
-import { RegistryReader } from "#aws/registry-reader.ts";
-import { S3HttpArtifactSource } from "#aws/s3-http-source.ts";
-import { LazySageMakerClient, SageMakerRunner } from "#aws/sagemaker-runner.ts";
-import { SessionPool } from "#aws/session-pool.ts";
-import { CachedModelRegistry } from "#core/cached-registry.ts";
-import { InferenceService } from "#core/inference-service.ts";
+import { AwsHttpClient, type AwsHttpOptions, credentialsFromEnv } from "#aws/http/aws-http.ts";
+import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
+import { createOrtSession, loadOrt, OnnxRunner } from "#aws/onnx/runner.ts";
+import { SessionPool } from "#aws/onnx/session-pool.ts";
+import { DynamoHttpTable } from "#aws/registry/dynamo-http-table.ts";
+import { RegistryReader } from "#aws/registry/reader.ts";
+import { S3HttpArtifactSource } from "#aws/s3/http-source.ts";
+import { LazySageMakerClient, SageMakerRunner } from "#aws/sagemaker/runner.ts";
+import { CachedModelRegistry } from "#core/registry/cached-registry.ts";
 import type { ModelRunner } from "#core/runner.ts";
+import { InferenceService } from "#core/v2/inference-service.ts";
 import type { InferenceConfig } from "./config.ts";
 
 export const SERVER_NAME = "serverless-maas";

@@ -3,10 +3,10 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import * as z from "zod";
-import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
-import { OrtCandidateRuntime } from "#aws/ort-candidate-runtime.ts";
-import { S3VariantStore } from "#aws/s3-variant-store.ts";
-import { withSourceMappedStack } from "#aws/stack-map.ts";
+import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
+import { OrtCandidateRuntime } from "#aws/onnx/candidate-runtime.ts";
+import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { S3VariantStore } from "#aws/s3/variant-store.ts";
 import { parseConfig } from "#core/config.ts";
 import { MODEL_NAME_PATTERN } from "#core/model.ts";
 import {
@@ -14,8 +14,8 @@ import {
   type OptimizerDeps,
   type OptimizerSettings,
   optimizeVersion,
-} from "#core/optimization.ts";
-import { DEFAULT_PARITY_THRESHOLDS } from "#core/parity.ts";
+} from "#core/optimize/optimization.ts";
+import { DEFAULT_PARITY_THRESHOLDS } from "#core/optimize/parity.ts";
 
 const positiveInt = z.coerce.number().int().positive();
 const fraction = z.coerce.number().min(0).max(1);

@@ -5,19 +5,19 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import * as z from "zod";
-import { DynamoModelRegistry } from "#aws/dynamo-registry.ts";
-import { createOrtSession } from "#aws/onnx-runner.ts";
-import { S3UploadStore } from "#aws/s3-upload-store.ts";
-import { S3EndpointModelStore } from "#aws/sagemaker-models.ts";
-import { SqsOptimizeQueue } from "#aws/sqs-optimize-queue.ts";
-import { withSourceMappedStack } from "#aws/stack-map.ts";
+import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
+import { createOrtSession } from "#aws/onnx/runner.ts";
+import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { S3UploadStore } from "#aws/s3/upload-store.ts";
+import { S3EndpointModelStore } from "#aws/sagemaker/endpoint-models.ts";
+import { SqsOptimizeQueue } from "#aws/sqs/optimize-queue.ts";
 import { parseConfig } from "#core/config.ts";
 import {
   type RegistrationDeps,
   RegistrationInProgressError,
   registerUpload,
   type UploadEvent,
-} from "#core/registration.ts";
+} from "#core/registry/registration.ts";
 
 const GiB = 1024 ** 3;
 const positiveInt = z.coerce.number().int().positive();

@@ -93,7 +93,7 @@ describe("the SageMaker serving image asset", () => {
         "containers/gpu/Dockerfile",
         "containers/gpu/Dockerfile.dockerignore",
         "containers/gpu/server.ts",
-        "lambdas/aws/model-archive.ts",
+        "lambdas/aws/sagemaker/model-archive.ts",
         "lambdas/core/model.ts",
         "package.json",
         "package-lock.json",
@@ -102,7 +102,7 @@ describe("the SageMaker serving image asset", () => {
     );
     const outside = image.files.filter(
       (file) =>
-        !/^(containers\/gpu\/|lambdas\/core\/|lambdas\/aws\/model-archive\.ts$|package(-lock)?\.json$|tsconfig\.json$)/.test(
+        !/^(containers\/gpu\/|lambdas\/core\/|lambdas\/aws\/sagemaker\/model-archive\.ts$|package(-lock)?\.json$|tsconfig\.json$)/.test(
           file,
         ),
     );

@@ -9,12 +9,12 @@ import { SQSClient } from "@aws-sdk/client-sqs";
 import type { CfnResource } from "aws-cdk-lib";
 import type { CloudAssembly } from "aws-cdk-lib/cx-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DynamoModelRegistry } from "../../lambdas/aws/dynamo-registry.ts";
+import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import {
   createRegisterHandler,
   createRegistrationDeps,
   loadRegisterConfig,
-} from "../../lambdas/register/handler.ts";
+} from "#lambdas/register/handler.ts";
 import { type FunctionAsset, functionAssets } from "../../lib/asset-report.ts";
 import type { MaasFunction } from "../../lib/maas-function.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";

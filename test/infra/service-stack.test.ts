@@ -43,7 +43,7 @@ describe("functions", () => {
         TracingConfig: { Mode: "Active" },
         LoggingConfig: { LogGroup: { Ref: expect.stringMatching(/Logs/) } },
       });
-      // A map is read when an error is logged (lambdas/aws/stack-map.ts): --enable-source-maps would load
+      // A map is read when an error is logged (lambdas/aws/lambda/stack-map.ts): --enable-source-maps would load
       // every map at start-up, tens of ms of each cold start.
       expect(render(functionProps(fn)?.Environment)).not.toContain("enable-source-maps");
     }

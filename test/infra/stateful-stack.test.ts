@@ -2,7 +2,7 @@ import { App, Duration, Stack } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import { Bucket } from "aws-cdk-lib/aws-s3";
 import { describe, expect, it } from "vitest";
-import { registryTableDefinition } from "../../lambdas/aws/registry-table.ts";
+import { registryTableDefinition } from "#aws/registry/table.ts";
 import { ModelBucket } from "../../lib/model-bucket.ts";
 import { PublishQueues } from "../../lib/publish-queues.ts";
 import { MaasStatefulStack } from "../../lib/stateful-stack.ts";
@@ -92,7 +92,7 @@ describe("model bucket", () => {
 describe("registry table", () => {
   const definition = registryTableDefinition("unused");
 
-  it("declares the keys and the models index of lambdas/aws/registry-table.ts", () => {
+  it("declares the keys and the models index of lambdas/aws/registry/table.ts", () => {
     template.hasResourceProperties("AWS::DynamoDB::Table", {
       KeySchema: definition.KeySchema,
       AttributeDefinitions: Match.arrayEquals(

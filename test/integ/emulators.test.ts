@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { DescribeTableCommand, GetItemCommand, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { REGISTRY_KEYS } from "../../lambdas/aws/registry-table.ts";
+import { REGISTRY_KEYS } from "#aws/registry/table.ts";
 import { type EmulatorOptions, type Emulators, startEmulators } from "../../local/emulators.ts";
 
 const BUCKET = "maas-models";

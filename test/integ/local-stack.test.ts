@@ -1,8 +1,8 @@
 import { ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ServableVersion } from "../../lambdas/core/model.ts";
-import { isServable } from "../../lambdas/core/registry.ts";
+import type { ServableVersion } from "#core/model.ts";
+import { isServable } from "#core/registry/registry.ts";
 import type { LocalStack } from "../../local/stack.ts";
 import { buildIrisModel, IRIS_LABELS } from "../../models/iris.ts";
 import { buildMlpModel } from "../../models/mlp.ts";

@@ -1,7 +1,7 @@
 import { HeadObjectCommand } from "@aws-sdk/client-s3";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ModelVersion } from "../../lambdas/core/model.ts";
+import type { ModelVersion } from "#core/model.ts";
 import type { LocalStack } from "../../local/stack.ts";
 import { buildTransformerMlpModel } from "../../models/transformer-mlp.ts";
 import { TEST_API_KEY as API_KEY, startTestStack, stopTestStack } from "../support/local-stack.ts";

@@ -3,7 +3,7 @@ import { SendMessageBatchCommand, SendMessageCommand } from "@aws-sdk/client-sqs
 import { Upload } from "@aws-sdk/lib-storage";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { manifestKey, modelKey } from "../../lambdas/core/manifest.ts";
+import { manifestKey, modelKey } from "#core/registry/manifest.ts";
 import { type LocalStack, OPTIMIZE_QUEUE, REGISTER_QUEUE } from "../../local/stack.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
 import { craftedModels, unknownOperatorModel, validAddModel } from "../support/crafted-models.ts";

@@ -4,8 +4,8 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { GetObjectCommand, HeadObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { extractModelArchive } from "../../lambdas/aws/model-archive.ts";
-import { S3EndpointModelStore } from "../../lambdas/aws/sagemaker-models.ts";
+import { S3EndpointModelStore } from "#aws/sagemaker/endpoint-models.ts";
+import { extractModelArchive } from "#aws/sagemaker/model-archive.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 
 const BUCKET = "maas-models";

@@ -14,10 +14,10 @@ import {
 } from "@aws-sdk/client-sagemaker-runtime";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { targetModelFor } from "../../lambdas/aws/sagemaker-layout.ts";
-import { SageMakerRunner } from "../../lambdas/aws/sagemaker-runner.ts";
-import type { ModelVersion, ServableVersion } from "../../lambdas/core/model.ts";
-import { isServable } from "../../lambdas/core/registry.ts";
+import { targetModelFor } from "#aws/sagemaker/layout.ts";
+import { SageMakerRunner } from "#aws/sagemaker/runner.ts";
+import type { ModelVersion, ServableVersion } from "#core/model.ts";
+import { isServable } from "#core/registry/registry.ts";
 import { type LocalSageMaker, startLocalSageMaker } from "../../local/sagemaker-runtime.ts";
 import type { LocalStack } from "../../local/stack.ts";
 import { buildMlpModel } from "../../models/mlp.ts";

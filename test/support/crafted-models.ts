@@ -4,8 +4,8 @@
  * only come from that change.
  */
 import onnxProto from "onnx-proto";
-import { mulberry32 } from "#core/seeded-random.ts";
-import { InvalidModelError, inspectModel } from "../../lambdas/core/onnx-inspect.ts";
+import { InvalidModelError, inspectModel } from "#core/onnx/inspect.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
 import {
   ElemType,
   encodeModel,

@@ -1,7 +1,7 @@
 /** Shared by the FP32 fast path's tests: request data and the general path they are held against. */
-import { mulberry32 } from "#core/seeded-random.ts";
-import { decodeInput } from "#core/tensor-codec.ts";
-import { parseInferRequest, parseTensorDocument } from "#core/v2.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
+import { parseInferRequest, parseTensorDocument } from "#core/v2/parse.ts";
+import { decodeInput } from "#core/v2/tensor-codec.ts";
 
 /** `count` deterministic values in (-4, 4), full double precision, as clients send them. */
 export function row(count: number, seed: number): number[] {

@@ -2,21 +2,16 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { DynamoModelRegistry } from "../../lambdas/aws/dynamo-registry.ts";
-import {
-  type AdminRoute,
-  AdminService,
-  ConflictError,
-  matchAdminRoute,
-} from "../../lambdas/core/admin-service.ts";
+import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { type AdminRoute, AdminService, ConflictError, matchAdminRoute } from "#core/admin/admin-service.ts";
 import {
   InvalidRequestError,
   MaasError,
   MethodNotAllowedError,
   ModelNotFoundError,
   RouteNotFoundError,
-} from "../../lambdas/core/errors.ts";
-import type { ModelVersion, VersionStatus } from "../../lambdas/core/model.ts";
+} from "#core/errors.ts";
+import type { ModelVersion, VersionStatus } from "#core/model.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 import { rejectionOf, thrownBy } from "../support/rejection.ts";
 

@@ -5,9 +5,9 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ArtifactCache, type ArtifactSource } from "../../lambdas/aws/artifact-cache.ts";
-import { ArtifactIntegrityError, ModelNotReadyError } from "../../lambdas/core/errors.ts";
-import type { ArtifactRef } from "../../lambdas/core/model.ts";
+import { ArtifactCache, type ArtifactSource } from "#aws/onnx/artifact-cache.ts";
+import { ArtifactIntegrityError, ModelNotReadyError } from "#core/errors.ts";
+import type { ArtifactRef } from "#core/model.ts";
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 

@@ -2,13 +2,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { text } from "node:stream/consumers";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  AwsHttpClient,
-  AwsHttpError,
-  type AwsHttpOptions,
-  type AwsService,
-} from "../../lambdas/aws/aws-http.ts";
-import { S3HttpArtifactSource, s3ObjectUrl } from "../../lambdas/aws/s3-http-source.ts";
+import { AwsHttpClient, AwsHttpError, type AwsHttpOptions, type AwsService } from "#aws/http/aws-http.ts";
+import { S3HttpArtifactSource, s3ObjectUrl } from "#aws/s3/http-source.ts";
 import { closeServer, listenLocally } from "../support/local-http.ts";
 import { rejectionOf } from "../support/rejection.ts";
 

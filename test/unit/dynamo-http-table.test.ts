@@ -3,10 +3,10 @@ import { text } from "node:stream/consumers";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { AwsHttpClient } from "../../lambdas/aws/aws-http.ts";
-import { DynamoHttpTable, unmarshall } from "../../lambdas/aws/dynamo-http-table.ts";
-import { DocumentClientTable } from "../../lambdas/aws/dynamo-registry.ts";
-import { RegistryReader } from "../../lambdas/aws/registry-reader.ts";
+import { AwsHttpClient } from "#aws/http/aws-http.ts";
+import { DynamoHttpTable, unmarshall } from "#aws/registry/dynamo-http-table.ts";
+import { DocumentClientTable } from "#aws/registry/dynamo-registry.ts";
+import { RegistryReader } from "#aws/registry/reader.ts";
 import { closeServer, listenLocally } from "../support/local-http.ts";
 
 const REGION = "us-east-1";

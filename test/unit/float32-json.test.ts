@@ -1,15 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { InvalidRequestError } from "#core/errors.ts";
-import { float32ArrayJson, readFloat32Array, readFloat32List } from "#core/float32-json.ts";
-import { mulberry32 } from "#core/seeded-random.ts";
-import {
-  decodeInput,
-  encodeOutput,
-  inferResponseJson,
-  type NamedTensor,
-  tensorListJson,
-} from "#core/tensor-codec.ts";
-import { parseInferRequestBody } from "#core/v2.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
+import { float32ArrayJson, readFloat32Array, readFloat32List } from "#core/v2/float32-json.ts";
+import { parseInferRequestBody } from "#core/v2/parse.ts";
+import { decodeInput, encodeOutput, inferResponseJson, tensorListJson } from "#core/v2/tensor-codec.ts";
 import { generalPath, row } from "../support/fp32-requests.ts";
 
 /** Float32 values from random bit patterns: every exponent, both signs, subnormals, NaN, infinities. */

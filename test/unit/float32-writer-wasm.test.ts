@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { float32ArrayJson, wasmFloat32Json, wasmFloat32WriterMemoryBytes } from "#core/float32-json.ts";
-import { FLOAT32_WRITER_WASM } from "#core/float32-writer-wasm.ts";
-import { mulberry32 } from "#core/seeded-random.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
+import { float32ArrayJson, wasmFloat32Json, wasmFloat32WriterMemoryBytes } from "#core/v2/float32-json.ts";
+import { FLOAT32_WRITER_WASM } from "#core/v2/float32-writer-wasm.ts";
 import { compileFloat32Writer, moduleSource } from "../../wasm/build.ts";
 
 /** Float32 values of every layout the writers know (plain, fraction, exponent form, zeros, non-finite), no subnormals. */
@@ -21,7 +21,7 @@ describe("the float32 writer's WebAssembly module", () => {
     const binary = await compileFloat32Writer();
     expect(Buffer.from(FLOAT32_WRITER_WASM, "base64").equals(Buffer.from(binary))).toBe(true);
     const committed = await readFile(
-      new URL("../../lambdas/core/float32-writer-wasm.ts", import.meta.url),
+      new URL("../../lambdas/core/v2/float32-writer-wasm.ts", import.meta.url),
       "utf8",
     );
     expect(committed).toBe(moduleSource(binary));

@@ -1,15 +1,10 @@
 import * as ort from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
-import { mulberry32 } from "#core/seeded-random.ts";
-import { toFloat16Bits } from "../../lambdas/core/float16.ts";
-import { convertToFloat16, Fp16ConversionError, float32ToFloat16Bits } from "../../lambdas/core/fp16.ts";
-import {
-  AttributeType,
-  DataType,
-  decodeModel,
-  encodeModel as encodeProto,
-} from "../../lambdas/core/onnx-graph.ts";
-import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
+import { AttributeType, DataType, decodeModel, encodeModel as encodeProto } from "#core/onnx/graph.ts";
+import { inspectModel } from "#core/onnx/inspect.ts";
+import { convertToFloat16, Fp16ConversionError, float32ToFloat16Bits } from "#core/optimize/fp16.ts";
+import { toFloat16Bits } from "#core/tensor/float16.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
 import { buildCnnModel } from "../../models/cnn.ts";
 import { ElemType, encodeModel, floatTensor } from "../../models/onnx-builder.ts";
 

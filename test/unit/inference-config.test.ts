@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { loadInferenceConfig } from "../../lambdas/inference/config.ts";
+import { loadInferenceConfig } from "#lambdas/inference/config.ts";
 
 const MiB = 1024 * 1024;
 const base = { MAAS_REGISTRY_TABLE: "registry" };

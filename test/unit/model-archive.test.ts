@@ -8,13 +8,13 @@ import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import { createGzip } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { normalizePrefix, targetModelFor } from "#aws/sagemaker/layout.ts";
 import {
   createModelArchive,
   extractModelArchive,
   InvalidArchiveError,
   tarHeader,
-} from "../../lambdas/aws/model-archive.ts";
-import { normalizePrefix, targetModelFor } from "../../lambdas/aws/sagemaker-layout.ts";
+} from "#aws/sagemaker/model-archive.ts";
 
 const run = promisify(execFile);
 let root: string;

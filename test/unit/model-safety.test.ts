@@ -1,6 +1,6 @@
 import onnxProto from "onnx-proto";
 import { describe, expect, it } from "vitest";
-import { inspectModel, MIN_OPSET } from "../../lambdas/core/onnx-inspect.ts";
+import { inspectModel, MIN_OPSET } from "#core/onnx/inspect.ts";
 import { ElemType, floatTensor, int64Tensor } from "../../models/onnx-builder.ts";
 import {
   constantBiasModel,

@@ -1,8 +1,8 @@
 import onnxProto from "onnx-proto";
 import { describe, expect, it } from "vitest";
-import { mulberry32 } from "#core/seeded-random.ts";
-import { V2_DATATYPES } from "../../lambdas/core/model.ts";
-import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
+import { V2_DATATYPES } from "#core/model.ts";
+import { inspectModel } from "#core/onnx/inspect.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
 import { buildIrisModel, IRIS_LABELS } from "../../models/iris.ts";
 import { ElemType } from "../../models/onnx-builder.ts";
 import { buildDatatypeZooModel, buildFixedShapeModel } from "../../models/zoo.ts";

@@ -6,12 +6,11 @@ import { Logger } from "@aws-lambda-powertools/logger";
 import { GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import type { SQSEvent } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DynamoModelRegistry } from "../../lambdas/aws/dynamo-registry.ts";
-import { OrtCandidateRuntime } from "../../lambdas/aws/ort-candidate-runtime.ts";
-import { S3VariantStore } from "../../lambdas/aws/s3-variant-store.ts";
-import { artifactKey, type Manifest, manifestKey } from "../../lambdas/core/manifest.ts";
-import { type ModelVersion, type ServableVersion, servingArtifact } from "../../lambdas/core/model.ts";
-import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
+import { OrtCandidateRuntime } from "#aws/onnx/candidate-runtime.ts";
+import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { S3VariantStore } from "#aws/s3/variant-store.ts";
+import { type ModelVersion, type ServableVersion, servingArtifact } from "#core/model.ts";
+import { inspectModel } from "#core/onnx/inspect.ts";
 import {
   DEFAULT_OPTIMIZER_SETTINGS,
   type OptimizerDeps,
@@ -19,13 +18,10 @@ import {
   optimizeVersion,
   selectVariant,
   type VariantStore,
-} from "../../lambdas/core/optimization.ts";
-import { isServable } from "../../lambdas/core/registry.ts";
-import {
-  createOptimizeHandler,
-  loadOptimizeConfig,
-  optimizerSettings,
-} from "../../lambdas/optimize/handler.ts";
+} from "#core/optimize/optimization.ts";
+import { artifactKey, type Manifest, manifestKey } from "#core/registry/manifest.ts";
+import { isServable } from "#core/registry/registry.ts";
+import { createOptimizeHandler, loadOptimizeConfig, optimizerSettings } from "#lambdas/optimize/handler.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 import { buildCnnModel } from "../../models/cnn.ts";
 import { buildTransformerMlpModel } from "../../models/transformer-mlp.ts";

@@ -1,17 +1,17 @@
 import * as ort from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
-import type { ModelSignature } from "../../lambdas/core/model.ts";
-import { DataType, decodeModel, encodeModel, rawTensor, readFloats } from "../../lambdas/core/onnx-graph.ts";
-import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
+import type { ModelSignature } from "#core/model.ts";
+import { DataType, decodeModel, encodeModel, rawTensor, readFloats } from "#core/onnx/graph.ts";
+import { inspectModel } from "#core/onnx/inspect.ts";
 import {
   compareOutputs,
   DEFAULT_PARITY_THRESHOLDS,
   generateInputs,
   manifestSampleInputs,
   ParityInputError,
-} from "../../lambdas/core/parity.ts";
-import { quantizeDynamicInt8 } from "../../lambdas/core/quantize.ts";
-import type { NamedTensor } from "../../lambdas/core/tensor-codec.ts";
+} from "#core/optimize/parity.ts";
+import { quantizeDynamicInt8 } from "#core/optimize/quantize.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { buildCnnModel } from "../../models/cnn.ts";
 
 const SESSION = { executionProviders: ["cpu"], intraOpNumThreads: 1, logSeverityLevel: 3 } as const;

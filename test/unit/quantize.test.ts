@@ -1,12 +1,12 @@
 import * as ort from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
-import { mulberry32 } from "#core/seeded-random.ts";
-import { DataType, decodeModel, readFloats, tensorDims } from "../../lambdas/core/onnx-graph.ts";
+import { DataType, decodeModel, readFloats, tensorDims } from "#core/onnx/graph.ts";
 import {
   NothingToQuantizeError,
   type QuantizeOptions,
   quantizeDynamicInt8,
-} from "../../lambdas/core/quantize.ts";
+} from "#core/optimize/quantize.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
 import { buildCnnModel } from "../../models/cnn.ts";
 import { buildIrisModel } from "../../models/iris.ts";
 import { ElemType, encodeModel, floatTensor, type GraphNode } from "../../models/onnx-builder.ts";

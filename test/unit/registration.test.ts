@@ -3,10 +3,10 @@ import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { DynamoModelRegistry } from "../../lambdas/aws/dynamo-registry.ts";
-import { createOrtSession } from "../../lambdas/aws/onnx-runner.ts";
-import { artifactKey, manifestKey, modelKey } from "../../lambdas/core/manifest.ts";
-import { inspectModel } from "../../lambdas/core/onnx-inspect.ts";
+import { createOrtSession } from "#aws/onnx/runner.ts";
+import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { inspectModel } from "#core/onnx/inspect.ts";
+import { artifactKey, manifestKey, modelKey } from "#core/registry/manifest.ts";
 import {
   OPTIMIZE_SEND_LEASE_MS,
   type OptimizeQueue,
@@ -15,7 +15,7 @@ import {
   registerUpload,
   type UploadEvent,
   type UploadStore,
-} from "../../lambdas/core/registration.ts";
+} from "#core/registry/registration.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 import { IRIS_LABELS, buildIrisModel as trainIrisModel } from "../../models/iris.ts";
 import { craftedModels, unknownOperatorModel, validAddModel } from "../support/crafted-models.ts";

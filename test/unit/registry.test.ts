@@ -1,14 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { CachedModelRegistry, type RegistryCacheOptions } from "../../lambdas/core/cached-registry.ts";
-import { ModelNotFoundError, ModelNotReadyError } from "../../lambdas/core/errors.ts";
-import type { ModelVersion, VersionStatus } from "../../lambdas/core/model.ts";
+import { ModelNotFoundError, ModelNotReadyError } from "#core/errors.ts";
+import type { ModelVersion, VersionStatus } from "#core/model.ts";
+import { CachedModelRegistry, type RegistryCacheOptions } from "#core/registry/cached-registry.ts";
 import {
   assertServable,
   type ModelEntries,
   type ModelRegistry,
   type ModelSummary,
   resolveVersion,
-} from "../../lambdas/core/registry.ts";
+} from "#core/registry/registry.ts";
 
 function version(
   name: string,

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { bodyBytes, floatsFor, readPlainFloat32Request } from "#core/request-scan.ts";
-import { mulberry32 } from "#core/seeded-random.ts";
-import { decodeInput } from "#core/tensor-codec.ts";
-import { parseInferRequestBody, plainInferRequest } from "#core/v2.ts";
+import { mulberry32 } from "#core/tensor/seeded-random.ts";
+import { parseInferRequestBody, plainInferRequest } from "#core/v2/parse.ts";
+import { bodyBytes, floatsFor, readPlainFloat32Request } from "#core/v2/request-scan.ts";
+import { decodeInput } from "#core/v2/tensor-codec.ts";
 import { generalPath, row } from "../support/fp32-requests.ts";
 
 function readPlain(body: string) {

@@ -4,8 +4,8 @@ import {
   MethodNotAllowedError,
   ModelNotFoundError,
   RouteNotFoundError,
-} from "../../lambdas/core/errors.ts";
-import { matchV2Route } from "../../lambdas/core/routes.ts";
+} from "#core/errors.ts";
+import { matchV2Route } from "#core/v2/routes.ts";
 
 function routeError(method: string, path: string): MaasError {
   try {

@@ -13,12 +13,8 @@ import {
 } from "@aws-sdk/client-sagemaker-runtime";
 import { mockClient } from "aws-sdk-client-mock";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { errorResponse } from "../../lambdas/aws/api-gateway.ts";
-import {
-  LazySageMakerClient,
-  SageMakerRunner,
-  type SageMakerRunnerOptions,
-} from "../../lambdas/aws/sagemaker-runner.ts";
+import { errorResponse } from "#aws/lambda/api-gateway.ts";
+import { LazySageMakerClient, SageMakerRunner, type SageMakerRunnerOptions } from "#aws/sagemaker/runner.ts";
 import {
   BackendError,
   BackendTimeoutError,
@@ -29,9 +25,9 @@ import {
   ModelNotReadyError,
   PayloadTooLargeError,
   ThrottledError,
-} from "../../lambdas/core/errors.ts";
-import type { ServableVersion } from "../../lambdas/core/model.ts";
-import type { NamedTensor } from "../../lambdas/core/tensor-codec.ts";
+} from "#core/errors.ts";
+import type { ServableVersion } from "#core/model.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { rejectionOf } from "../support/rejection.ts";
 
 const SHA = "ab".repeat(32);

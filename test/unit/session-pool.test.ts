@@ -3,10 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { LocalArtifact } from "../../lambdas/aws/artifact-cache.ts";
-import { createOrtSession } from "../../lambdas/aws/onnx-runner.ts";
-import { type PooledSession, SessionPool, type SessionPoolOptions } from "../../lambdas/aws/session-pool.ts";
-import { ArtifactIntegrityError, ModelNotReadyError } from "../../lambdas/core/errors.ts";
+import type { LocalArtifact } from "#aws/onnx/artifact-cache.ts";
+import { createOrtSession } from "#aws/onnx/runner.ts";
+import { type PooledSession, SessionPool, type SessionPoolOptions } from "#aws/onnx/session-pool.ts";
+import { ArtifactIntegrityError, ModelNotReadyError } from "#core/errors.ts";
 import { buildIrisModel } from "../../models/iris.ts";
 import { buildFixedShapeModel } from "../../models/zoo.ts";
 

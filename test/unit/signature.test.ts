@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { InvalidRequestError } from "../../lambdas/core/errors.ts";
-import type { ModelSignature } from "../../lambdas/core/model.ts";
-import { checkInputs, elementCount, formatShape, selectOutputs } from "../../lambdas/core/signature.ts";
-import type { RequestInput } from "../../lambdas/core/v2.ts";
+import { InvalidRequestError } from "#core/errors.ts";
+import type { ModelSignature } from "#core/model.ts";
+import { elementCount, formatShape } from "#core/tensor/shape.ts";
+import { checkInputs, selectOutputs } from "#core/v2/signature.ts";
+import type { RequestInput } from "#core/v2/wire.ts";
 
 const SIGNATURE: ModelSignature = {
   inputs: [

@@ -1,12 +1,7 @@
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { describe, expect, it } from "vitest";
-import {
-  type AwsCredentials,
-  encodeRfc3986,
-  signRequest,
-  UNSIGNED_PAYLOAD,
-} from "../../lambdas/aws/sigv4.ts";
+import { type AwsCredentials, encodeRfc3986, signRequest, UNSIGNED_PAYLOAD } from "#aws/http/sigv4.ts";
 
 const LONG_TERM: AwsCredentials = {
   accessKeyId: "AKIDEXAMPLE",

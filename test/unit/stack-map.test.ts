@@ -5,8 +5,8 @@ import { pathToFileURL } from "node:url";
 import type { Logger } from "@aws-lambda-powertools/logger";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { errorResponse } from "#aws/api-gateway.ts";
-import { sourceMappedStack, withSourceMappedStack } from "#aws/stack-map.ts";
+import { errorResponse } from "#aws/lambda/api-gateway.ts";
+import { sourceMappedStack, withSourceMappedStack } from "#aws/lambda/stack-map.ts";
 
 /** Line 4, column 9 is `new Error`; line 8, column 11 the `throw` of the wrapper. */
 const SOURCE = `export function explode(): never {

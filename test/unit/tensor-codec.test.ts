@@ -1,15 +1,11 @@
 import * as ort from "onnxruntime-node";
 import { describe, expect, it } from "vitest";
-import { InvalidRequestError } from "../../lambdas/core/errors.ts";
-import { fromFloat16Bits, toFloat16Bits } from "../../lambdas/core/float16.ts";
-import type { V2Datatype } from "../../lambdas/core/model.ts";
-import {
-  decodeInput,
-  encodeOutput,
-  hasRoundedIntegers,
-  type NamedTensor,
-} from "../../lambdas/core/tensor-codec.ts";
-import { parseJsonBody } from "../../lambdas/core/v2.ts";
+import { InvalidRequestError } from "#core/errors.ts";
+import type { V2Datatype } from "#core/model.ts";
+import { fromFloat16Bits, toFloat16Bits } from "#core/tensor/float16.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
+import { parseJsonBody } from "#core/v2/parse.ts";
+import { decodeInput, encodeOutput, hasRoundedIntegers } from "#core/v2/tensor-codec.ts";
 import { buildDatatypeZooModel } from "../../models/zoo.ts";
 
 type TypedArrayConstructor = abstract new (...args: never[]) => unknown;

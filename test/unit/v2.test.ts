@@ -1,13 +1,8 @@
 import { describe, expect, it } from "vitest";
 import * as z from "zod";
-import { InvalidRequestError } from "../../lambdas/core/errors.ts";
-import {
-  describeZodError,
-  inferRequestSchema,
-  parseInferRequest,
-  parseJsonBody,
-  plainInferRequest,
-} from "../../lambdas/core/v2.ts";
+import { InvalidRequestError } from "#core/errors.ts";
+import { parseInferRequest, parseJsonBody, plainInferRequest } from "#core/v2/parse.ts";
+import { describeZodError, inferRequestSchema } from "#core/v2/wire.ts";
 import { thrownBy } from "../support/rejection.ts";
 
 function requestError(body: unknown): InvalidRequestError {

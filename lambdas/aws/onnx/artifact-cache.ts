@@ -1,0 +1,272 @@
+import { createHash, randomUUID } from "node:crypto";
+import { mkdir, open, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { finished } from "node:stream/promises";
+import { writeHashed } from "#aws/s3/hashed-file.ts";
+import { ArtifactIntegrityError, ModelNotReadyError } from "#core/errors.ts";
+import type { ArtifactRef } from "#core/model.ts";
+
+/** Where artifact bytes come from: S3 in AWS and locally. */
+export interface ArtifactSource {
+  /** `onSent`, where the source can tell, once the request is sent and only the first byte is awaited. */
+  open(ref: ArtifactRef, onSent?: () => void): Promise<Readable>;
+}
+
+export interface ArtifactCacheOptions {
+  readonly source: ArtifactSource;
+  /** Local directory for verified artifacts (in Lambda, under /tmp). */
+  readonly directory: string;
+  /** Byte budget on disk; least recently used artifacts are deleted to stay under it. */
+  readonly maxBytes: number;
+  /**
+   * Artifacts up to this size are downloaded into memory by `load`, which hands the verified bytes
+   * to the caller at once and writes the disk copy behind it. Larger ones stream to disk. @default 0
+   */
+  readonly memoryMaxBytes?: number;
+  /**
+   * Called when a download's request is on its way and the cache waits for the first byte (S3 takes
+   * tens of milliseconds to start an object): CPU work that the caller needs next fits there.
+   */
+  readonly whileWaiting?: () => void;
+}
+
+/**
+ * A verified artifact on this machine: the file's path, or, straight after a download into memory,
+ * the bytes themselves (onnxruntime creates a session from either).
+ */
+export type LocalArtifact = string | Uint8Array;
+
+interface CachedFile {
+  readonly path: string;
+  readonly bytes: number;
+}
+
+const CACHED_NAME = /^([0-9a-f]{64})\.onnx$/;
+const HASH_BLOCK_BYTES = 1 << 20;
+
+/**
+ * Artifacts on local disk, named by their sha256. A download is hashed while it streams, verified
+ * against the registry's digest and size, and only then renamed into place, so a file under its
+ * final name is always complete and correct. Concurrent requests for one artifact share one download.
+ */
+export class ArtifactCache {
+  readonly #options: ArtifactCacheOptions;
+  /** Insertion order is recency order: a hit re-inserts its entry. */
+  readonly #files = new Map<string, CachedFile>();
+  readonly #downloads = new Map<string, Promise<LocalArtifact>>();
+  /** Disk copies of artifacts downloaded into memory, until they are renamed into place. */
+  readonly #writes = new Map<string, Promise<void>>();
+  #bytes = 0;
+  /** Bytes of downloads in flight, counted against the budget before they land. */
+  #reserved = 0;
+  /** The directory's scan, started at once: a cold start's first download no longer waits for it. */
+  readonly #scanned: Promise<void>;
+
+  constructor(options: ArtifactCacheOptions) {
+    this.#options = options;
+    this.#scanned = this.#adoptExisting();
+    // Its failure (an unwritable directory, say) is each load's to report.
+    this.#scanned.catch(() => undefined);
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Path of a verified local copy of the artifact, downloading it first if needed. */
+  async path(ref: ArtifactRef): Promise<string> {
+    const local = await this.#local(ref, false);
+    if (typeof local === "string") return local;
+    // Shared an in-memory download: its disk copy is what this caller needs.
+    await this.#writes.get(ref.sha256);
+    const cached = this.#files.get(ref.sha256);
+    if (cached === undefined)
+      throw new Error(`artifact ${ref.key} could not be written to ${this.#options.directory}`);
+    return cached.path;
+  }
+
+  /**
+   * A verified copy of the artifact: its cached file, or, when this call had to download an artifact
+   * of at most `memoryMaxBytes`, its bytes (the file follows; `flushed()` waits for it).
+   */
+  load(ref: ArtifactRef): Promise<LocalArtifact> {
+    return this.#local(ref, true);
+  }
+
+  async #local(ref: ArtifactRef, intoMemory: boolean): Promise<LocalArtifact> {
+    await this.#scanned;
+    await this.#writes.get(ref.sha256);
+    const cached = this.#files.get(ref.sha256);
+    if (cached !== undefined) {
+      const present = await stat(cached.path).then(
+        () => true,
+        () => false,
+      );
+      if (present) {
+        this.#files.delete(ref.sha256);
+        this.#files.set(ref.sha256, cached);
+        return cached.path;
+      }
+      this.#forget(ref.sha256);
+    }
+    let download = this.#downloads.get(ref.sha256);
+    if (download === undefined) {
+      download = this.#download(ref, intoMemory).finally(() => this.#downloads.delete(ref.sha256));
+      this.#downloads.set(ref.sha256, download);
+    }
+    return download;
+  }
+
+  /** Resolves once every disk copy of an in-memory download has landed (or failed and been removed). */
+  async flushed(): Promise<void> {
+    while (this.#writes.size > 0) await Promise.all(this.#writes.values());
+  }
+
+  /** A warm container that restarted its process keeps /tmp: reuse what is already verified there. */
+  async #adoptExisting(): Promise<void> {
+    await mkdir(this.#options.directory, { recursive: true });
+    for (const name of await readdir(this.#options.directory)) {
+      const path = join(this.#options.directory, name);
+      const sha256 = CACHED_NAME.exec(name)?.[1];
+      if (sha256 === undefined) {
+        if (name.endsWith(".part")) await unlink(path).catch(() => undefined);
+        continue;
+      }
+      const { size } = await stat(path);
+      this.#files.set(sha256, { path, bytes: size });
+      this.#bytes += size;
+    }
+  }
+
+  async #download(ref: ArtifactRef, intoMemory: boolean): Promise<LocalArtifact> {
+    if (ref.bytes > this.#options.maxBytes) {
+      throw new ModelNotReadyError(
+        `artifact of ${ref.bytes} bytes exceeds this function's cache of ${this.#options.maxBytes} bytes; ` +
+          "serve it from a larger /tmp or a SageMaker target",
+      );
+    }
+    const finalPath = join(this.#options.directory, `${ref.sha256}.onnx`);
+    this.#reserved += ref.bytes;
+    let reserved = true;
+    try {
+      await this.#evictToBudget();
+      if (intoMemory && ref.bytes <= (this.#options.memoryMaxBytes ?? 0)) {
+        const bytes = await this.#fetchIntoMemory(ref);
+        // The caller gets the bytes now; the reservation passes to the write, which releases it.
+        reserved = false;
+        this.#writeBehind(ref, bytes, finalPath);
+        return bytes;
+      }
+      await this.#fetchVerified(ref, finalPath);
+    } finally {
+      if (reserved) this.#reserved -= ref.bytes;
+    }
+    this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes });
+    this.#bytes += ref.bytes;
+    return finalPath;
+  }
+
+  /**
+   * Reads the object into one buffer of the registered size, hashing as it arrives: no second copy,
+   * no disk round trip before the session can be created.
+   */
+  async #fetchIntoMemory(ref: ArtifactRef): Promise<Uint8Array> {
+    const body = await this.#options.source.open(ref, this.#options.whileWaiting);
+    const bytes = Buffer.allocUnsafeSlow(ref.bytes);
+    const hash = createHash("sha256");
+    let received = 0;
+    let hashed = 0;
+    // Flowing mode ('data' events) rather than an async iterator: no promise or tick per chunk.
+    body.on("data", (chunk: Buffer) => {
+      if (received + chunk.length > ref.bytes) {
+        body.destroy(tooLarge(ref));
+        return;
+      }
+      bytes.set(chunk, received);
+      received += chunk.length;
+      // Hashed from the buffer a block at a time, while the block is still in cache: one update per
+      // socket chunk (64 KB) cost more in calls than in hashing.
+      if (received - hashed >= HASH_BLOCK_BYTES) {
+        hash.update(bytes.subarray(hashed, received));
+        hashed = received;
+      }
+    });
+    await finished(body);
+    hash.update(bytes.subarray(hashed, received));
+    verifyAgainstRecord(ref, received, hash.digest("hex"));
+    return bytes;
+  }
+
+  /** A fresh name beside the final one: concurrent writers never share a part file. */
+  #partPath(ref: ArtifactRef): string {
+    return join(this.#options.directory, `${ref.sha256}.${randomUUID()}.part`);
+  }
+
+  /** Writes verified bytes to a part file and renames it into place; a failure only costs the cache entry. */
+  #writeBehind(ref: ArtifactRef, bytes: Uint8Array, finalPath: string): void {
+    const partPath = this.#partPath(ref);
+    const write = writeFile(partPath, bytes, { flag: "wx" })
+      .then(() => rename(partPath, finalPath))
+      .then(
+        () => {
+          this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes });
+          this.#bytes += ref.bytes;
+        },
+        () => unlink(partPath).catch(() => undefined),
+      )
+      .finally(() => {
+        this.#reserved -= ref.bytes;
+        this.#writes.delete(ref.sha256);
+      });
+    this.#writes.set(ref.sha256, write);
+  }
+
+  async #fetchVerified(ref: ArtifactRef, finalPath: string): Promise<void> {
+    const partPath = this.#partPath(ref);
+    // The file exists before any byte flows, so the cleanup below always finds what it must remove.
+    const file = await open(partPath, "wx");
+    try {
+      const body = await this.#options.source.open(ref, this.#options.whileWaiting);
+      const { sha256, bytes } = await writeHashed(body, file, (received) => {
+        if (received > ref.bytes) throw tooLarge(ref);
+      });
+      verifyAgainstRecord(ref, bytes, sha256);
+      await rename(partPath, finalPath);
+    } catch (error) {
+      await file.close().catch(() => undefined);
+      await unlink(partPath).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Deletes least recently used files until the reserved downloads fit in the budget. */
+  async #evictToBudget(): Promise<void> {
+    for (const [sha256, file] of this.#files) {
+      if (this.#bytes + this.#reserved <= this.#options.maxBytes) break;
+      this.#forget(sha256);
+      await unlink(file.path).catch(() => undefined);
+    }
+  }
+
+  #forget(sha256: string): void {
+    const file = this.#files.get(sha256);
+    if (file === undefined) return;
+    this.#files.delete(sha256);
+    this.#bytes -= file.bytes;
+  }
+}
+
+function tooLarge(ref: ArtifactRef): ArtifactIntegrityError {
+  return new ArtifactIntegrityError(`artifact ${ref.key} is larger than the ${ref.bytes} bytes registered`);
+}
+
+/** Throws unless the downloaded size and digest are the ones the registry recorded. */
+function verifyAgainstRecord(ref: ArtifactRef, bytes: number, sha256: string): void {
+  if (bytes !== ref.bytes || sha256 !== ref.sha256) {
+    throw new ArtifactIntegrityError(
+      `artifact ${ref.key} does not match its registry record ` +
+        `(got ${bytes} bytes, sha256 ${sha256}; expected ${ref.bytes} bytes, sha256 ${ref.sha256})`,
+    );
+  }
+}

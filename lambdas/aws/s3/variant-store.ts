@@ -1,0 +1,62 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { open, stat, unlink } from "node:fs/promises";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { ArtifactIntegrityError } from "#core/errors.ts";
+import type { ArtifactRef } from "#core/model.ts";
+import type { VariantStore } from "#core/optimize/optimization.ts";
+import { artifactKey } from "#core/registry/manifest.ts";
+import { writeHashed } from "./hashed-file.ts";
+import { headObject, readObjectText } from "./upload-store.ts";
+
+/** The model bucket for the optimize function: reads originals, writes variants under content-addressed keys. */
+export class S3VariantStore implements VariantStore {
+  readonly #s3: S3Client;
+
+  constructor(s3: S3Client) {
+    this.#s3 = s3;
+  }
+
+  async download(ref: ArtifactRef, path: string): Promise<void> {
+    const file = await open(path, "wx");
+    try {
+      const { Body } = await this.#s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }));
+      if (!(Body instanceof Readable))
+        throw new Error(`S3 returned no readable body for ${ref.bucket}/${ref.key}`);
+      const { sha256, bytes } = await writeHashed(Body, file);
+      if (sha256 !== ref.sha256 || bytes !== ref.bytes) {
+        throw new ArtifactIntegrityError(
+          `artifact ${ref.key} does not match its registry record (got ${bytes} bytes, sha256 ${sha256})`,
+        );
+      }
+    } catch (error) {
+      await file.close().catch(() => undefined);
+      await unlink(path).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  readText(bucket: string, key: string): Promise<string | undefined> {
+    return readObjectText(this.#s3, bucket, key);
+  }
+
+  async putArtifact(bucket: string, path: string): Promise<ArtifactRef> {
+    const hash = createHash("sha256");
+    await pipeline(createReadStream(path), hash);
+    const sha256 = hash.digest("hex");
+    const { size: bytes } = await stat(path);
+    const key = artifactKey(sha256);
+    const ref = { bucket, key, sha256, bytes };
+    // Content-addressed: already there means already right.
+    if ((await headObject(this.#s3, bucket, key)) !== undefined) return ref;
+    await new Upload({
+      client: this.#s3,
+      params: { Bucket: bucket, Key: key, Body: createReadStream(path), Metadata: { sha256 } },
+      partSize: 8 * 1024 * 1024,
+    }).done();
+    return ref;
+  }
+}

@@ -1,0 +1,242 @@
+import * as z from "zod";
+import {
+  InvalidRequestError,
+  MaasError,
+  MethodNotAllowedError,
+  ModelNotFoundError,
+  RouteNotFoundError,
+} from "#core/errors.ts";
+import { ALIAS_PATTERN, MODEL_NAME_PATTERN, type ModelVersion, VERSION_PATTERN } from "#core/model.ts";
+import { type AliasRecord, isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
+import { safeDecode } from "#core/v2/routes.ts";
+import { describeZodError } from "#core/v2/wire.ts";
+
+/** The request conflicts with the registry's state (an alias still points at a version, no rollback target). */
+export class ConflictError extends MaasError {
+  constructor(message: string) {
+    super(409, "conflict", message);
+    this.name = "ConflictError";
+  }
+}
+
+export interface AdminDeps {
+  readonly registry: ModelRegistryWriter;
+  /** Removes a deleted version's uploaded files; its content-addressed artifact may be shared and stays. */
+  readonly deleteUpload: (name: string, version: number) => Promise<void>;
+  readonly now: () => string;
+}
+
+export type AdminRoute =
+  | { readonly kind: "list-models" }
+  | { readonly kind: "list-versions"; readonly model: string }
+  | { readonly kind: "get-version"; readonly model: string; readonly version: number }
+  | { readonly kind: "delete-version"; readonly model: string; readonly version: number }
+  | { readonly kind: "list-aliases"; readonly model: string }
+  | { readonly kind: "get-alias"; readonly model: string; readonly alias: string }
+  | { readonly kind: "set-alias"; readonly model: string; readonly alias: string }
+  | { readonly kind: "delete-alias"; readonly model: string; readonly alias: string }
+  | { readonly kind: "rollback-alias"; readonly model: string; readonly alias: string };
+
+const ADMIN_PATH =
+  /^\/admin\/models(?:\/([^/]+)(?:\/(versions|aliases)(?:\/([^/]+)(?:\/(rollback))?)?)?)?\/?$/;
+
+/** Matches an admin request; 404 for unknown paths and names, 405 for a known path and wrong method. */
+export function matchAdminRoute(method: string, path: string): AdminRoute {
+  const match = ADMIN_PATH.exec(path);
+  if (match === null) throw new RouteNotFoundError(method, path);
+  const [, rawModel, collection, rawItem, action] = match;
+  const allow = (allowed: string[]) => {
+    if (!allowed.includes(method)) throw new MethodNotAllowedError(method, path, allowed);
+  };
+  if (rawModel === undefined) {
+    allow(["GET"]);
+    return { kind: "list-models" };
+  }
+  const model = safeDecode(rawModel);
+  if (!MODEL_NAME_PATTERN.test(model)) throw new ModelNotFoundError(`model '${model}' not found`);
+  if (collection === undefined) throw new RouteNotFoundError(method, path);
+
+  if (collection === "versions") {
+    if (action !== undefined) throw new RouteNotFoundError(method, path);
+    if (rawItem === undefined) {
+      allow(["GET"]);
+      return { kind: "list-versions", model };
+    }
+    if (!VERSION_PATTERN.test(rawItem)) throw new ModelNotFoundError(`'${rawItem}' is not a version number`);
+    allow(["GET", "DELETE"]);
+    const version = Number(rawItem);
+    return method === "GET"
+      ? { kind: "get-version", model, version }
+      : { kind: "delete-version", model, version };
+  }
+
+  if (rawItem === undefined) {
+    allow(["GET"]);
+    return { kind: "list-aliases", model };
+  }
+  const alias = safeDecode(rawItem);
+  if (!ALIAS_PATTERN.test(alias)) {
+    throw new InvalidRequestError(
+      `'${alias}' is not a valid alias: a lower-case letter, then letters, digits, '-' or '_' (at most 64)`,
+    );
+  }
+  if (action === "rollback") {
+    allow(["POST"]);
+    return { kind: "rollback-alias", model, alias };
+  }
+  allow(["GET", "PUT", "DELETE"]);
+  if (method === "GET") return { kind: "get-alias", model, alias };
+  return method === "PUT" ? { kind: "set-alias", model, alias } : { kind: "delete-alias", model, alias };
+}
+
+const setAliasSchema = z.object({ version: z.number().int().positive() }).strict();
+
+/** A version as operators see it: the registry record less its internals, with the aliases naming it. */
+function describeVersion(record: ModelVersion, aliases: readonly AliasRecord[] = []) {
+  return {
+    name: record.name,
+    version: record.version,
+    status: record.status,
+    ...(record.reason === undefined ? {} : { reason: record.reason }),
+    target: record.target,
+    ...(record.signature === undefined ? {} : { signature: record.signature }),
+    ...(record.artifact === undefined
+      ? {}
+      : { sha256: record.artifact.sha256, bytes: record.artifact.bytes }),
+    // The artifact location stays internal; everything the optimizer measured is shown.
+    variants: record.variants.map(({ artifact: _artifact, ...variant }) => variant),
+    ...(record.optimizedAt === undefined ? {} : { optimizedAt: record.optimizedAt }),
+    ...(record.optimizeError === undefined ? {} : { optimizeError: record.optimizeError }),
+    aliases: aliases.filter((alias) => alias.version === record.version).map((alias) => alias.alias),
+    ...(record.labels === undefined ? {} : { labels: record.labels }),
+    ...(record.description === undefined ? {} : { description: record.description }),
+    ...(record.tags === undefined ? {} : { tags: record.tags }),
+    ...(record.rejectedUpload === undefined ? {} : { rejectedUpload: record.rejectedUpload }),
+    createdAt: record.createdAt,
+    updatedAt: record.updatedAt,
+  };
+}
+
+/** Registry management: versions, status, aliases, promotion and rollback. */
+export class AdminService {
+  readonly #deps: AdminDeps;
+
+  constructor(deps: AdminDeps) {
+    this.#deps = deps;
+  }
+
+  async handle(route: AdminRoute, body: string): Promise<{ status: number; body?: unknown }> {
+    const registry = this.#deps.registry;
+    switch (route.kind) {
+      case "list-models":
+        return { status: 200, body: { models: await registry.listModels() } };
+      case "list-versions": {
+        const [versions, aliases] = await Promise.all([
+          this.#versionsOf(route.model),
+          registry.listAliases(route.model),
+        ]);
+        return {
+          status: 200,
+          body: { name: route.model, versions: versions.map((v) => describeVersion(v, aliases)) },
+        };
+      }
+      case "get-version": {
+        const [record, aliases] = await Promise.all([
+          this.#version(route.model, route.version),
+          registry.listAliases(route.model),
+        ]);
+        return { status: 200, body: describeVersion(record, aliases) };
+      }
+      case "delete-version":
+        return this.#deleteVersion(route.model, route.version);
+      case "list-aliases":
+        await this.#versionsOf(route.model);
+        return { status: 200, body: { name: route.model, aliases: await registry.listAliases(route.model) } };
+      case "get-alias":
+        return { status: 200, body: await this.#alias(route.model, route.alias) };
+      case "set-alias":
+        return { status: 200, body: await this.#setAlias(route.model, route.alias, body) };
+      case "delete-alias": {
+        if (!(await registry.deleteAlias(route.model, route.alias))) {
+          throw new ModelNotFoundError(`model '${route.model}' has no alias '${route.alias}'`);
+        }
+        return { status: 204 };
+      }
+      case "rollback-alias":
+        return { status: 200, body: await this.#rollback(route.model, route.alias) };
+    }
+  }
+
+  async #versionsOf(name: string): Promise<ModelVersion[]> {
+    const versions = await this.#deps.registry.listVersions(name);
+    if (versions.length === 0) throw new ModelNotFoundError(`model '${name}' not found`);
+    return versions;
+  }
+
+  async #version(name: string, version: number): Promise<ModelVersion> {
+    const record = await this.#deps.registry.getVersionConsistent(name, version);
+    if (record === undefined) throw new ModelNotFoundError(`model '${name}' has no version ${version}`);
+    return record;
+  }
+
+  async #alias(name: string, alias: string): Promise<AliasRecord> {
+    const record = await this.#deps.registry.getAliasRecord(name, alias);
+    if (record === undefined) throw new ModelNotFoundError(`model '${name}' has no alias '${alias}'`);
+    return record;
+  }
+
+  async #setAlias(name: string, alias: string, body: string): Promise<AliasRecord> {
+    let json: unknown;
+    try {
+      json = JSON.parse(body);
+    } catch {
+      throw new InvalidRequestError('body must be JSON like {"version": 2}');
+    }
+    const parsed = setAliasSchema.safeParse(json);
+    if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
+    return this.#pointAlias(name, alias, await this.#version(name, parsed.data.version));
+  }
+
+  /**
+   * Aliases only ever point at servable versions: moving one is how traffic moves. Takes the record
+   * its caller has already read (consistently), so a rollback reads the version once.
+   */
+  async #pointAlias(name: string, alias: string, record: ModelVersion): Promise<AliasRecord> {
+    if (!isServable(record)) {
+      const why =
+        record.status === "failed" ? `failed: ${record.reason ?? "no reason recorded"}` : record.status;
+      throw new ConflictError(
+        `version ${record.version} of model '${name}' cannot take traffic: it is ${why}`,
+      );
+    }
+    return this.#deps.registry.setAlias(name, alias, record.version, this.#deps.now());
+  }
+
+  async #rollback(name: string, alias: string): Promise<AliasRecord> {
+    const current = await this.#alias(name, alias);
+    if (current.previous === undefined) {
+      throw new ConflictError(`alias '${alias}' of model '${name}' has no earlier version to roll back to`);
+    }
+    const previous = await this.#deps.registry.getVersionConsistent(name, current.previous);
+    if (previous === undefined) {
+      throw new ConflictError(
+        `alias '${alias}' of model '${name}' cannot roll back: its previous version ${current.previous} was deleted`,
+      );
+    }
+    return this.#pointAlias(name, alias, previous);
+  }
+
+  async #deleteVersion(name: string, version: number) {
+    await this.#version(name, version);
+    const naming = (await this.#deps.registry.listAliases(name)).filter((alias) => alias.version === version);
+    if (naming.length > 0) {
+      const names = naming.map((alias) => `'${alias.alias}'`).join(", ");
+      throw new ConflictError(
+        `version ${version} of model '${name}' is the target of alias ${names}: move the alias first`,
+      );
+    }
+    await this.#deps.registry.deleteVersion(name, version);
+    await this.#deps.deleteUpload(name, version);
+    return { status: 204 };
+  }
+}

@@ -1,0 +1,233 @@
+import onnxProto from "onnx-proto";
+import { MaasError } from "#core/errors.ts";
+import type { Dim, ModelSignature, TensorSpec, V2Datatype } from "#core/model.ts";
+import { type GraphProto, opsetVersion, type TensorProto, toNumber } from "./graph.ts";
+
+const { onnx } = onnxProto;
+
+/** The model file itself is unusable; the message says why, for the publisher. */
+export class InvalidModelError extends MaasError {
+  constructor(message: string) {
+    super(422, "invalid_model", message);
+    this.name = "InvalidModelError";
+  }
+}
+
+/** ONNX TensorProto.DataType -> V2 datatype, for the element types this service can serve. */
+const ELEMENT_TYPES: ReadonlyMap<number, V2Datatype> = new Map([
+  [1, "FP32"],
+  [2, "UINT8"],
+  [3, "INT8"],
+  [4, "UINT16"],
+  [5, "INT16"],
+  [6, "INT32"],
+  [7, "INT64"],
+  [8, "BYTES"],
+  [9, "BOOL"],
+  [10, "FP16"],
+  [11, "FP64"],
+  [12, "UINT32"],
+  [13, "UINT64"],
+]);
+
+export interface ModelInspection {
+  readonly signature: ModelSignature;
+  readonly irVersion: number;
+  /** Version of the default ("ai.onnx") operator set. */
+  readonly opsetVersion: number;
+  readonly producer: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Class labels from the metadata entry `labels` (a JSON array of strings), if any. */
+  readonly labels?: readonly string[];
+  readonly description?: string;
+}
+
+function tensorSpec(value: onnxProto.onnx.IValueInfoProto, role: "input" | "output"): TensorSpec {
+  const name = value.name ?? "";
+  const tensorType = value.type?.tensorType;
+  if (!tensorType) {
+    throw new InvalidModelError(
+      `${role} '${name}' is not a tensor (sequence, map or optional types are not served)`,
+    );
+  }
+  const elemType = tensorType.elemType ?? 0;
+  const datatype = ELEMENT_TYPES.get(elemType);
+  if (datatype === undefined) {
+    const typeName = onnx.TensorProto.DataType[elemType] ?? String(elemType);
+    throw new InvalidModelError(`${role} '${name}' has element type ${typeName}, which is not served`);
+  }
+  // A tensor type without a shape has unknown rank: it cannot be validated or described, so refuse it.
+  if (!tensorType.shape) throw new InvalidModelError(`${role} '${name}' declares no shape`);
+  const shape: Dim[] = (tensorType.shape.dim ?? []).map((dim) => {
+    if (dim.dimParam) return dim.dimParam;
+    if (dim.dimValue != null) return toNumber(dim.dimValue);
+    return -1;
+  });
+  return { name, datatype, shape };
+}
+
+/** Parses a serialized ModelProto and extracts what serving needs: the signature and metadata. */
+export function inspectModel(bytes: Uint8Array): ModelInspection {
+  let model: onnxProto.onnx.ModelProto;
+  try {
+    model = onnx.ModelProto.decode(bytes);
+  } catch (error) {
+    throw new InvalidModelError(`not an ONNX model: ${(error as Error).message}`);
+  }
+  const graph = model.graph;
+  if (!graph?.node || graph.node.length === 0) {
+    throw new InvalidModelError("not an ONNX model: it has no graph");
+  }
+  const defaultOpset = opsetVersion(model, "");
+  checkModelSafety(model, defaultOpset);
+  // Older exporters list initializers among the graph inputs; they are weights, not inputs.
+  const initializers = new Set((graph.initializer ?? []).map((tensor) => tensor.name));
+  const inputs = (graph.input ?? []).filter((value) => !initializers.has(value.name ?? ""));
+  const outputs = graph.output ?? [];
+  if (outputs.length === 0) throw new InvalidModelError("the model's graph has no outputs");
+
+  const metadata: Record<string, string> = {};
+  for (const prop of model.metadataProps ?? []) {
+    if (prop.key) metadata[prop.key] = prop.value ?? "";
+  }
+
+  return {
+    signature: {
+      inputs: inputs.map((value) => tensorSpec(value, "input")),
+      outputs: outputs.map((value) => tensorSpec(value, "output")),
+    },
+    irVersion: toNumber(model.irVersion),
+    opsetVersion: defaultOpset,
+    producer: model.producerName ?? "",
+    metadata,
+    labels: parseLabels(metadata.labels),
+    description: metadata.description || model.docString || undefined,
+  };
+}
+
+/** onnxruntime dropped support for operator sets before 7. */
+export const MIN_OPSET = 7;
+/** No real tensor dimension comes near 2^31; a larger one is a crafted model. */
+const MAX_DIM = 2 ** 31 - 1;
+
+/** Bytes per element for the fixed-size ONNX element types. */
+const ELEMENT_BYTES: ReadonlyMap<number, number> = new Map([
+  [1, 4],
+  [2, 1],
+  [3, 1],
+  [4, 2],
+  [5, 2],
+  [6, 4],
+  [7, 8],
+  [9, 1],
+  [10, 2],
+  [11, 8],
+  [12, 4],
+  [13, 8],
+  [14, 8],
+  [15, 16],
+  [16, 2],
+  [17, 1],
+  [18, 1],
+  [19, 1],
+  [20, 1],
+]);
+
+/**
+ * Rejects what onnxruntime must never be asked to load: external data (single-file models only; a
+ * location could point anywhere on the host), too old an operator set, and dimensions or tensor sizes
+ * that no real model declares — the shapes of allocation bombs.
+ */
+function checkModelSafety(model: onnxProto.onnx.ModelProto, defaultOpset: number): void {
+  if (defaultOpset < MIN_OPSET) {
+    throw new InvalidModelError(
+      `the model uses ONNX operator set ${defaultOpset}; the oldest served is ${MIN_OPSET}: re-export it with a newer opset`,
+    );
+  }
+  for (const value of [...(model.graph?.input ?? []), ...(model.graph?.output ?? [])]) {
+    for (const dim of value.type?.tensorType?.shape?.dim ?? []) {
+      const size = toNumber(dim.dimValue);
+      if (size < 0 || size > MAX_DIM) {
+        throw new InvalidModelError(
+          `'${value.name}' declares a dimension of ${size}, which no real tensor has`,
+        );
+      }
+    }
+  }
+  visitGraphTensors(model.graph as GraphProto, checkTensor);
+}
+
+function visitGraphTensors(graph: GraphProto, visit: (tensor: TensorProto, where: string) => void): void {
+  for (const tensor of graph.initializer ?? []) visit(tensor, `initializer '${tensor.name}'`);
+  for (const sparse of graph.sparseInitializer ?? []) {
+    if (sparse.values) visit(sparse.values, `sparse initializer '${sparse.values.name}'`);
+  }
+  for (const node of graph.node ?? []) {
+    for (const attribute of node.attribute ?? []) {
+      const where = `attribute '${attribute.name}' of node '${node.name || node.opType}'`;
+      if (attribute.t) visit(attribute.t, where);
+      for (const tensor of attribute.tensors ?? []) visit(tensor, where);
+      if (attribute.g) visitGraphTensors(attribute.g, visit);
+      for (const subgraph of attribute.graphs ?? []) visitGraphTensors(subgraph, visit);
+    }
+  }
+}
+
+function checkTensor(tensor: TensorProto, where: string): void {
+  if (
+    tensor.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL ||
+    (tensor.externalData ?? []).length > 0
+  ) {
+    const location = (tensor.externalData ?? []).find((entry) => entry.key === "location")?.value ?? "";
+    const escapes =
+      location.startsWith("/") || /^[a-z]:/i.test(location) || location.split(/[\\/]/).includes("..");
+    throw new InvalidModelError(
+      escapes
+        ? `${where} points at external data '${location}' outside the model's folder: refused`
+        : `${where} keeps its data in an external file${location ? ` '${location}'` : ""}: only single-file models are served ` +
+            "(save the model with its weights inside the .onnx file)",
+    );
+  }
+  let elements = 1;
+  for (const dim of tensor.dims ?? []) {
+    const size = toNumber(dim);
+    if (size < 0 || size > MAX_DIM) throw new InvalidModelError(`${where} declares a dimension of ${size}`);
+    elements *= size;
+  }
+  const elementBytes = ELEMENT_BYTES.get(tensor.dataType ?? 0);
+  const stored = tensor.rawData?.length ?? 0;
+  if (elementBytes !== undefined && stored > 0 && stored !== elements * elementBytes) {
+    throw new InvalidModelError(
+      `${where} declares ${elements} elements (${elements * elementBytes} bytes) but stores ${stored} bytes`,
+    );
+  }
+  if (stored === 0) {
+    // Typed-field storage holds one value per element (two for complex types), as ONNX requires.
+    const dataType = tensor.dataType ?? 0;
+    const held = dataType === 8 ? (tensor.stringData?.length ?? 0) : typedValueCount(tensor);
+    const expected = dataType === 14 || dataType === 15 ? elements * 2 : elements;
+    if (held !== expected)
+      throw new InvalidModelError(`${where} declares ${elements} elements but holds ${held}`);
+  }
+}
+
+function typedValueCount(tensor: TensorProto): number {
+  return (
+    (tensor.floatData?.length ?? 0) +
+    (tensor.int32Data?.length ?? 0) +
+    (tensor.int64Data?.length ?? 0) +
+    (tensor.doubleData?.length ?? 0) +
+    (tensor.uint64Data?.length ?? 0)
+  );
+}
+
+function parseLabels(text: string | undefined): readonly string[] | undefined {
+  if (!text) return undefined;
+  try {
+    const labels: unknown = JSON.parse(text);
+    if (Array.isArray(labels) && labels.every((label) => typeof label === "string")) return labels;
+  } catch {
+    // Labels are a convenience: a model with malformed ones still serves, without them.
+  }
+  return undefined;
+}

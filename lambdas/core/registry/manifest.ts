@@ -1,0 +1,95 @@
+import * as z from "zod";
+import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
+import { describeZodError, requestInputSchema } from "#core/v2/wire.ts";
+
+/**
+ * The optional `models/<name>/<version>/maas.json` beside a model. Upload it before the model: it is
+ * read when the model registers. One uploaded later updates only the descriptive fields.
+ */
+const manifestSchema = z
+  .object({
+    description: z.string().max(4096).optional(),
+    labels: z.array(z.string().max(256)).max(100_000).optional(),
+    tags: z.record(z.string().max(128), z.string().max(256)).optional(),
+    /** Overrides the size-based choice between Lambda and SageMaker. */
+    target: z.enum(["lambda", "sagemaker"]).optional(),
+    /** Example requests' inputs: used by the optimizer's parity gate instead of generated ones. */
+    samples: z
+      .array(z.object({ inputs: z.array(requestInputSchema).min(1) }))
+      .max(64)
+      .optional(),
+    /** Serve the original upload even if an optimized variant passes the parity gate. */
+    pinOriginal: z.boolean().optional(),
+  })
+  .strict();
+
+export type Manifest = z.infer<typeof manifestSchema>;
+
+export class InvalidManifestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidManifestError";
+  }
+}
+
+export function parseManifest(text: string): Manifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new InvalidManifestError(`maas.json is not valid JSON: ${(error as Error).message}`);
+  }
+  const result = manifestSchema.safeParse(json);
+  if (!result.success)
+    throw new InvalidManifestError(`maas.json is invalid: ${describeZodError(result.error)}`);
+  return result.data;
+}
+
+/** Object keys publishers write: `models/<name>/<version>/model.onnx` and its optional manifest. */
+const UPLOAD_KEY = /^models\/([^/]+)\/([^/]+)\/(model\.onnx|maas\.json)$/;
+
+export interface UploadKey {
+  readonly name: string;
+  readonly version: number;
+  readonly file: "model.onnx" | "maas.json";
+}
+
+class InvalidUploadKeyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidUploadKeyError";
+  }
+}
+
+/** Parses an upload key; the error says what a publisher should fix. */
+export function parseUploadKey(key: string): UploadKey {
+  const match = UPLOAD_KEY.exec(key);
+  if (match === null) {
+    throw new InvalidUploadKeyError(
+      `'${key}' is not a model upload: use models/<name>/<version>/model.onnx (or maas.json beside it)`,
+    );
+  }
+  const [, name = "", version = "", file] = match;
+  if (!MODEL_NAME_PATTERN.test(name)) {
+    throw new InvalidUploadKeyError(
+      `'${name}' is not a valid model name: 1-64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit`,
+    );
+  }
+  if (!VERSION_PATTERN.test(version) || Number(version) > 2 ** 31 - 1) {
+    throw new InvalidUploadKeyError(`'${version}' is not a valid version: use a positive integer`);
+  }
+  return { name, version: Number(version), file: file as UploadKey["file"] };
+}
+
+export function manifestKey(name: string, version: number): string {
+  return `models/${name}/${version}/maas.json`;
+}
+
+export function modelKey(name: string, version: number): string {
+  return `models/${name}/${version}/model.onnx`;
+}
+
+/** Content-addressed home of a verified upload: identical bytes are stored once and never change. */
+export function artifactKey(sha256: string): string {
+  return `artifacts/sha256/${sha256}.onnx`;
+}

@@ -1,0 +1,136 @@
+import { ModelNotReadyError } from "#core/errors.ts";
+import type { ModelVersion, ServingTarget, TensorSpec } from "#core/model.ts";
+import { assertServable, isServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
+import type { ModelRunner } from "#core/runner.ts";
+import { parseInferRequestBody } from "./parse.ts";
+import { checkInputs, selectOutputs } from "./signature.ts";
+import { decodeInput, type TensorResponse } from "./tensor-codec.ts";
+import type { ModelMetadataResponse, TensorMetadata } from "./wire.ts";
+
+export interface InferenceServiceDeps {
+  readonly registry: ModelRegistry;
+  readonly runners: Partial<Record<ServingTarget, ModelRunner>>;
+  readonly server: { readonly name: string; readonly version: string };
+}
+
+export interface InferOutcome {
+  readonly response: TensorResponse;
+  readonly version: ModelVersion;
+  readonly backend: ServingTarget;
+}
+
+/** What a V2 metadata response shows of a declared shape: symbolic dims are -1. */
+function describeTensor(spec: TensorSpec): TensorMetadata {
+  return {
+    name: spec.name,
+    datatype: spec.datatype,
+    shape: spec.shape.map((dim) => (typeof dim === "number" ? dim : -1)),
+  };
+}
+
+/** The Open Inference Protocol, independent of how requests arrive (API Gateway, tests, benches). */
+export class InferenceService {
+  readonly #deps: InferenceServiceDeps;
+
+  constructor(deps: InferenceServiceDeps) {
+    this.#deps = deps;
+  }
+
+  serverMetadata() {
+    return {
+      name: this.#deps.server.name,
+      version: this.#deps.server.version,
+      extensions: ["model_repository"],
+    };
+  }
+
+  /** Ready when the registry answers: without it no model can be resolved. */
+  async ready(): Promise<{ ready: boolean }> {
+    try {
+      await this.#deps.registry.listModels();
+      return { ready: true };
+    } catch (error) {
+      throw new ModelNotReadyError("the model registry is unreachable", { cause: error });
+    }
+  }
+
+  async listModels() {
+    const models = await this.#deps.registry.listModels();
+    return {
+      models: models.map((model) => ({ name: model.name, versions: model.versions.map(String) })),
+    };
+  }
+
+  async modelMetadata(name: string, reference: string | undefined): Promise<ModelMetadataResponse> {
+    const version = await resolveVersion(this.#deps.registry, name, reference);
+    assertServable(version);
+    // The unversioned route's read, which resolveVersion just made (and cached).
+    const versions =
+      reference === undefined ? (await this.#deps.registry.getModel(name)).versions : [version];
+    return {
+      name,
+      versions: versions.filter(isServable).map((record) => String(record.version)),
+      platform: "onnxruntime_onnx",
+      inputs: version.signature.inputs.map(describeTensor),
+      outputs: version.signature.outputs.map(describeTensor),
+    };
+  }
+
+  async modelReady(name: string, reference: string | undefined) {
+    const version = await resolveVersion(this.#deps.registry, name, reference);
+    assertServable(version);
+    this.#runnerFor(version);
+    return { name, version: String(version.version), ready: true };
+  }
+
+  async infer(name: string, reference: string | undefined, body: string): Promise<InferOutcome> {
+    const version = await resolveVersion(this.#deps.registry, name, reference);
+    assertServable(version);
+    const runner = this.#runnerFor(version);
+    const request = parseInferRequestBody(body);
+    checkInputs(request.inputs, version.signature);
+    const outputs = selectOutputs(request.outputs, version.signature);
+    const inputs = request.inputs.map(decodeInput);
+
+    const results = await runner.run(version, inputs, outputs);
+    return {
+      version,
+      backend: runner.backend,
+      response: {
+        model_name: name,
+        model_version: String(version.version),
+        ...(request.id === undefined ? {} : { id: request.id }),
+        outputs: results,
+      },
+    };
+  }
+
+  /**
+   * Loads each model's serving version (the unversioned route's choice) ahead of traffic. A model that
+   * cannot load is reported, not thrown: one bad name must not fail a whole environment's start.
+   */
+  async preload(names: readonly string[]): Promise<{ name: string; version?: number; error?: string }[]> {
+    return Promise.all(
+      names.map(async (name) => {
+        try {
+          const version = await resolveVersion(this.#deps.registry, name, undefined);
+          assertServable(version);
+          await this.#runnerFor(version).load?.(version);
+          return { name, version: version.version };
+        } catch (error) {
+          return { name, error: (error as Error).message };
+        }
+      }),
+    );
+  }
+
+  #runnerFor(version: ModelVersion): ModelRunner {
+    const runner = this.#deps.runners[version.target];
+    if (runner === undefined) {
+      throw new ModelNotReadyError(
+        `model '${version.name}' version ${version.version} is served by ${version.target}, which this deployment has not configured`,
+      );
+    }
+    return runner;
+  }
+}
