@@ -6,6 +6,10 @@ import { SqsEventSource, type SqsEventSourceProps } from "aws-cdk-lib/aws-lambda
 import type { IQueue } from "aws-cdk-lib/aws-sqs";
 import type { Construct } from "constructs";
 import { MODEL_NAME_PATTERN } from "#core/model.ts";
+import { adminEnvironment } from "#lambdas/admin/config.ts";
+import { inferenceEnvironment } from "#lambdas/inference/config.ts";
+import { optimizeEnvironment } from "#lambdas/optimize/config.ts";
+import { registerEnvironment } from "#lambdas/register/config.ts";
 import { InferenceApi, type InferenceQuota, type InferenceThrottle } from "./inference-api.ts";
 import { MaasAlarms } from "./maas-alarms.ts";
 import { LAMBDA_EPHEMERAL_RANGE_MB, MaasFunction } from "./maas-function.ts";
@@ -159,18 +163,14 @@ export class MaasServiceStack extends Stack {
       timeout: Duration.seconds(60),
       // Loaded on the first SageMaker-target request only: cold starts do not compile the SDK.
       separateModules: ["@aws-sdk/client-sagemaker-runtime"],
-      environment: {
-        MAAS_REGISTRY_TABLE: registry.table.tableName,
-        MAAS_ARTIFACT_CACHE_BYTES: String(artifactCacheBytes(sizing.ephemeralMb)),
-        ...(sizing.preloadModels.length > 0 ? { MAAS_PRELOAD_MODELS: sizing.preloadModels.join(",") } : {}),
-        ...(props.corsOrigins?.length ? { MAAS_CORS_ORIGINS: props.corsOrigins.join(",") } : {}),
-        ...(endpoint
-          ? {
-              MAAS_SAGEMAKER_ENDPOINT: endpoint.endpoint.attrEndpointName,
-              MAAS_SAGEMAKER_MODE: endpoint.mode,
-            }
-          : {}),
-      },
+      environment: inferenceEnvironment({
+        registryTable: registry.table.tableName,
+        artifactCacheBytes: artifactCacheBytes(sizing.ephemeralMb),
+        preloadModels: sizing.preloadModels.length > 0 ? sizing.preloadModels.join(",") : undefined,
+        corsOrigins: props.corsOrigins?.length ? props.corsOrigins.join(",") : undefined,
+        sagemakerEndpoint: endpoint?.endpoint.attrEndpointName,
+        sagemakerMode: endpoint?.mode,
+      }),
     });
     this.inferenceAlias = this.inference.addAlias("live", {
       provisionedConcurrentExecutions:
@@ -185,10 +185,10 @@ export class MaasServiceStack extends Stack {
       entry: join(ROOT, "lambdas/admin/handler.ts"),
       description: "serverless-maas: model administration (versions, aliases)",
       withOnnxRuntime: false,
-      environment: {
-        MAAS_REGISTRY_TABLE: registry.table.tableName,
-        MAAS_BUCKET: models.bucket.bucketName,
-      },
+      environment: adminEnvironment({
+        registryTable: registry.table.tableName,
+        bucket: models.bucket.bucketName,
+      }),
     });
     registry.grantReadWriteRegistry(this.admin);
     models.grantDeleteUploads(this.admin);
@@ -200,14 +200,14 @@ export class MaasServiceStack extends Stack {
       memorySize: sizing.memoryMb,
       ephemeralStorageSize: Size.mebibytes(registerEphemeralMb(sizing.maxModelBytes)),
       timeout: sizing.registerTimeout,
-      environment: {
-        MAAS_REGISTRY_TABLE: registry.table.tableName,
-        MAAS_OPTIMIZE_QUEUE_URL: queues.optimizeQueue.queueUrl,
-        MAAS_MAX_MODEL_BYTES: String(sizing.maxModelBytes),
-        MAAS_LAMBDA_MAX_MODEL_BYTES: String(sizing.lambdaMaxModelBytes),
-        MAAS_WORK_DIR: "/tmp/maas-register",
-        ...(endpoint ? { MAAS_SAGEMAKER_MODEL_PREFIX: ENDPOINT_MODELS_PREFIX } : {}),
-      },
+      environment: registerEnvironment({
+        registryTable: registry.table.tableName,
+        optimizeQueueUrl: queues.optimizeQueue.queueUrl,
+        maxModelBytes: sizing.maxModelBytes,
+        lambdaMaxModelBytes: sizing.lambdaMaxModelBytes,
+        workDir: "/tmp/maas-register",
+        sagemakerModelPrefix: endpoint ? ENDPOINT_MODELS_PREFIX : undefined,
+      }),
     });
     this.consumeQueue(this.register, "register", queues.registerQueue, queues.maxReceiveCount, {
       batchSize: 10,
@@ -231,13 +231,13 @@ export class MaasServiceStack extends Stack {
       memorySize: sizing.memoryMb,
       ephemeralStorageSize: Size.mebibytes(optimizeEphemeralMb(sizing.optimizeMaxModelBytes)),
       timeout: sizing.optimizeTimeout,
-      environment: {
-        MAAS_REGISTRY_TABLE: registry.table.tableName,
-        MAAS_WORK_DIR: "/tmp/maas-optimize",
-        MAAS_OPTIMIZE_MAX_MODEL_BYTES: String(sizing.optimizeMaxModelBytes),
+      environment: optimizeEnvironment({
+        registryTable: registry.table.tableName,
+        workDir: "/tmp/maas-optimize",
+        maxModelBytes: sizing.optimizeMaxModelBytes,
         // A claim older than any invocation can live (plus a minute of clock skew) belongs to a dead attempt.
-        MAAS_OPTIMIZE_LEASE_SECONDS: String(sizing.optimizeTimeout.toSeconds() + 60),
-      },
+        leaseSeconds: sizing.optimizeTimeout.toSeconds() + 60,
+      }),
     });
     this.consumeQueue(this.optimize, "optimize", queues.optimizeQueue, queues.maxReceiveCount, {
       // One version per invocation: each benchmark wants the function's vCPUs to itself.

@@ -1,4 +1,4 @@
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { LogLevel } from "@aws-lambda-powertools/logger/types";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
@@ -9,7 +9,7 @@ import { AdminService } from "#core/admin/admin-service.ts";
 import type { ModelVersion } from "#core/model.ts";
 import { manifestKey, modelKey } from "#core/registry/manifest.ts";
 import { isServable } from "#core/registry/registry.ts";
-import { adminConfigSchema, createAdminDeps, createAdminHandler } from "#lambdas/admin/handler.ts";
+import { createAdminDeps, createAdminHandler, loadAdminConfig } from "#lambdas/admin/handler.ts";
 import { loadInferenceConfig } from "#lambdas/inference/config.ts";
 import { createInferenceHandler } from "#lambdas/inference/handler.ts";
 import { createInferenceParts, defaultClients, type InferenceParts } from "#lambdas/inference/service.ts";
@@ -21,6 +21,7 @@ import {
 } from "#lambdas/register/handler.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { type Emulators, startEmulators } from "./emulators.ts";
+import { localFunctionEnvironments } from "./function-environments.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
 import { startQueuePoller } from "./queue-poller.ts";
 import { type LocalSageMaker, startLocalSageMaker } from "./sagemaker-runtime.ts";
@@ -45,8 +46,13 @@ export interface LocalStackOptions {
   readonly demo?: boolean;
   /** How long a failed register message stays invisible before its retry. @default 10 */
   readonly registerVisibilitySeconds?: number;
-  /** Models above this size are registered for SageMaker. @default 512 MiB */
+  /** Models above this size are registered for SageMaker; wins over `env`. @default 512 MiB */
   readonly lambdaMaxModelBytes?: number;
+  /**
+   * Where the functions' `MAAS_*` settings come from, over the local defaults (`localFunctionEnvironments`);
+   * the resources this stack creates are its own. @default process.env
+   */
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 export interface PublishOptions {
@@ -127,33 +133,24 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       sqs.destroy();
     });
 
-    const inference = createInferenceParts(
-      loadInferenceConfig({
-        MAAS_REGISTRY_TABLE: LOCAL_TABLE,
-        MAAS_ARTIFACT_DIR: join(dataDir, "artifact-cache"),
-        MAAS_ARTIFACT_CACHE_BYTES: String(8 * 1024 ** 3),
-        MAAS_REGISTRY_TTL_MS: "1000",
-        MAAS_REGISTRY_MISS_TTL_MS: "250",
-        MAAS_SAGEMAKER_ENDPOINT: sagemaker.endpointName,
-      }),
-      clients,
+    const environments = localFunctionEnvironments(
+      {
+        dataDir,
+        table: LOCAL_TABLE,
+        bucket: LOCAL_BUCKET,
+        optimizeQueueUrl: emulators.queueUrl(OPTIMIZE_QUEUE),
+        sagemakerEndpoint: sagemaker.endpointName,
+        sagemakerModelPrefix: sagemaker.modelPrefix,
+      },
+      options.env ?? process.env,
+      { lambdaMaxModelBytes: options.lambdaMaxModelBytes },
     );
+    const inference = createInferenceParts(loadInferenceConfig(environments.inference), clients);
     stoppers.push(() => inference.sessions.close());
     const registry = new DynamoModelRegistry(dynamo, LOCAL_TABLE);
 
     const register = createRegisterHandler(
-      createRegistrationDeps(
-        loadRegisterConfig({
-          MAAS_REGISTRY_TABLE: LOCAL_TABLE,
-          MAAS_OPTIMIZE_QUEUE_URL: emulators.queueUrl(OPTIMIZE_QUEUE),
-          MAAS_WORK_DIR: join(dataDir, "register-work"),
-          MAAS_SAGEMAKER_MODEL_PREFIX: sagemaker.modelPrefix,
-          ...(options.lambdaMaxModelBytes === undefined
-            ? {}
-            : { MAAS_LAMBDA_MAX_MODEL_BYTES: String(options.lambdaMaxModelBytes) }),
-        }),
-        { s3, dynamo, sqs },
-      ),
+      createRegistrationDeps(loadRegisterConfig(environments.register), { s3, dynamo, sqs }),
       new Logger({ serviceName: "maas-register", logLevel }),
     );
     const poller = startQueuePoller({
@@ -165,13 +162,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     });
     stoppers.push(() => poller.stop());
     const optimize = createOptimizeHandler(
-      createOptimizerDeps(
-        loadOptimizeConfig({
-          MAAS_REGISTRY_TABLE: LOCAL_TABLE,
-          MAAS_WORK_DIR: join(dataDir, "optimize-work"),
-        }),
-        { s3, dynamo },
-      ),
+      createOptimizerDeps(loadOptimizeConfig(environments.optimize), { s3, dynamo }),
       new Logger({ serviceName: "maas-optimize", logLevel }),
     );
     const optimizePoller = startQueuePoller({
@@ -196,13 +187,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     await bridge.reconcile(registry);
 
     const admin = createAdminHandler(
-      new AdminService(
-        createAdminDeps(
-          adminConfigSchema.parse({ MAAS_REGISTRY_TABLE: LOCAL_TABLE, MAAS_BUCKET: LOCAL_BUCKET }),
-          s3,
-          dynamo,
-        ),
-      ),
+      new AdminService(createAdminDeps(loadAdminConfig(environments.admin), s3, dynamo)),
       new Logger({ serviceName: "maas-admin", logLevel }),
     );
     const gateway = await startGateway({

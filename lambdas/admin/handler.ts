@@ -1,17 +1,13 @@
 import { Logger } from "@aws-lambda-powertools/logger";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DeleteObjectsCommand, S3Client } from "@aws-sdk/client-s3";
-import * as z from "zod";
 import { bodyText, errorResponse, json, type ProxyHandler } from "#aws/lambda/api-gateway.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import { type AdminDeps, AdminService, matchAdminRoute } from "#core/admin/admin-service.ts";
-import { parseConfig } from "#core/config.ts";
 import { manifestKey, modelKey } from "#core/registry/manifest.ts";
+import { type AdminConfig, loadAdminConfig } from "./config.ts";
 
-export const adminConfigSchema = z.object({
-  MAAS_REGISTRY_TABLE: z.string().min(1),
-  MAAS_BUCKET: z.string().min(1),
-});
+export { type AdminConfig, adminConfigSchema, loadAdminConfig } from "./config.ts";
 
 /** Registry management behind /admin (IAM-authorized in AWS, the admin key locally). */
 export function createAdminHandler(service: AdminService, logger: Logger): ProxyHandler {
@@ -37,11 +33,7 @@ export function createAdminHandler(service: AdminService, logger: Logger): Proxy
   };
 }
 
-export function createAdminDeps(
-  config: z.infer<typeof adminConfigSchema>,
-  s3: S3Client,
-  dynamo: DynamoDBClient,
-): AdminDeps {
+export function createAdminDeps(config: AdminConfig, s3: S3Client, dynamo: DynamoDBClient): AdminDeps {
   return {
     registry: new DynamoModelRegistry(dynamo, config.MAAS_REGISTRY_TABLE),
     deleteUpload: async (name, version) => {
@@ -64,7 +56,7 @@ let defaultHandler: ProxyHandler | undefined;
 
 export const handler: ProxyHandler = (event, context) => {
   if (defaultHandler === undefined) {
-    const config = parseConfig(adminConfigSchema, process.env, "admin");
+    const config = loadAdminConfig(process.env);
     defaultHandler = createAdminHandler(
       new AdminService(createAdminDeps(config, new S3Client({}), new DynamoDBClient({}))),
       defaultLogger,

@@ -1,39 +1,52 @@
 import * as z from "zod/mini";
 import { parseConfig } from "#core/config.ts";
+import { defineEnv } from "#core/env-contract.ts";
 
 const MiB = 1024 * 1024;
 const positiveInt = z.coerce.number().check(z.int(), z.positive());
 
-/** Configuration of the inference function, from its environment; a bad value fails the cold start loudly. */
-export const inferenceConfigSchema = z.object({
-  MAAS_REGISTRY_TABLE: z.string().check(z.minLength(1)),
-  MAAS_ARTIFACT_DIR: z._default(z.string(), "/tmp/maas-artifacts"),
+/** The inference function's environment: each setting, its variable and how the function reads it. */
+export const INFERENCE_ENV = defineEnv({
+  registryTable: ["MAAS_REGISTRY_TABLE", z.string().check(z.minLength(1))],
+  artifactDir: ["MAAS_ARTIFACT_DIR", z._default(z.string(), "/tmp/maas-artifacts")],
   /** Disk budget for artifacts; keep it under the function's ephemeral storage. */
-  MAAS_ARTIFACT_CACHE_BYTES: z._default(positiveInt, 400 * MiB),
+  artifactCacheBytes: ["MAAS_ARTIFACT_CACHE_BYTES", z._default(positiveInt, 400 * MiB)],
   /**
    * Artifacts up to this size are downloaded into memory and the session created from the bytes
    * while the disk copy is written behind; defaults to an eighth of the function's memory.
    */
-  MAAS_ARTIFACT_MEMORY_BYTES: z.optional(z.coerce.number().check(z.int(), z.nonnegative())),
-  MAAS_SESSION_MAX: z._default(positiveInt, 8),
+  artifactMemoryBytes: [
+    "MAAS_ARTIFACT_MEMORY_BYTES",
+    z.optional(z.coerce.number().check(z.int(), z.nonnegative())),
+  ],
+  sessionMax: ["MAAS_SESSION_MAX", z._default(positiveInt, 8)],
   /** Summed artifact bytes of open sessions; defaults to half the function's memory. */
-  MAAS_SESSION_BYTES: z.optional(positiveInt),
-  MAAS_SESSION_RETRY_MS: z._default(positiveInt, 10_000),
-  MAAS_REGISTRY_TTL_MS: z._default(positiveInt, 5_000),
-  MAAS_REGISTRY_MISS_TTL_MS: z._default(positiveInt, 1_000),
-  AWS_LAMBDA_FUNCTION_MEMORY_SIZE: z.optional(positiveInt),
+  sessionBytes: ["MAAS_SESSION_BYTES", z.optional(positiveInt)],
+  sessionRetryMs: ["MAAS_SESSION_RETRY_MS", z._default(positiveInt, 10_000)],
+  registryTtlMs: ["MAAS_REGISTRY_TTL_MS", z._default(positiveInt, 5_000)],
+  registryMissTtlMs: ["MAAS_REGISTRY_MISS_TTL_MS", z._default(positiveInt, 1_000)],
   /** Browser origins allowed to call the API, comma-separated, or `*`; none by default. */
-  MAAS_CORS_ORIGINS: z.optional(z.string()),
+  corsOrigins: ["MAAS_CORS_ORIGINS", z.optional(z.string())],
   /** Models a provisioned environment loads while it initializes, comma-separated. */
-  MAAS_PRELOAD_MODELS: z.optional(z.string()),
+  preloadModels: ["MAAS_PRELOAD_MODELS", z.optional(z.string())],
   /** The SageMaker endpoint that serves sagemaker-target versions; unset: they answer 503. */
-  MAAS_SAGEMAKER_ENDPOINT: z.optional(z.string().check(z.minLength(1))),
+  sagemakerEndpoint: ["MAAS_SAGEMAKER_ENDPOINT", z.optional(z.string().check(z.minLength(1)))],
   /** "multi-model" sends TargetModel; "single-model" names the model in CustomAttributes. */
-  MAAS_SAGEMAKER_MODE: z._default(z.enum(["multi-model", "single-model"]), "multi-model"),
-  MAAS_SAGEMAKER_ATTEMPT_TIMEOUT_MS: z._default(positiveInt, 25_000),
+  sagemakerMode: ["MAAS_SAGEMAKER_MODE", z._default(z.enum(["multi-model", "single-model"]), "multi-model")],
+  sagemakerAttemptTimeoutMs: ["MAAS_SAGEMAKER_ATTEMPT_TIMEOUT_MS", z._default(positiveInt, 25_000)],
   /** All attempts of one request, waits included; keep it under API Gateway's 29 s. */
-  MAAS_SAGEMAKER_DEADLINE_MS: z._default(positiveInt, 25_000),
-  MAAS_SAGEMAKER_MAX_ATTEMPTS: z._default(positiveInt, 3),
+  sagemakerDeadlineMs: ["MAAS_SAGEMAKER_DEADLINE_MS", z._default(positiveInt, 25_000)],
+  sagemakerMaxAttempts: ["MAAS_SAGEMAKER_MAX_ATTEMPTS", z._default(positiveInt, 3)],
+});
+
+/** The environment a stack gives the inference function. */
+export const inferenceEnvironment = INFERENCE_ENV.environment;
+
+/** Configuration of the inference function, from its environment; a bad value fails the cold start loudly. */
+export const inferenceConfigSchema = z.object({
+  ...INFERENCE_ENV.shape,
+  /** Set by Lambda, not by the stack. */
+  AWS_LAMBDA_FUNCTION_MEMORY_SIZE: z.optional(positiveInt),
 });
 
 export type InferenceConfig = z.infer<typeof inferenceConfigSchema> & {

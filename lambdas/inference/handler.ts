@@ -13,7 +13,7 @@ import { MaasError } from "#core/errors.ts";
 import type { InferenceService } from "#core/v2/inference-service.ts";
 import { matchV2Route, type V2Route } from "#core/v2/routes.ts";
 import { inferResponseJson } from "#core/v2/tensor-codec.ts";
-import { loadInferenceConfig } from "./config.ts";
+import { INFERENCE_ENV, loadInferenceConfig } from "./config.ts";
 import { createInferenceParts, defaultClients } from "./service.ts";
 
 export type { ProxyHandler };
@@ -162,7 +162,7 @@ export const handler: ProxyHandler = (event, context) => {
 // Provisioned environments initialize before traffic: load the named models now, so no request waits.
 if (
   process.env.AWS_LAMBDA_INITIALIZATION_TYPE === "provisioned-concurrency" &&
-  process.env.MAAS_PRELOAD_MODELS
+  process.env[INFERENCE_ENV.names.preloadModels]
 ) {
   const created = createDefaultHandler();
   defaultHandler = created.handler;

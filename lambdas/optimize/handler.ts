@@ -1,4 +1,6 @@
+import { BatchProcessor, EventType, processPartialResponse } from "@aws-lambda-powertools/batch";
 import { Logger } from "@aws-lambda-powertools/logger";
+import { JSONStringified } from "@aws-lambda-powertools/parser/helpers";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
@@ -7,7 +9,6 @@ import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
 import { OrtCandidateRuntime } from "#aws/onnx/candidate-runtime.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import { S3VariantStore } from "#aws/s3/variant-store.ts";
-import { parseConfig } from "#core/config.ts";
 import { MODEL_NAME_PATTERN } from "#core/model.ts";
 import {
   DEFAULT_OPTIMIZER_SETTINGS,
@@ -16,86 +17,50 @@ import {
   optimizeVersion,
 } from "#core/optimize/optimization.ts";
 import { DEFAULT_PARITY_THRESHOLDS } from "#core/optimize/parity.ts";
+import { loadOptimizeConfig, type OptimizeConfig } from "./config.ts";
 
-const positiveInt = z.coerce.number().int().positive();
-const fraction = z.coerce.number().min(0).max(1);
-const flag = z.enum(["true", "false"]).transform((value) => value === "true");
+export { loadOptimizeConfig, type OptimizeConfig, optimizeConfigSchema } from "./config.ts";
+
 const defaults = DEFAULT_OPTIMIZER_SETTINGS;
 
-export const optimizeConfigSchema = z.object({
-  MAAS_REGISTRY_TABLE: z.string().min(1),
-  MAAS_WORK_DIR: z.string().default("/tmp/maas-optimize"),
-  MAAS_PARITY_MIN_COSINE: fraction.default(DEFAULT_PARITY_THRESHOLDS.minCosine),
-  MAAS_PARITY_MIN_TOP1: fraction.default(DEFAULT_PARITY_THRESHOLDS.minTop1Agreement),
-  MAAS_PARITY_MAX_RELATIVE_DIFF: z.coerce
-    .number()
-    .positive()
-    .default(DEFAULT_PARITY_THRESHOLDS.maxRelativeDiff),
-  /** Unset: only the relative bound applies. */
-  MAAS_PARITY_MAX_ABS_DIFF: z.coerce.number().positive().optional(),
-  MAAS_PARITY_FEEDS: positiveInt.default(defaults.parityFeeds),
-  MAAS_PARITY_BATCH: positiveInt.default(defaults.parityBatch),
-  MAAS_BENCHMARK_RUNS: positiveInt.default(defaults.benchmarkRuns),
-  MAAS_BENCHMARK_WARMUP_RUNS: z.coerce.number().int().nonnegative().default(defaults.warmupRuns),
-  MAAS_BENCHMARK_BATCH: positiveInt.default(defaults.benchmarkBatch),
-  MAAS_MIN_SPEEDUP: fraction.default(defaults.minSpeedup),
-  MAAS_MIN_WIN_RATE: fraction.default(defaults.minWinRate),
-  MAAS_OPTIMIZE_MAX_MODEL_BYTES: positiveInt.default(defaults.maxModelBytes),
-  /** At least the function's timeout: a claim this old belongs to an attempt that is gone. */
-  MAAS_OPTIMIZE_LEASE_SECONDS: positiveInt.default(defaults.leaseMs / 1000),
-  MAAS_QUANTIZE_MIN_ELEMENTS: positiveInt.default(16_384),
-  /** 7-bit weights: needed on x64 without VNNI (VPMADDUBSW saturates); arm64 takes the full 8 bits. */
-  MAAS_QUANTIZE_REDUCE_RANGE: flag.default(process.arch !== "arm64"),
-  /** As the inference function has them: benchmarks must run with serving's threads. Default: this machine's vCPUs. */
-  MAAS_INTRA_OP_THREADS: positiveInt.optional(),
-});
-export type OptimizeConfig = z.infer<typeof optimizeConfigSchema>;
-
-export function loadOptimizeConfig(env: Record<string, string | undefined>): OptimizeConfig {
-  return parseConfig(optimizeConfigSchema, env, "optimize");
-}
-
+/** The optimizer's settings from the function's configuration; what it leaves unset, the optimizer's defaults. */
 export function optimizerSettings(config: OptimizeConfig): OptimizerSettings {
   return {
     workDir: config.MAAS_WORK_DIR,
     thresholds: {
-      minCosine: config.MAAS_PARITY_MIN_COSINE,
-      minTop1Agreement: config.MAAS_PARITY_MIN_TOP1,
-      maxRelativeDiff: config.MAAS_PARITY_MAX_RELATIVE_DIFF,
+      minCosine: config.MAAS_PARITY_MIN_COSINE ?? DEFAULT_PARITY_THRESHOLDS.minCosine,
+      minTop1Agreement: config.MAAS_PARITY_MIN_TOP1 ?? DEFAULT_PARITY_THRESHOLDS.minTop1Agreement,
+      maxRelativeDiff: config.MAAS_PARITY_MAX_RELATIVE_DIFF ?? DEFAULT_PARITY_THRESHOLDS.maxRelativeDiff,
       ...(config.MAAS_PARITY_MAX_ABS_DIFF === undefined
         ? {}
         : { maxAbsDiff: config.MAAS_PARITY_MAX_ABS_DIFF }),
     },
-    benchmarkRuns: config.MAAS_BENCHMARK_RUNS,
-    warmupRuns: config.MAAS_BENCHMARK_WARMUP_RUNS,
-    minSpeedup: config.MAAS_MIN_SPEEDUP,
-    minWinRate: config.MAAS_MIN_WIN_RATE,
-    parityFeeds: config.MAAS_PARITY_FEEDS,
-    parityBatch: config.MAAS_PARITY_BATCH,
-    benchmarkBatch: config.MAAS_BENCHMARK_BATCH,
+    benchmarkRuns: config.MAAS_BENCHMARK_RUNS ?? defaults.benchmarkRuns,
+    warmupRuns: config.MAAS_BENCHMARK_WARMUP_RUNS ?? defaults.warmupRuns,
+    minSpeedup: config.MAAS_MIN_SPEEDUP ?? defaults.minSpeedup,
+    minWinRate: config.MAAS_MIN_WIN_RATE ?? defaults.minWinRate,
+    parityFeeds: config.MAAS_PARITY_FEEDS ?? defaults.parityFeeds,
+    parityBatch: config.MAAS_PARITY_BATCH ?? defaults.parityBatch,
+    benchmarkBatch: config.MAAS_BENCHMARK_BATCH ?? defaults.benchmarkBatch,
     quantize: {
       minElements: config.MAAS_QUANTIZE_MIN_ELEMENTS,
       reduceRange: config.MAAS_QUANTIZE_REDUCE_RANGE,
     },
-    maxModelBytes: config.MAAS_OPTIMIZE_MAX_MODEL_BYTES,
-    leaseMs: config.MAAS_OPTIMIZE_LEASE_SECONDS * 1000,
+    maxModelBytes: config.MAAS_OPTIMIZE_MAX_MODEL_BYTES ?? defaults.maxModelBytes,
+    leaseMs: (config.MAAS_OPTIMIZE_LEASE_SECONDS ?? defaults.leaseMs / 1000) * 1000,
   };
 }
 
-/** The message registration sends once a version is ready. */
-const optimizeMessageSchema = z.object({
-  name: z.string().regex(MODEL_NAME_PATTERN),
-  version: z.number().int().positive(),
-});
+/** The message registration sends once a version is ready, as the queue delivers it. */
+const optimizeMessageSchema = JSONStringified(
+  z.object({
+    name: z.string().regex(MODEL_NAME_PATTERN),
+    version: z.number().int().positive(),
+  }),
+);
 
 export function optimizeMessage(record: SQSRecord): z.infer<typeof optimizeMessageSchema> {
-  let body: unknown;
-  try {
-    body = JSON.parse(record.body);
-  } catch {
-    body = undefined;
-  }
-  const parsed = optimizeMessageSchema.safeParse(body);
+  const parsed = optimizeMessageSchema.safeParse(record.body);
   if (!parsed.success)
     throw new Error(`message ${record.messageId} is not an optimize message {name, version}`);
   return parsed.data;
@@ -109,37 +74,41 @@ export type OptimizeHandler = (event: SQSEvent, context?: Context) => Promise<SQ
  * a malformed message) is a batch item failure: retried by SQS, dead-lettered after three receives.
  */
 export function createOptimizeHandler(deps: OptimizerDeps, logger: Logger): OptimizeHandler {
+  async function optimizeRecord(record: SQSRecord): Promise<void> {
+    try {
+      const target = optimizeMessage(record);
+      const started = performance.now();
+      const result = await optimizeVersion(target, record.messageId, deps);
+      const log = {
+        ...target,
+        outcome: result.outcome,
+        ...(result.outcome === "optimized"
+          ? {
+              selected: result.selected,
+              variants: result.variants.map(({ artifact: _, ...figures }) => figures),
+            }
+          : {}),
+        ...(result.outcome === "failed" || result.outcome === "ignored" ? { reason: result.reason } : {}),
+        ms: Math.round(performance.now() - started),
+      };
+      if (result.outcome === "failed") logger.warn("optimization failed; the original serves", log);
+      else logger.info("optimize message handled", log);
+    } catch (error) {
+      logger.error("optimization failed; the message will be retried", {
+        messageId: record.messageId,
+        error: withSourceMappedStack(error as Error),
+      });
+      throw error;
+    }
+  }
   return async (event, context) => {
     if (context) logger.addContext(context);
-    const batchItemFailures: SQSBatchResponse["batchItemFailures"] = [];
-    for (const record of event.Records) {
-      try {
-        const target = optimizeMessage(record);
-        const started = performance.now();
-        const result = await optimizeVersion(target, record.messageId, deps);
-        const log = {
-          ...target,
-          outcome: result.outcome,
-          ...(result.outcome === "optimized"
-            ? {
-                selected: result.selected,
-                variants: result.variants.map(({ artifact: _, ...figures }) => figures),
-              }
-            : {}),
-          ...(result.outcome === "failed" || result.outcome === "ignored" ? { reason: result.reason } : {}),
-          ms: Math.round(performance.now() - started),
-        };
-        if (result.outcome === "failed") logger.warn("optimization failed; the original serves", log);
-        else logger.info("optimize message handled", log);
-      } catch (error) {
-        logger.error("optimization failed; the message will be retried", {
-          messageId: record.messageId,
-          error: withSourceMappedStack(error as Error),
-        });
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-      }
-    }
-    return { batchItemFailures };
+    return processPartialResponse(event, optimizeRecord, new BatchProcessor(EventType.SQS), {
+      context,
+      processInParallel: false,
+      // A batch that failed whole is still answered item by item, as SQS retries it the same way.
+      throwOnFullBatchFailure: false,
+    });
   };
 }
 

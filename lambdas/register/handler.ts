@@ -1,5 +1,8 @@
 import { readFile, unlink } from "node:fs/promises";
+import { BatchProcessor, EventType, processPartialResponse } from "@aws-lambda-powertools/batch";
 import { Logger } from "@aws-lambda-powertools/logger";
+import { JSONStringified } from "@aws-lambda-powertools/parser/helpers";
+import { S3Schema } from "@aws-lambda-powertools/parser/schemas/s3";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
@@ -11,56 +14,40 @@ import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import { S3UploadStore } from "#aws/s3/upload-store.ts";
 import { S3EndpointModelStore } from "#aws/sagemaker/endpoint-models.ts";
 import { SqsOptimizeQueue } from "#aws/sqs/optimize-queue.ts";
-import { parseConfig } from "#core/config.ts";
 import {
   type RegistrationDeps,
   RegistrationInProgressError,
   registerUpload,
   type UploadEvent,
 } from "#core/registry/registration.ts";
+import { loadRegisterConfig, type RegisterConfig } from "./config.ts";
 
-const GiB = 1024 ** 3;
-const positiveInt = z.coerce.number().int().positive();
+export { loadRegisterConfig, type RegisterConfig, registerConfigSchema } from "./config.ts";
 
-export const registerConfigSchema = z.object({
-  MAAS_REGISTRY_TABLE: z.string().min(1),
-  MAAS_OPTIMIZE_QUEUE_URL: z.string().url(),
-  // Registration copies each model with one CopyObject, which S3 caps at 5 GiB.
-  MAAS_MAX_MODEL_BYTES: positiveInt
-    .max(5 * GiB, "at most 5 GiB: one S3 CopyObject carries each model")
-    .default(2 * GiB),
-  MAAS_LAMBDA_MAX_MODEL_BYTES: positiveInt.default(512 * 1024 ** 2),
-  MAAS_WORK_DIR: z.string().default("/tmp/maas-register"),
-  /** The SageMaker endpoint's model prefix in the model bucket (its ModelDataUrl); unset: no SageMaker. */
-  MAAS_SAGEMAKER_MODEL_PREFIX: z.string().min(1).optional(),
-});
-export type RegisterConfig = z.infer<typeof registerConfigSchema>;
-
-export function loadRegisterConfig(env: Record<string, string | undefined>): RegisterConfig {
-  return parseConfig(registerConfigSchema, env, "register");
-}
-
-/** The parts of an S3 event notification registration reads; S3 also sends a TestEvent on setup. */
-const s3NotificationSchema = z.union([
-  z.object({
-    Records: z.array(
-      z.object({
-        eventName: z.string(),
-        s3: z.object({
-          bucket: z.object({ name: z.string() }),
-          object: z.object({ key: z.string(), size: z.number().optional(), eTag: z.string().optional() }),
-        }),
+/**
+ * The S3 event notification schema, but with any `sourceIPAddress`: the library's takes IPv4 only,
+ * and an upload over S3's dual-stack endpoints carries an IPv6 one.
+ */
+const s3NotificationSchema = S3Schema.extend({
+  Records: z
+    .array(
+      S3Schema.shape.Records.element.extend({
+        requestParameters: z.object({ sourceIPAddress: z.string() }),
       }),
-    ),
-  }),
-  z.object({ Event: z.literal("s3:TestEvent") }),
-]);
+    )
+    .min(1),
+});
+
+/** An S3 notification as the queue delivers it; S3 also sends a TestEvent on setup. */
+const registerMessageSchema = JSONStringified(
+  z.union([s3NotificationSchema, z.object({ Event: z.literal("s3:TestEvent") })]),
+);
 
 /** S3 URL-encodes keys in notifications, with '+' for spaces. */
 const decodeKey = (key: string) => decodeURIComponent(key.replace(/\+/g, " "));
 
 export function uploadEvents(record: SQSRecord): UploadEvent[] {
-  const parsed = s3NotificationSchema.safeParse(JSON.parse(record.body));
+  const parsed = registerMessageSchema.safeParse(record.body);
   if (!parsed.success) throw new Error(`message ${record.messageId} is not an S3 event notification`);
   if (!("Records" in parsed.data)) return [];
   return parsed.data.Records.filter((entry) => entry.eventName.startsWith("ObjectCreated:")).map((entry) => ({
@@ -74,43 +61,48 @@ export function uploadEvents(record: SQSRecord): UploadEvent[] {
 export type RegisterHandler = (event: SQSEvent, context?: Context) => Promise<SQSBatchResponse>;
 
 /**
- * The register function: one S3 notification per SQS message. A message whose registration throws
- * (an infrastructure error, or a message that is not an S3 notification) is reported as a batch item
- * failure, retried by SQS and dead-lettered after three receives; the rest of the batch goes on.
+ * The register function: one S3 notification per SQS message, handled one after another, in order
+ * (a version's manifest and model, or one upload notified twice, must not race). A message whose
+ * registration throws (an infrastructure error, or a message that is not an S3 notification) is a
+ * batch item failure, retried by SQS and dead-lettered after three receives; the rest of the batch goes on.
  */
 export function createRegisterHandler(deps: RegistrationDeps, logger: Logger): RegisterHandler {
+  async function registerMessage(record: SQSRecord): Promise<void> {
+    try {
+      for (const upload of uploadEvents(record)) {
+        const started = performance.now();
+        const result = await registerUpload(upload, deps);
+        const log = {
+          key: upload.key,
+          etag: upload.etag,
+          ...result,
+          ms: Math.round(performance.now() - started),
+        };
+        if (result.outcome === "rejected" || result.outcome === "failed")
+          logger.warn("upload not registered", log);
+        else logger.info("upload handled", log);
+      }
+    } catch (error) {
+      // Another worker is still on this version: an expected retry, not an error.
+      if (error instanceof RegistrationInProgressError) {
+        logger.info(error.message, { messageId: record.messageId });
+      } else {
+        logger.error("registration failed; the message will be retried", {
+          messageId: record.messageId,
+          error: withSourceMappedStack(error as Error),
+        });
+      }
+      throw error;
+    }
+  }
   return async (event, context) => {
     if (context) logger.addContext(context);
-    const batchItemFailures: SQSBatchResponse["batchItemFailures"] = [];
-    for (const record of event.Records) {
-      try {
-        for (const upload of uploadEvents(record)) {
-          const started = performance.now();
-          const result = await registerUpload(upload, deps);
-          const log = {
-            key: upload.key,
-            etag: upload.etag,
-            ...result,
-            ms: Math.round(performance.now() - started),
-          };
-          if (result.outcome === "rejected" || result.outcome === "failed")
-            logger.warn("upload not registered", log);
-          else logger.info("upload handled", log);
-        }
-      } catch (error) {
-        // Another worker is still on this version: an expected retry, not an error.
-        if (error instanceof RegistrationInProgressError) {
-          logger.info(error.message, { messageId: record.messageId });
-        } else {
-          logger.error("registration failed; the message will be retried", {
-            messageId: record.messageId,
-            error: withSourceMappedStack(error as Error),
-          });
-        }
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-      }
-    }
-    return { batchItemFailures };
+    return processPartialResponse(event, registerMessage, new BatchProcessor(EventType.SQS), {
+      context,
+      processInParallel: false,
+      // A batch that failed whole is still answered item by item, as SQS retries it the same way.
+      throwOnFullBatchFailure: false,
+    });
   };
 }
 

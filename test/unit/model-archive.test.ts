@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -7,13 +7,13 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import { createGzip } from "node:zlib";
+import { type Header, pack } from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { normalizePrefix, targetModelFor } from "#aws/sagemaker/layout.ts";
 import {
   createModelArchive,
   extractModelArchive,
   InvalidArchiveError,
-  tarHeader,
 } from "#aws/sagemaker/model-archive.ts";
 
 const run = promisify(execFile);
@@ -35,17 +35,12 @@ async function archiveOf(bytes: Uint8Array, name: string): Promise<string> {
   return archive;
 }
 
-/** A gzip'd tar with one hand-made member, for archives our writer would never produce. */
-function tarGz(name: string, content: Buffer, type = "0"): Readable {
-  const header = tarHeader("placeholder", content.length);
-  header.fill(0, 0, 100);
-  header.write(name, 0, "utf8");
-  header.write(type, 156, "ascii");
-  header.fill(" ", 148, 156);
-  const checksum = header.reduce((sum, byte) => sum + byte, 0);
-  header.write(`${checksum.toString(8).padStart(6, "0")}\0 `, 148, "ascii");
-  const padding = Buffer.alloc((512 - (content.length % 512)) % 512);
-  return Readable.from([Buffer.concat([header, content, padding, Buffer.alloc(1024)])]).pipe(createGzip());
+/** A gzip'd tar of the members given, for archives our writer would never produce. */
+function tarGz(...members: (Partial<Header> & { name: string; content?: string })[]): Readable {
+  const archive = pack();
+  for (const { content = "", ...header } of members) archive.entry(header, content);
+  archive.finalize();
+  return Readable.from(archive).pipe(createGzip());
 }
 
 describe("model archives", () => {
@@ -90,6 +85,15 @@ describe("model archives", () => {
     }
   });
 
+  it("fails the archive stream when the model file is not the size it was given", async () => {
+    const source = join(root, "short.bin");
+    await writeFile(source, Uint8Array.of(1, 2, 3));
+
+    const writing = pipeline(createModelArchive(source, 4), createWriteStream(join(root, "short.tar.gz")));
+
+    await expect(writing).rejects.toThrow(/Size mismatch/);
+  });
+
   it("makes the same archive from the same bytes (content-addressed objects never change)", async () => {
     const bytes = Uint8Array.of(1, 2, 3);
     const first = await readFile(await archiveOf(bytes, "same-a"));
@@ -99,15 +103,72 @@ describe("model archives", () => {
   });
 
   it("refuses a member that would land outside the destination", async () => {
-    const extraction = extractModelArchive(tarGz("../escape.onnx", Buffer.from("x")), join(root, "evil"));
+    const extraction = extractModelArchive(
+      tarGz({ name: "../escape.onnx", content: "x" }),
+      join(root, "evil"),
+    );
 
     await expect(extraction).rejects.toBeInstanceOf(InvalidArchiveError);
   });
 
   it("refuses links", async () => {
-    const extraction = extractModelArchive(tarGz("model.onnx", Buffer.alloc(0), "2"), join(root, "link"));
+    const extraction = extractModelArchive(
+      tarGz({ name: "model.onnx", type: "symlink", linkname: "/etc/passwd" }),
+      join(root, "link"),
+    );
 
     await expect(extraction).rejects.toThrow(/links/);
+  });
+
+  const absolute = join(tmpdir(), `maas-archive-absolute-${process.pid}.onnx`);
+  it.each([
+    ["an absolute path", { name: absolute }],
+    ["a .. hidden inside the path", { name: "models/../../escape.onnx" }],
+    ["a .. in a pax path", { name: "../escape.onnx", pax: {} }],
+    ["a file named ./, no name at all", { name: "./" }],
+  ])("refuses %s, writing nothing", async (_, member) => {
+    const extraction = extractModelArchive(tarGz({ ...member, content: "x" }), join(root, "refused", "out"));
+
+    await expect(extraction).rejects.toThrow(/outside the model directory/);
+    await expect(extraction).rejects.toBeInstanceOf(InvalidArchiveError);
+    expect(existsSync(absolute)).toBe(false);
+    expect(existsSync(join(root, "refused", "escape.onnx"))).toBe(false);
+  });
+
+  it.each([
+    ["hard links", { type: "link", linkname: "model.onnx" }],
+    ["character devices", { type: "character-device" }],
+    ["block devices", { type: "block-device" }],
+    ["fifos", { type: "fifo" }],
+    ["contiguous files", { type: "contiguous-file" }],
+  ] as const)("refuses %s", async (_, member) => {
+    const extraction = extractModelArchive(tarGz({ name: "model.onnx", ...member }), join(root, "special"));
+
+    await expect(extraction).rejects.toThrow(/links and special files/);
+  });
+
+  it("refuses a file the archive holds twice", async () => {
+    const archive = tarGz({ name: "model.onnx", content: "a" }, { name: "./model.onnx", content: "b" });
+
+    const extraction = extractModelArchive(archive, join(root, "twice"));
+
+    await expect(extraction).rejects.toThrow(/'\.\/model\.onnx': the archive holds it twice/);
+  });
+
+  it("refuses a member whose pax size is not a number", async () => {
+    const archive = tarGz({ name: "model.onnx", pax: { size: "lots" } });
+
+    await expect(extractModelArchive(archive, join(root, "pax-size"))).rejects.toThrow(
+      "a tar header has no valid size",
+    );
+  });
+
+  it("says so when the data is gzip'd but not a tar, or not gzip'd at all", async () => {
+    const notTar = Readable.from([Buffer.alloc(1024, "not a tar ")]).pipe(createGzip());
+    const notGzip = Readable.from([Buffer.from("plain text")]);
+
+    await expect(extractModelArchive(notTar, join(root, "not-tar"))).rejects.toThrow(/^not a tar archive/);
+    await expect(extractModelArchive(notGzip, join(root, "not-gzip"))).rejects.toThrow(/^not a gzip stream/);
   });
 
   it("reports an archive cut short", async () => {

@@ -2,6 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Logger } from "@aws-lambda-powertools/logger";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createOrtSession } from "#aws/onnx/runner.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
@@ -16,8 +17,10 @@ import {
   type UploadEvent,
   type UploadStore,
 } from "#core/registry/registration.ts";
+import { createRegisterHandler, uploadEvents } from "#lambdas/register/handler.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 import { IRIS_LABELS, buildIrisModel as trainIrisModel } from "../../models/iris.ts";
+import { s3ObjectCreatedBody, s3TestEventBody, sqsEvent } from "../infra/events.ts";
 import { craftedModels, unknownOperatorModel, validAddModel } from "../support/crafted-models.ts";
 
 const BUCKET = "models";
@@ -608,5 +611,86 @@ describe("registerUpload: keys and late manifests", () => {
 
     expect(result.outcome).toBe("ignored");
     expect(await registry.getVersionConsistent(name, 1)).toBeUndefined();
+  });
+});
+
+describe("the register function (S3 notifications on SQS)", () => {
+  const silent = new Logger({ logLevel: "SILENT" });
+  const notification = (key: string, bytes: Uint8Array) => {
+    const event = store.put(key, bytes);
+    return s3ObjectCreatedBody({ bucket: BUCKET, key, size: event.bytes, eTag: event.etag });
+  };
+
+  it("registers each upload, acknowledges S3's TestEvent and fails only a message that is not an S3 notification", async () => {
+    const name = uniqueName("batch");
+    const event = sqsEvent("register", [
+      s3TestEventBody(BUCKET),
+      notification(modelKey(name, 1), buildIrisModel()),
+      "not json",
+      JSON.stringify({ Records: [{ eventName: "ObjectCreated:Put" }] }),
+    ]);
+
+    const response = await createRegisterHandler(deps(), silent)(event);
+
+    expect(response.batchItemFailures).toEqual([
+      { itemIdentifier: event.Records[2]?.messageId },
+      { itemIdentifier: event.Records[3]?.messageId },
+    ]);
+    expect((await record(name, 1)).status).toBe("ready");
+  });
+
+  it("registers a batch's uploads one after another, in the order they came", async () => {
+    const names = [uniqueName("batch-first"), uniqueName("batch-second")];
+    const bodies = names.map((name) => notification(modelKey(name, 1), validAddModel()));
+    const steps: string[] = [];
+    const head = store.head.bind(store);
+    store.head = async (bucket, key) => {
+      steps.push(`head ${key}`);
+      return head(bucket, key);
+    };
+
+    const response = await createRegisterHandler(
+      deps({
+        removeFile: async (path) => {
+          steps.push("done");
+          await unlink(path).catch(() => undefined);
+        },
+      }),
+      silent,
+    )(sqsEvent("register", bodies));
+
+    expect(response.batchItemFailures).toEqual([]);
+    expect(steps).toEqual([
+      `head ${modelKey(names[0]!, 1)}`,
+      "done",
+      `head ${modelKey(names[1]!, 1)}`,
+      "done",
+    ]);
+  });
+
+  it("answers a batch that failed whole item by item instead of throwing", async () => {
+    const event = sqsEvent("register", ["{}", "[]"]);
+
+    const response = await createRegisterHandler(deps(), silent)(event);
+
+    expect(response.batchItemFailures.map((failure) => failure.itemIdentifier)).toEqual(
+      event.Records.map((message) => message.messageId),
+    );
+  });
+
+  it("reads only ObjectCreated records, with keys URL-decoded ('+' a space), from any source address", () => {
+    const created = JSON.parse(
+      s3ObjectCreatedBody({ bucket: BUCKET, key: "models/a b+c/1/model.onnx", size: 7, eTag: '"abc"' }),
+    ) as { Records: { eventName: string; requestParameters: { sourceIPAddress: string } }[] };
+    const [record] = created.Records;
+    if (record === undefined) throw new Error("no record");
+    record.requestParameters.sourceIPAddress = "2001:db8::7";
+    const removed = { ...record, eventName: "ObjectRemoved:Delete" };
+    const [message] = sqsEvent("register", [JSON.stringify({ Records: [removed, record] })]).Records;
+    if (message === undefined) throw new Error("no message");
+
+    expect(uploadEvents(message)).toEqual([
+      { bucket: BUCKET, key: "models/a b+c/1/model.onnx", etag: "abc", bytes: 7 },
+    ]);
   });
 });

@@ -1,90 +1,116 @@
+import type { IncomingHttpHeaders, Server } from "node:http";
+import { text } from "node:stream/consumers";
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
-import { describe, expect, it } from "vitest";
-import { type AwsCredentials, encodeRfc3986, signRequest, UNSIGNED_PAYLOAD } from "#aws/http/sigv4.ts";
+import type { AwsCredentialIdentity } from "@smithy/types";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { AwsHttpClient, type AwsService } from "#aws/http/aws-http.ts";
+import { encodeRfc3986, S3HttpArtifactSource, s3ObjectUrl } from "#aws/s3/http-source.ts";
+import { closeServer, listenLocally } from "../support/local-http.ts";
 
-const LONG_TERM: AwsCredentials = {
+/**
+ * The signatures AwsHttpClient sends, checked as the service would check them: recomputed with the
+ * SDK's SignatureV4 from the request that arrived (its path, query, signed headers and body).
+ */
+const LONG_TERM: AwsCredentialIdentity = {
   accessKeyId: "AKIDEXAMPLE",
   secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
 };
-const TEMPORARY: AwsCredentials = {
+const TEMPORARY: AwsCredentialIdentity = {
   accessKeyId: "ASIAEXAMPLE",
   secretAccessKey: "c2VjcmV0L3dpdGgrc2xhc2hlcw==",
   sessionToken: "IQoJb3JpZ2luX2VjEXAMPLE//token+with/odd=chars",
 };
-const DATES = [new Date("2026-03-01T00:00:00Z"), new Date("2026-12-31T23:59:59.999Z")];
+const DATES = [
+  { date: new Date("2026-03-01T00:00:00Z"), stamp: "20260301T000000Z" },
+  { date: new Date("2026-12-31T23:59:59.999Z"), stamp: "20261231T235959Z" },
+];
+const BUCKET = "maas-models";
 
-/** One request, described as the SDK's signer takes it. */
-interface RequestToSign {
-  service: "s3" | "dynamodb";
-  region: string;
-  credentials: AwsCredentials;
-  date: Date;
+interface Received {
   method: string;
-  /** @default "https:" */
-  protocol?: "http:" | "https:";
-  host: string;
-  /** Percent-encoded, as it goes on the wire. */
-  path: string;
-  query?: Record<string, string>;
-  headers?: Record<string, string>;
-  /** Absent: an unsigned payload (`UNSIGNED-PAYLOAD`), as S3 GETs send. */
-  body?: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: string;
 }
 
-/** The SDK's signer, configured as the S3 and DynamoDB clients configure it. */
-async function sdkAuthorization(options: RequestToSign): Promise<Record<string, string>> {
-  const s3 = options.service === "s3";
+let server: Server;
+let endpoint: string;
+let received: Received[] = [];
+
+beforeAll(async () => {
+  ({ server, endpoint } = await listenLocally(async (request, response) => {
+    const body = await text(request);
+    received.push({ method: request.method ?? "", url: request.url ?? "", headers: request.headers, body });
+    response.writeHead(200).end(request.method === "GET" ? "object-bytes" : "{}");
+  }));
+});
+
+afterEach(() => {
+  received = [];
+  vi.useRealTimers();
+});
+
+afterAll(() => closeServer(server));
+
+/** Signs at `date`: the client reads the clock, so the clock is set. */
+function at(date: Date): void {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  vi.setSystemTime(date);
+}
+
+function client(service: AwsService, region: string, credentials: AwsCredentialIdentity) {
+  return new AwsHttpClient(service, { region, credentials, endpoint });
+}
+
+/** The only request the server received. */
+function lastRequest(): Received {
+  expect(received).toHaveLength(1);
+  return received[0] as Received;
+}
+
+/**
+ * The Authorization header a service computes for the request it received: the headers the request
+ * says it signed, the path and query as they arrived, x-amz-date as the signing time.
+ */
+async function serviceAuthorization(
+  request: Received,
+  service: AwsService,
+  region: string,
+  credentials: AwsCredentialIdentity,
+): Promise<string | undefined> {
+  const signedHeaders = /SignedHeaders=([^,]+),/.exec(String(request.headers.authorization))?.[1] ?? "";
+  const url = new URL(request.url, endpoint);
+  const stamp = String(request.headers["x-amz-date"]);
+  const signingDate = new Date(
+    stamp.replace(/^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/, "$1-$2-$3T$4:$5:$6Z"),
+  );
   const signer = new SignatureV4({
-    service: options.service,
-    region: options.region,
-    credentials: options.credentials,
+    service,
+    region,
+    credentials,
     sha256: Hash.bind(null, "sha256"),
-    uriEscapePath: !s3,
-    applyChecksum: s3,
+    uriEscapePath: service !== "s3",
+    applyChecksum: service === "s3",
   });
+  const query: Record<string, string[]> = {};
+  for (const [name, value] of url.searchParams) query[name] = [...(query[name] ?? []), value];
   const signed = await signer.sign(
     {
-      method: options.method,
-      protocol: options.protocol ?? "https:",
-      hostname: options.host,
-      path: options.path,
-      query: options.query ?? {},
-      headers: {
-        host: options.host,
-        ...options.headers,
-        ...(s3 && options.body === undefined ? { "x-amz-content-sha256": "UNSIGNED-PAYLOAD" } : {}),
-      },
-      body: options.body,
+      method: request.method,
+      protocol: url.protocol,
+      hostname: url.hostname,
+      path: url.pathname,
+      query,
+      headers: Object.fromEntries(
+        signedHeaders.split(";").map((name) => [name, String(request.headers[name] ?? "")]),
+      ),
+      body: request.body,
     },
-    { signingDate: options.date },
+    { signingDate },
   );
-  return signed.headers;
+  return signed.headers.authorization;
 }
-
-/** Signs one request with signRequest and with the SDK's signer, so both get the same input. */
-async function signBoth(
-  request: RequestToSign,
-): Promise<{ ours: Record<string, string>; sdk: Record<string, string> }> {
-  const search = Object.entries(request.query ?? {})
-    .map(([name, value]) => `${encodeRfc3986(name)}=${encodeRfc3986(value)}`)
-    .join("&");
-  const ours = signRequest({
-    method: request.method,
-    url: new URL(
-      `${request.protocol ?? "https:"}//${request.host}${request.path}${search ? `?${search}` : ""}`,
-    ),
-    headers: request.headers,
-    body: request.body ?? UNSIGNED_PAYLOAD,
-    service: request.service,
-    region: request.region,
-    credentials: request.credentials,
-    date: request.date,
-  });
-  return { ours, sdk: await sdkAuthorization(request) };
-}
-
-const objectPath = (key: string) => key.split("/").map(encodeRfc3986).join("/");
 
 const S3_KEYS = [
   "models/iris/1/model.onnx",
@@ -98,40 +124,46 @@ const S3_KEYS = [
   "emoji-🙂/question?hash#amp&.onnx",
 ];
 
-describe("signRequest against the SDK's SignatureV4", () => {
-  it.each(S3_KEYS)("signs an S3 GET (unsigned payload) of key %j byte-identically", async (key) => {
+describe("AwsHttpClient signatures, recomputed from what the server received", () => {
+  it.each(S3_KEYS)("signs an S3 GET (unsigned payload) of key %j as S3 verifies it", async (key) => {
     for (const credentials of [LONG_TERM, TEMPORARY]) {
-      for (const date of DATES) {
-        const { ours, sdk } = await signBoth({
-          service: "s3",
-          region: "eu-west-1",
-          credentials,
-          date,
-          method: "GET",
-          host: "maas-models.s3.eu-west-1.amazonaws.com",
-          path: `/${objectPath(key)}`,
-        });
+      for (const { date, stamp } of DATES) {
+        received = [];
+        at(date);
+        const s3 = client("s3", "eu-west-1", credentials);
 
-        expect(ours.authorization).toBe(sdk.authorization);
-        expect(ours).toEqual(sdk);
+        await text(await new S3HttpArtifactSource(s3).open({ bucket: BUCKET, key, sha256: "", bytes: 12 }));
+
+        const request = lastRequest();
+        expect(request.headers["x-amz-date"]).toBe(stamp);
+        expect(request.headers["x-amz-content-sha256"]).toBe("UNSIGNED-PAYLOAD");
+        expect(request.headers["x-amz-security-token"]).toBe(credentials.sessionToken);
+        expect(request.headers.authorization).toContain(
+          `Credential=${credentials.accessKeyId}/${stamp.slice(0, 8)}/eu-west-1/s3/aws4_request, ` +
+            `SignedHeaders=host;x-amz-content-sha256;x-amz-date${credentials.sessionToken ? ";x-amz-security-token" : ""},`,
+        );
+        expect(request.headers.authorization).toBe(
+          await serviceAuthorization(request, "s3", "eu-west-1", credentials),
+        );
       }
     }
   });
 
-  it("signs a path-style S3 GET on a custom endpoint with a port, and a query, byte-identically", async () => {
-    const { ours, sdk } = await signBoth({
-      service: "s3",
-      region: "us-east-1",
-      credentials: TEMPORARY,
-      date: DATES[0] as Date,
-      method: "GET",
-      protocol: "http:",
-      host: "127.0.0.1:4566",
-      path: `/maas-models/${objectPath("models/a b/model.onnx")}`,
-      query: { versionId: "3/L4kqtJl+cV==", "response-content-type": "text/plain; charset=utf-8" },
-    });
+  it("signs a path-style S3 GET with a query, each parameter encoded once", async () => {
+    at(DATES[0]?.date as Date);
+    const s3 = client("s3", "us-east-1", TEMPORARY);
+    const url = s3ObjectUrl(s3, BUCKET, "models/a b/model.onnx");
+    url.search = `versionId=${encodeRfc3986("3/L4kqtJl+cV==")}&response-content-type=${encodeRfc3986("text/plain; charset=utf-8")}`;
 
-    expect(ours.authorization).toBe(sdk.authorization);
+    await text((await s3.stream({ operation: "GetObject", method: "GET", url })).body);
+
+    const request = lastRequest();
+    expect(request.url).toBe(
+      "/maas-models/models/a%20b/model.onnx?versionId=3%2FL4kqtJl%2BcV%3D%3D&response-content-type=text%2Fplain%3B%20charset%3Dutf-8",
+    );
+    expect(request.headers.authorization).toBe(
+      await serviceAuthorization(request, "s3", "us-east-1", TEMPORARY),
+    );
   });
 
   it.each([
@@ -146,17 +178,17 @@ describe("signRequest against the SDK's SignatureV4", () => {
         Limit: 2,
       },
     ],
-  ])("signs a DynamoDB %s POST with a JSON body byte-identically", async (operation, input) => {
+  ])("signs a DynamoDB %s POST with its JSON body as DynamoDB verifies it", async (operation, input) => {
     for (const credentials of [LONG_TERM, TEMPORARY]) {
-      for (const date of DATES) {
-        const { ours, sdk } = await signBoth({
-          service: "dynamodb",
-          region: "cn-north-1",
-          credentials,
-          date,
+      for (const { date, stamp } of DATES) {
+        received = [];
+        at(date);
+        const dynamo = client("dynamodb", "cn-north-1", credentials);
+
+        await dynamo.json({
+          operation,
           method: "POST",
-          host: "dynamodb.cn-north-1.amazonaws.com.cn",
-          path: "/",
+          url: dynamo.endpoint,
           headers: {
             "content-type": "application/x-amz-json-1.0",
             "x-amz-target": `DynamoDB_20120810.${operation}`,
@@ -164,117 +196,52 @@ describe("signRequest against the SDK's SignatureV4", () => {
           body: JSON.stringify(input),
         });
 
-        expect(ours.authorization).toBe(sdk.authorization);
-        expect(ours).toEqual(sdk);
+        const request = lastRequest();
+        expect(request.body).toBe(JSON.stringify(input));
+        expect(request.headers["x-amz-date"]).toBe(stamp);
+        expect(request.headers.authorization).toContain(
+          `Credential=${credentials.accessKeyId}/${stamp.slice(0, 8)}/cn-north-1/dynamodb/aws4_request, ` +
+            `SignedHeaders=content-type;host;x-amz-date;${credentials.sessionToken ? "x-amz-security-token;" : ""}x-amz-target,`,
+        );
+        expect(request.headers.authorization).toBe(
+          await serviceAuthorization(request, "dynamodb", "cn-north-1", credentials),
+        );
       }
     }
   });
 
-  it("encodes a non-S3 path twice and normalizes it, as the SDK does", async () => {
-    const host = "runtime.sagemaker.us-east-1.amazonaws.com";
-    const path = `/endpoints/${encodeRfc3986("my endpoint+1")}/./x/../invocations`;
+  it("is told apart from a request signed with another secret", async () => {
+    const dynamo = client("dynamodb", "us-east-1", LONG_TERM);
 
-    const ours = signRequest({
-      method: "POST",
-      url: new URL(`https://${host}${path}`),
-      headers: { "content-type": "application/json" },
-      body: "{}",
-      service: "sagemaker",
-      region: "us-east-1",
-      credentials: LONG_TERM,
-      date: DATES[1],
-    });
-    const signer = new SignatureV4({
-      service: "sagemaker",
-      region: "us-east-1",
-      credentials: LONG_TERM,
-      sha256: Hash.bind(null, "sha256"),
-      applyChecksum: false,
-    });
-    const sdk = await signer.sign(
-      {
-        method: "POST",
-        protocol: "https:",
-        hostname: host,
-        path: `/endpoints/${encodeRfc3986("my endpoint+1")}/invocations`,
-        query: {},
-        headers: { host, "content-type": "application/json" },
-        body: "{}",
-      },
-      { signingDate: DATES[1] },
+    await dynamo.json({ operation: "GetItem", method: "POST", url: dynamo.endpoint, body: "{}" });
+
+    const request = lastRequest();
+    const otherSecret = { ...LONG_TERM, secretAccessKey: `${LONG_TERM.secretAccessKey}x` };
+    expect(request.headers.authorization).toBe(
+      await serviceAuthorization(request, "dynamodb", "us-east-1", LONG_TERM),
     );
-
-    expect(ours.authorization).toBe(sdk.headers.authorization);
-  });
-});
-
-describe("signRequest against published examples", () => {
-  it("matches the IAM ListUsers example of the Signature Version 4 documentation", () => {
-    const headers = signRequest({
-      method: "GET",
-      url: new URL("https://iam.amazonaws.com/?Action=ListUsers&Version=2010-05-08"),
-      headers: { "content-type": "application/x-www-form-urlencoded; charset=utf-8" },
-      service: "iam",
-      region: "us-east-1",
-      credentials: LONG_TERM,
-      date: new Date("2015-08-30T12:36:00Z"),
-    });
-
-    expect(headers.authorization).toBe(
-      "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, " +
-        "SignedHeaders=content-type;host;x-amz-date, " +
-        "Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
-    );
-  });
-
-  it("matches the GET Object example of the Amazon S3 documentation", () => {
-    const headers = signRequest({
-      method: "GET",
-      url: new URL("https://examplebucket.s3.amazonaws.com/test.txt"),
-      headers: { range: "bytes=0-9" },
-      service: "s3",
-      region: "us-east-1",
-      credentials: {
-        accessKeyId: "AKIAIOSFODNN7EXAMPLE",
-        secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-      },
-      date: new Date("2013-05-24T00:00:00Z"),
-    });
-
-    expect(headers.authorization).toBe(
-      "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, " +
-        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, " +
-        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41",
+    expect(request.headers.authorization).not.toBe(
+      await serviceAuthorization(request, "dynamodb", "us-east-1", otherSecret),
     );
   });
 });
 
-describe("signRequest headers", () => {
-  it("adds the session token and the S3 payload hash, and leaves DynamoDB without one", () => {
-    const url = new URL("https://dynamodb.us-east-1.amazonaws.com/");
+describe("AwsHttpClient signing headers", () => {
+  it("adds the session token and the S3 payload hash, and leaves DynamoDB without one", async () => {
+    const dynamoClient = client("dynamodb", "us-east-1", TEMPORARY);
+    await dynamoClient.json({ operation: "GetItem", method: "POST", url: dynamoClient.endpoint, body: "{}" });
+    const s3Client = client("s3", "us-east-1", LONG_TERM);
+    await text(
+      (await s3Client.stream({ operation: "GetObject", method: "GET", url: new URL("/b/k", endpoint) })).body,
+    );
 
-    const dynamo = signRequest({
-      method: "POST",
-      url,
-      body: "{}",
-      service: "dynamodb",
-      region: "us-east-1",
-      credentials: TEMPORARY,
-    });
-    const s3 = signRequest({
-      method: "GET",
-      url: new URL("https://b.s3.us-east-1.amazonaws.com/k"),
-      body: UNSIGNED_PAYLOAD,
-      service: "s3",
-      region: "us-east-1",
-      credentials: LONG_TERM,
-    });
+    const [dynamo, s3] = received.map((request) => request.headers);
 
-    expect(dynamo["x-amz-security-token"]).toBe(TEMPORARY.sessionToken);
-    expect(dynamo["x-amz-content-sha256"]).toBeUndefined();
-    expect(dynamo.authorization).toContain("SignedHeaders=host;x-amz-date;x-amz-security-token,");
-    expect(s3["x-amz-content-sha256"]).toBe("UNSIGNED-PAYLOAD");
-    expect(s3["x-amz-security-token"]).toBeUndefined();
+    expect(dynamo?.["x-amz-security-token"]).toBe(TEMPORARY.sessionToken);
+    expect(dynamo?.["x-amz-content-sha256"]).toBeUndefined();
+    expect(dynamo?.authorization).toContain("SignedHeaders=host;x-amz-date;x-amz-security-token,");
+    expect(s3?.["x-amz-content-sha256"]).toBe("UNSIGNED-PAYLOAD");
+    expect(s3?.["x-amz-security-token"]).toBeUndefined();
   });
 
   it("encodes everything but RFC 3986's unreserved characters", () => {

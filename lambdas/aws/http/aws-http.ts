@@ -1,12 +1,15 @@
 import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
+import { Hash } from "@smithy/hash-node";
+import { SignatureV4 } from "@smithy/signature-v4";
+import type { AwsCredentialIdentity } from "@smithy/types";
 import { type RetryOptions, type RetryPolicy, retryPolicy } from "./retry.ts";
-import { type AwsCredentials, signRequest, UNSIGNED_PAYLOAD } from "./sigv4.ts";
 
 /**
  * Signed requests to S3 and DynamoDB over node:http(s), for the inference function's read paths: the
- * SDK clients cost more to import than the function spends on the calls of a cold start. Retries
- * follow the SDK's standard mode (3 attempts, full-jitter backoff).
+ * SDK clients cost more to import than the function spends on the calls of a cold start; the SDK's
+ * signer alone adds about 15 KB to the bundle. Retries follow the SDK's standard mode (3 attempts,
+ * full-jitter backoff).
  */
 
 export type AwsService = "s3" | "dynamodb";
@@ -16,7 +19,7 @@ export interface AwsHttpOptions extends RetryOptions {
   /** @default AWS_REGION, then AWS_DEFAULT_REGION */
   readonly region?: string;
   /** @default AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN */
-  readonly credentials?: AwsCredentials;
+  readonly credentials?: AwsCredentialIdentity;
   /**
    * The service's endpoint, such as an emulator's.
    * @default AWS_ENDPOINT_URL_<SERVICE>, then AWS_ENDPOINT_URL, then the regional endpoint
@@ -89,6 +92,8 @@ const NETWORK_CODES = new Set([
 /** Error bodies are short; a proxy's HTML page need not be read whole. */
 const MAX_ERROR_BODY = 64 * 1024;
 const TIMEOUT_CODE = "TimeoutError";
+/** Stands in for the body's digest: S3 GETs are not hashed. */
+const UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD";
 
 // The CommonJS modules: building node:http's ESM namespace evaluates its lazy getters, which load
 // undici (~30 ms of a cold start) for WebSocket support this client never uses.
@@ -108,7 +113,7 @@ export class AwsHttpClient {
   readonly endpoint: URL;
   /** True for an endpoint from configuration (an emulator), where S3 buckets go in the path. */
   readonly customEndpoint: boolean;
-  readonly #credentials: AwsCredentials;
+  readonly #signer: SignatureV4;
   readonly #timeoutMs: number;
   readonly #retry: RetryPolicy;
 
@@ -127,7 +132,16 @@ export class AwsHttpClient {
         `no AWS credentials for ${service}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or pass credentials`,
       );
     }
-    this.#credentials = credentials;
+    // As the SDK's clients sign: S3 the path as sent, with the payload hash in x-amz-content-sha256;
+    // DynamoDB a normalized path, without that header.
+    this.#signer = new SignatureV4({
+      service,
+      region,
+      credentials,
+      sha256: Hash.bind(null, "sha256"),
+      uriEscapePath: service !== "s3",
+      applyChecksum: service === "s3",
+    });
     const configured =
       options.endpoint ?? (env[`AWS_ENDPOINT_URL_${service.toUpperCase()}`] || env.AWS_ENDPOINT_URL);
     this.customEndpoint = Boolean(configured);
@@ -183,23 +197,28 @@ export class AwsHttpClient {
   }
 
   /** One signed request, answered once its headers arrive within the timeout. */
-  #send(request: AwsRequest): Promise<IncomingMessage> {
+  async #send(request: AwsRequest): Promise<IncomingMessage> {
     const { url } = request;
-    const headers = signRequest({
+    const headers: Record<string, string> = { host: url.host };
+    for (const [name, value] of Object.entries(request.headers ?? {})) headers[name.toLowerCase()] = value;
+    if (request.body === undefined && this.service === "s3")
+      headers["x-amz-content-sha256"] = UNSIGNED_PAYLOAD;
+    const signed = await this.#signer.sign({
       method: request.method,
-      url,
-      headers: request.headers ?? {},
-      body: request.body ?? UNSIGNED_PAYLOAD,
-      service: this.service,
-      region: this.region,
-      credentials: this.#credentials,
+      protocol: url.protocol,
+      hostname: url.hostname,
+      path: url.pathname,
+      query: queryOf(url),
+      headers,
+      body: request.body,
     });
-    if (request.body !== undefined) headers["content-length"] = String(Buffer.byteLength(request.body));
+    if (request.body !== undefined)
+      signed.headers["content-length"] = String(Buffer.byteLength(request.body));
     const send = url.protocol === "https:" ? https.request : http.request;
     const agent = url.protocol === "https:" ? agents["https:"] : agents["http:"];
     const timeoutMs = this.#timeoutMs;
     return new Promise((resolve, reject) => {
-      const outgoing = send(url, { method: request.method, headers, agent }, (response) => {
+      const outgoing = send(url, { method: request.method, headers: signed.headers, agent }, (response) => {
         clearTimeout(timer);
         // A stalled body fails the stream instead of hanging the reader.
         response.setTimeout(timeoutMs, () =>
@@ -261,11 +280,22 @@ export class AwsHttpClient {
 }
 
 /** Lambda puts the function role's credentials in the environment. */
-export function credentialsFromEnv(env: Record<string, string | undefined>): AwsCredentials | undefined {
+export function credentialsFromEnv(
+  env: Record<string, string | undefined>,
+): AwsCredentialIdentity | undefined {
   const { AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey } = env;
   if (!accessKeyId || !secretAccessKey) return undefined;
   const sessionToken = env.AWS_SESSION_TOKEN;
   return { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) };
+}
+
+/** The URL's parameters for the signer, decoded. `+` is a plus sign here, not form encoding's space. */
+function queryOf(url: URL): Record<string, string[]> {
+  const values = new Map<string, string[]>();
+  for (const [name, value] of new URLSearchParams(url.search.replaceAll("+", "%2B"))) {
+    values.set(name, [...(values.get(name) ?? []), value]);
+  }
+  return Object.fromEntries(values);
 }
 
 function regionalEndpoint(service: AwsService, region: string): string {

@@ -1,3 +1,5 @@
+import type { AttributeValue } from "@aws-sdk/client-dynamodb";
+import { unmarshall as toNative } from "@aws-sdk/util-dynamodb";
 import * as z from "zod/mini";
 import type { AwsHttpClient } from "#aws/http/aws-http.ts";
 import type { PageCursor, RegistryItem, RegistryPage, RegistryQuery, RegistryTable } from "./reader.ts";
@@ -5,14 +7,40 @@ import type { PageCursor, RegistryItem, RegistryPage, RegistryQuery, RegistryTab
 /**
  * The registry's reads (GetItem, Query) in DynamoDB's JSON protocol over a signed request, for the
  * inference function: no SDK client to import on a cold start. Items come back exactly as the
- * DocumentClient gives them.
+ * DocumentClient gives them: the wire is validated and its base64 decoded here, as the SDK's
+ * deserializer does, then util-dynamodb unmarshalls as the DocumentClient does.
  */
 
-const attributeMap = z.record(z.string(), z.unknown());
-const getItemOutput = z.object({ Item: z.optional(attributeMap) });
+const STRING = {
+  error: (issue: { input: unknown }) => `DynamoDB sent ${JSON.stringify(issue.input)} where a string belongs`,
+};
+const bytes = z.pipe(
+  z.string(STRING),
+  z.transform((base64) => Uint8Array.from(Buffer.from(base64, "base64"))),
+);
+/** One attribute value as it comes on the wire: `{"N": "42"}`, `{"B": "<base64>"}`... */
+const attributeValue = z.strictObject({
+  S: z.optional(z.string(STRING)),
+  N: z.optional(z.string(STRING)),
+  BOOL: z.optional(z.boolean()),
+  NULL: z.optional(z.boolean()),
+  B: z.optional(bytes),
+  get M() {
+    return z.optional(z.record(z.string(), attributeValue));
+  },
+  get L() {
+    return z.optional(z.array(attributeValue));
+  },
+  SS: z.optional(z.array(z.string(STRING))),
+  NS: z.optional(z.array(z.string(STRING))),
+  BS: z.optional(z.array(bytes)),
+});
+const item = z.record(z.string(), attributeValue);
+const getItemOutput = z.object({ Item: z.optional(item) });
 const queryOutput = z.object({
-  Items: z.optional(z.array(attributeMap)),
-  LastEvaluatedKey: z.optional(attributeMap),
+  Items: z.optional(z.array(item)),
+  // Handed back as ExclusiveStartKey: it stays in wire form.
+  LastEvaluatedKey: z.optional(z.record(z.string(), z.unknown())),
 });
 
 export class DynamoHttpTable implements RegistryTable {
@@ -70,69 +98,21 @@ export class DynamoHttpTable implements RegistryTable {
   }
 }
 
-function unmarshallItem(item: Readonly<Record<string, unknown>>): RegistryItem {
-  const result: RegistryItem = {};
-  for (const [name, value] of Object.entries(item)) result[name] = unmarshall(value);
-  return result;
+/** The SDK's union type says one member per value; the schema checked each member's type. */
+function unmarshallItem(wire: z.output<typeof item>): RegistryItem {
+  return toNative(wire as Record<string, AttributeValue>);
 }
 
 /**
- * One attribute value as the DocumentClient's unmarshall gives it: N as a number (a BigInt beyond
+ * One attribute value from the wire, as the DocumentClient gives it: N as a number (a BigInt beyond
  * the safe integers), NS/SS/BS as a Set, B as a Uint8Array, NULL as null.
  */
 export function unmarshall(attribute: unknown): unknown {
-  const [type, value] =
-    typeof attribute === "object" && attribute !== null ? (Object.entries(attribute)[0] ?? []) : [];
-  switch (type) {
-    case "S":
-      return text(value);
-    case "N":
-      return toNumber(text(value));
-    case "BOOL":
-      return value === true;
-    case "NULL":
-      return null;
-    case "B":
-      return toBytes(text(value));
-    case "M":
-      if (typeof value !== "object" || value === null || Array.isArray(value)) break;
-      return unmarshallItem(value as Record<string, unknown>);
-    case "L":
-      return list(value).map(unmarshall);
-    case "SS":
-      return new Set(list(value).map(text));
-    case "NS":
-      return new Set(list(value).map((item) => toNumber(text(item))));
-    case "BS":
-      return new Set(list(value).map((item) => toBytes(text(item))));
+  const parsed = attributeValue.safeParse(attribute);
+  if (!parsed.success) {
+    throw new Error(
+      `DynamoDB sent an attribute value this reader cannot decode: ${JSON.stringify(attribute)} (${z.prettifyError(parsed.error)})`,
+    );
   }
-  throw new Error(`DynamoDB sent an attribute value this reader cannot decode: ${JSON.stringify(attribute)}`);
-}
-
-function text(value: unknown): string {
-  if (typeof value !== "string")
-    throw new Error(`DynamoDB sent ${JSON.stringify(value)} where a string belongs`);
-  return value;
-}
-
-function list(value: unknown): unknown[] {
-  if (!Array.isArray(value)) throw new Error(`DynamoDB sent ${JSON.stringify(value)} where a list belongs`);
-  return value;
-}
-
-/** Past 2^53 a number loses digits: the DocumentClient returns a BigInt there, and so do we. */
-function toNumber(digits: string): number | bigint {
-  const number = Number(digits);
-  if (Number.isFinite(number) && Math.abs(number) > Number.MAX_SAFE_INTEGER) {
-    try {
-      return BigInt(digits);
-    } catch {
-      throw new Error(`DynamoDB number ${digits} has no exact JavaScript value`);
-    }
-  }
-  return number;
-}
-
-function toBytes(base64: string): Uint8Array {
-  return Uint8Array.from(Buffer.from(base64, "base64"));
+  return toNative(parsed.data as AttributeValue, { convertWithoutMapWrapper: true });
 }

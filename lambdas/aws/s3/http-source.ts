@@ -1,8 +1,18 @@
 import type { Readable } from "node:stream";
 import type { AwsHttpClient } from "#aws/http/aws-http.ts";
-import { encodeRfc3986 } from "#aws/http/sigv4.ts";
 import type { ArtifactSource } from "#aws/onnx/artifact-cache.ts";
 import type { ArtifactRef } from "#core/model.ts";
+
+/**
+ * encodeURIComponent leaves `!'()*` as they are; S3 wants everything but A-Z a-z 0-9 - . _ ~ encoded.
+ * The SDK's escapeUri does the same, but lives in @smithy/core, which is no dependency of ours.
+ */
+export function encodeRfc3986(text: string): string {
+  return encodeURIComponent(text).replace(
+    /[!'()*]/g,
+    (char) => `%${char.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+}
 
 /** Names that work as a DNS label under TLS; dotted names would break the wildcard certificate. */
 const VIRTUAL_HOST_BUCKET = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;

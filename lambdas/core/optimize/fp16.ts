@@ -15,6 +15,7 @@ import {
   subgraphs,
   type TensorProto,
 } from "#core/onnx/graph.ts";
+import { float32ToFloat16Bits } from "#core/tensor/float16.ts";
 
 /**
  * FP16 conversion for GPU targets: every FP32 weight, constant and intermediate becomes FP16, while the
@@ -184,46 +185,4 @@ function castNode(input: string, output: string, to: number, names: NameScope): 
     output: [output],
     attribute: [intAttr("to", to)],
   };
-}
-
-const FP16_MAX = 65504;
-
-/** FP32 -> FP16 bit patterns, round to nearest even from the FP32 bits (one rounding), clamped to ±65504. */
-export function float32ToFloat16Bits(values: Float32Array): { bits: Uint16Array; clamped: number } {
-  const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const bits = new Uint16Array(values.length);
-  let clamped = 0;
-  for (let i = 0; i < values.length; i++) {
-    const value = values[i]!;
-    if (value > FP16_MAX || value < -FP16_MAX) {
-      clamped++;
-      bits[i] = value > 0 ? 0x7bff : 0xfbff;
-      continue;
-    }
-    const word = words[i]!;
-    const sign = (word >>> 16) & 0x8000;
-    const exponent = (word >>> 23) & 0xff;
-    const mantissa = word & 0x7fffff;
-    if (exponent === 0xff) {
-      bits[i] = sign | 0x7c00 | (mantissa ? 0x200 : 0); // NaN stays NaN (infinities were clamped)
-    } else if (exponent > 112) {
-      // Normal in FP16: keep 10 mantissa bits, round the 13 dropped ones to nearest even.
-      const half = ((exponent - 112) << 10) | (mantissa >>> 13);
-      const rest = mantissa & 0x1fff;
-      const roundUp = rest > 0x1000 || (rest === 0x1000 && (half & 1) === 1);
-      bits[i] = sign | (half + (roundUp ? 1 : 0));
-    } else if (exponent >= 102) {
-      // Subnormal in FP16: shift the implicit-1 mantissa into place, same rounding.
-      const full = mantissa | 0x800000;
-      const shift = 126 - exponent;
-      const half = full >>> shift;
-      const rest = full & ((1 << shift) - 1);
-      const midpoint = 1 << (shift - 1);
-      const roundUp = rest > midpoint || (rest === midpoint && (half & 1) === 1);
-      bits[i] = sign | (half + (roundUp ? 1 : 0));
-    } else {
-      bits[i] = sign; // below half the smallest subnormal: zero
-    }
-  }
-  return { bits, clamped };
 }

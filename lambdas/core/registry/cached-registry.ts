@@ -1,3 +1,4 @@
+import { LRUCache } from "lru-cache";
 import type { ModelVersion } from "#core/model.ts";
 import type { ModelEntries, ModelRegistry, ModelSummary } from "./registry.ts";
 
@@ -12,7 +13,7 @@ export interface RegistryCacheOptions {
   readonly staleMs?: number;
   /** How long "not found" is remembered: short, so a new upload shows up quickly. */
   readonly missTtlMs: number;
-  /** Entries kept at most; the oldest go first. */
+  /** Entries kept at most; the least recently used go first. */
   readonly maxEntries: number;
   readonly now?: () => number;
 }
@@ -29,12 +30,19 @@ const settledVersions = (versions: readonly ModelVersion[]) =>
   versions.length > 0 && versions.every(settledVersion);
 const alwaysSettled = () => true;
 
-interface Entry {
-  readonly expires: number;
-  readonly value: Promise<unknown>;
-  /** Resolved, to a result kept for the full TTL: the only kind served stale. */
-  settled: boolean;
-  refreshing: boolean;
+/** One registry read, as the cache's fetchMethod performs it. */
+interface RegistryRead {
+  load(): Promise<unknown>;
+  isSettled(result: unknown): boolean;
+}
+
+/** A registry answer with its times: boxed, since lru-cache takes an undefined value for "nothing". */
+interface Answer {
+  readonly value: unknown;
+  /** Until then the answer is fresh; from then on a read starts a re-read. */
+  readonly freshUntil: number;
+  /** Until then the answer may be served while a re-read runs: a settled answer's stale window. */
+  readonly servableUntil: number;
 }
 
 /**
@@ -44,14 +52,30 @@ interface Entry {
  */
 export class CachedModelRegistry implements ModelRegistry {
   readonly #inner: ModelRegistry;
-  readonly #options: RegistryCacheOptions;
   readonly #now: () => number;
-  readonly #entries = new Map<string, Entry>();
+  readonly #answers: LRUCache<string, Answer, RegistryRead>;
 
   constructor(inner: ModelRegistry, options: RegistryCacheOptions) {
     this.#inner = inner;
-    this.#options = options;
-    this.#now = options.now ?? Date.now;
+    const now = options.now ?? Date.now;
+    const staleMs = options.staleMs ?? options.ttlMs;
+    this.#now = now;
+    // The answer carries its own times, not lru-cache's `ttl`: that counts an entry stale only once its
+    // age exceeds the ttl, and serves every stale entry alike, where only settled answers may be.
+    this.#answers = new LRUCache<string, Answer, RegistryRead>({
+      max: options.maxEntries,
+      fetchMethod: async (_key, _stale, { context }) => {
+        const value = await context.load();
+        const settled = context.isSettled(value);
+        const freshUntil = now() + (settled ? options.ttlMs : options.missTtlMs);
+        return { value, freshUntil, servableUntil: settled ? freshUntil + staleMs : freshUntil };
+      },
+      // A read during a background re-read gets the old answer, which a failed re-read leaves in place.
+      allowStale: true,
+      noDeleteOnFetchRejection: true,
+      // Eviction and clear() do not fail the callers of a read in flight; its answer is just not kept.
+      ignoreFetchAbort: true,
+    });
   }
 
   getVersion(name: string, version: number): Promise<ModelVersion | undefined> {
@@ -88,61 +112,21 @@ export class CachedModelRegistry implements ModelRegistry {
 
   /** Drops every cached entry; for tests and for callers that just wrote. */
   clear(): void {
-    this.#entries.clear();
+    this.#answers.clear();
   }
 
-  #cached<T>(key: string, load: () => Promise<T>, isSettled: (result: T) => boolean): Promise<T> {
+  async #cached<T>(key: string, load: () => Promise<T>, isSettled: (result: T) => boolean): Promise<T> {
+    const context: RegistryRead = { load, isSettled };
+    // fetch resolves undefined only for an aborted read or an undefined answer: neither happens here.
+    const answer = (await this.#answers.fetch(key, { context }))!;
     const now = this.#now();
-    const hit = this.#entries.get(key);
-    if (hit !== undefined) {
-      if (hit.expires > now) return hit.value as Promise<T>;
-      if (hit.settled && now - hit.expires < (this.#options.staleMs ?? this.#options.ttlMs)) {
-        if (!hit.refreshing) this.#refresh(key, load, hit, isSettled);
-        return hit.value as Promise<T>;
-      }
+    if (now < answer.freshUntil) return answer.value as T;
+    // forceRefresh starts the re-read unless one is running already, which it joins.
+    if (now < answer.servableUntil) {
+      void this.#answers.fetch(key, { context, forceRefresh: true });
+      return answer.value as T;
     }
-
-    const value = load();
-    // Until it settles the entry lives for the hit TTL; then it is re-timed by outcome.
-    const entry: Entry = { expires: now + this.#options.ttlMs, value, settled: false, refreshing: false };
-    this.#set(key, entry);
-    value.then(
-      (result) => {
-        if (this.#entries.get(key) !== entry) return;
-        this.#settle(key, value, isSettled(result));
-      },
-      () => {
-        if (this.#entries.get(key) === entry) this.#entries.delete(key);
-      },
-    );
-    return value;
-  }
-
-  /** Re-reads an expired entry while it is still served; a failed re-read leaves it to expire. */
-  #refresh<T>(key: string, load: () => Promise<T>, stale: Entry, isSettled: (result: T) => boolean): void {
-    stale.refreshing = true;
-    load().then(
-      (result) => {
-        if (this.#entries.get(key) !== stale) return;
-        this.#settle(key, Promise.resolve(result), isSettled(result));
-      },
-      () => {
-        stale.refreshing = false;
-      },
-    );
-  }
-
-  #settle(key: string, value: Promise<unknown>, settled: boolean): void {
-    const ttl = settled ? this.#options.ttlMs : this.#options.missTtlMs;
-    this.#set(key, { expires: this.#now() + ttl, value, settled, refreshing: false });
-  }
-
-  #set(key: string, entry: Entry): void {
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
-    while (this.#entries.size > this.#options.maxEntries) {
-      const oldest = this.#entries.keys().next().value as string;
-      this.#entries.delete(oldest);
-    }
+    const reread = (await this.#answers.fetch(key, { context, forceRefresh: true, allowStale: false }))!;
+    return reread.value as T;
   }
 }

@@ -1,41 +1,36 @@
-/** IEEE 754 half precision <-> number, for FP16 tensors carried as Uint16Array bit patterns. */
-
-/** Rounds a non-negative double to the nearest integer, ties to even (the IEEE default). */
-function roundHalfEven(value: number): number {
-  const floor = Math.floor(value);
-  const fraction = value - floor;
-  return fraction > 0.5 || (fraction === 0.5 && floor % 2 === 1) ? floor + 1 : floor;
-}
-
 /**
- * Converts a number to the nearest half-precision value (ties to even), rounding once from the
- * double itself: going through float32 first would round twice and can land on the wrong side.
+ * IEEE 754 half precision, for FP16 tensors carried as Uint16Array bit patterns and for FP16 weights.
+ * Rounding is @petamoriken/float16's: once from the double, ties to even (no double rounding).
  */
+import { getFloat16, setFloat16 } from "@petamoriken/float16";
+
+const scratch = new DataView(new ArrayBuffer(2));
+
+/** The nearest half-precision value's bits (ties to even); beyond 65504 rounds to infinity, as a cast does. */
 export function toFloat16Bits(value: number): number {
-  if (Number.isNaN(value)) return 0x7e00;
-  const sign = value < 0 || Object.is(value, -0) ? 0x8000 : 0;
-  const magnitude = Math.abs(value);
-  if (magnitude < 2 ** -14) {
-    // Subnormal range: multiples of 2^-24. A result of 1024 is the smallest normal, whose bits agree.
-    return sign | roundHalfEven(magnitude * 2 ** 24);
-  }
-  let exponent = Math.floor(Math.log2(magnitude));
-  if (2 ** exponent > magnitude) exponent -= 1; // log2 can be off by one next to a power of two
-  if (2 ** (exponent + 1) <= magnitude) exponent += 1;
-  let mantissa = roundHalfEven((magnitude / 2 ** exponent - 1) * 1024); // exact: scaling by powers of two
-  if (mantissa === 1024) {
-    mantissa = 0;
-    exponent += 1;
-  }
-  if (exponent > 15) return sign | 0x7c00; // beyond 65504 rounds to infinity, as a cast would
-  return sign | ((exponent + 15) << 10) | mantissa;
+  setFloat16(scratch, 0, value, true);
+  return scratch.getUint16(0, true);
 }
 
 export function fromFloat16Bits(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exponent = (bits >>> 10) & 0x1f;
-  const mantissa = bits & 0x3ff;
-  if (exponent === 0) return sign * mantissa * 2 ** -24;
-  if (exponent === 0x1f) return mantissa ? Number.NaN : sign * Number.POSITIVE_INFINITY;
-  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+  scratch.setUint16(0, bits, true);
+  return getFloat16(scratch, 0, true);
+}
+
+const FP16_MAX = 65504;
+
+/** FP32 -> FP16 bit patterns for weights: rounded as toFloat16Bits, but clamped to ±65504, not infinity. */
+export function float32ToFloat16Bits(values: Float32Array): { bits: Uint16Array; clamped: number } {
+  const bits = new Uint16Array(values.length);
+  const view = new DataView(bits.buffer);
+  let clamped = 0;
+  for (let i = 0; i < values.length; i++) {
+    let value = values[i]!;
+    if (value > FP16_MAX || value < -FP16_MAX) {
+      clamped++;
+      value = value > 0 ? FP16_MAX : -FP16_MAX;
+    }
+    setFloat16(view, i * 2, value, true);
+  }
+  return { bits, clamped };
 }

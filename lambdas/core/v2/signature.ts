@@ -1,6 +1,6 @@
 import { InvalidRequestError } from "#core/errors.ts";
-import type { Dim, ModelSignature, TensorSpec } from "#core/model.ts";
-import { elementCount, formatShape } from "#core/tensor/shape.ts";
+import type { ModelSignature, TensorSpec } from "#core/model.ts";
+import { formatShape } from "#core/tensor/shape.ts";
 import type { RequestInput } from "./wire.ts";
 
 /**
