@@ -5,16 +5,13 @@
  *         process that hosts only the function (bench/warm-child.ts).
  *   cold: a new process per sample: import + registry read + download from the local S3 emulator +
  *         sha256 + session create + first inference, vs import + create from a local file + first run.
- *   BENCH_WRITER_AB=<rounds>: also the FP32 response writer's WebAssembly build against its JavaScript
- *         twin inside the warm MLP request: two function processes, one bundled without the module,
- *         measured in alternating rounds.
  */
 import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { type BuildOptions, build, type Plugin } from "esbuild";
+import { type BuildOptions, build } from "esbuild";
 import * as ort from "onnxruntime-node";
 import { sessionOptions } from "#aws/onnx/runner.ts";
 import { LOCAL_BUCKET, LOCAL_TABLE, type LocalStack, startLocalStack } from "../local/stack.ts";
@@ -27,7 +24,6 @@ const run = promisify(execFile);
 const WARM_ITERATIONS = Number(process.env.BENCH_WARM_ITERATIONS ?? 2000);
 const MLP_ITERATIONS = Number(process.env.BENCH_MLP_ITERATIONS ?? 200);
 const COLD_SAMPLES = Number(process.env.BENCH_COLD_SAMPLES ?? 9);
-const WRITER_AB_ROUNDS = Number(process.env.BENCH_WRITER_AB ?? 0);
 
 interface BenchModel extends WarmModel {
   readonly bytes: Uint8Array;
@@ -81,14 +77,6 @@ async function main() {
       ]),
     );
 
-    if (WRITER_AB_ROUNDS > 0) {
-      await writerAb(
-        bundles,
-        env,
-        [models[1]!].map(({ bytes, ...model }) => model),
-      );
-    }
-
     console.log(`\ncold path: median of ${COLD_SAMPLES} new processes each, 50 MB MLP\n`);
     const mlp = await stack.registry.getVersion("mlp50", 1);
     if (mlp?.artifact === undefined) throw new Error("mlp50 did not register");
@@ -114,8 +102,6 @@ interface Bundles {
   readonly handler: string;
   readonly coldChild: string;
   readonly warmChild: string;
-  /** The warm child with the float32 writer's WebAssembly module left out: its JavaScript twin writes. */
-  readonly warmChildJsWriter: string;
 }
 
 /**
@@ -144,29 +130,10 @@ async function buildBundles(): Promise<Bundles> {
     handler: join(outDir, "handler.mjs"),
     coldChild: join(outDir, "cold-child.mjs"),
     warmChild: join(outDir, "warm-child.mjs"),
-    warmChildJsWriter: join(outDir, "warm-child-js-writer.mjs"),
   };
   await build({ ...common, entryPoints: ["lambdas/inference/handler.ts"], outfile: bundles.handler });
   await build({ ...common, entryPoints: ["bench/cold-child.ts"], outfile: bundles.coldChild });
   await build({ ...common, entryPoints: ["bench/warm-child.ts"], outfile: bundles.warmChild });
-  if (WRITER_AB_ROUNDS > 0) {
-    // An empty module fails to instantiate, and float32-json.ts then writes every array in JavaScript.
-    const noWasm: Plugin = {
-      name: "no-float32-wasm",
-      setup(pluginBuild) {
-        pluginBuild.onLoad({ filter: /float32-writer-wasm\.ts$/ }, () => ({
-          contents: 'export const FLOAT32_WRITER_WASM = "";',
-          loader: "ts",
-        }));
-      },
-    };
-    await build({
-      ...common,
-      entryPoints: ["bench/warm-child.ts"],
-      outfile: bundles.warmChildJsWriter,
-      plugins: [noWasm],
-    });
-  }
   return bundles;
 }
 
@@ -189,38 +156,6 @@ async function runChild<T>(bundle: string, args: string[], env: NodeJS.ProcessEn
   const { stdout, stderr } = await run(process.execPath, [bundle, ...args], { env, maxBuffer: 16 << 20 });
   if (process.env.BENCH_VERBOSE) process.stderr.write(stderr);
   return JSON.parse(stdout.trim().split("\n").at(-1) ?? "null") as T;
-}
-
-/** The WebAssembly writer against the JavaScript one, in alternating warm processes on the same artifact. */
-async function writerAb(bundles: Bundles, env: NodeJS.ProcessEnv, models: WarmModel[]): Promise<void> {
-  const overheads: Record<"wasm" | "js", number[]> = { wasm: [], js: [] };
-  const ratios: Record<"wasm" | "js", number[]> = { wasm: [], js: [] };
-  for (let round = 0; round < WRITER_AB_ROUNDS; round++) {
-    // ABBA: neither side always runs first.
-    const order = round % 2 === 0 ? (["wasm", "js"] as const) : (["js", "wasm"] as const);
-    for (const side of order) {
-      const artifactDir = await mkdtemp(join(tmpdir(), "maas-warm-"));
-      const bundle = side === "wasm" ? bundles.warmChild : bundles.warmChildJsWriter;
-      const [row] = await runChild<WarmResult[]>(bundle, [JSON.stringify(models)], {
-        ...env,
-        MAAS_ARTIFACT_DIR: artifactDir,
-      });
-      await rm(artifactDir, { recursive: true, force: true });
-      if (row === undefined) throw new Error("the warm child measured nothing");
-      overheads[side].push(row.handler50 - row.raw50);
-      ratios[side].push(row.handler50 / row.raw50);
-    }
-  }
-  console.log(`\nFP32 response writer inside the warm MLP request, ${WRITER_AB_ROUNDS} alternating rounds\n`);
-  printTable(
-    ["writer", "overhead ms per round", "median overhead ms", "median ratio"],
-    (["wasm", "js"] as const).map((side) => [
-      side === "wasm" ? "WebAssembly" : "JavaScript",
-      overheads[side].map(formatMs).join(" "),
-      formatMs(median(overheads[side])),
-      median(ratios[side]).toFixed(3),
-    ]),
-  );
 }
 
 async function coldBench(

@@ -1,11 +1,13 @@
 /**
- * `npm run bench:request-tiers`: which of the request reader's three paths each common request form
- * takes (the plain one-pass reader, the data-list scan with JSON.parse on the rest, or JSON.parse and
- * zod alone), and what the two fast paths save over the general one, measured in one run.
+ * `npm run bench:v2-json`: the hand-written FP32 JSON reader and writer against JSON.parse and
+ * JSON.stringify, in one run. Reading: which of the three paths each common request form takes (the
+ * plain one-pass reader, the data-list scan with JSON.parse on the rest, or JSON.parse and zod alone),
+ * and what the two fast paths save over the general one. Writing: an output's FP32 data list.
  * The forms are what the V2 clients people use send: curl as in the README, Triton's and KServe's
  * Python clients (outputs with `parameters`), several inputs, nested data lists.
  */
 import { mulberry32 } from "#core/tensor/seeded-random.ts";
+import { float32ArrayJson } from "#core/v2/float32-json.ts";
 import { parseInferRequest, parseInferRequestBody, parseTensorDocument } from "#core/v2/parse.ts";
 import { bodyBytes, floatsFor, InferBodyScan, readPlainFloat32Request } from "#core/v2/request-scan.ts";
 import { decodeInput } from "#core/v2/tensor-codec.ts";
@@ -66,21 +68,22 @@ const served = (body: string) => parseInferRequestBody(body).inputs.map(decodeIn
 const general = (body: string) =>
   parseTensorDocument(body, parseInferRequest, (r) => r.inputs).inputs.map(decodeInput);
 
-/** Median µs per call, the two functions timed in alternating batches. */
-function compare(body: string, rounds: number): { served: number; general: number } {
-  const times = { served: [] as number[], general: [] as number[] };
-  const batch = Math.max(1, Math.round(200_000 / body.length));
+/** Median µs per call of each function on `input`, timed in alternating batches. */
+function compare<T>(
+  input: T,
+  sides: readonly ((input: T) => unknown)[],
+  rounds: number,
+  batch: number,
+): number[] {
+  const times = sides.map(() => [] as number[]);
   for (let round = 0; round < rounds; round++) {
-    for (const [side, read] of [
-      ["served", served],
-      ["general", general],
-    ] as const) {
+    sides.forEach((side, index) => {
       const start = performance.now();
-      for (let i = 0; i < batch; i++) read(body);
-      times[side].push(((performance.now() - start) * 1000) / batch);
-    }
+      for (let i = 0; i < batch; i++) side(input);
+      times[index]!.push(((performance.now() - start) * 1000) / batch);
+    });
   }
-  return { served: median(times.served), general: median(times.general) };
+  return times.map(median);
 }
 
 for (const count of [1024, 150_528]) {
@@ -88,8 +91,29 @@ for (const count of [1024, 150_528]) {
   printTable(
     ["request form", "path taken", "served µs", "JSON.parse + zod µs", "general / served"],
     Object.entries(forms(count)).map(([name, body]) => {
-      const { served: fast, general: slow } = compare(body, count > 10_000 ? 15 : 40);
+      const batch = Math.max(1, Math.round(200_000 / body.length));
+      const [fast = Number.NaN, slow = Number.NaN] = compare(
+        body,
+        [served, general],
+        count > 10_000 ? 15 : 40,
+        batch,
+      );
       return [name, tierOf(body), formatMs(fast), formatMs(slow), (slow / fast).toFixed(2)];
     }),
   );
 }
+
+console.log("\nwriting an output's FP32 data list\n");
+printTable(
+  ["values", "float32ArrayJson µs", "JSON.stringify µs", "stringify / ours"],
+  [1024, 150_528].map((count) => {
+    const data = Float32Array.from(values(count, 3));
+    const [ours = Number.NaN, library = Number.NaN] = compare(
+      data,
+      [float32ArrayJson, (floats: Float32Array) => JSON.stringify(Array.from(floats))],
+      count > 10_000 ? 15 : 40,
+      Math.max(1, Math.round(100_000 / count)),
+    );
+    return [String(count), formatMs(ours), formatMs(library), (library / ours).toFixed(2)];
+  }),
+);
