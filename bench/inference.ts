@@ -120,6 +120,9 @@ async function buildBundles(): Promise<Bundles> {
       js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
     },
     minify: true,
+    // As lib/maas-function.ts bundles: the ESM builds of dependencies, which tree-shake (smithy's CJS
+    // signer pulls in 130 KB of @smithy/core that its ESM build does not).
+    mainFields: ["module", "main"],
     // As deployed: a source map beside the bundle, read only when an error is logged (no
     // --enable-source-maps; see lambdas/aws/lambda/stack-map.ts).
     sourcemap: true,
