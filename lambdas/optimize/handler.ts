@@ -1,10 +1,10 @@
-import { BatchProcessor, EventType, processPartialResponse } from "@aws-lambda-powertools/batch";
 import { Logger } from "@aws-lambda-powertools/logger";
 import { JSONStringified } from "@aws-lambda-powertools/parser/helpers";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
-import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
+import type { SQSRecord } from "aws-lambda";
 import * as z from "zod";
+import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts";
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
 import { OrtCandidateRuntime } from "#aws/onnx/candidate-runtime.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
@@ -66,7 +66,7 @@ export function optimizeMessage(record: SQSRecord): z.infer<typeof optimizeMessa
   return parsed.data;
 }
 
-export type OptimizeHandler = (event: SQSEvent, context?: Context) => Promise<SQSBatchResponse>;
+export type OptimizeHandler = SqsBatchHandler;
 
 /**
  * The optimize function: one `{name, version}` per SQS message, handled one after another (each
@@ -101,15 +101,7 @@ export function createOptimizeHandler(deps: OptimizerDeps, logger: Logger): Opti
       throw error;
     }
   }
-  return async (event, context) => {
-    if (context) logger.addContext(context);
-    return processPartialResponse(event, optimizeRecord, new BatchProcessor(EventType.SQS), {
-      context,
-      processInParallel: false,
-      // A batch that failed whole is still answered item by item, as SQS retries it the same way.
-      throwOnFullBatchFailure: false,
-    });
-  };
+  return sqsBatchHandler(optimizeRecord, logger);
 }
 
 export interface OptimizeClients {

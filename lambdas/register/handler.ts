@@ -1,13 +1,13 @@
 import { readFile, unlink } from "node:fs/promises";
-import { BatchProcessor, EventType, processPartialResponse } from "@aws-lambda-powertools/batch";
 import { Logger } from "@aws-lambda-powertools/logger";
 import { JSONStringified } from "@aws-lambda-powertools/parser/helpers";
 import { S3Schema } from "@aws-lambda-powertools/parser/schemas/s3";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
-import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
+import type { SQSRecord } from "aws-lambda";
 import * as z from "zod";
+import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts";
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
 import { createOrtSession } from "#aws/onnx/runner.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
@@ -58,7 +58,7 @@ export function uploadEvents(record: SQSRecord): UploadEvent[] {
   }));
 }
 
-export type RegisterHandler = (event: SQSEvent, context?: Context) => Promise<SQSBatchResponse>;
+export type RegisterHandler = SqsBatchHandler;
 
 /**
  * The register function: one S3 notification per SQS message, handled one after another, in order
@@ -95,15 +95,7 @@ export function createRegisterHandler(deps: RegistrationDeps, logger: Logger): R
       throw error;
     }
   }
-  return async (event, context) => {
-    if (context) logger.addContext(context);
-    return processPartialResponse(event, registerMessage, new BatchProcessor(EventType.SQS), {
-      context,
-      processInParallel: false,
-      // A batch that failed whole is still answered item by item, as SQS retries it the same way.
-      throwOnFullBatchFailure: false,
-    });
-  };
+  return sqsBatchHandler(registerMessage, logger);
 }
 
 export interface RegisterClients {
