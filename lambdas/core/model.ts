@@ -28,6 +28,11 @@ export interface TensorSpec {
   readonly name: string;
   readonly datatype: V2Datatype;
   readonly shape: readonly Dim[];
+  /**
+   * The labels of the last dimension, in order, for an output the model declared as a sequence of
+   * maps (scikit-learn's ZipMap) and that is served as a tensor of the maps' values.
+   */
+  readonly classLabels?: readonly string[];
 }
 
 export interface ModelSignature {
@@ -103,6 +108,20 @@ export interface ModelVersion {
   readonly variants: readonly Variant[];
   /** Class labels of a classifier, from the manifest or the model's metadata. */
   readonly labels?: readonly string[];
+  /**
+   * What is unusual about the model that onnxruntime still runs (an operator set it only keeps
+   * working, an output served in another form): shown to the publisher, never a refusal.
+   */
+  readonly warnings?: readonly string[];
+  /**
+   * A variant chosen by a person rather than by the optimizer's lossless-only rule: through the
+   * manifest's `optimize.allowLossy` or an operator's admin call. `original` goes back to the upload.
+   */
+  readonly variantChoice?: {
+    readonly kind: string;
+    readonly by: "manifest" | "operator";
+    readonly at: string;
+  };
   readonly description?: string;
   readonly tags?: Readonly<Record<string, string>>;
   readonly source?: UploadSource;

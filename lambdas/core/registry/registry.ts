@@ -68,6 +68,7 @@ const tensorSpecSchema = z.object({
   name: z.string(),
   datatype: z.enum(V2_DATATYPES),
   shape: z.array(z.union([z.int(), z.string()])),
+  classLabels: z.optional(z.array(z.string())),
 });
 
 const nonnegativeInt = z.int().check(z.nonnegative());
@@ -123,6 +124,10 @@ export const modelVersionSchema = z.object({
     [],
   ),
   labels: z.optional(z.array(z.string())),
+  warnings: z.optional(z.array(z.string())),
+  variantChoice: z.optional(
+    z.object({ kind: z.string(), by: z.enum(["manifest", "operator"]), at: z.string() }),
+  ),
   description: z.optional(z.string()),
   tags: z.optional(z.record(z.string(), z.string())),
   source: z.optional(z.object({ key: z.string(), etag: z.string() })),
