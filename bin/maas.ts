@@ -1,7 +1,8 @@
 /**
  * `maas`: publish models and manage them, locally (the stack `npm start` runs) or in AWS.
- *   maas publish <file> --name N [--version V] [--manifest F] [--wait]
- *   maas models | versions <name> | alias <name> <alias> <version> | rollback <name> [alias]
+ *   maas publish <file> --name N [--version V] [--manifest F] [--wait [--wait-timeout S]]
+ *   maas models | versions <name> [--json] | alias <name> <alias> <version> | rollback <name> [alias]
+ *   maas variant <name> <version> <kind>
  *   maas invoke <name> [--version V] --input JSON|@file
  * Locally every default comes from <data dir>/stack.json, written by `npm start`. In AWS: --bucket,
  * --api (the stack's API URL), --api-key for invoke, and the standard AWS profile and region.
@@ -15,7 +16,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import type { HttpRequest } from "@smithy/types";
-import { MODEL_NAME_PATTERN } from "#core/model.ts";
+import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
 import { manifestKey, modelKey, parseManifest } from "#core/registry/manifest.ts";
 import { DEFAULT_DATA_DIR, type LocalStackInfo, readStackFile } from "../local/stack-file.ts";
 
@@ -27,7 +28,8 @@ const HELP: Record<string, string> = {
 Commands:
   publish <file> --name N     upload a model; registration starts on its own
   models                      list models and their versions
-  versions <name>             list a model's versions with status and aliases
+  versions <name>             list a model's versions: status, target, variant served, aliases, warnings
+  variant <name> <ver> <kind> serve a version's variant (int8-dynamic, ...); 'original' goes back
   alias <name> <alias> <ver>  point an alias at a version (promote)
   rollback <name> [alias]     move an alias back to its previous version (default: default)
   invoke <name> --input JSON  run an inference request
@@ -40,12 +42,22 @@ Uploads <file> to models/<name>/<version>/model.onnx; the upload registers the v
   --name N          model name: lower-case letters, digits, '-', '_', '.' (at most 64)
   --version V       version number (default: one more than the highest uploaded)
   --manifest F      maas.json to upload first (description, labels, tags, target, samples)
-  --wait            wait until the version is ready or failed; exit 1 if it failed
+  --wait            wait until the version is ready and optimized, or failed (exit 1), printing each
+                    phase on stderr (registering, optimizing, ready)
+  --wait-timeout S  give up waiting after S seconds (default 600; exit 1)
   --bucket B        the model bucket in AWS (default: the local stack's)
   --api URL         the API's base URL, for --wait (default: the local stack's)
   --region R, --profile P   AWS region and profile (default: the standard AWS configuration)`,
   models: `maas models [--api URL]\n\nLists models with their versions (admin API).`,
-  versions: `maas versions <name> [--api URL]\n\nLists a model's versions: status, target, size, aliases (admin API).`,
+  versions: `maas versions <name> [--json] [--api URL]
+
+Lists a model's versions as a table: version, status, target, the variant serving (with who chose it
+when a person did), aliases, warnings (the first one, and how many). --json prints the admin records.`,
+  variant: `maas variant <name> <version> <kind> [--json] [--api URL]
+
+Makes <version> serve its variant <kind> (one the optimizer built: see \`maas versions --json\`);
+'original' goes back to the upload. Inference picks the choice up within the registry cache's TTL
+(MAAS_REGISTRY_TTL_MS: 5 s in AWS, 1 s locally). --json prints the version's admin record.`,
   alias: `maas alias <name> <alias> <version> [--api URL]\n\nPoints <alias> at <version>; the unversioned routes serve the alias 'default'.`,
   rollback: `maas rollback <name> [alias] [--api URL]\n\nMoves the alias (default: 'default') back to the version it pointed at before.`,
   invoke: `maas invoke <name> --input JSON|@file [--version V] [--api URL] [--api-key K]
@@ -210,6 +222,9 @@ async function publish(args: string[]): Promise<number> {
       `'${name}' is not a valid model name: lower-case letters, digits, '-', '_', '.' (at most 64)`,
     );
   }
+  const timeoutSeconds = Number(values["wait-timeout"] ?? 600);
+  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0)
+    throw new UsageError("--wait-timeout must be a positive number of seconds");
   const target = await resolveTarget(values);
   const version = values.version === undefined ? await nextVersion(target, name) : Number(values.version);
   if (!Number.isInteger(version) || version < 1) throw new UsageError(`--version must be a positive integer`);
@@ -246,34 +261,118 @@ async function publish(args: string[]): Promise<number> {
   show(bytes.byteLength);
   console.log(`uploaded s3://${target.bucket}/${key} (${bytes.byteLength} bytes)`);
   if (!values.wait) return 0;
+  return waitForSettled(target, name, version, timeoutSeconds);
+}
 
-  const deadline = Date.now() + Number(values["wait-timeout"] ?? 600) * 1000;
+/** The admin record of a version, as the CLI reads it. */
+interface VersionRecord {
+  readonly version: number;
+  readonly status: string;
+  readonly reason?: string;
+  readonly target?: string;
+  readonly sha256?: string;
+  readonly serving?: string;
+  readonly variants?: readonly {
+    readonly kind: string;
+    readonly parity?: { readonly passed: boolean; readonly reason?: string };
+  }[];
+  readonly variantChoice?: { readonly kind: string; readonly by: string; readonly at: string };
+  readonly aliases?: readonly string[];
+  readonly warnings?: readonly string[];
+  readonly optimizedAt?: string;
+  readonly optimizeError?: string;
+}
+
+/**
+ * Where a version is on its way to serving. A `ready` version whose optimization has not settled is
+ * still optimizing (its message is queued): registration hands every version to the optimizer.
+ */
+function phaseOf(record: VersionRecord | undefined): string {
+  if (record === undefined || record.status === "registering") return "registering";
+  if (record.status === "ready" && record.optimizedAt === undefined && record.optimizeError === undefined)
+    return "optimizing";
+  return record.status;
+}
+
+/** Polls the admin record until the version is ready with optimization settled, or failed. */
+async function waitForSettled(target: Target, name: string, version: number, timeoutSeconds: number) {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  let shown: string | undefined;
   for (;;) {
     const response = await call(target, "GET", `/admin/models/${name}/versions/${version}`);
-    const record = response.json as
-      | { status?: string; reason?: string; target?: string; sha256?: string }
-      | undefined;
-    if (response.status === 200 && record?.status !== "registering") {
-      if (record?.status === "failed") {
-        console.error(`${name} version ${version} failed: ${record.reason}`);
-        return 1;
-      }
+    if (response.status !== 200 && response.status !== 404) throw failure(response);
+    const record = response.status === 200 ? (response.json as VersionRecord) : undefined;
+    const phase = phaseOf(record);
+    if (phase !== shown) {
+      console.error(`${name} version ${version}: ${phase}`);
+      shown = phase;
+    }
+    if (record?.status === "failed") {
+      console.error(`${name} version ${version} failed: ${record.reason ?? "no reason recorded"}`);
+      return 1;
+    }
+    if (record !== undefined && phase === "ready") {
+      for (const warning of record.warnings ?? []) console.error(`warning: ${warning}`);
+      if (record.optimizeError !== undefined)
+        console.error(`optimization failed, serving the original: ${record.optimizeError}`);
       console.log(
-        `${name} version ${version} is ${record?.status} on ${record?.target} (sha256 ${record?.sha256})`,
+        `${name} version ${version} is ready on ${record.target}, serving ${describeServing(record)} (sha256 ${record.sha256})`,
       );
       return 0;
     }
-    if (response.status !== 200 && response.status !== 404) throw failure(response);
-    if (Date.now() > deadline) throw new Error(`${name} version ${version} is still registering`);
+    if (Date.now() > deadline) {
+      console.error(`${name} version ${version} is still ${phase} after ${timeoutSeconds} s`);
+      return 1;
+    }
     await new Promise((wake) => setTimeout(wake, 250));
   }
+}
+
+/** The variant serving, and who chose it when a person did: `int8-dynamic (operator)`. */
+function describeServing(record: VersionRecord): string {
+  const serving = record.serving ?? "-";
+  const choice = record.variantChoice;
+  return choice !== undefined && choice.kind === serving ? `${serving} (${choice.by})` : serving;
+}
+
+const WARNING_CHARS = 60;
+
+function describeWarnings(warnings: readonly string[] | undefined): string {
+  const [first] = warnings ?? [];
+  if (first === undefined) return "-";
+  const text = first.length > WARNING_CHARS ? `${first.slice(0, WARNING_CHARS - 1)}…` : first;
+  return warnings!.length === 1 ? text : `(${warnings!.length}) ${text}`;
+}
+
+/** Columns padded to their widest cell; the last one is left ragged. */
+function formatTable(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  return rows
+    .map((row) =>
+      row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join("  "),
+    )
+    .join("\n");
+}
+
+function versionsTable(versions: readonly VersionRecord[]): string {
+  return formatTable([
+    ["VERSION", "STATUS", "TARGET", "VARIANT", "ALIASES", "WARNINGS"],
+    ...versions.map((record) => [
+      String(record.version),
+      record.status,
+      record.target ?? "-",
+      describeServing(record),
+      record.aliases?.length ? record.aliases.join(",") : "-",
+      describeWarnings(record.warnings),
+    ]),
+  ]);
 }
 
 async function admin(command: string, args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: TARGET_OPTIONS,
+    options: { ...TARGET_OPTIONS, json: { type: "boolean" } },
   });
   const target = await resolveTarget(values);
   const [name, second, third] = positionals;
@@ -286,9 +385,32 @@ async function admin(command: string, args: string[]): Promise<number> {
     case "models":
       response = await call(target, "GET", "/admin/models");
       break;
-    case "versions":
+    case "versions": {
       response = await call(target, "GET", `/admin/models/${need(name, "a model name")}/versions`);
-      break;
+      if (response.status >= 300) throw failure(response);
+      const { versions } = response.json as { versions: VersionRecord[] };
+      console.log(values.json ? JSON.stringify(versions, null, 2) : versionsTable(versions));
+      return 0;
+    }
+    case "variant": {
+      const version = need(second, "a version");
+      if (!VERSION_PATTERN.test(version)) throw new UsageError(`'${version}' is not a version number`);
+      const kind = need(third, "a variant kind (or 'original')");
+      response = await call(
+        target,
+        "PUT",
+        `/admin/models/${need(name, "a model name")}/versions/${version}/variant`,
+        { body: JSON.stringify({ kind }) },
+      );
+      if (response.status >= 300) throw failure(response);
+      const record = response.json as VersionRecord;
+      if (values.json) console.log(JSON.stringify(record, null, 2));
+      else
+        console.log(
+          `${name} version ${version} now serves ${describeServing(record)}; inference sees it within the registry cache's TTL`,
+        );
+      return 0;
+    }
     case "alias": {
       const version = Number(need(third, "a version"));
       response = await call(

@@ -19,6 +19,12 @@ import { acknowledge } from "./nag.ts";
 export interface MaasAlarmsProps {
   /** Queues whose messages mean a failure an operator must look at, by a short name. */
   readonly deadLetterQueues: Readonly<Record<string, IQueue>>;
+  /**
+   * Dead-letter queues that a function drains (recording each failure where it belongs), by a short
+   * name: their depth stays near 0, so the alarm counts the messages received from them instead.
+   * @default {}
+   */
+  readonly drainedDeadLetterQueues?: Readonly<Record<string, IQueue>>;
   readonly api: RestApi;
   readonly inference: IFunction;
   /**
@@ -94,6 +100,13 @@ export class MaasAlarms extends Construct {
           statistic: Stats.MAXIMUM,
         }),
         `Messages in the ${name} dead-letter queue: they failed ${name} repeatedly; inspect and redrive.`,
+      );
+    }
+    for (const [name, queue] of Object.entries(props.drainedDeadLetterQueues ?? {})) {
+      whenAny(
+        `${name}DeadLetters`,
+        queue.metricNumberOfMessagesReceived({ period: Duration.minutes(5), statistic: Stats.SUM }),
+        `Messages reached the ${name} dead-letter queue: they failed ${name} on every receive; the function that drains it recorded each failure (see its log).`,
       );
     }
     whenAny(

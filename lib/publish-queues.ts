@@ -63,7 +63,13 @@ export class PublishQueues extends Construct {
 
     this.registerDeadLetterQueue = this.deadLetterQueue("RegisterDeadLetterQueue", deadLetterRetention);
     this.registerQueue = this.workQueue("RegisterQueue", this.registerDeadLetterQueue);
-    this.optimizeDeadLetterQueue = this.deadLetterQueue("OptimizeDeadLetterQueue", deadLetterRetention);
+    // Consumed by the optimize function, which records on each version what never finished: Lambda
+    // wants a consumed queue's visibility timeout at least the function's timeout.
+    this.optimizeDeadLetterQueue = this.deadLetterQueue(
+      "OptimizeDeadLetterQueue",
+      deadLetterRetention,
+      this.visibilityTimeout,
+    );
     this.optimizeQueue = this.workQueue("OptimizeQueue", this.optimizeDeadLetterQueue);
 
     const destination = new SqsDestination(this.registerQueue);
@@ -94,11 +100,12 @@ export class PublishQueues extends Construct {
     });
   }
 
-  private deadLetterQueue(id: string, retentionPeriod: Duration): Queue {
+  private deadLetterQueue(id: string, retentionPeriod: Duration, visibilityTimeout?: Duration): Queue {
     const queue = new Queue(this, id, {
       encryption: QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       retentionPeriod,
+      ...(visibilityTimeout === undefined ? {} : { visibilityTimeout }),
     });
     acknowledge(
       queue,

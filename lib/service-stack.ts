@@ -237,6 +237,9 @@ export class MaasServiceStack extends Stack {
         maxModelBytes: sizing.optimizeMaxModelBytes,
         // A claim older than any invocation can live (plus a minute of clock skew) belongs to a dead attempt.
         leaseSeconds: sizing.optimizeTimeout.toSeconds() + 60,
+        // The last receive records a failure on the version instead of throwing it to the DLQ.
+        maxReceives: queues.maxReceiveCount,
+        deadLetterQueueArn: queues.optimizeDeadLetterQueue.queueArn,
       }),
     });
     this.consumeQueue(this.optimize, "optimize", queues.optimizeQueue, queues.maxReceiveCount, {
@@ -245,6 +248,20 @@ export class MaasServiceStack extends Stack {
       reportBatchItemFailures: true,
       maxConcurrency: sizing.optimizeMaxConcurrency,
     });
+    // Dead letters (attempts that crashed or timed out every time) end their version's optimization,
+    // recorded, so that no version stays `optimizing`; each is a quick registry write.
+    this.optimize.addEventSource(
+      new SqsEventSource(queues.optimizeDeadLetterQueue, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        maxConcurrency: 2,
+      }),
+    );
+    acknowledge(
+      this.newestMapping(this.optimize, "optimize dead-letter"),
+      "Serverless-LambdaEventSourceMappingDestination",
+      "This mapping drains the optimize dead-letter queue into registry records; a message it cannot record stays in the queue (14 days) and its alarm fires.",
+    );
     registry.grantReadWriteRegistry(this.optimize);
     models.grantReadArtifacts(this.optimize);
     // Manifests (models/<name>/<version>/maas.json): parity samples and pins.
@@ -261,10 +278,8 @@ export class MaasServiceStack extends Stack {
       cloudWatchRole: props.apiGatewayCloudWatchRole,
     });
     this.alarms = new MaasAlarms(this, "Alarms", {
-      deadLetterQueues: {
-        Register: queues.registerDeadLetterQueue,
-        Optimize: queues.optimizeDeadLetterQueue,
-      },
+      deadLetterQueues: { Register: queues.registerDeadLetterQueue },
+      drainedDeadLetterQueues: { Optimize: queues.optimizeDeadLetterQueue },
       api: this.api.api,
       inference: this.inference,
       workers: { Optimize: this.optimize },
@@ -313,13 +328,18 @@ export class MaasServiceStack extends Stack {
       fn,
       `an SQS event source polls for it synchronously; failures go to the ${name} queue's DLQ`,
     );
-    const mapping = fn.node.children.find((child) => child instanceof EventSourceMapping);
-    if (mapping === undefined) throw new Error(`the ${name} function has no event source mapping`);
     acknowledge(
-      mapping,
+      this.newestMapping(fn, name),
       "Serverless-LambdaEventSourceMappingDestination",
       `SQS event sources have no on-failure destination: the ${name} queue's redrive policy moves failed messages to its DLQ after ${maxReceiveCount} receives.`,
     );
+  }
+
+  /** The event source mapping added to `fn` last. */
+  private newestMapping(fn: MaasFunction, name: string): EventSourceMapping {
+    const mapping = fn.node.children.filter((child) => child instanceof EventSourceMapping).at(-1);
+    if (mapping === undefined) throw new Error(`the ${name} function has no event source mapping`);
+    return mapping;
   }
 
   private acknowledgeSynchronousInvocation(fn: MaasFunction, how: string): void {

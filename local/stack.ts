@@ -13,7 +13,13 @@ import { createAdminDeps, createAdminHandler, loadAdminConfig } from "#lambdas/a
 import { loadInferenceConfig } from "#lambdas/inference/config.ts";
 import { createInferenceHandler } from "#lambdas/inference/handler.ts";
 import { createInferenceParts, defaultClients, type InferenceParts } from "#lambdas/inference/service.ts";
-import { createOptimizeHandler, createOptimizerDeps, loadOptimizeConfig } from "#lambdas/optimize/handler.ts";
+import { OPTIMIZE_ENV } from "#lambdas/optimize/config.ts";
+import {
+  createOptimizeHandler,
+  createOptimizerDeps,
+  loadOptimizeConfig,
+  optimizeHandlerOptions,
+} from "#lambdas/optimize/handler.ts";
 import {
   createRegisterHandler,
   createRegistrationDeps,
@@ -31,6 +37,9 @@ export const LOCAL_BUCKET = "maas-models";
 export const LOCAL_TABLE = "maas-registry";
 export const REGISTER_QUEUE = "maas-register";
 export const OPTIMIZE_QUEUE = "maas-optimize";
+export const OPTIMIZE_DEAD_LETTER_QUEUE = `${OPTIMIZE_QUEUE}-dlq`;
+/** Receives of a publish message before its dead-letter queue, as the CDK stack's queues have it. */
+const MAX_RECEIVES = 3;
 export const DEMO_MODEL = "iris";
 
 export interface LocalStackOptions {
@@ -96,10 +105,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     queues: [
       {
         name: REGISTER_QUEUE,
-        deadLetter: { name: `${REGISTER_QUEUE}-dlq`, maxReceiveCount: 3 },
+        deadLetter: { name: `${REGISTER_QUEUE}-dlq`, maxReceiveCount: MAX_RECEIVES },
         visibilityTimeoutSeconds: options.registerVisibilitySeconds ?? 10,
       },
-      { name: OPTIMIZE_QUEUE, deadLetter: { name: `${OPTIMIZE_QUEUE}-dlq`, maxReceiveCount: 3 } },
+      {
+        name: OPTIMIZE_QUEUE,
+        deadLetter: { name: OPTIMIZE_DEAD_LETTER_QUEUE, maxReceiveCount: MAX_RECEIVES },
+      },
     ],
   });
   const stoppers: (() => Promise<void>)[] = [() => emulators.stop()];
@@ -161,9 +173,16 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       onError,
     });
     stoppers.push(() => poller.stop());
+    const optimizeConfig = loadOptimizeConfig({
+      ...environments.optimize,
+      // Resources this stack created, as the CDK stack passes its queue's.
+      [OPTIMIZE_ENV.names.maxReceives]: String(MAX_RECEIVES),
+      [OPTIMIZE_ENV.names.deadLetterQueueArn]: emulators.queueArn(OPTIMIZE_DEAD_LETTER_QUEUE),
+    });
     const optimize = createOptimizeHandler(
-      createOptimizerDeps(loadOptimizeConfig(environments.optimize), { s3, dynamo }),
+      createOptimizerDeps(optimizeConfig, { s3, dynamo }),
       new Logger({ serviceName: "maas-optimize", logLevel }),
+      optimizeHandlerOptions(optimizeConfig),
     );
     const optimizePoller = startQueuePoller({
       sqs,
@@ -174,6 +193,15 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       onError,
     });
     stoppers.push(() => optimizePoller.stop());
+    // What failed every receive (crashes, timeouts) ends `ready` on its original, with the reason.
+    const optimizeDeadLetterPoller = startQueuePoller({
+      sqs,
+      queueUrl: emulators.queueUrl(OPTIMIZE_DEAD_LETTER_QUEUE),
+      queueArn: emulators.queueArn(OPTIMIZE_DEAD_LETTER_QUEUE),
+      handler: (event) => optimize(event),
+      onError,
+    });
+    stoppers.push(() => optimizeDeadLetterPoller.stop());
     const bridge: UploadBridge = startUploadBridge({
       fauxqs: emulators.fauxqs,
       s3,

@@ -85,6 +85,11 @@ export interface VariantParity {
   readonly top1Rows?: number;
   /** Which threshold a failing variant missed. */
   readonly reason?: string;
+  /**
+   * Outputs equal to the original's within float32 tolerance on the parity inputs, and a kind that is
+   * not lossy by construction (int8, fp16 never are): only such a variant is selected without a person.
+   */
+  readonly lossless?: boolean;
   /** Whether the gate ran on the manifest's samples or on inputs generated from the signature. */
   readonly inputs: "samples" | "generated";
 }

@@ -44,6 +44,7 @@ type AccessLog = {
   reference: string | undefined;
   version: number | undefined;
   backend: string | undefined;
+  variant: string | undefined;
   status: number;
   latencyMs: number;
 };
@@ -84,16 +85,18 @@ export function createInferenceHandler(
             "the binary tensor extension is not supported; send JSON",
           );
         }
-        const { response, version, backend } = await service.infer(
+        const { response, version, backend, variant } = await service.infer(
           route.model,
           route.version,
           bodyText(event),
         );
         log.version = version.version;
         log.backend = backend;
+        log.variant = variant;
         return jsonText(200, inferResponseJson(response), {
           "x-maas-backend": backend,
           "x-maas-model-version": String(version.version),
+          "x-maas-variant": variant,
         });
       }
     }
@@ -108,6 +111,7 @@ export function createInferenceHandler(
       reference: undefined,
       version: undefined,
       backend: undefined,
+      variant: undefined,
       status: 0,
       latencyMs: 0,
     };

@@ -21,6 +21,8 @@ export const OPTIMIZE_ENV = defineEnv({
   parityMaxAbsDiff: ["MAAS_PARITY_MAX_ABS_DIFF", z.coerce.number().positive().optional()],
   parityFeeds: ["MAAS_PARITY_FEEDS", positiveInt.optional()],
   parityBatch: ["MAAS_PARITY_BATCH", positiveInt.optional()],
+  /** Bytes of one generated parity feed at most; a model declaring larger inputs keeps its original. */
+  parityMaxFeedBytes: ["MAAS_PARITY_MAX_FEED_BYTES", positiveInt.optional()],
   benchmarkRuns: ["MAAS_BENCHMARK_RUNS", positiveInt.optional()],
   benchmarkWarmupRuns: ["MAAS_BENCHMARK_WARMUP_RUNS", z.coerce.number().int().nonnegative().optional()],
   benchmarkBatch: ["MAAS_BENCHMARK_BATCH", positiveInt.optional()],
@@ -29,6 +31,13 @@ export const OPTIMIZE_ENV = defineEnv({
   maxModelBytes: ["MAAS_OPTIMIZE_MAX_MODEL_BYTES", positiveInt.optional()],
   /** At least the function's timeout: a claim this old belongs to an attempt that is gone. */
   leaseSeconds: ["MAAS_OPTIMIZE_LEASE_SECONDS", positiveInt.optional()],
+  /**
+   * The optimize queue's maxReceiveCount: the receive that is the last records a failure on the version
+   * (`optimizeError`, serving its original) instead of throwing it to SQS.
+   */
+  maxReceives: ["MAAS_OPTIMIZE_MAX_RECEIVES", positiveInt.default(3)],
+  /** Records from this queue (the optimize dead-letter queue) end their version's optimization as failed. */
+  deadLetterQueueArn: ["MAAS_OPTIMIZE_DEAD_LETTER_QUEUE_ARN", z.string().min(1).optional()],
   quantizeMinElements: ["MAAS_QUANTIZE_MIN_ELEMENTS", positiveInt.default(16_384)],
   /** 7-bit weights: needed on x64 without VNNI (VPMADDUBSW saturates); arm64 takes the full 8 bits. */
   quantizeReduceRange: ["MAAS_QUANTIZE_REDUCE_RANGE", flag.default(process.arch !== "arm64")],

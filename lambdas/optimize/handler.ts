@@ -8,10 +8,13 @@ import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts"
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
 import { OrtCandidateRuntime } from "#aws/onnx/candidate-runtime.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { S3DecisionStore } from "#aws/s3/decision-store.ts";
 import { S3VariantStore } from "#aws/s3/variant-store.ts";
 import { MODEL_NAME_PATTERN } from "#core/model.ts";
 import {
+  abandonOptimization,
   DEFAULT_OPTIMIZER_SETTINGS,
+  type OptimizationOutcome,
   type OptimizerDeps,
   type OptimizerSettings,
   optimizeVersion,
@@ -41,6 +44,7 @@ export function optimizerSettings(config: OptimizeConfig): OptimizerSettings {
     minWinRate: config.MAAS_MIN_WIN_RATE ?? defaults.minWinRate,
     parityFeeds: config.MAAS_PARITY_FEEDS ?? defaults.parityFeeds,
     parityBatch: config.MAAS_PARITY_BATCH ?? defaults.parityBatch,
+    maxParityFeedBytes: config.MAAS_PARITY_MAX_FEED_BYTES ?? defaults.maxParityFeedBytes,
     benchmarkBatch: config.MAAS_BENCHMARK_BATCH ?? defaults.benchmarkBatch,
     quantize: {
       minElements: config.MAAS_QUANTIZE_MIN_ELEMENTS,
@@ -68,40 +72,99 @@ export function optimizeMessage(record: SQSRecord): z.infer<typeof optimizeMessa
 
 export type OptimizeHandler = SqsBatchHandler;
 
+export interface OptimizeHandlerOptions {
+  /** The optimize queue's maxReceiveCount: its last receive records a failure instead of throwing. @default 3 */
+  readonly maxReceives?: number;
+  /** Records from this queue are dead letters: their versions' optimization ends as failed. */
+  readonly deadLetterQueueArn?: string;
+}
+
+/** The handler's options from the function's configuration. */
+export function optimizeHandlerOptions(config: OptimizeConfig): OptimizeHandlerOptions {
+  return {
+    maxReceives: config.MAAS_OPTIMIZE_MAX_RECEIVES,
+    ...(config.MAAS_OPTIMIZE_DEAD_LETTER_QUEUE_ARN === undefined
+      ? {}
+      : { deadLetterQueueArn: config.MAAS_OPTIMIZE_DEAD_LETTER_QUEUE_ARN }),
+  };
+}
+
+/** How many times SQS has handed out this message, this receive included. */
+function receivesOf(record: SQSRecord): number {
+  const count = Number(record.attributes?.ApproximateReceiveCount);
+  return Number.isInteger(count) && count > 0 ? count : 1;
+}
+
 /**
  * The optimize function: one `{name, version}` per SQS message, handled one after another (each
  * benchmark wants the CPU to itself). A message whose optimization throws (an infrastructure error, or
- * a malformed message) is a batch item failure: retried by SQS, dead-lettered after three receives.
+ * a malformed message) is a batch item failure: retried by SQS, dead-lettered after `maxReceives`. On
+ * the last receive a failure is recorded on the version instead, which ends `ready` on its original.
+ * Records from the optimize dead-letter queue (what crashed or timed out every time) end the same way.
  */
-export function createOptimizeHandler(deps: OptimizerDeps, logger: Logger): OptimizeHandler {
+export function createOptimizeHandler(
+  deps: OptimizerDeps,
+  logger: Logger,
+  options: OptimizeHandlerOptions = {},
+): OptimizeHandler {
+  const maxReceives = options.maxReceives ?? 3;
+
   async function optimizeRecord(record: SQSRecord): Promise<void> {
+    const deadLetter =
+      options.deadLetterQueueArn !== undefined && record.eventSourceARN === options.deadLetterQueueArn;
     try {
       const target = optimizeMessage(record);
       const started = performance.now();
-      const result = await optimizeVersion(target, record.messageId, deps);
+      const receives = receivesOf(record);
+      const result = deadLetter
+        ? await abandonOptimization(target, record.messageId, maxReceives, deps)
+        : await optimizeVersion(target, record.messageId, deps, {
+            lastAttempt: receives >= maxReceives,
+            attempts: receives,
+          });
+      // A live attempt of another message holds the version: ask again after the visibility timeout,
+      // when it has finished (a duplicate then) or its lease has run out.
+      if (deadLetter && result.outcome === "in-progress") {
+        throw new Error(
+          `${target.name} v${target.version} is being optimized by another attempt; this dead letter is retried`,
+        );
+      }
       const log = {
         ...target,
-        outcome: result.outcome,
-        ...(result.outcome === "optimized"
-          ? {
-              selected: result.selected,
-              variants: result.variants.map(({ artifact: _, ...figures }) => figures),
-            }
-          : {}),
-        ...(result.outcome === "failed" || result.outcome === "ignored" ? { reason: result.reason } : {}),
+        deadLetter,
+        receives,
+        ...describeOutcome(result),
         ms: Math.round(performance.now() - started),
       };
-      if (result.outcome === "failed") logger.warn("optimization failed; the original serves", log);
+      if (result.outcome === "failed" && result.unfinished)
+        logger.error("optimization did not finish; the original serves", log);
+      else if (result.outcome === "failed") logger.warn("optimization failed; the original serves", log);
       else logger.info("optimize message handled", log);
     } catch (error) {
-      logger.error("optimization failed; the message will be retried", {
-        messageId: record.messageId,
-        error: withSourceMappedStack(error as Error),
-      });
+      logger.error(
+        deadLetter
+          ? "a dead-lettered optimize message could not be recorded; it will be retried"
+          : "optimization failed; the message will be retried",
+        { messageId: record.messageId, error: withSourceMappedStack(error as Error) },
+      );
       throw error;
     }
   }
   return sqsBatchHandler(optimizeRecord, logger);
+}
+
+function describeOutcome(result: OptimizationOutcome) {
+  return {
+    outcome: result.outcome,
+    ...(result.outcome === "optimized"
+      ? {
+          selected: result.selected,
+          reused: result.reused,
+          variants: result.variants.map(({ artifact: _, ...figures }) => figures),
+        }
+      : {}),
+    ...(result.outcome === "failed" || result.outcome === "ignored" ? { reason: result.reason } : {}),
+  };
 }
 
 export interface OptimizeClients {
@@ -114,6 +177,7 @@ export function createOptimizerDeps(config: OptimizeConfig, clients: OptimizeCli
   return {
     registry: new DynamoModelRegistry(clients.dynamo, config.MAAS_REGISTRY_TABLE),
     store: new S3VariantStore(clients.s3),
+    decisions: new S3DecisionStore(clients.s3),
     runtime: new OrtCandidateRuntime(config.MAAS_INTRA_OP_THREADS),
     now: () => new Date().toISOString(),
     settings: optimizerSettings(config),
@@ -124,12 +188,16 @@ const defaultLogger = new Logger({ serviceName: "maas-optimize" });
 let defaultHandler: OptimizeHandler | undefined;
 
 export const handler: OptimizeHandler = (event, context) => {
-  defaultHandler ??= createOptimizeHandler(
-    createOptimizerDeps(loadOptimizeConfig(process.env), {
-      s3: new S3Client({ responseChecksumValidation: "WHEN_REQUIRED" }),
-      dynamo: new DynamoDBClient({}),
-    }),
-    defaultLogger,
-  );
+  if (defaultHandler === undefined) {
+    const config = loadOptimizeConfig(process.env);
+    defaultHandler = createOptimizeHandler(
+      createOptimizerDeps(config, {
+        s3: new S3Client({ responseChecksumValidation: "WHEN_REQUIRED" }),
+        dynamo: new DynamoDBClient({}),
+      }),
+      defaultLogger,
+      optimizeHandlerOptions(config),
+    );
+  }
   return defaultHandler(event, context);
 };

@@ -1,4 +1,4 @@
-import { readFile, unlink } from "node:fs/promises";
+import { readFile, unlink, writeFile } from "node:fs/promises";
 import { Logger } from "@aws-lambda-powertools/logger";
 import { JSONStringified } from "@aws-lambda-powertools/parser/helpers";
 import { S3Schema } from "@aws-lambda-powertools/parser/schemas/s3";
@@ -11,6 +11,7 @@ import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts"
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
 import { createOrtSession } from "#aws/onnx/runner.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { S3ArtifactWriter } from "#aws/s3/artifact-writer.ts";
 import { S3UploadStore } from "#aws/s3/upload-store.ts";
 import { S3EndpointModelStore } from "#aws/sagemaker/endpoint-models.ts";
 import { SqsOptimizeQueue } from "#aws/sqs/optimize-queue.ts";
@@ -110,6 +111,7 @@ export function createRegistrationDeps(config: RegisterConfig, clients: Register
     store: new S3UploadStore(clients.s3, config.MAAS_WORK_DIR),
     registry: new DynamoModelRegistry(clients.dynamo, config.MAAS_REGISTRY_TABLE),
     optimizeQueue: new SqsOptimizeQueue(clients.sqs, config.MAAS_OPTIMIZE_QUEUE_URL),
+    artifacts: new S3ArtifactWriter(clients.s3),
     ...(config.MAAS_SAGEMAKER_MODEL_PREFIX === undefined
       ? {}
       : { endpointModels: new S3EndpointModelStore(clients.s3, config.MAAS_SAGEMAKER_MODEL_PREFIX) }),
@@ -118,6 +120,7 @@ export function createRegistrationDeps(config: RegisterConfig, clients: Register
       await session.release();
     },
     readModel: (path) => readFile(path),
+    writeModel: (path, bytes) => writeFile(path, bytes),
     removeFile: (path) => unlink(path).catch(() => undefined),
     now: () => new Date().toISOString(),
     limits: {

@@ -133,6 +133,7 @@ function lambdaEnvironment(fn: FunctionUnderTest, name: string, tmp: string): Re
     MAAS_REGISTRY_TABLE: TABLE,
     MAAS_BUCKET: BUCKET,
     MAAS_OPTIMIZE_QUEUE_URL: emulators.queueUrl(OPTIMIZE_QUEUE),
+    MAAS_OPTIMIZE_DEAD_LETTER_QUEUE_ARN: emulators.queueArn(`${OPTIMIZE_QUEUE}-dlq`),
   };
   const fromTemplate = Object.fromEntries(
     Object.entries(fn.environment).map(([key, value]) => {

@@ -140,7 +140,8 @@ const mappingOf = (fn: MaasFunction) =>
 
 describe("register event source", () => {
   it("polls the register queue in batches of 10 and reports failed items", () => {
-    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 2);
+    // Register's, optimize's and the optimize dead-letter queue's (optimize-dead-letter.test.ts).
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 3);
     const mapping = mappingOf(service.register);
     expect(mapping?.Properties).toMatchObject({
       FunctionName: { Ref: idOf(service.register) },
@@ -405,6 +406,7 @@ describe("least privilege", () => {
 
   it("lets optimize read originals and manifests, upload variants, list keys and write the registry", () => {
     const optimizeQueue = output(/PublishOutputFnGetAttPublishOptimizeQueue\w+Arn\w+/);
+    const optimizeDeadLetters = output(/PublishOutputFnGetAttPublishOptimizeDeadLetterQueue\w+Arn\w+/);
     expect(permissionsOf(template, roleId(service.optimize))).toEqual(
       [
         ...logsAndTraces(logGroupId(service.optimize)),
@@ -416,6 +418,7 @@ describe("least privilege", () => {
         `s3:AbortMultipartUpload <${bucket()}>/artifacts/*`,
         `s3:ListBucket <${bucket()}>`,
         ...queueConsume(optimizeQueue),
+        ...queueConsume(optimizeDeadLetters),
       ].sort(),
     );
   });
@@ -446,18 +449,25 @@ describe("alarms", () => {
   const alarms = () => Object.values(template.findResources("AWS::CloudWatch::Alarm")) as TemplateResource[];
 
   it("alarm on any message in either dead-letter queue", () => {
-    for (const queue of [stateful.queues.registerDeadLetterQueue, stateful.queues.optimizeDeadLetterQueue]) {
+    const alarmOn = (queue: typeof stateful.queues.registerDeadLetterQueue) => {
       const name = stateful.getLogicalId(queue.node.defaultChild as CfnResource);
-      const alarm = alarms().find((candidate) => render(candidate.Properties.Dimensions).includes(name));
-      expect(alarm?.Properties).toMatchObject({
-        Namespace: "AWS/SQS",
-        MetricName: "ApproximateNumberOfMessagesVisible",
-        Statistic: "Maximum",
-        Threshold: 0,
-        ComparisonOperator: "GreaterThanThreshold",
-        TreatMissingData: "notBreaching",
-      });
-    }
+      return alarms().find((candidate) => render(candidate.Properties.Dimensions).includes(name));
+    };
+    const anyMessage = { Namespace: "AWS/SQS", Threshold: 0, ComparisonOperator: "GreaterThanThreshold" };
+    expect(alarmOn(stateful.queues.registerDeadLetterQueue)?.Properties).toMatchObject({
+      ...anyMessage,
+      MetricName: "ApproximateNumberOfMessagesVisible",
+      Statistic: "Maximum",
+      TreatMissingData: "notBreaching",
+    });
+    // The optimize function drains its dead-letter queue (recording each failure on its version), so the
+    // queue's depth stays near 0: its alarm counts the messages received from it instead.
+    expect(alarmOn(stateful.queues.optimizeDeadLetterQueue)?.Properties).toMatchObject({
+      ...anyMessage,
+      MetricName: "NumberOfMessagesReceived",
+      Statistic: "Sum",
+      TreatMissingData: "notBreaching",
+    });
   });
 
   it("alarm on API 5xx, on inference errors and throttles, and on optimize errors", () => {
@@ -469,7 +479,7 @@ describe("alarms", () => {
         "AWS/Lambda Errors",
         "AWS/Lambda Throttles",
         "AWS/SQS ApproximateNumberOfMessagesVisible",
-        "AWS/SQS ApproximateNumberOfMessagesVisible",
+        "AWS/SQS NumberOfMessagesReceived",
       ].sort(),
     );
     for (const alarm of alarms()) expect(alarm.Properties.AlarmActions).toBeUndefined();

@@ -1,7 +1,7 @@
 import { ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ServableVersion } from "#core/model.ts";
+import type { ModelVersion, ServableVersion } from "#core/model.ts";
 import { isServable } from "#core/registry/registry.ts";
 import type { LocalStack } from "../../local/stack.ts";
 import { buildIrisModel, IRIS_LABELS } from "../../models/iris.ts";
@@ -149,6 +149,11 @@ describe("local stack: iris over HTTP", () => {
 
     expect(response.headers.get("x-maas-backend")).toBe("lambda");
     expect(response.headers.get("x-maas-model-version")).toBe("1");
+    // Whichever the optimizer selected by now (its benchmark decides): one of the version's own.
+    const record = await stack.registry.getVersionConsistent("iris", 1);
+    expect(["original", ...(record?.variants.map((variant) => variant.kind) ?? [])]).toContain(
+      response.headers.get("x-maas-variant"),
+    );
     expect(body).toMatchObject({ model_name: "iris", model_version: "1", id: "req-42" });
     const probabilities = output(body, "probabilities");
     expect(probabilities).toMatchObject({ datatype: "FP32", shape: [3, 3] });
@@ -210,6 +215,7 @@ describe("local stack: V2 routes", () => {
         { name: "probabilities", datatype: "FP32", shape: [-1, 3] },
         { name: "label", datatype: "BYTES", shape: [-1] },
       ],
+      parameters: { variant: expect.any(String) },
     };
 
     expect(await okJson(await api("/v2/models/iris"))).toEqual(expected);
@@ -267,6 +273,87 @@ describe("local stack: V2 routes", () => {
     expect(viaDefault).toBe("1");
     expect(viaStable).toBe("2");
     expect(metadataViaDefault.versions).toEqual(["1", "2"]);
+  });
+});
+
+describe("local stack: the variant that answers", () => {
+  const request = JSON.stringify({
+    inputs: [{ name: "input", shape: [2, 4], datatype: "FP32", data: [1, -2, 3, -4, 0.5, 0.25, -1, 8] }],
+  });
+  const admin = (path: string, init: RequestInit = {}) =>
+    fetch(`${stack.url}/admin${path}`, {
+      ...init,
+      headers: { "x-api-key": ADMIN_KEY, "content-type": "application/json", ...init.headers },
+    });
+  const choose = (kind: string) =>
+    admin("/models/chooser/versions/1/variant", { method: "PUT", body: JSON.stringify({ kind }) });
+  /** What the next request sees, without waiting out the registry cache's TTL. */
+  const answered = async () => {
+    stack.inference.registry.clear();
+    const response = await post("/v2/models/chooser/versions/1/infer", request);
+    const body = await okJson<V2Response>(response);
+    const metadata = await okJson<{ parameters: { variant: string } }>(await api("/v2/models/chooser"));
+    return { variant: response.headers.get("x-maas-variant"), body, metadata: metadata.parameters.variant };
+  };
+  let optimized: ModelVersion;
+
+  beforeAll(async () => {
+    await seed("chooser", 1, buildMlpModel({ layers: [4, 8, 2], seed: 3, name: "chooser" }));
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const record = await stack.registry.getVersionConsistent("chooser", 1);
+      if (record?.optimizedAt !== undefined) {
+        optimized = record;
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`chooser v1 is still ${record?.status} after 60 s`);
+      await new Promise((wake) => setTimeout(wake, 50));
+    }
+  });
+
+  it("serves an operator's choice of variant, says so in x-maas-variant and the metadata, and goes back", async () => {
+    const built = optimized.variants.find((variant) => variant.kind === "graph-extended");
+    expect(built?.artifact, JSON.stringify(optimized.variants)).toBeDefined();
+
+    const chosen = await choose("graph-extended");
+    const chosenRecord = await okJson<{ serving: string; variantChoice: { kind: string; by: string } }>(
+      chosen,
+    );
+    const onVariant = await answered();
+    const back = await choose("original");
+    const backRecord = await okJson<{ serving: string }>(back);
+    const onOriginal = await answered();
+
+    expect(chosenRecord).toMatchObject({
+      serving: "graph-extended",
+      variantChoice: { kind: "graph-extended", by: "operator" },
+    });
+    expect(onVariant).toMatchObject({ variant: "graph-extended", metadata: "graph-extended" });
+    expect(stack.inference.sessions.has(built!.artifact!.sha256)).toBe(true);
+    expect(backRecord.serving).toBe("original");
+    expect(onOriginal).toMatchObject({ variant: "original", metadata: "original" });
+    // A lossless variant: the same outputs either way.
+    expect(output(onVariant.body, "output").data).toEqual(output(onOriginal.body, "output").data);
+  });
+
+  it("refuses a variant the version does not have with a 409, a bad body with a 400, and the inference key", async () => {
+    const missing = await choose("int3");
+    const bad = await admin("/models/chooser/versions/1/variant", {
+      method: "PUT",
+      body: '{"variant": "x"}',
+    });
+    const inferenceKey = await api("/admin/models/chooser/versions/1/variant", {
+      method: "PUT",
+      body: JSON.stringify({ kind: "original" }),
+    });
+
+    expect(missing.status).toBe(409);
+    expect(await missing.json()).toEqual({
+      error: expect.stringMatching(/has no variant 'int3'; its variants are: original/),
+    });
+    expect(bad.status).toBe(400);
+    expect(inferenceKey.status).toBe(403);
+    await inferenceKey.body?.cancel();
   });
 });
 

@@ -119,6 +119,8 @@ describe("a sagemaker-target version", () => {
     expect(response.status, text).toBe(200);
     expect(response.headers.get("x-maas-backend")).toBe("sagemaker");
     expect(response.headers.get("x-maas-model-version")).toBe("1");
+    // The endpoint runs the original upload's archive, whatever variants the optimizer measured.
+    expect(response.headers.get("x-maas-variant")).toBe("original");
     const body = JSON.parse(text) as {
       model_name: string;
       model_version: string;
@@ -129,6 +131,23 @@ describe("a sagemaker-target version", () => {
     expect(body.outputs).toHaveLength(1);
     expect(body.outputs[0]).toMatchObject({ name: "output", datatype: "FP32", shape: [ROWS.length, 4] });
     expect(Float32Array.from(body.outputs[0]!.data as number[])).toEqual(await directRun(MLP, ROWS));
+  });
+
+  it("names the original in its metadata, and the admin route will choose no other variant for it", async () => {
+    const metadata = await fetch(`${stack.url}/v2/models/gpu-mlp/versions/1`, {
+      headers: { "x-api-key": API_KEY },
+    });
+    const choice = await fetch(`${stack.url}/admin/models/gpu-mlp/versions/1/variant`, {
+      method: "PUT",
+      headers: { "x-api-key": ADMIN_KEY, "content-type": "application/json" },
+      body: JSON.stringify({ kind: "fp16" }),
+    });
+
+    expect(((await metadata.json()) as { parameters: unknown }).parameters).toEqual({ variant: "original" });
+    expect(choice.status).toBe(409);
+    expect(await choice.json()).toEqual({
+      error: expect.stringMatching(/served by SageMaker, whose endpoint serves the original upload/),
+    });
   });
 
   it("is served by the container through SageMaker's multi-model load, once", async () => {

@@ -54,7 +54,10 @@ export function modelWithoutGraph(): Uint8Array {
   ).finish();
 }
 
-/** The default operator set below the oldest onnxruntime supports (7). */
+/**
+ * The default operator set below the oldest onnxruntime guarantees (7): such models are served when
+ * onnxruntime loads them, but it has no kernel left for Add before version 7, so this one it refuses.
+ */
 export function oldOpsetModel(opsetVersion = 6): Uint8Array {
   return validAddModel({ opsetVersion, irVersion: 3 });
 }
@@ -115,7 +118,7 @@ export function hugeInputDimModel(): Uint8Array {
   return validAddModel({ inputs: [{ name: "x", elemType: ElemType.FLOAT, dims: ["batch", 2 ** 40] }] });
 }
 
-/** The output `y` declares a negative dimension. */
+/** The output `y` declares a negative dimension: an unknown size, to onnxruntime as to the signature. */
 export function negativeOutputDimModel(): Uint8Array {
   return validAddModel({ outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["batch", -3] }] });
 }
@@ -192,7 +195,6 @@ export function craftedModels(): CraftedModel[] {
   return [
     inspect("random-bytes", randomBytesModel(), /^not an ONNX model/),
     inspect("no-graph", modelWithoutGraph(), /^not an ONNX model: it has no graph$/),
-    inspect("opset-6", oldOpsetModel(), /operator set 6; the oldest served is 7/),
     inspect(
       "external-absolute",
       absoluteExternalDataModel(),
@@ -214,7 +216,6 @@ export function craftedModels(): CraftedModel[] {
       /attribute 'value' of node 'bias_constant' points at external data '\/proc\/self\/environ'/,
     ),
     inspect("input-dim-2pow40", hugeInputDimModel(), /'x' declares a dimension of 1099511627776/),
-    inspect("output-dim-negative", negativeOutputDimModel(), /'y' declares a dimension of -3/),
     inspect(
       "raw-data-short",
       truncatedRawDataModel(),
@@ -240,6 +241,13 @@ export function craftedModels(): CraftedModel[] {
       sequenceOutputModel(),
       /output 'y' is not a tensor \(sequence, map or optional types are not served\)/,
     ),
+    {
+      name: "opset-6",
+      bytes: oldOpsetModel(),
+      reason:
+        /^onnxruntime cannot load the model: .*Add\(6\).*\(the model uses ONNX operator set 6; .*opset >= 7\)$/,
+      caughtBy: "try-load",
+    },
     {
       name: "unknown-operator",
       bytes: unknownOperatorModel(),

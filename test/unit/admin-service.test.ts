@@ -11,7 +11,7 @@ import {
   ModelNotFoundError,
   RouteNotFoundError,
 } from "#core/errors.ts";
-import type { ModelVersion, VersionStatus } from "#core/model.ts";
+import type { ModelVersion, Variant, VersionStatus } from "#core/model.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 import { rejectionOf, thrownBy } from "../support/rejection.ts";
 
@@ -41,6 +41,8 @@ describe("matchAdminRoute", () => {
       "/admin/models/iris/versions/2147483647",
       { kind: "get-version", model: "iris", version: 2147483647 },
     ],
+    ["PUT", "/admin/models/iris/versions/3/variant", { kind: "set-variant", model: "iris", version: 3 }],
+    ["PUT", "/admin/models/iris/versions/3/variant/", { kind: "set-variant", model: "iris", version: 3 }],
   ])("matches %s %s", (method, path, route) => {
     expect(matchAdminRoute(method, path)).toEqual(route);
   });
@@ -55,6 +57,8 @@ describe("matchAdminRoute", () => {
     ["PATCH", "/admin/models/iris/aliases/default", ["GET", "PUT", "DELETE"]],
     ["GET", "/admin/models/iris/aliases/default/rollback", ["POST"]],
     ["PUT", "/admin/models/iris/aliases/default/rollback", ["POST"]],
+    ["GET", "/admin/models/iris/versions/1/variant", ["PUT"]],
+    ["POST", "/admin/models/iris/versions/1/variant", ["PUT"]],
   ])("answers 405 to %s %s, allowing %j", (method, path, allowed) => {
     const error = thrownBy(() => matchAdminRoute(method, path), MaasError);
 
@@ -102,6 +106,9 @@ describe("matchAdminRoute", () => {
     ["a model without a collection", "GET", "/admin/models/iris", RouteNotFoundError],
     ["an unknown collection", "GET", "/admin/models/iris/variants", RouteNotFoundError],
     ["an action on a version", "POST", "/admin/models/iris/versions/1/rollback", RouteNotFoundError],
+    ["a variant of an alias", "PUT", "/admin/models/iris/aliases/default/variant", RouteNotFoundError],
+    ["a variant of the versions", "PUT", "/admin/models/iris/versions/variant", ModelNotFoundError],
+    ["a variant of version 0", "PUT", "/admin/models/iris/versions/0/variant", ModelNotFoundError],
     ["an empty model name", "GET", "/admin/models//versions", RouteNotFoundError],
     ["a path outside /admin/models", "GET", "/admin/users", RouteNotFoundError],
     [
@@ -208,6 +215,7 @@ describe("AdminService: versions", () => {
         sha256: "a".repeat(64),
         bytes: 135,
         variants: [],
+        serving: "original",
         aliases: ["default"],
         createdAt: "2026-01-01T00:00:00.000Z",
         updatedAt: "2026-01-01T00:00:00.000Z",
@@ -224,6 +232,21 @@ describe("AdminService: versions", () => {
     expect(body).toMatchObject({ status: "failed", reason: "onnxruntime cannot load the model: no op" });
     expect(body).not.toHaveProperty("source");
     expect(body).not.toHaveProperty("optimizeState");
+  });
+
+  it("shows the variant choice and the warnings, and no serving variant for a version that cannot serve", async () => {
+    const name = uniqueName("warned");
+    await seed(name, 1);
+    await seed(name, 2, "failed", "bad");
+    const variantChoice = { kind: "original", by: "manifest" as const, at: "2026-01-02T00:00:00.000Z" };
+    const warnings = ["the model uses ai.onnx opset 7, which onnxruntime only keeps working"];
+    await registry.updateVersion(name, 1, "ready", { variantChoice, warnings });
+
+    const ready = await handle({ kind: "get-version", model: name, version: 1 });
+    const failed = await handle({ kind: "get-version", model: name, version: 2 });
+
+    expect(ready.body).toMatchObject({ serving: "original", variantChoice, warnings });
+    expect(failed.body).not.toHaveProperty("serving");
   });
 
   it("shows the upload a version refused", async () => {
@@ -496,5 +519,294 @@ describe("AdminService: deleting versions", () => {
     expect(deletedUploads).toEqual([[name, 1]]);
     expect((await registry.listModels()).map((model) => model.name)).not.toContain(name);
     expect((await rejectionOf(handle({ kind: "list-versions", model: name }), MaasError)).status).toBe(404);
+  });
+});
+
+/** Variants as the optimizer records them: built ones have an artifact; `selected` marks one. */
+function optimizerVariants(selected = "original"): Variant[] {
+  const built = (kind: string, digit: string, extra: Partial<Variant> = {}): Variant => ({
+    kind,
+    bytes: 100,
+    selected: kind === selected,
+    artifact: {
+      bucket: "models",
+      key: `artifacts/sha256/${digit.repeat(64)}.onnx`,
+      sha256: digit.repeat(64),
+      bytes: 100,
+    },
+    ...extra,
+  });
+  const { artifact: _unbuilt, ...fp16 } = built("fp16", "e");
+  return [
+    built("original", "a"),
+    built("graph-extended", "b", {
+      parity: { passed: true, maxAbsDiff: 0, maxRelativeDiff: 0, cosine: 1, inputs: "generated" },
+    }),
+    built("int8-dynamic", "c", {
+      parity: { passed: true, maxAbsDiff: 0.01, maxRelativeDiff: 0.002, cosine: 0.9999, inputs: "generated" },
+    }),
+    built("int4-awq", "d", {
+      parity: {
+        passed: false,
+        maxAbsDiff: 0.9,
+        maxRelativeDiff: 0.4,
+        cosine: 0.8,
+        reason: "cosine 0.8 under 0.999",
+        inputs: "generated",
+      },
+    }),
+    fp16,
+    { kind: "int8-static", bytes: 0, selected: false, error: "int8-static: onnxruntime cannot load it" },
+  ];
+}
+
+async function seedOptimized(
+  name: string,
+  status: VersionStatus = "ready",
+  target: ModelVersion["target"] = "lambda",
+) {
+  await seed(name, 1, status);
+  await registry.updateVersion(name, 1, status, { variants: optimizerVariants(), target });
+}
+
+const chooseVariant = (model: string, kind: string, version = 1) =>
+  handle({ kind: "set-variant", model, version }, JSON.stringify({ kind }));
+
+const selectedKinds = async (name: string) =>
+  (await registry.getVersionConsistent(name, 1))?.variants.filter((v) => v.selected).map((v) => v.kind);
+
+describe("AdminService: choosing the variant a version serves", () => {
+  it("selects a built variant alone, records the operator's choice and describes the version serving it", async () => {
+    const name = uniqueName("chosen");
+    await seedOptimized(name);
+    await registry.setAlias(name, "default", 1);
+
+    const result = await chooseVariant(name, "int8-dynamic");
+
+    expect(result.status).toBe(200);
+    expect(result.body).toMatchObject({
+      name,
+      version: 1,
+      serving: "int8-dynamic",
+      variantChoice: { kind: "int8-dynamic", by: "operator", at: "2026-02-03T04:05:06.000Z" },
+      aliases: ["default"],
+      updatedAt: "2026-02-03T04:05:06.000Z",
+    });
+    expect(await selectedKinds(name)).toEqual(["int8-dynamic"]);
+    const stored = await registry.getVersionConsistent(name, 1);
+    expect(stored?.variantChoice).toEqual({
+      kind: "int8-dynamic",
+      by: "operator",
+      at: "2026-02-03T04:05:06.000Z",
+    });
+    expect(stored?.variants.find((v) => v.kind === "int8-dynamic")?.artifact?.sha256).toBe("c".repeat(64));
+    expect((await handle({ kind: "get-version", model: name, version: 1 })).body).toEqual(result.body);
+  });
+
+  it("goes back to the original, selecting its own entry and nothing else", async () => {
+    const name = uniqueName("unchosen");
+    await seedOptimized(name);
+    await chooseVariant(name, "int8-dynamic");
+
+    const result = await chooseVariant(name, "original");
+
+    expect(result.body).toMatchObject({
+      serving: "original",
+      variantChoice: { kind: "original", by: "operator" },
+    });
+    expect(await selectedKinds(name)).toEqual(["original"]);
+  });
+
+  it("goes back to the original on a version the optimizer has not reached, and chooses while it optimizes", async () => {
+    const fresh = uniqueName("fresh");
+    await seed(fresh, 1);
+    const optimizing = uniqueName("optimizing-choice");
+    await seedOptimized(optimizing, "optimizing");
+
+    const original = await chooseVariant(fresh, "original");
+    const chosen = await chooseVariant(optimizing, "graph-extended");
+
+    expect(original.body).toMatchObject({
+      serving: "original",
+      variants: [],
+      variantChoice: { kind: "original" },
+    });
+    expect(chosen.body).toMatchObject({ status: "optimizing", serving: "graph-extended" });
+    expect(await selectedKinds(optimizing)).toEqual(["graph-extended"]);
+  });
+
+  it("refuses a variant that missed the parity gate, naming the threshold it missed", async () => {
+    const name = uniqueName("lossy");
+    await seedOptimized(name);
+
+    const error = await rejectionOf(chooseVariant(name, "int4-awq"), MaasError);
+
+    expect(error).toBeInstanceOf(ConflictError);
+    expect(error.message).toMatch(/int4-awq.*failed the parity gate \(cosine 0.8 under 0.999\)/);
+    expect(await selectedKinds(name)).not.toContain("int4-awq");
+  });
+
+  it("lets a SageMaker version go back to the original", async () => {
+    const name = uniqueName("gpu-original");
+    await seedOptimized(name, "ready", "sagemaker");
+
+    const result = await chooseVariant(name, "original");
+
+    expect(result.body).toMatchObject({ target: "sagemaker", serving: "original" });
+  });
+
+  it.each([
+    [
+      "a variant that does not exist",
+      "int2",
+      "lambda",
+      /has no variant 'int2'; its variants are: original, graph-extended, int8-dynamic, int4-awq, fp16, int8-static$/,
+    ],
+    [
+      "a variant that failed to build",
+      "int8-static",
+      "lambda",
+      /variant 'int8-static' of version 1 of model '.*' failed: int8-static: onnxruntime cannot load it$/,
+    ],
+    [
+      "a variant that was not built",
+      "fp16",
+      "lambda",
+      /variant 'fp16' of version 1 of model '.*' was not built$/,
+    ],
+    [
+      "a variant of a SageMaker version",
+      "int8-dynamic",
+      "sagemaker",
+      /is served by SageMaker, whose endpoint serves the original upload: only 'original' can be chosen$/,
+    ],
+  ] as const)(
+    "refuses with 409 %s, leaving the selection as it was",
+    async (_case, kind, target, message) => {
+      const name = uniqueName("refused-variant");
+      await seedOptimized(name, "ready", target);
+
+      const error = await rejectionOf(chooseVariant(name, kind), MaasError);
+
+      expect(error).toBeInstanceOf(ConflictError);
+      expect(error.status).toBe(409);
+      expect(error.message).toMatch(message);
+      expect(await selectedKinds(name)).toEqual(["original"]);
+      expect((await registry.getVersionConsistent(name, 1))?.variantChoice).toBeUndefined();
+    },
+  );
+
+  it("refuses with 409 a variant of a version the optimizer has not reached", async () => {
+    const name = uniqueName("unoptimized");
+    await seed(name, 1);
+
+    const error = await rejectionOf(chooseVariant(name, "int8-dynamic"), MaasError);
+
+    expect(error.status).toBe(409);
+    expect(error.message).toBe(
+      `version 1 of model '${name}' has no variant 'int8-dynamic': it has no variants yet (optimization has not finished)`,
+    );
+  });
+
+  it.each([
+    ["registering", undefined, `cannot serve a variant: it is registering`],
+    ["failed", "the model uses opset 99", `cannot serve a variant: it is failed: the model uses opset 99`],
+  ] as const)("refuses with 409 a version that is %s, even its original", async (status, reason, message) => {
+    const name = uniqueName(`choice-${status}`);
+    await seed(name, 1, status, reason);
+
+    const error = await rejectionOf(chooseVariant(name, "original"), MaasError);
+
+    expect(error).toBeInstanceOf(ConflictError);
+    expect(error.message).toBe(`version 1 of model '${name}' ${message}`);
+  });
+
+  it("answers 404 to an unknown model and to an unknown version of a known one", async () => {
+    const name = uniqueName("known");
+    await seed(name, 1);
+
+    const model = await rejectionOf(chooseVariant("nobody-here", "original"), MaasError);
+    const version = await rejectionOf(chooseVariant(name, "original", 2), MaasError);
+
+    expect(model).toBeInstanceOf(ModelNotFoundError);
+    expect(version).toBeInstanceOf(ModelNotFoundError);
+    expect(version.message).toBe(`model '${name}' has no version 2`);
+  });
+
+  it.each([
+    ["not JSON", "kind=int8"],
+    ["empty", ""],
+    ["missing the kind", "{}"],
+    ["a kind that is not a string", '{"kind": 8}'],
+    ["an empty kind", '{"kind": ""}'],
+    ["an extra field", '{"kind": "original", "force": true}'],
+  ])("answers 400 to a body that is %s", async (_case, body) => {
+    const name = uniqueName("bad-variant-body");
+    await seedOptimized(name);
+
+    const error = await rejectionOf(
+      handle({ kind: "set-variant", model: name, version: 1 }, body),
+      MaasError,
+    );
+
+    expect(error).toBeInstanceOf(InvalidRequestError);
+    expect(error.status).toBe(400);
+    expect(await selectedKinds(name)).toEqual(["original"]);
+  });
+
+  /** The registry, with one write of another party's landing between the service's read and its write. */
+  class RacingRegistry extends DynamoModelRegistry {
+    race: (() => Promise<unknown>) | undefined;
+
+    override async updateVersion(...args: Parameters<DynamoModelRegistry["updateVersion"]>) {
+      const race = this.race;
+      this.race = undefined;
+      await race?.();
+      return super.updateVersion(...args);
+    }
+  }
+
+  const racing = () => {
+    const raced = new RacingRegistry(emulators.dynamoClient(), TABLE);
+    return {
+      raced,
+      admin: new AdminService({
+        registry: raced,
+        deleteUpload: async () => {},
+        now: () => "2026-02-03T04:05:06.000Z",
+      }),
+    };
+  };
+
+  it("writes only onto the status it read: a version claimed meanwhile is read again and chosen on", async () => {
+    const name = uniqueName("raced");
+    await seedOptimized(name);
+    const { raced, admin } = racing();
+    raced.race = () => registry.updateVersion(name, 1, "ready", { status: "optimizing" });
+
+    const result = await admin.handle(
+      { kind: "set-variant", model: name, version: 1 },
+      '{"kind": "int8-dynamic"}',
+    );
+
+    expect(result.body).toMatchObject({ status: "optimizing", serving: "int8-dynamic" });
+    expect(await selectedKinds(name)).toEqual(["int8-dynamic"]);
+  });
+
+  it("refuses with 409, writing nothing, when the version failed between the read and the write", async () => {
+    const name = uniqueName("raced-failed");
+    await seedOptimized(name);
+    const { raced, admin } = racing();
+    raced.race = () =>
+      registry.updateVersion(name, 1, "ready", { status: "failed", reason: "deleted upload" });
+
+    const error = await rejectionOf(
+      admin.handle({ kind: "set-variant", model: name, version: 1 }, '{"kind": "int8-dynamic"}'),
+      MaasError,
+    );
+
+    expect(error.status).toBe(409);
+    expect(error.message).toMatch(/it is failed: deleted upload/);
+    expect(await selectedKinds(name)).toEqual(["original"]);
   });
 });

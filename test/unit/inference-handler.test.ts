@@ -4,19 +4,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { Logger, type LogItem } from "@aws-lambda-powertools/logger";
+import { InvokeEndpointCommand, SageMakerRuntimeClient } from "@aws-sdk/client-sagemaker-runtime";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
+import { mockClient } from "aws-sdk-client-mock";
 import type { InferenceSession } from "onnxruntime-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ArtifactCache, type ArtifactSource } from "#aws/onnx/artifact-cache.ts";
 import { createOrtSession, OnnxRunner } from "#aws/onnx/runner.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
-import type { ArtifactRef, ModelVersion } from "#core/model.ts";
+import { SageMakerRunner } from "#aws/sagemaker/runner.ts";
+import type { ArtifactRef, ModelVersion, Variant } from "#core/model.ts";
 import { inspectModel } from "#core/onnx/inspect.ts";
 import type { ModelEntries, ModelRegistry, ModelSummary } from "#core/registry/registry.ts";
 import { InferenceService } from "#core/v2/inference-service.ts";
 import { createInferenceHandler, type ProxyHandler } from "#lambdas/inference/handler.ts";
 import { lambdaContext as localLambdaContext } from "../../local/gateway.ts";
 import { buildIrisModel } from "../../models/iris.ts";
+import { ElemType, encodeModel, floatTensor } from "../../models/onnx-builder.ts";
 import { buildFixedShapeModel } from "../../models/zoo.ts";
 import { proxyEvent as restProxyEvent } from "../infra/events.ts";
 
@@ -127,21 +131,32 @@ let cacheDir: string;
 let sessions: SessionPool<InferenceSession>;
 let handler: ProxyHandler;
 
-function publish(name: string, version: number, bytes: Uint8Array, overrides: Partial<ModelVersion> = {}) {
-  const key = `models/${name}/${version}/model.onnx`;
+/** Stores bytes as an artifact under `key`, as registration and the optimizer do. */
+function storeArtifact(key: string, bytes: Uint8Array): ArtifactRef {
   artifacts.objects.set(key, bytes);
+  return {
+    bucket: BUCKET,
+    key,
+    sha256: createHash("sha256").update(bytes).digest("hex"),
+    bytes: bytes.byteLength,
+  };
+}
+
+function publish(
+  name: string,
+  version: number,
+  bytes: Uint8Array,
+  overrides: Partial<ModelVersion> = {},
+  into: MemoryRegistry = registry,
+) {
+  const key = `models/${name}/${version}/model.onnx`;
   const inspection = inspectModel(bytes);
-  registry.add({
+  into.add({
     name,
     version,
     status: "ready",
     target: "lambda",
-    artifact: {
-      bucket: BUCKET,
-      key,
-      sha256: createHash("sha256").update(bytes).digest("hex"),
-      bytes: bytes.byteLength,
-    },
+    artifact: storeArtifact(key, bytes),
     signature: inspection.signature,
     variants: [],
     createdAt: "2026-04-09T12:00:00.000Z",
@@ -263,6 +278,7 @@ describe("inference handler: health and metadata routes", () => {
         { name: "probabilities", datatype: "FP32", shape: [-1, 3] },
         { name: "label", datatype: "BYTES", shape: [-1] },
       ],
+      parameters: { variant: "original" },
     });
   });
 
@@ -318,6 +334,7 @@ describe("inference handler: infer", () => {
       "content-type": "application/json",
       "x-maas-backend": "lambda",
       "x-maas-model-version": "1",
+      "x-maas-variant": "original",
     });
     expect(body).toMatchObject({ model_name: "iris", model_version: "1", id: "abc" });
     expect(body.outputs).toEqual([
@@ -492,6 +509,7 @@ describe("inference handler: unexpected failures and logs", () => {
       model: "iris",
       version: 1,
       backend: "lambda",
+      variant: "original",
       status: 200,
       latencyMs: expect.any(Number),
       function_request_id: context.awsRequestId,
@@ -534,6 +552,172 @@ describe("inference handler: unexpected failures and logs", () => {
     ]);
     expect(calls[2]?.requests[0]).toMatchObject({ model: "iris", status: 400 });
     expect(calls[3]?.requests[0]).toMatchObject({ model: "iris", status: 503 });
+  });
+});
+
+/** y = factor * x over a fixed [2, 3] input: the factor tells which artifact answered. */
+function scaleModel(factor: number): Uint8Array {
+  return encodeModel({
+    graphName: `scale_${factor}`,
+    inputs: [{ name: "x", elemType: ElemType.FLOAT, dims: [2, 3] }],
+    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: [2, 3] }],
+    initializers: [floatTensor("factor", [], Float32Array.of(factor))],
+    nodes: [{ opType: "Mul", inputs: ["x", "factor"], outputs: ["y"] }],
+  });
+}
+
+describe("inference handler: the variant that answered", () => {
+  const variants = new MemoryRegistry();
+  let variantHandler: ProxyHandler;
+  const answered = async (event: APIGatewayProxyEvent, on: ProxyHandler = variantHandler) => {
+    logger.lines.length = 0;
+    const result = await on(event, lambdaContext());
+    await new Promise((written) => setImmediate(written));
+    return {
+      result,
+      body: JSON.parse(result.body) as Record<string, unknown>,
+      log: logger.lines.find((line) => line.message === "request"),
+    };
+  };
+  /** The optimizer's record of an original that doubles and a variant (tripling, to tell them apart). */
+  const optimized = (name: string, selected: string, variant: Partial<Variant> = {}): Variant[] => {
+    const original = scaleModel(2);
+    return [
+      {
+        kind: "original",
+        bytes: original.byteLength,
+        selected: selected === "original",
+        artifact: storeArtifact(`models/${name}/1/model.onnx`, original),
+      },
+      {
+        kind: "int8-dynamic",
+        bytes: 200,
+        selected: selected === "int8-dynamic",
+        artifact: storeArtifact(`artifacts/${name}-int8.onnx`, scaleModel(3)),
+        ...variant,
+      },
+    ];
+  };
+
+  beforeAll(() => {
+    publish("chosen", 1, scaleModel(2), { variants: optimized("chosen", "int8-dynamic") }, variants);
+    publish("unchosen", 1, scaleModel(2), { variants: optimized("unchosen", "original") }, variants);
+    const { artifact: _unbuilt, ...unbuilt } = optimized("unbuilt", "int8-dynamic")[1]!;
+    publish("unbuilt", 1, scaleModel(2), { variants: [unbuilt] }, variants);
+    const iris = inspectModel(buildIrisModel()).signature;
+    const labels = ["setosa", "versicolor", "virginica"];
+    const outputs = iris.outputs.map((output) =>
+      output.name === "probabilities" ? { ...output, classLabels: labels } : output,
+    );
+    publish("labelled", 1, buildIrisModel(), { signature: { ...iris, outputs } }, variants);
+    const runner = new OnnxRunner(
+      new ArtifactCache({ source: artifacts, directory: join(cacheDir, "variants"), maxBytes: 1024 * 1024 }),
+      sessions,
+    );
+    variantHandler = createInferenceHandler(
+      new InferenceService({
+        registry: variants,
+        runners: { lambda: runner },
+        server: service.serverMetadata(),
+      }),
+      logger,
+    );
+  });
+
+  it("names the selected variant in x-maas-variant and the access log, and it is the variant that ran", async () => {
+    const chosen = await answered(proxyEvent("POST", "/v2/models/chosen/infer", { body: fixedBody() }));
+    const unchosen = await answered(proxyEvent("POST", "/v2/models/unchosen/infer", { body: fixedBody() }));
+
+    expect(chosen.result.statusCode).toBe(200);
+    expect(chosen.result.headers).toMatchObject({
+      "x-maas-backend": "lambda",
+      "x-maas-variant": "int8-dynamic",
+    });
+    expect(chosen.body.outputs).toMatchObject([{ name: "y", data: [3, 6, 9, 12, 15, 18] }]);
+    expect(chosen.log).toMatchObject({ model: "chosen", variant: "int8-dynamic" });
+    expect(unchosen.result.headers).toMatchObject({ "x-maas-variant": "original" });
+    expect(unchosen.body.outputs).toMatchObject([{ name: "y", data: [2, 4, 6, 8, 10, 12] }]);
+  });
+
+  it("names the original when the selected variant has no artifact, as the original then serves", async () => {
+    const { result, body } = await answered(
+      proxyEvent("POST", "/v2/models/unbuilt/infer", { body: fixedBody() }),
+    );
+
+    expect(result.headers).toMatchObject({ "x-maas-variant": "original" });
+    expect(body.outputs).toMatchObject([{ name: "y", data: [2, 4, 6, 8, 10, 12] }]);
+  });
+
+  it("leaves x-maas-variant off error responses", async () => {
+    const { result } = await answered(proxyEvent("POST", "/v2/models/chosen/infer", { body: "{}" }));
+
+    expect(result.statusCode).toBe(400);
+    expect(result.headers?.["x-maas-variant"]).toBeUndefined();
+  });
+
+  it("gives the serving variant in the metadata parameters, with the class labels of labelled outputs", async () => {
+    const chosen = await answered(proxyEvent("GET", "/v2/models/chosen/versions/1"));
+    const labelled = await answered(proxyEvent("GET", "/v2/models/labelled"));
+
+    expect(chosen.body.parameters).toEqual({ variant: "int8-dynamic" });
+    expect(labelled.body.outputs).toEqual([
+      { name: "probabilities", datatype: "FP32", shape: [-1, 3] },
+      { name: "label", datatype: "BYTES", shape: [-1] },
+    ]);
+    expect(labelled.body.parameters).toEqual({
+      variant: "original",
+      class_labels: { probabilities: ["setosa", "versicolor", "virginica"] },
+    });
+  });
+
+  it("names the original on SageMaker, whose endpoint serves the upload's archive whatever the record selects", async () => {
+    const sagemaker = mockClient(SageMakerRuntimeClient);
+    sagemaker.on(InvokeEndpointCommand).resolves({
+      Body: new TextEncoder().encode(
+        JSON.stringify({
+          outputs: [{ name: "y", datatype: "FP32", shape: [2, 3], data: [2, 4, 6, 8, 10, 12] }],
+        }),
+      ) as never,
+    });
+    const gpu = new MemoryRegistry();
+    publish(
+      "gpu",
+      1,
+      scaleModel(2),
+      { target: "sagemaker", variants: optimized("gpu", "int8-dynamic") },
+      gpu,
+    );
+    const onSageMaker = createInferenceHandler(
+      new InferenceService({
+        registry: gpu,
+        runners: {
+          sagemaker: new SageMakerRunner({
+            client: new SageMakerRuntimeClient({ region: "us-east-1" }),
+            endpointName: "maas-gpu",
+          }),
+        },
+        server: service.serverMetadata(),
+      }),
+      logger,
+    );
+
+    try {
+      const inferred = await answered(
+        proxyEvent("POST", "/v2/models/gpu/infer", { body: fixedBody() }),
+        onSageMaker,
+      );
+      const metadata = await answered(proxyEvent("GET", "/v2/models/gpu"), onSageMaker);
+
+      expect(inferred.result.statusCode).toBe(200);
+      expect(inferred.result.headers).toMatchObject({
+        "x-maas-backend": "sagemaker",
+        "x-maas-model-version": "1",
+        "x-maas-variant": "original",
+      });
+      expect(metadata.body.parameters).toEqual({ variant: "original" });
+    } finally {
+      sagemaker.restore();
+    }
   });
 });
 

@@ -141,10 +141,24 @@ describe("inspectModel", () => {
     expect(inspectError(new Uint8Array()).message).toBe("not an ONNX model: it has no graph");
   });
 
-  it("rejects a graph without nodes", () => {
-    const error = inspectError(addModel({ nodes: [], initializers: [] }));
+  it("leaves a graph without nodes to onnxruntime, which runs one whose outputs are its inputs", () => {
+    const passThrough = addModel({
+      nodes: [],
+      initializers: [],
+      outputs: [{ name: "x", elemType: ElemType.FLOAT, dims: ["batch", 2] }],
+    });
 
-    expect(error.message).toBe("not an ONNX model: it has no graph");
+    const inspection = inspectModel(passThrough);
+
+    expect(inspection.signature.outputs).toEqual([{ name: "x", datatype: "FP32", shape: ["batch", 2] }]);
+  });
+
+  it("rejects a model without a graph", () => {
+    const bytes = edited(addModel(), (model) => {
+      model.graph = null;
+    });
+
+    expect(inspectError(bytes).message).toBe("not an ONNX model: it has no graph");
   });
 
   it("rejects a graph without outputs", () => {
@@ -161,7 +175,7 @@ describe("inspectModel", () => {
     expect(error.message).toBe("input 'x' has element type BFLOAT16, which is not served");
   });
 
-  it("rejects an output that is not a tensor", () => {
+  it("rejects an output that is not a tensor, saying what to export instead", () => {
     const bytes = edited(addModel(), (model) => {
       model.graph!.output![0]!.type = onnx.TypeProto.create({
         sequenceType: { elemType: { tensorType: { elemType: ElemType.FLOAT } } },
@@ -170,7 +184,56 @@ describe("inspectModel", () => {
 
     const error = inspectError(bytes);
 
-    expect(error.message).toBe("output 'y' is not a tensor (sequence, map or optional types are not served)");
+    expect(error.message).toBe(
+      "output 'y' is not a tensor (sequence, map or optional types are not served): it is a sequence, which " +
+        "onnxruntime-node cannot return: export a tensor instead (e.g. ConcatFromSequence the elements before the graph output)",
+    );
+  });
+
+  it.each([
+    [
+      "a map input",
+      "input",
+      { mapType: { keyType: ElemType.STRING, valueType: { tensorType: { elemType: ElemType.FLOAT } } } },
+      /^input 'x' is not a tensor .*: it is a map, which onnxruntime-node cannot take: export the model with a tensor input \(sklearn-onnx: vectorize/,
+    ],
+    [
+      "a sequence input",
+      "input",
+      { sequenceType: { elemType: { tensorType: { elemType: ElemType.FLOAT } } } },
+      /^input 'x' is not a tensor .*: it is a sequence, which onnxruntime-node cannot take: export the model with one tensor input per element/,
+    ],
+    [
+      "a map output",
+      "output",
+      { mapType: { keyType: ElemType.INT64, valueType: { tensorType: { elemType: ElemType.FLOAT } } } },
+      /^output 'y' is not a tensor .*: it is a map, which onnxruntime-node cannot return: export its values as a tensor$/,
+    ],
+    [
+      "an optional output",
+      "output",
+      { optionalType: { elemType: { tensorType: { elemType: ElemType.FLOAT } } } },
+      /^output 'y' is not a tensor .*: it is optional, which onnxruntime-node cannot return: export a plain tensor$/,
+    ],
+    [
+      "a sequence of maps no ZipMap makes",
+      "output",
+      {
+        sequenceType: {
+          elemType: {
+            mapType: { keyType: ElemType.STRING, valueType: { tensorType: { elemType: ElemType.FLOAT } } },
+          },
+        },
+      },
+      /^output 'y' is not a tensor .*: it is a sequence of maps, .*options=\{id\(model\): \{'zipmap': False\}\}\)$/,
+    ],
+  ] as const)("rejects %s with a hint for the export", (_case, role, type, message) => {
+    const bytes = edited(addModel(), (model) => {
+      const value = role === "input" ? model.graph!.input![0]! : model.graph!.output![0]!;
+      value.type = onnx.TypeProto.create(type);
+    });
+
+    expect(inspectError(bytes).message).toMatch(message);
   });
 
   it("rejects an input that declares no shape", () => {

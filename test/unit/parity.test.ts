@@ -4,9 +4,11 @@ import type { ModelSignature } from "#core/model.ts";
 import { DataType, decodeModel, encodeModel, rawTensor, readFloats } from "#core/onnx/graph.ts";
 import { inspectModel } from "#core/onnx/inspect.ts";
 import {
+  checkLossless,
   compareOutputs,
   DEFAULT_PARITY_THRESHOLDS,
   generateInputs,
+  LOSSLESS_TOLERANCE,
   manifestSampleInputs,
   ParityInputError,
 } from "#core/optimize/parity.ts";
@@ -115,6 +117,18 @@ describe("the parity gate on real models", () => {
     expect(figures.maxRelativeDiff).toBeGreaterThan(0.2);
   });
 
+  it("finds the original lossless against itself and an int8 variant not, though it passes the gate", async () => {
+    const reference = await runAll(cnn, feeds);
+
+    const self = checkLossless(reference, await runAll(cnn, feeds));
+    const int8 = checkLossless(reference, await runAll(quantizeDynamicInt8(cnn).bytes, feeds));
+
+    expect(self).toEqual({ lossless: true, worst: 0 });
+    expect(int8.lossless).toBe(false);
+    expect(int8.worst).toBeGreaterThan(LOSSLESS_TOLERANCE);
+    expect(int8.reason).toMatch(/^output 'logits' element \d+ of feed \d: .* > 0.00001\)$/);
+  });
+
   it("applies configured thresholds: an absolute bound fails what the relative one allows", async () => {
     const reference = await runAll(cnn, feeds);
     const candidate = await runAll(quantizeDynamicInt8(cnn).bytes, feeds);
@@ -179,6 +193,56 @@ describe("compareOutputs", () => {
   });
 });
 
+describe("checkLossless", () => {
+  const floats = (values: number[], dims = [values.length]): NamedTensor => ({
+    name: "y",
+    type: "float32",
+    dims,
+    data: Float32Array.from(values),
+  });
+  const ints = (values: number[]): NamedTensor => ({
+    name: "label",
+    type: "int64",
+    dims: [values.length],
+    data: BigInt64Array.from(values, BigInt),
+  });
+
+  it("allows float32 round-off: 1e-5 absolute below 1, relative above it", () => {
+    const reference = [[floats([0.5, 1000, -3])]];
+    const candidate = [[floats([0.5 + 9e-6, 1000 * (1 + 9e-6), -3])]];
+
+    const check = checkLossless(reference, candidate);
+
+    expect(check.lossless).toBe(true);
+    expect(check.worst).toBeGreaterThan(0);
+    expect(check.worst).toBeLessThanOrEqual(LOSSLESS_TOLERANCE);
+  });
+
+  it("refuses anything beyond it: one element is enough", () => {
+    const check = checkLossless([[floats([0.5, 1000])]], [[floats([0.5, 1000 * (1 + 3e-5)])]]);
+
+    expect(check).toMatchObject({ lossless: false, reason: expect.stringMatching(/element 1 of feed 0/) });
+  });
+
+  it("requires NaN where the original has NaN, the same infinities, and the same shape", () => {
+    const nan = Number.NaN;
+    const inf = Number.POSITIVE_INFINITY;
+
+    expect(checkLossless([[floats([nan, inf])]], [[floats([nan, inf])]]).lossless).toBe(true);
+    expect(checkLossless([[floats([1, 2])]], [[floats([1, nan])]]).lossless).toBe(false);
+    expect(checkLossless([[floats([1, inf])]], [[floats([1, -inf])]]).lossless).toBe(false);
+    expect(checkLossless([[floats([1, 2], [1, 2])]], [[floats([1, 2], [2, 1])]]).lossless).toBe(false);
+  });
+
+  it("requires integer and label outputs to be exactly equal", () => {
+    expect(checkLossless([[ints([1, 2, 3])]], [[ints([1, 2, 3])]]).lossless).toBe(true);
+    expect(checkLossless([[ints([1, 2, 3])]], [[ints([1, 2, 4])]])).toMatchObject({
+      lossless: false,
+      reason: "output 'label' differs at element 2 of feed 0",
+    });
+  });
+});
+
 describe("parity inputs", () => {
   const signature: ModelSignature = {
     inputs: [
@@ -219,6 +283,28 @@ describe("parity inputs", () => {
 
     expect(() => generateInputs(text)).toThrow(ParityInputError);
     expect(() => generateInputs(text)).toThrow(/samples to maas.json/);
+  });
+
+  it("refuses, before allocating, a signature whose declared dims need more than the feed bound", () => {
+    const huge: ModelSignature = {
+      inputs: [{ name: "x", datatype: "FP32", shape: [2 ** 31 - 1, 2 ** 31 - 1] }],
+      outputs: [],
+    };
+    const wide: ModelSignature = {
+      inputs: [
+        { name: "a", datatype: "FP32", shape: ["batch", 1024] },
+        { name: "b", datatype: "INT64", shape: ["batch", 1024] },
+      ],
+      outputs: [],
+    };
+
+    expect(() => generateInputs(huge)).toThrow(ParityInputError);
+    expect(() => generateInputs(huge)).toThrow(
+      /input 'x' declares shape \[2147483647,2147483647\] .* limited to 67108864 bytes per feed; add smaller samples to maas.json/,
+    );
+    // 4 x 1024 x (4 + 8) bytes: within 64 KiB, not within 32 KiB.
+    expect(generateInputs(wide, { count: 1, maxFeedBytes: 64 * 1024 })[0]).toHaveLength(2);
+    expect(() => generateInputs(wide, { count: 1, maxFeedBytes: 32 * 1024 })).toThrow(/input 'b'/);
   });
 
   it("decodes manifest samples and rejects one that does not fit the signature", () => {

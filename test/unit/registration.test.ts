@@ -3,12 +3,16 @@ import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Logger } from "@aws-lambda-powertools/logger";
+import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createOrtSession } from "#aws/onnx/runner.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import { inspectModel } from "#core/onnx/inspect.ts";
 import { artifactKey, manifestKey, modelKey } from "#core/registry/manifest.ts";
 import {
+  type ArtifactWriter,
+  type EndpointModelStore,
+  type ModelFile,
   OPTIMIZE_SEND_LEASE_MS,
   type OptimizeQueue,
   type RegistrationDeps,
@@ -21,6 +25,12 @@ import { createRegisterHandler, uploadEvents } from "#lambdas/register/handler.t
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 import { IRIS_LABELS, buildIrisModel as trainIrisModel } from "../../models/iris.ts";
 import { s3ObjectCreatedBody, s3TestEventBody, sqsEvent } from "../infra/events.ts";
+import {
+  expectedProbabilities,
+  legacyOpsetModel,
+  ZIPMAP_LABELS,
+  zipMapClassifier,
+} from "../support/classifier-models.ts";
 import { craftedModels, unknownOperatorModel, validAddModel } from "../support/crafted-models.ts";
 
 const BUCKET = "models";
@@ -37,10 +47,12 @@ const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest(
 const md5 = (bytes: Uint8Array) => createHash("md5").update(bytes).digest("hex");
 
 /** The model bucket in memory, with S3's ETag guards and hooks to fail or race one call. */
-class MemoryUploadStore implements UploadStore {
+class MemoryUploadStore implements UploadStore, ArtifactWriter {
   readonly objects = new Map<string, { bytes: Uint8Array; etag: string }>();
   readonly workDir: string;
   failNextCopy = 0;
+  /** Fails the next artifact write after the bytes are stored, as a crash before the record would. */
+  failAfterNextWrite = 0;
   /** Runs once between head() and download(), as another upload racing this one would. */
   beforeNextDownload: (() => void) | undefined;
 
@@ -86,6 +98,18 @@ class MemoryUploadStore implements UploadStore {
     const source = this.objects.get(sourceKey);
     if (source?.etag !== etag) throw new Error("PreconditionFailed: the source changed");
     this.objects.set(targetKey, source);
+  }
+
+  async writeArtifact(_bucket: string, key: string, file: ModelFile) {
+    if (!this.objects.has(key)) {
+      const bytes = new Uint8Array(await readFile(file.path));
+      if (sha256(bytes) !== file.sha256) throw new Error("BadDigest: the bytes do not match their sha256");
+      this.objects.set(key, { bytes, etag: md5(bytes) });
+    }
+    if (this.failAfterNextWrite > 0) {
+      this.failAfterNextWrite -= 1;
+      throw new Error("simulated crash after writing the artifact");
+    }
   }
 }
 
@@ -136,12 +160,14 @@ function deps(overrides: Partial<RegistrationDeps> = {}): RegistrationDeps {
     store,
     registry,
     optimizeQueue: queue,
+    artifacts: store,
     tryLoad: async (path) => {
       tryLoads.push(path);
       const session = await createOrtSession(path, 1);
       await session.release();
     },
     readModel: (path) => readFile(path),
+    writeModel: (path, bytes) => writeFile(path, bytes),
     removeFile: (path) => unlink(path).catch(() => undefined),
     now: () => new Date().toISOString(),
     limits: { maxModelBytes: 1024 ** 2, lambdaMaxModelBytes: 512 * 1024 },
@@ -200,12 +226,14 @@ describe("registerUpload: a valid upload", () => {
     expect(await registry.listModels()).toContainEqual({ name, versions: [3] });
   });
 
-  it("removes its downloaded file whatever the outcome", async () => {
+  it("removes its downloaded and rewritten files whatever the outcome", async () => {
     const good = uniqueName("cleanup");
     const bad = uniqueName("cleanup");
+    const rewritten = uniqueName("cleanup");
 
     await registerUpload(upload(good, 1, validAddModel()), deps());
     await registerUpload(upload(bad, 1, unknownOperatorModel()), deps());
+    await registerUpload(upload(rewritten, 1, zipMapClassifier()), deps());
 
     expect(await readdir(store.workDir)).toEqual([]);
   });
@@ -352,6 +380,187 @@ describe("registerUpload: models that must not be served", () => {
     expect(replay).toEqual({ outcome: "duplicate" });
     expect((await record(name, 1)).reason).toMatch(/NoSuchOperator/);
     expect(tryLoads).toHaveLength(1);
+  });
+});
+
+describe("registerUpload: models older exporters wrote", () => {
+  it.each([1, 2, 3, 4, 5, 6])(
+    "registers an operator-set-%i model onnxruntime runs as ready, with a warning naming the opset",
+    async (opset) => {
+      const name = uniqueName(`opset-${opset}`);
+
+      const result = await registerUpload(upload(name, 1, legacyOpsetModel(opset)), deps());
+
+      expect(result.outcome).toBe("registered");
+      const registered = await record(name, 1);
+      expect(registered).toMatchObject({ status: "ready", target: "lambda", optimizeState: "queued" });
+      expect(registered.reason).toBeUndefined();
+      expect(registered.warnings).toEqual([
+        `the model uses ONNX operator set ${opset}; onnxruntime keeps running operator sets below 7 but ` +
+          "no longer guarantees them: re-export with opset >= 7 when you can",
+      ]);
+      expect(tryLoads).toHaveLength(1);
+      expect(queue.sent).toEqual([{ name, version: 1 }]);
+    },
+  );
+
+  it("leaves the initializers an older exporter lists among the graph inputs out of the signature", async () => {
+    const name = uniqueName("initializer-inputs");
+
+    await registerUpload(upload(name, 1, legacyOpsetModel(6)), deps());
+
+    expect((await record(name, 1)).signature).toEqual({
+      inputs: [{ name: "x", datatype: "FP32", shape: ["batch", 2] }],
+      outputs: [{ name: "y", datatype: "FP32", shape: ["batch", 3] }],
+    });
+  });
+
+  it("records no warnings for a model of a guaranteed operator set", async () => {
+    const name = uniqueName("opset-17");
+
+    await registerUpload(upload(name, 1, validAddModel()), deps());
+
+    expect((await record(name, 1)).warnings).toBeUndefined();
+  });
+
+  it("leaves a graph without nodes to onnxruntime: a pass-through registers, one with an output nothing makes fails", async () => {
+    const [passing, dangling] = [uniqueName("no-nodes"), uniqueName("no-nodes")];
+    const passThrough = validAddModel({
+      nodes: [],
+      initializers: [],
+      outputs: [{ name: "x", elemType: 1, dims: ["batch", 2] }],
+    });
+
+    await registerUpload(upload(passing, 1, passThrough), deps());
+    const failed = await registerUpload(
+      upload(dangling, 1, validAddModel({ nodes: [], initializers: [] })),
+      deps(),
+    );
+
+    expect((await record(passing, 1)).status).toBe("ready");
+    expect(failed).toEqual({
+      outcome: "failed",
+      reason: expect.stringMatching(
+        /^onnxruntime cannot load the model: .*Graph output \(y\) does not exist/,
+      ),
+    });
+    // onnxruntime names the file it loaded: the function's scratch path stays out of the reason.
+    expect(failed.outcome === "failed" && failed.reason).not.toMatch(/Load model from|\/tmp\/|register-work/);
+  });
+});
+
+describe("registerUpload: a classifier whose probabilities end in a ZipMap", () => {
+  const FEATURES = [1, 2, 3, -1];
+
+  async function servedProbabilities(bytes: Uint8Array): Promise<number[]> {
+    const session = await ort.InferenceSession.create(bytes);
+    try {
+      const outputs = await session.run({
+        x: new ort.Tensor("float32", Float32Array.from(FEATURES), [2, 2]),
+      });
+      expect(outputs.output_probability!.dims).toEqual([2, 3]);
+      return Array.from(outputs.output_probability!.data as Float32Array);
+    } finally {
+      await session.release();
+    }
+  }
+
+  it("serves it from the rewritten model, content-addressed by its own sha256, with the class labels", async () => {
+    const name = uniqueName("zipmap");
+    const bytes = zipMapClassifier();
+
+    const result = await registerUpload(upload(name, 1, bytes), deps());
+
+    expect(result.outcome).toBe("registered");
+    const registered = await record(name, 1);
+    const artifact = registered.artifact!;
+    const stored = store.objects.get(artifact.key)!.bytes;
+    expect(artifact).toEqual({
+      bucket: BUCKET,
+      key: artifactKey(sha256(stored)),
+      sha256: sha256(stored),
+      bytes: stored.length,
+    });
+    expect(artifact.sha256).not.toBe(sha256(bytes));
+    expect(store.objects.has(artifactKey(sha256(bytes)))).toBe(false);
+    expect(registered).toMatchObject({ status: "ready", target: "lambda", optimizeState: "queued" });
+    expect(registered.signature!.outputs).toEqual([
+      { name: "output_label", datatype: "INT64", shape: ["N"] },
+      { name: "output_probability", datatype: "FP32", shape: [-1, 3], classLabels: [...ZIPMAP_LABELS] },
+    ]);
+    expect(registered.warnings).toEqual([expect.stringContaining("served as FP32 [N, 3]")]);
+    expect(tryLoads).toEqual([expect.stringMatching(/\.served\.onnx$/)]);
+    const probabilities = await servedProbabilities(stored);
+    expectedProbabilities(FEATURES).forEach((expected, i) => {
+      expect(probabilities[i]).toBeCloseTo(expected, 6);
+    });
+  });
+
+  it("keeps one record and one artifact through replays and a crash between the artifact and the record", async () => {
+    const name = uniqueName("zipmap-replay");
+    const bytes = zipMapClassifier();
+    const event = upload(name, 1, bytes);
+    store.failAfterNextWrite = 1;
+
+    await expect(registerUpload(event, deps())).rejects.toThrow(/simulated crash/);
+    const artifactsAfterCrash = [...store.objects.keys()].filter((key) => key.startsWith("artifacts/"));
+    const replay = await registerUpload(event, deps());
+    const registered = await record(name, 1);
+    const again = await registerUpload(event, deps());
+    const sameBytes = await registerUpload(upload(name, 2, bytes), deps());
+
+    expect(replay.outcome).toBe("registered");
+    expect(again.outcome).toBe("duplicate");
+    expect(sameBytes.outcome).toBe("registered");
+    expect(artifactsAfterCrash).toContain(registered.artifact!.key);
+    expect((await record(name, 1)).artifact).toEqual(registered.artifact);
+    expect((await record(name, 2)).artifact).toEqual(registered.artifact);
+    expect([...store.objects.keys()].filter((key) => key.startsWith("artifacts/"))).toEqual(
+      artifactsAfterCrash,
+    );
+    expect(queue.sentFor(name)).toEqual([
+      { name, version: 1 },
+      { name, version: 2 },
+    ]);
+  });
+
+  it("publishes the rewritten model, not the upload, for a sagemaker target", async () => {
+    const name = uniqueName("zipmap-gpu");
+    store.put(manifestKey(name, 1), JSON.stringify({ target: "sagemaker" }));
+    const published: { file: ModelFile; digest: string }[] = [];
+    const endpointModels: EndpointModelStore = {
+      publish: async (_bucket, file) => {
+        published.push({ file, digest: sha256(await readFile(file.path)) });
+      },
+    };
+
+    await registerUpload(upload(name, 1, zipMapClassifier()), deps({ endpointModels }));
+
+    const registered = await record(name, 1);
+    expect(registered).toMatchObject({ status: "ready", target: "sagemaker" });
+    const { sha256: digest, bytes } = registered.artifact!;
+    expect(published).toEqual([
+      { file: { path: expect.stringMatching(/\.served\.onnx$/), sha256: digest, bytes }, digest },
+    ]);
+    expect(tryLoads).toEqual([]);
+  });
+
+  it("fails a ZipMap whose maps another node reads, saying how to export without it", async () => {
+    const name = uniqueName("zipmap-read");
+    const bytes = zipMapClassifier({
+      extraNodes: [{ opType: "SequenceLength", inputs: ["output_probability"], outputs: ["rows"] }],
+    });
+
+    const result = await registerUpload(upload(name, 1, bytes), deps());
+
+    expect(result).toEqual({
+      outcome: "failed",
+      reason: expect.stringMatching(
+        /^output 'output_probability' is not a tensor .*options=\{id\(model\): \{'zipmap': False\}\}\)$/,
+      ),
+    });
+    expect((await record(name, 1)).artifact).toBeUndefined();
+    expect(queue.sent).toEqual([]);
   });
 });
 

@@ -18,6 +18,7 @@ import {
   ThrottledError,
 } from "#core/errors.ts";
 import type { ServableVersion } from "#core/model.ts";
+import { ORIGINAL_VARIANT } from "#core/registry/serving-variant.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { parseTensorDocument } from "#core/v2/parse.ts";
@@ -131,13 +132,18 @@ export class SageMakerRunner implements ModelRunner {
     this.#now = options.now ?? Date.now;
   }
 
+  /** What `run` sends the endpoint, whatever variant the record selects: the `x-maas-variant` header. */
+  servedVariant(_version: ServableVersion): string {
+    return ORIGINAL_VARIANT;
+  }
+
   async run(
     version: ServableVersion,
     inputs: readonly NamedTensor[],
     outputs: readonly string[],
   ): Promise<NamedTensor[]> {
     // The original upload, which registration published: optimized variants are chosen by a CPU
-    // benchmark and are not what a GPU should run.
+    // benchmark and are not what a GPU should run (servedVariant says so to callers).
     const targetModel = targetModelFor(version.artifact.sha256);
     const body = Buffer.from(
       `{"inputs":${tensorListJson(inputs)},"outputs":${JSON.stringify(outputs.map((name) => ({ name })))}}`,

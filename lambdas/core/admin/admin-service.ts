@@ -8,6 +8,7 @@ import {
 } from "#core/errors.ts";
 import { ALIAS_PATTERN, MODEL_NAME_PATTERN, type ModelVersion, VERSION_PATTERN } from "#core/model.ts";
 import { type AliasRecord, isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
+import { ORIGINAL_VARIANT, servingVariantKind } from "#core/registry/serving-variant.ts";
 import { safeDecode } from "#core/v2/routes.ts";
 import { describeZodError } from "#core/v2/wire.ts";
 
@@ -31,6 +32,7 @@ export type AdminRoute =
   | { readonly kind: "list-versions"; readonly model: string }
   | { readonly kind: "get-version"; readonly model: string; readonly version: number }
   | { readonly kind: "delete-version"; readonly model: string; readonly version: number }
+  | { readonly kind: "set-variant"; readonly model: string; readonly version: number }
   | { readonly kind: "list-aliases"; readonly model: string }
   | { readonly kind: "get-alias"; readonly model: string; readonly alias: string }
   | { readonly kind: "set-alias"; readonly model: string; readonly alias: string }
@@ -38,7 +40,7 @@ export type AdminRoute =
   | { readonly kind: "rollback-alias"; readonly model: string; readonly alias: string };
 
 const ADMIN_PATH =
-  /^\/admin\/models(?:\/([^/]+)(?:\/(versions|aliases)(?:\/([^/]+)(?:\/(rollback))?)?)?)?\/?$/;
+  /^\/admin\/models(?:\/([^/]+)(?:\/(versions|aliases)(?:\/([^/]+)(?:\/(rollback|variant))?)?)?)?\/?$/;
 
 /** Matches an admin request; 404 for unknown paths and names, 405 for a known path and wrong method. */
 export function matchAdminRoute(method: string, path: string): AdminRoute {
@@ -57,14 +59,18 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
   if (collection === undefined) throw new RouteNotFoundError(method, path);
 
   if (collection === "versions") {
-    if (action !== undefined) throw new RouteNotFoundError(method, path);
+    if (action === "rollback") throw new RouteNotFoundError(method, path);
     if (rawItem === undefined) {
       allow(["GET"]);
       return { kind: "list-versions", model };
     }
     if (!VERSION_PATTERN.test(rawItem)) throw new ModelNotFoundError(`'${rawItem}' is not a version number`);
-    allow(["GET", "DELETE"]);
     const version = Number(rawItem);
+    if (action === "variant") {
+      allow(["PUT"]);
+      return { kind: "set-variant", model, version };
+    }
+    allow(["GET", "DELETE"]);
     return method === "GET"
       ? { kind: "get-version", model, version }
       : { kind: "delete-version", model, version };
@@ -80,6 +86,7 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
       `'${alias}' is not a valid alias: a lower-case letter, then letters, digits, '-' or '_' (at most 64)`,
     );
   }
+  if (action === "variant") throw new RouteNotFoundError(method, path);
   if (action === "rollback") {
     allow(["POST"]);
     return { kind: "rollback-alias", model, alias };
@@ -90,9 +97,23 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
 }
 
 const setAliasSchema = z.object({ version: z.number().int().positive() }).strict();
+const setVariantSchema = z.object({ kind: z.string().min(1).max(64) }).strict();
+
+/** How many times a variant choice re-reads the version when a concurrent write changed its status. */
+const VARIANT_CHOICE_ATTEMPTS = 3;
+
+/**
+ * The variant a version serves on its target: the selected one on Lambda; the SageMaker endpoint serves
+ * the original upload's archive (as SageMakerRunner does). Absent while nothing can serve.
+ */
+function servedVariant(record: ModelVersion): string | undefined {
+  if (!isServable(record)) return undefined;
+  return record.target === "sagemaker" ? ORIGINAL_VARIANT : servingVariantKind(record);
+}
 
 /** A version as operators see it: the registry record less its internals, with the aliases naming it. */
 function describeVersion(record: ModelVersion, aliases: readonly AliasRecord[] = []) {
+  const serving = servedVariant(record);
   return {
     name: record.name,
     version: record.version,
@@ -105,6 +126,9 @@ function describeVersion(record: ModelVersion, aliases: readonly AliasRecord[] =
       : { sha256: record.artifact.sha256, bytes: record.artifact.bytes }),
     // The artifact location stays internal; everything the optimizer measured is shown.
     variants: record.variants.map(({ artifact: _artifact, ...variant }) => variant),
+    ...(serving === undefined ? {} : { serving }),
+    ...(record.variantChoice === undefined ? {} : { variantChoice: record.variantChoice }),
+    ...(record.warnings === undefined ? {} : { warnings: record.warnings }),
     ...(record.optimizedAt === undefined ? {} : { optimizedAt: record.optimizedAt }),
     ...(record.optimizeError === undefined ? {} : { optimizeError: record.optimizeError }),
     aliases: aliases.filter((alias) => alias.version === record.version).map((alias) => alias.alias),
@@ -149,6 +173,8 @@ export class AdminService {
       }
       case "delete-version":
         return this.#deleteVersion(route.model, route.version);
+      case "set-variant":
+        return { status: 200, body: await this.#setVariant(route.model, route.version, body) };
       case "list-aliases":
         await this.#versionsOf(route.model);
         return { status: 200, body: { name: route.model, aliases: await registry.listAliases(route.model) } };
@@ -212,6 +238,35 @@ export class AdminService {
     return this.#deps.registry.setAlias(name, alias, record.version, this.#deps.now());
   }
 
+  /**
+   * An operator's choice of the variant a version serves, `original` to go back to the upload. Written
+   * only while the version is in the status it was read in, so it never lands on a record that moved.
+   */
+  async #setVariant(name: string, version: number, body: string) {
+    let json: unknown;
+    try {
+      json = JSON.parse(body);
+    } catch {
+      throw new InvalidRequestError('body must be JSON like {"kind": "int8-dynamic"}');
+    }
+    const parsed = setVariantSchema.safeParse(json);
+    if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
+    const { kind } = parsed.data;
+    for (let attempt = 1; ; attempt++) {
+      const record = await this.#version(name, version);
+      const changes = chooseVariant(record, kind, this.#deps.now());
+      if (await this.#deps.registry.updateVersion(name, version, record.status, changes)) {
+        const aliases = await this.#deps.registry.listAliases(name);
+        return describeVersion({ ...record, ...changes }, aliases);
+      }
+      if (attempt >= VARIANT_CHOICE_ATTEMPTS) {
+        throw new ConflictError(
+          `version ${version} of model '${name}' kept changing while the variant was chosen; retry`,
+        );
+      }
+    }
+  }
+
   async #rollback(name: string, alias: string): Promise<AliasRecord> {
     const current = await this.#alias(name, alias);
     if (current.previous === undefined) {
@@ -239,4 +294,55 @@ export class AdminService {
     await this.#deps.deleteUpload(name, version);
     return { status: 204 };
   }
+}
+
+/**
+ * The registry changes that make `kind` serve `record`: `selected` on that variant alone (on none but
+ * the original's own entry for `original`) and the choice recorded as an operator's. Throws 409 for what
+ * cannot serve.
+ */
+function chooseVariant(
+  record: ModelVersion,
+  kind: string,
+  at: string,
+): Pick<ModelVersion, "variants" | "variantChoice" | "updatedAt"> {
+  const id = `version ${record.version} of model '${record.name}'`;
+  if (!isServable(record)) {
+    const why =
+      record.status === "failed" ? `failed: ${record.reason ?? "no reason recorded"}` : record.status;
+    throw new ConflictError(`${id} cannot serve a variant: it is ${why}`);
+  }
+  if (kind !== ORIGINAL_VARIANT) {
+    if (record.target === "sagemaker") {
+      throw new ConflictError(
+        `${id} is served by SageMaker, whose endpoint serves the original upload: only '${ORIGINAL_VARIANT}' can be chosen`,
+      );
+    }
+    const variant = record.variants.find((candidate) => candidate.kind === kind);
+    if (variant === undefined) {
+      const built = record.variants.map((candidate) => candidate.kind);
+      throw new ConflictError(
+        built.length === 0
+          ? `${id} has no variant '${kind}': it has no variants yet (optimization has not finished)`
+          : `${id} has no variant '${kind}'; its variants are: ${built.join(", ")}`,
+      );
+    }
+    if (variant.error !== undefined) {
+      throw new ConflictError(`variant '${kind}' of ${id} failed: ${variant.error}`);
+    }
+    if (variant.artifact === undefined) {
+      throw new ConflictError(`variant '${kind}' of ${id} was not built`);
+    }
+    // The gate bounds how far a chosen lossy variant may drift; one that missed it is not servable.
+    if (variant.parity !== undefined && !variant.parity.passed) {
+      throw new ConflictError(
+        `variant '${kind}' of ${id} failed the parity gate (${variant.parity.reason ?? "outputs differ"}): it cannot serve`,
+      );
+    }
+  }
+  return {
+    variants: record.variants.map((variant) => ({ ...variant, selected: variant.kind === kind })),
+    variantChoice: { kind, by: "operator", at },
+    updatedAt: at,
+  };
 }

@@ -2,6 +2,7 @@ import onnxProto from "onnx-proto";
 import { MaasError } from "#core/errors.ts";
 import type { Dim, ModelSignature, TensorSpec, V2Datatype } from "#core/model.ts";
 import { type GraphProto, opsetVersion, type TensorProto, toNumber } from "./graph.ts";
+import { isSequenceOfMaps, type UnzippedOutput, unzipClassifierOutputs } from "./zipmap.ts";
 
 const { onnx } = onnxProto;
 
@@ -40,14 +41,25 @@ export interface ModelInspection {
   /** Class labels from the metadata entry `labels` (a JSON array of strings), if any. */
   readonly labels?: readonly string[];
   readonly description?: string;
+  /** What is unusual about a model onnxruntime still runs: recorded on the version, never a refusal. */
+  readonly warnings: readonly string[];
+  /**
+   * The model to serve, when it is not the upload: each output a ZipMap zipped into maps is replaced by
+   * the FP32 probabilities the maps were made of (their specs carry the labels as `classLabels`).
+   */
+  readonly servedBytes?: Uint8Array;
 }
 
-function tensorSpec(value: onnxProto.onnx.IValueInfoProto, role: "input" | "output"): TensorSpec {
+function tensorSpec(
+  value: onnxProto.onnx.IValueInfoProto,
+  role: "input" | "output",
+  classLabels?: readonly string[],
+): TensorSpec {
   const name = value.name ?? "";
   const tensorType = value.type?.tensorType;
   if (!tensorType) {
     throw new InvalidModelError(
-      `${role} '${name}' is not a tensor (sequence, map or optional types are not served)`,
+      `${role} '${name}' is not a tensor (sequence, map or optional types are not served): ${exportHint(value.type, role)}`,
     );
   }
   const elemType = tensorType.elemType ?? 0;
@@ -58,12 +70,40 @@ function tensorSpec(value: onnxProto.onnx.IValueInfoProto, role: "input" | "outp
   }
   // A tensor type without a shape has unknown rank: it cannot be validated or described, so refuse it.
   if (!tensorType.shape) throw new InvalidModelError(`${role} '${name}' declares no shape`);
+  // A negative size is an unknown one, to onnxruntime as here (older exporters write -1).
   const shape: Dim[] = (tensorType.shape.dim ?? []).map((dim) => {
     if (dim.dimParam) return dim.dimParam;
-    if (dim.dimValue != null) return toNumber(dim.dimValue);
+    if (dim.dimValue != null) return Math.max(toNumber(dim.dimValue), -1);
     return -1;
   });
-  return { name, datatype, shape };
+  return { name, datatype, shape, ...(classLabels ? { classLabels } : {}) };
+}
+
+/** What the publisher can change at export so that onnxruntime-node can pass the value. */
+function exportHint(type: onnxProto.onnx.ITypeProto | null | undefined, role: "input" | "output"): string {
+  const can = role === "input" ? "take" : "return";
+  if (role === "output" && isSequenceOfMaps(type)) {
+    return (
+      `it is a sequence of maps, which onnxruntime-node cannot ${can}, and no ZipMap that could be replaced ` +
+      "by its probabilities makes it: export the probabilities as a tensor (sklearn-onnx: convert with " +
+      "options={id(model): {'zipmap': False}})"
+    );
+  }
+  if (type?.sequenceType) {
+    return role === "input"
+      ? `it is a sequence, which onnxruntime-node cannot ${can}: export the model with one tensor input per element, or a stacked tensor`
+      : `it is a sequence, which onnxruntime-node cannot ${can}: export a tensor instead (e.g. ConcatFromSequence the elements before the graph output)`;
+  }
+  if (type?.mapType) {
+    return role === "input"
+      ? `it is a map, which onnxruntime-node cannot ${can}: export the model with a tensor input (sklearn-onnx: vectorize the features, e.g. the DictVectorizer step, outside the model)`
+      : `it is a map, which onnxruntime-node cannot ${can}: export its values as a tensor`;
+  }
+  if (type?.optionalType)
+    return `it is optional, which onnxruntime-node cannot ${can}: export a plain tensor`;
+  if (type?.sparseTensorType)
+    return `it is a sparse tensor, which onnxruntime-node cannot ${can}: export a dense tensor`;
+  return "it declares no type: export the model with the value's tensor type";
 }
 
 /** Parses a serialized ModelProto and extracts what serving needs: the signature and metadata. */
@@ -74,17 +114,22 @@ export function inspectModel(bytes: Uint8Array): ModelInspection {
   } catch (error) {
     throw new InvalidModelError(`not an ONNX model: ${(error as Error).message}`);
   }
-  const graph = model.graph;
-  if (!graph?.node || graph.node.length === 0) {
-    throw new InvalidModelError("not an ONNX model: it has no graph");
-  }
+  if (!model.graph) throw new InvalidModelError("not an ONNX model: it has no graph");
+  if ((model.graph.output ?? []).length === 0)
+    throw new InvalidModelError("the model's graph has no outputs");
   const defaultOpset = opsetVersion(model, "");
-  checkModelSafety(model, defaultOpset);
-  // Older exporters list initializers among the graph inputs; they are weights, not inputs.
+  checkModelSafety(model);
+
+  const unzipped = unzipClassifierOutputs(bytes, model);
+  // The signature is read from the bytes that will be served, so the two cannot disagree.
+  const graph = unzipped
+    ? (onnx.ModelProto.decode(unzipped.bytes).graph as onnxProto.onnx.GraphProto)
+    : model.graph;
+  const classLabels = new Map((unzipped?.outputs ?? []).map((output) => [output.name, output.classLabels]));
+  // Older exporters list initializers among the graph inputs: weights with defaults, not the caller's inputs.
   const initializers = new Set((graph.initializer ?? []).map((tensor) => tensor.name));
   const inputs = (graph.input ?? []).filter((value) => !initializers.has(value.name ?? ""));
   const outputs = graph.output ?? [];
-  if (outputs.length === 0) throw new InvalidModelError("the model's graph has no outputs");
 
   const metadata: Record<string, string> = {};
   for (const prop of model.metadataProps ?? []) {
@@ -94,7 +139,7 @@ export function inspectModel(bytes: Uint8Array): ModelInspection {
   return {
     signature: {
       inputs: inputs.map((value) => tensorSpec(value, "input")),
-      outputs: outputs.map((value) => tensorSpec(value, "output")),
+      outputs: outputs.map((value) => tensorSpec(value, "output", classLabels.get(value.name ?? ""))),
     },
     irVersion: toNumber(model.irVersion),
     opsetVersion: defaultOpset,
@@ -102,11 +147,54 @@ export function inspectModel(bytes: Uint8Array): ModelInspection {
     metadata,
     labels: parseLabels(metadata.labels),
     description: metadata.description || model.docString || undefined,
+    warnings: [...opsetWarnings(model, defaultOpset), ...(unzipped?.outputs ?? []).map(unzippedWarning)],
+    ...(unzipped ? { servedBytes: unzipped.bytes } : {}),
   };
 }
 
-/** onnxruntime dropped support for operator sets before 7. */
-export const MIN_OPSET = 7;
+/**
+ * The oldest ONNX operator set onnxruntime guarantees. Older ones still run where it kept the
+ * operators' kernels (MatMul-1, Softmax-1, Relu-6...); its try-load finds out for each model.
+ */
+export const OLDEST_GUARANTEED_OPSET = 7;
+
+function opsetWarnings(model: onnxProto.onnx.ModelProto, defaultOpset: number): string[] {
+  if (defaultOpset >= OLDEST_GUARANTEED_OPSET) return [];
+  if (defaultOpset > 0) {
+    return [
+      `the model uses ONNX operator set ${defaultOpset}; onnxruntime keeps running operator sets below ` +
+        `${OLDEST_GUARANTEED_OPSET} but no longer guarantees them: re-export with opset >= ${OLDEST_GUARANTEED_OPSET} when you can`,
+    ];
+  }
+  if (!usesDefaultDomain(model.graph as GraphProto)) return [];
+  return [
+    "the model's nodes use ONNX (ai.onnx) operators but it imports no ai.onnx operator set; onnxruntime " +
+      "picks one for it: re-export with an explicit opset_import when you can",
+  ];
+}
+
+function usesDefaultDomain(graph: GraphProto): boolean {
+  return (graph.node ?? []).some(
+    (node) =>
+      !node.domain ||
+      node.domain === "ai.onnx" ||
+      (node.attribute ?? []).some(
+        (attribute) =>
+          (attribute.g != null && usesDefaultDomain(attribute.g)) ||
+          (attribute.graphs ?? []).some(usesDefaultDomain),
+      ),
+  );
+}
+
+function unzippedWarning(output: UnzippedOutput): string {
+  return (
+    `output '${output.name}' was a ZipMap's sequence of maps, which onnxruntime-node cannot return: it is ` +
+    `served as FP32 [N, ${output.classLabels.length}], one probability per class in the order of the class ` +
+    "labels in the model metadata (the output's classLabels), from the rewritten model the artifact holds. " +
+    "To serve the upload unchanged, export it without the ZipMap (sklearn-onnx: options={id(model): {'zipmap': False}})"
+  );
+}
+
 /** No real tensor dimension comes near 2^31; a larger one is a crafted model. */
 const MAX_DIM = 2 ** 31 - 1;
 
@@ -133,21 +221,20 @@ const ELEMENT_BYTES: ReadonlyMap<number, number> = new Map([
   [20, 1],
 ]);
 
+/** Element types stored two to a byte: INT4, UINT4, FLOAT4E2M1. */
+const HALF_BYTE_TYPES: ReadonlySet<number> = new Set([21, 22, 23]);
+
 /**
  * Rejects what onnxruntime must never be asked to load: external data (single-file models only; a
- * location could point anywhere on the host), too old an operator set, and dimensions or tensor sizes
- * that no real model declares — the shapes of allocation bombs.
+ * location could point anywhere on the host), and dimensions or tensor sizes that no real model
+ * declares, or stored data that does not match them — the shapes of allocation bombs. Everything else
+ * onnxruntime's own try-load decides.
  */
-function checkModelSafety(model: onnxProto.onnx.ModelProto, defaultOpset: number): void {
-  if (defaultOpset < MIN_OPSET) {
-    throw new InvalidModelError(
-      `the model uses ONNX operator set ${defaultOpset}; the oldest served is ${MIN_OPSET}: re-export it with a newer opset`,
-    );
-  }
+function checkModelSafety(model: onnxProto.onnx.ModelProto): void {
   for (const value of [...(model.graph?.input ?? []), ...(model.graph?.output ?? [])]) {
     for (const dim of value.type?.tensorType?.shape?.dim ?? []) {
       const size = toNumber(dim.dimValue);
-      if (size < 0 || size > MAX_DIM) {
+      if (size > MAX_DIM) {
         throw new InvalidModelError(
           `'${value.name}' declares a dimension of ${size}, which no real tensor has`,
         );
@@ -194,18 +281,21 @@ function checkTensor(tensor: TensorProto, where: string): void {
     if (size < 0 || size > MAX_DIM) throw new InvalidModelError(`${where} declares a dimension of ${size}`);
     elements *= size;
   }
-  const elementBytes = ELEMENT_BYTES.get(tensor.dataType ?? 0);
+  const dataType = tensor.dataType ?? 0;
+  const packed = HALF_BYTE_TYPES.has(dataType);
+  const elementBytes = ELEMENT_BYTES.get(dataType);
+  const expectedBytes = packed ? Math.ceil(elements / 2) : elements * (elementBytes ?? 0);
   const stored = tensor.rawData?.length ?? 0;
-  if (elementBytes !== undefined && stored > 0 && stored !== elements * elementBytes) {
+  if ((elementBytes !== undefined || packed) && stored > 0 && stored !== expectedBytes) {
     throw new InvalidModelError(
-      `${where} declares ${elements} elements (${elements * elementBytes} bytes) but stores ${stored} bytes`,
+      `${where} declares ${elements} elements (${expectedBytes} bytes) but stores ${stored} bytes`,
     );
   }
   if (stored === 0) {
-    // Typed-field storage holds one value per element (two for complex types), as ONNX requires.
-    const dataType = tensor.dataType ?? 0;
+    // Typed-field storage holds one value per element (two for complex types, one per two 4-bit ones).
     const held = dataType === 8 ? (tensor.stringData?.length ?? 0) : typedValueCount(tensor);
-    const expected = dataType === 14 || dataType === 15 ? elements * 2 : elements;
+    const expected =
+      dataType === 14 || dataType === 15 ? elements * 2 : packed ? Math.ceil(elements / 2) : elements;
     if (held !== expected)
       throw new InvalidModelError(`${where} declares ${elements} elements but holds ${held}`);
   }

@@ -1,23 +1,47 @@
+import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { ArtifactRef, ModelVersion, ServableVersion, Variant, VariantParity } from "#core/model.ts";
-import { InvalidManifestError, type Manifest, manifestKey, parseManifest } from "#core/registry/manifest.ts";
+import type { ArtifactRef, ServableVersion, Variant, VariantParity } from "#core/model.ts";
+import {
+  InvalidManifestError,
+  LOSSY_VARIANT_KINDS,
+  type Manifest,
+  manifestKey,
+  parseManifest,
+} from "#core/registry/manifest.ts";
 import { isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
+import { ORIGINAL_VARIANT } from "#core/registry/serving-variant.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
+import {
+  DECISION_FORMAT,
+  type DecisionStore,
+  decisionKey,
+  digestSettings,
+  InvalidDecisionError,
+  type OptimizationDecision,
+  parseDecision,
+} from "./decision.ts";
 import { convertToFloat16 } from "./fp16.ts";
 import {
+  checkLossless,
   compareOutputs,
+  DEFAULT_MAX_FEED_BYTES,
   DEFAULT_PARITY_THRESHOLDS,
   generateInputs,
+  LOSSLESS_TOLERANCE,
   manifestSampleInputs,
   ParityInputError,
   type ParityThresholds,
 } from "./parity.ts";
 import { NothingToQuantizeError, type QuantizeOptions, quantizeDynamicInt8 } from "./quantize.ts";
+import { selectKind, selectVariant } from "./selection.ts";
+import { registryMessage, registryNumber } from "./storable.ts";
 
 /**
  * Optimization of a registered version: build variants of its model, hold each to the parity gate
- * against the original, benchmark what passes, and select the serving artifact. The version stays
+ * against the original, benchmark what passes, and select the serving artifact: a lossless variant,
+ * or a lossy one only when the manifest allows its kind (an operator may choose later). The decision
+ * is kept per sha256 and settings, so identical bytes serve identical artifacts. The version stays
  * servable throughout (`optimizing` serves its original), and ends `ready` whatever happens.
  */
 
@@ -65,6 +89,8 @@ export interface OptimizerSettings {
   /** Generated parity inputs (when the manifest has no samples): feeds, and the batch of each. */
   readonly parityFeeds: number;
   readonly parityBatch: number;
+  /** A generated feed needing more bytes is not made: the version is left on its original. @default 64 MiB */
+  readonly maxParityFeedBytes: number;
   /** Batch size of the generated benchmark input; 1 is one client request. @default 1 */
   readonly benchmarkBatch: number;
   readonly quantize: QuantizeOptions;
@@ -82,6 +108,7 @@ export const DEFAULT_OPTIMIZER_SETTINGS: Omit<OptimizerSettings, "workDir"> = {
   minWinRate: 0.75,
   parityFeeds: 4,
   parityBatch: 4,
+  maxParityFeedBytes: DEFAULT_MAX_FEED_BYTES,
   benchmarkBatch: 1,
   quantize: {},
   maxModelBytes: 1024 ** 3,
@@ -91,18 +118,41 @@ export const DEFAULT_OPTIMIZER_SETTINGS: Omit<OptimizerSettings, "workDir"> = {
 export interface OptimizerDeps {
   readonly registry: ModelRegistryWriter;
   readonly store: VariantStore;
+  /** Where the decision for each sha256 and settings is kept (the model bucket). */
+  readonly decisions: DecisionStore;
   readonly runtime: CandidateRuntime;
   readonly now: () => string;
   readonly settings: OptimizerSettings;
 }
 
 export type OptimizationOutcome =
-  | { readonly outcome: "optimized"; readonly selected: string; readonly variants: readonly Variant[] }
-  | { readonly outcome: "failed"; readonly reason: string }
+  | {
+      readonly outcome: "optimized";
+      readonly selected: string;
+      readonly variants: readonly Variant[];
+      /** Whether the decision was an earlier optimization's of the same bytes and settings. */
+      readonly reused: boolean;
+    }
+  | {
+      readonly outcome: "failed";
+      readonly reason: string;
+      /** An infrastructure failure on the last attempt, or a dead letter: not the model's doing. */
+      readonly unfinished: boolean;
+    }
   | { readonly outcome: "duplicate" }
   | { readonly outcome: "in-progress" }
   | { readonly outcome: "superseded" }
   | { readonly outcome: "ignored"; readonly reason: string };
+
+export interface AttemptOptions {
+  /**
+   * No retry follows this attempt (the message's last receive before its dead-letter queue): a
+   * failure ends the optimization, recorded, rather than being thrown. @default false
+   */
+  readonly lastAttempt?: boolean;
+  /** Receives of the message so far, for the recorded reason. @default 1 */
+  readonly attempts?: number;
+}
 
 /** The model cannot be optimized: recorded on the version, which serves its original; not retried. */
 class OptimizationError extends Error {
@@ -112,18 +162,22 @@ class OptimizationError extends Error {
   }
 }
 
-const ORIGINAL_KIND = "original";
+/** The reason recorded when retries are spent, by the last attempt and by the dead-letter handler alike. */
+export function unfinishedReason(attempts: number, lastError: string): string {
+  return `optimization did not finish after ${attempts} attempt${attempts === 1 ? "" : "s"}: ${lastError}`;
+}
 
 /**
  * Optimizes one version, once. `attemptId` names this delivery of the message (the SQS message id):
  * a redelivery of the same message means its earlier attempt died, so it may take over the claim.
  * Model problems end `ready` on the original with `optimizeError`; infrastructure errors revert to
- * `ready` and throw, to be retried.
+ * `ready` and throw, to be retried, except on the last attempt, which records them instead.
  */
 export async function optimizeVersion(
   target: { readonly name: string; readonly version: number },
   attemptId: string,
   deps: OptimizerDeps,
+  options: AttemptOptions = {},
 ): Promise<OptimizationOutcome> {
   const { name, version } = target;
   const record = await deps.registry.getVersionConsistent(name, version);
@@ -132,20 +186,18 @@ export async function optimizeVersion(
   if (!isServable(record)) return { outcome: "ignored", reason: `the version is ${record.status}` };
   if (!(await claim(record, attemptId, deps))) return { outcome: "in-progress" };
 
-  let result: { variants: Variant[]; selected: string };
-  try {
-    result = await buildAndSelect(record, deps);
-  } catch (error) {
-    const reason = (error as Error).message;
-    if (error instanceof OptimizationError) {
-      await deps.registry.updateVersion(name, version, "optimizing", {
-        status: "ready",
-        optimizeError: reason,
-        optimizedAt: deps.now(),
-        updatedAt: deps.now(),
-      });
-      return { outcome: "failed", reason };
-    }
+  const giveUp = async (reason: string, unfinished: boolean): Promise<OptimizationOutcome> => {
+    await deps.registry.updateVersion(name, version, "optimizing", {
+      status: "ready",
+      optimizeError: registryMessage(reason),
+      optimizedAt: deps.now(),
+      updatedAt: deps.now(),
+    });
+    return { outcome: "failed", reason, unfinished };
+  };
+  const retryOrGiveUp = async (error: unknown): Promise<OptimizationOutcome> => {
+    const reason = registryMessage((error as Error).message ?? String(error));
+    if (options.lastAttempt) return giveUp(unfinishedReason(options.attempts ?? 1, reason), true);
     // Back to ready so that the retry can claim it again; the version serves its original meanwhile.
     await deps.registry.updateVersion(name, version, "optimizing", {
       status: "ready",
@@ -153,14 +205,71 @@ export async function optimizeVersion(
       updatedAt: deps.now(),
     });
     throw error;
+  };
+
+  let decided: { decision: OptimizationDecision; reused: boolean };
+  try {
+    decided = await decide(record, deps);
+  } catch (error) {
+    if (error instanceof OptimizationError) return giveUp(error.message, false);
+    return retryOrGiveUp(error);
   }
-  const finished = await deps.registry.updateVersion(name, version, "optimizing", {
+  try {
+    const changes = await resultChanges(record, decided.decision, deps);
+    const finished = await deps.registry.updateVersion(name, version, "optimizing", changes);
+    if (!finished) return { outcome: "superseded" };
+    const variants = changes.variants ?? [];
+    return {
+      outcome: "optimized",
+      selected: variants.find((variant) => variant.selected)?.kind ?? ORIGINAL_VARIANT,
+      variants,
+      reused: decided.reused,
+    };
+  } catch (error) {
+    return retryOrGiveUp(error);
+  }
+}
+
+/**
+ * Gives up on a version whose optimize message was dead-lettered (its attempts crashed, timed out or
+ * could not record their failure): a version still `optimizing` under that message, or never
+ * optimized, ends `ready` on its original with the reason. A live attempt of another message is left
+ * alone (`in-progress`: the caller asks again later, when it has finished or its lease has run out).
+ */
+export async function abandonOptimization(
+  target: { readonly name: string; readonly version: number },
+  messageId: string,
+  attempts: number,
+  deps: Pick<OptimizerDeps, "registry" | "now" | "settings">,
+): Promise<OptimizationOutcome> {
+  const { name, version } = target;
+  const record = await deps.registry.getVersionConsistent(name, version);
+  if (record === undefined) return { outcome: "ignored", reason: "the version does not exist" };
+  if (record.optimizedAt !== undefined) return { outcome: "duplicate" };
+  if (!isServable(record)) return { outcome: "ignored", reason: `the version is ${record.status}` };
+  const held = record.optimizeAttempt;
+  if (record.status === "optimizing" && held !== undefined && held.id !== messageId && !expired(held, deps)) {
+    return { outcome: "in-progress" };
+  }
+  const reason = unfinishedReason(
+    attempts,
+    held?.error ?? "no error was recorded (the function timed out or its process ended)",
+  );
+  const now = deps.now();
+  const done = await deps.registry.updateVersion(name, version, record.status, {
     status: "ready",
-    variants: result.variants,
-    optimizedAt: deps.now(),
-    updatedAt: deps.now(),
+    optimizeError: registryMessage(reason),
+    optimizedAt: now,
+    updatedAt: now,
   });
-  return finished ? { outcome: "optimized", ...result } : { outcome: "superseded" };
+  return done ? { outcome: "failed", reason, unfinished: true } : { outcome: "superseded" };
+}
+
+function expired(
+  held: { readonly startedAt: string },
+  deps: Pick<OptimizerDeps, "now" | "settings">,
+): boolean {
+  return Date.parse(deps.now()) - Date.parse(held.startedAt) > deps.settings.leaseMs;
 }
 
 /** Moves the version to `optimizing` for this attempt: from `ready`, or from a dead attempt's claim. */
@@ -174,26 +283,145 @@ async function claim(record: ServableVersion, attemptId: string, deps: Optimizer
   if (record.status === "ready")
     return deps.registry.updateVersion(record.name, record.version, "ready", changes);
   const held = record.optimizeAttempt;
-  const stale =
-    held === undefined ||
-    held.id === attemptId ||
-    Date.parse(now) - Date.parse(held.startedAt) > deps.settings.leaseMs;
+  const stale = held === undefined || held.id === attemptId || expired(held, deps);
   // A live attempt holds its own message until it finishes: if it dies, that message returns and takes over.
   if (!stale) return false;
   return deps.registry.updateVersion(record.name, record.version, "optimizing", changes);
 }
 
+/**
+ * The record's final fields from the decision. An operator's choice made meanwhile stands (read
+ * again now, the latest write wins); a lossy selection by the manifest is recorded as its choice.
+ */
+async function resultChanges(record: ServableVersion, decision: OptimizationDecision, deps: OptimizerDeps) {
+  const current = await deps.registry.getVersionConsistent(record.name, record.version);
+  const operator = current?.variantChoice?.by === "operator" ? current.variantChoice : undefined;
+  const variants = operator ? selectKind(decision.variants, operator.kind) : [...decision.variants];
+  const now = deps.now();
+  return {
+    status: "ready" as const,
+    variants: markLossless(variants, decision.lossless),
+    ...(operator === undefined && decision.by === "manifest"
+      ? { variantChoice: { kind: decision.selected, by: "manifest" as const, at: now } }
+      : {}),
+    optimizedAt: now,
+    updatedAt: now,
+  };
+}
+
+/** `parity.lossless` on each variant that was compared, from the decision's list. */
+function markLossless(variants: readonly Variant[], lossless: readonly string[]): Variant[] {
+  return variants.map((variant) => {
+    if (variant.parity === undefined) return variant;
+    return { ...variant, parity: { ...variant.parity, lossless: lossless.includes(variant.kind) } };
+  });
+}
+
+/**
+ * The decision for this version's bytes and settings: the one recorded by an earlier optimization of
+ * the same sha256, else a new one, measured, then recorded unless another optimization recorded first.
+ */
+async function decide(
+  version: ServableVersion,
+  deps: OptimizerDeps,
+): Promise<{ decision: OptimizationDecision; reused: boolean }> {
+  const { settings } = deps;
+  if (version.artifact.bytes > settings.maxModelBytes) {
+    throw new OptimizationError(
+      `the model is ${version.artifact.bytes} bytes; the optimizer takes models up to ${settings.maxModelBytes} bytes`,
+    );
+  }
+  const manifest = await readManifest(version, deps);
+  const candidates = candidatesFor(version, deps);
+  const decisionSettings = settingsOfDecision(version, manifest, candidates, settings);
+  const expected = { sha256: version.artifact.sha256, settingsDigest: digestSettings(decisionSettings) };
+  const bucket = version.artifact.bucket;
+  const key = decisionKey(expected.sha256, expected.settingsDigest);
+  const recorded = await readDecision(bucket, key, expected, deps);
+  if (recorded !== undefined) return { decision: recorded, reused: true };
+
+  const measured = await buildAndSelect(version, manifest, candidates, deps);
+  const decision: OptimizationDecision = {
+    format: DECISION_FORMAT,
+    ...expected,
+    settings: decisionSettings,
+    decidedAt: deps.now(),
+    ...measured,
+  };
+  if (await deps.decisions.putOnce(bucket, key, `${JSON.stringify(decision, null, 2)}\n`)) {
+    return { decision, reused: false };
+  }
+  // Another optimization of the same bytes recorded its decision first: that one stands.
+  const winner = await readDecision(bucket, key, expected, deps);
+  if (winner === undefined)
+    throw new Error(`the optimization decision ${key} was refused but cannot be read`);
+  return { decision: winner, reused: true };
+}
+
+async function readDecision(
+  bucket: string,
+  key: string,
+  expected: { readonly sha256: string; readonly settingsDigest: string },
+  deps: OptimizerDeps,
+): Promise<OptimizationDecision | undefined> {
+  const text = await deps.decisions.read(bucket, key);
+  if (text === undefined) return undefined;
+  try {
+    return parseDecision(text, expected);
+  } catch (error) {
+    // Written once and never replaced: deciding again would serve these bytes differently.
+    if (error instanceof InvalidDecisionError) throw new OptimizationError(error.message);
+    throw error;
+  }
+}
+
+/**
+ * Everything that decides which variants are built and which may be selected, in a fixed key order:
+ * its digest names the decision. Benchmark run counts are left out (they refine the same measurement).
+ */
+function settingsOfDecision(
+  version: ServableVersion,
+  manifest: Manifest,
+  candidates: readonly Candidate[],
+  settings: OptimizerSettings,
+): Record<string, unknown> {
+  const samples = manifest.samples ?? [];
+  return {
+    format: DECISION_FORMAT,
+    target: version.target,
+    candidates: candidates.map((candidate) => `${candidate.kind}: ${candidate.detail}`),
+    quantize: settings.quantize,
+    thresholds: settings.thresholds,
+    losslessTolerance: LOSSLESS_TOLERANCE,
+    minSpeedup: settings.minSpeedup,
+    minWinRate: settings.minWinRate,
+    parityInputs:
+      samples.length > 0
+        ? { samplesSha256: createHash("sha256").update(JSON.stringify(samples)).digest("hex") }
+        : { feeds: settings.parityFeeds, batch: settings.parityBatch },
+    benchmarkBatch: settings.benchmarkBatch,
+    classCount: version.labels?.length ?? null,
+    pinOriginal: manifest.pinOriginal ?? false,
+    allowLossy: [...(manifest.optimize?.allowLossy ?? [])].sort(),
+  };
+}
+
 interface Candidate {
   readonly kind: string;
   readonly detail: string;
+  /** Outputs differ from the original's by construction (fewer bits): never selected unasked. */
+  readonly lossy: boolean;
   /** Writes the variant to `path`. */
   build(original: { path: string; bytes: Uint8Array }, path: string): Promise<void>;
 }
+
+const isLossyKind = (kind: string) => (LOSSY_VARIANT_KINDS as readonly string[]).includes(kind);
 
 function candidatesFor(version: ServableVersion, deps: OptimizerDeps): Candidate[] {
   const graph = (level: GraphOptimizationLevel): Candidate => ({
     kind: `graph-${level}`,
     detail: `onnxruntime graph optimization, level ${level}, saved offline`,
+    lossy: false,
     build: (original, path) => deps.runtime.optimizeGraph(original.path, path, level),
   });
   if (version.target === "sagemaker") {
@@ -202,6 +430,7 @@ function candidatesFor(version: ServableVersion, deps: OptimizerDeps): Candidate
       {
         kind: "fp16",
         detail: "FP16 weights and activations, FP32 inputs and outputs",
+        lossy: isLossyKind("fp16"),
         build: async (original, path) => writeFile(path, convertToFloat16(original.bytes).bytes),
       },
     ];
@@ -212,6 +441,7 @@ function candidatesFor(version: ServableVersion, deps: OptimizerDeps): Candidate
     {
       kind: "int8-dynamic",
       detail: describeQuantization(quantize),
+      lossy: isLossyKind("int8-dynamic"),
       build: async (original, path) => writeFile(path, quantizeDynamicInt8(original.bytes, quantize).bytes),
     },
   ];
@@ -232,6 +462,10 @@ interface Built {
   session?: CandidateSession;
   loadMs?: number;
   parity?: VariantParity;
+  /** Set once compared: passed the gate, a lossless kind, and within float32 tolerance everywhere. */
+  lossless?: boolean;
+  /** Why a lossless kind's outputs were not lossless on these inputs. */
+  notLossless?: string;
   error?: string;
   times: number[];
   /** Over `times`, set once it has raced the original: selection and the record both use them. */
@@ -239,23 +473,21 @@ interface Built {
   winRate?: number;
 }
 
+type Measured = Pick<OptimizationDecision, "selected" | "by" | "lossless" | "variants">;
+
 async function buildAndSelect(
   version: ServableVersion,
+  manifest: Manifest,
+  candidates: readonly Candidate[],
   deps: OptimizerDeps,
-): Promise<{ variants: Variant[]; selected: string }> {
+): Promise<Measured> {
   const { settings } = deps;
-  if (version.artifact.bytes > settings.maxModelBytes) {
-    throw new OptimizationError(
-      `the model is ${version.artifact.bytes} bytes; the optimizer takes models up to ${settings.maxModelBytes} bytes`,
-    );
-  }
   await mkdir(settings.workDir, { recursive: true });
   const dir = await mkdtemp(join(settings.workDir, `${version.name}-${version.version}-`));
   const opened = new Set<CandidateSession>();
   try {
     const originalPath = join(dir, "original.onnx");
     await deps.store.download(version.artifact, originalPath);
-    const manifest = await readManifest(version, deps);
     const { feeds, benchFeed, source } = parityInputs(version, manifest, settings);
     const outputs = version.signature.outputs.map((spec) => spec.name);
 
@@ -278,7 +510,7 @@ async function buildAndSelect(
 
     const bytes = await readFile(originalPath);
     const built: Built[] = [];
-    for (const candidate of candidatesFor(version, deps)) {
+    for (const candidate of candidates) {
       const path = join(dir, `${candidate.kind}.onnx`);
       const entry: Built = { candidate, path, bytes: 0, times: [] };
       built.push(entry);
@@ -295,6 +527,13 @@ async function buildAndSelect(
           ...compareOutputs(reference, results, settings.thresholds, version.labels?.length),
           inputs: source,
         };
+        if (entry.parity.passed && !candidate.lossy) {
+          const check = checkLossless(reference, results);
+          entry.lossless = check.lossless;
+          if (check.reason !== undefined) entry.notLossless = check.reason;
+        } else {
+          entry.lossless = false;
+        }
         // A failing variant's session is not benchmarked: free its memory now.
         if (!entry.parity.passed) {
           opened.delete(entry.session);
@@ -308,25 +547,32 @@ async function buildAndSelect(
       }
     }
 
-    const racing = built.filter((entry) => entry.parity?.passed && entry.session);
-    const originalTimes = await benchmark(
+    // Lossy variants that pass race too: their figures are what a person weighs before choosing one.
+    const racing = built.filter(
+      (entry) => entry.parity?.passed && entry.session && entry.error === undefined,
+    );
+    const times = await benchmark(
       [original, ...racing.map((entry) => entry.session!)],
       benchFeed,
       outputs,
       settings,
-    );
-    const baseline = originalTimes[0] ?? [];
+    ).catch((error: Error) => {
+      throw new OptimizationError(`the benchmark failed: ${error.message}`);
+    });
+    const baseline = times[0] ?? [];
     racing.forEach((entry, index) => {
-      entry.times = originalTimes[index + 1] ?? [];
+      entry.times = times[index + 1] ?? [];
       entry.p50Ms = median(entry.times);
       entry.winRate = winRate(entry.times, baseline);
     });
     const originalP50 = median(baseline);
+    const allowLossy = manifest.optimize?.allowLossy ?? [];
     const selectedKind = selectVariant(
       version.target,
       racing.map((entry) => ({
         kind: entry.candidate.kind,
         passed: true,
+        lossless: entry.lossless === true,
         p50Ms: entry.p50Ms,
         winRate: entry.winRate,
       })),
@@ -335,20 +581,21 @@ async function buildAndSelect(
         minSpeedup: settings.minSpeedup,
         minWinRate: settings.minWinRate,
         pinOriginal: manifest.pinOriginal ?? false,
+        allowLossy,
       },
     );
     const selected = built.find((entry) => entry.candidate.kind === selectedKind);
 
     const variants: Variant[] = [
       {
-        kind: ORIGINAL_KIND,
+        kind: ORIGINAL_VARIANT,
         bytes: version.artifact.bytes,
         selected: selected === undefined,
         artifact: version.artifact,
         detail: manifest.pinOriginal ? "pinned by maas.json (pinOriginal)" : "the upload as registered",
-        p50Ms: figure(originalP50),
+        p50Ms: registryNumber(originalP50),
         benchmarkRuns: settings.benchmarkRuns,
-        loadMs: figure(originalLoadMs),
+        loadMs: registryNumber(originalLoadMs),
       },
     ];
     for (const entry of built) {
@@ -361,63 +608,40 @@ async function buildAndSelect(
         kind: entry.candidate.kind,
         bytes: entry.bytes,
         selected: entry === selected,
-        detail: entry.candidate.detail,
+        detail: registryMessage(`${entry.candidate.detail}; ${describeLoss(entry)}`),
         ...(artifact ? { artifact } : {}),
         // Only a racing entry has times, and so its figures.
         ...(entry.times.length > 0
           ? {
-              p50Ms: figure(entry.p50Ms!),
+              p50Ms: registryNumber(entry.p50Ms!),
               benchmarkRuns: entry.times.length,
-              winRate: figure(entry.winRate!),
+              winRate: registryNumber(entry.winRate!),
             }
           : {}),
-        ...(entry.loadMs === undefined ? {} : { loadMs: figure(entry.loadMs) }),
-        ...(entry.parity ? { parity: finiteParity(entry.parity) } : {}),
-        ...(entry.error === undefined ? {} : { error: entry.error }),
+        ...(entry.loadMs === undefined ? {} : { loadMs: registryNumber(entry.loadMs) }),
+        ...(entry.parity ? { parity: storableParity(entry.parity) } : {}),
+        ...(entry.error === undefined ? {} : { error: registryMessage(entry.error) }),
       });
     }
-    return { variants, selected: selected?.candidate.kind ?? ORIGINAL_KIND };
+    return {
+      selected: selected?.candidate.kind ?? ORIGINAL_VARIANT,
+      by: selected?.candidate.lossy ? "manifest" : "optimizer",
+      lossless: built.filter((entry) => entry.lossless).map((entry) => entry.candidate.kind),
+      variants,
+    };
   } finally {
     for (const session of opened) await session.release().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-/** What selection looks at for each variant that was built. */
-export interface SelectionCandidate {
-  readonly kind: string;
-  readonly passed: boolean;
-  readonly p50Ms?: number;
-  /** Fraction of interleaved rounds in which it ran faster than the original. */
-  readonly winRate?: number;
-}
-
-/**
- * The variant to serve, or undefined for the original. Lambda targets: the fastest variant that passed
- * the gate, if it beats the original's p50 by `minSpeedup` and won at least `minWinRate` of the rounds
- * (a p50 gap that is noise wins about half of them). GPU targets: FP16 if it passed the gate:
- * the optimizer's CPU cannot time a GPU, and FP16 halves the bytes a GPU reads and runs on its tensor
- * cores. A manifest's `pinOriginal` keeps the original in every case.
- */
-export function selectVariant(
-  target: ModelVersion["target"],
-  candidates: readonly SelectionCandidate[],
-  originalP50Ms: number,
-  options: { readonly minSpeedup: number; readonly minWinRate?: number; readonly pinOriginal?: boolean },
-): string | undefined {
-  if (options.pinOriginal) return undefined;
-  const passing = candidates.filter((candidate) => candidate.passed);
-  // The SageMaker path serves the original upload's archive: variants are measured and recorded for
-  // GPU targets, but selecting one would promise what the endpoint does not serve yet.
-  if (target === "sagemaker") return undefined;
-  let best: SelectionCandidate | undefined;
-  for (const candidate of passing) {
-    const p50 = candidate.p50Ms;
-    if (p50 === undefined || !(p50 <= originalP50Ms * (1 - options.minSpeedup))) continue;
-    if ((candidate.winRate ?? 1) < (options.minWinRate ?? 0)) continue;
-    if (best?.p50Ms === undefined || p50 < best.p50Ms) best = candidate;
-  }
-  return best?.kind;
+/** Whether the variant may serve unasked, in words for the record. */
+function describeLoss(entry: Built): string {
+  if (entry.candidate.lossy)
+    return "lossy: serves only when maas.json optimize.allowLossy names it or an operator chooses it";
+  if (entry.lossless) return `lossless: outputs within ${LOSSLESS_TOLERANCE} x max(1, |original|)`;
+  if (entry.notLossless !== undefined) return `not lossless on the parity inputs: ${entry.notLossless}`;
+  return "not compared";
 }
 
 async function readManifest(version: ServableVersion, deps: OptimizerDeps): Promise<Manifest> {
@@ -438,11 +662,13 @@ function parityInputs(version: ServableVersion, manifest: Manifest, settings: Op
     const feeds = generateInputs(version.signature, {
       count: settings.parityFeeds,
       batch: settings.parityBatch,
+      maxFeedBytes: settings.maxParityFeedBytes,
     });
     const [benchFeed] = generateInputs(version.signature, {
       count: 1,
       batch: settings.benchmarkBatch,
       seed: 7,
+      maxFeedBytes: settings.maxParityFeedBytes,
     });
     return { feeds, benchFeed: benchFeed!, source: "generated" as const };
   } catch (error) {
@@ -491,20 +717,13 @@ export function median(samples: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-/** DynamoDB numbers hold neither infinities nor magnitudes beyond 1e125, nor more than 38 digits. */
-function figure(value: number): number {
-  if (Number.isNaN(value)) return 0;
-  if (!Number.isFinite(value) || Math.abs(value) > 1e125) return Math.sign(value) * 1e125;
-  if (Math.abs(value) < 1e-120) return 0;
-  return Number(value.toPrecision(7));
-}
-
-function finiteParity(parity: VariantParity): VariantParity {
+function storableParity(parity: VariantParity): VariantParity {
   return {
     ...parity,
-    maxAbsDiff: figure(parity.maxAbsDiff),
-    maxRelativeDiff: figure(parity.maxRelativeDiff),
-    cosine: figure(parity.cosine),
-    ...(parity.top1Agreement === undefined ? {} : { top1Agreement: figure(parity.top1Agreement) }),
+    maxAbsDiff: registryNumber(parity.maxAbsDiff),
+    maxRelativeDiff: registryNumber(parity.maxRelativeDiff),
+    cosine: registryNumber(parity.cosine),
+    ...(parity.top1Agreement === undefined ? {} : { top1Agreement: registryNumber(parity.top1Agreement) }),
+    ...(parity.reason === undefined ? {} : { reason: registryMessage(parity.reason) }),
   };
 }

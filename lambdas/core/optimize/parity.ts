@@ -46,7 +46,27 @@ export interface GeneratedInputOptions {
   readonly intRange?: number;
   /** @default 20240601 */
   readonly seed?: number;
+  /** Largest feed (all its inputs together) to allocate; a signature that needs more is refused. @default 64 MiB */
+  readonly maxFeedBytes?: number;
 }
+
+export const DEFAULT_MAX_FEED_BYTES = 64 * 1024 ** 2;
+
+/** Bytes of one element as generated; BYTES inputs are never generated. */
+const ELEMENT_BYTES: Readonly<Record<Exclude<TensorSpec["datatype"], "BYTES">, number>> = {
+  BOOL: 1,
+  INT8: 1,
+  UINT8: 1,
+  INT16: 2,
+  UINT16: 2,
+  FP16: 2,
+  INT32: 4,
+  UINT32: 4,
+  FP32: 4,
+  INT64: 8,
+  UINT64: 8,
+  FP64: 8,
+};
 
 /** The model cannot be fed generated inputs; a manifest's samples would do. */
 export class ParityInputError extends Error {
@@ -59,19 +79,25 @@ export class ParityInputError extends Error {
 /**
  * Inputs from the signature with a fixed seed: floats ~ N(0, 1), integers in a small valid range,
  * booleans either way. Symbolic dims that share a name share a size; the leading one is the batch.
+ * Sizes are checked before anything is allocated: declared dims can ask for more than memory holds.
  */
 export function generateInputs(
   signature: ModelSignature,
   options: GeneratedInputOptions = {},
 ): NamedTensor[][] {
   const { count = 4, batch = 4, otherDim = 1, intRange = 8, seed = 20240601 } = options;
+  const maxFeedBytes = options.maxFeedBytes ?? DEFAULT_MAX_FEED_BYTES;
   const random = mulberry32(seed);
   const feeds: NamedTensor[][] = [];
   for (let feed = 0; feed < count; feed++) {
     const bound = new Map<string, number>();
+    const shapes = signature.inputs.map((spec) =>
+      spec.shape.map((dim, axis) => concreteDim(dim, axis, bound, batch, otherDim)),
+    );
+    checkFeedBytes(signature.inputs, shapes, maxFeedBytes);
     feeds.push(
-      signature.inputs.map((spec) => {
-        const dims = spec.shape.map((dim, axis) => concreteDim(dim, axis, bound, batch, otherDim));
+      signature.inputs.map((spec, index) => {
+        const dims = shapes[index]!;
         return {
           name: spec.name,
           type: ortTypeOf(spec.datatype),
@@ -82,6 +108,24 @@ export function generateInputs(
     );
   }
   return feeds;
+}
+
+function checkFeedBytes(
+  specs: readonly TensorSpec[],
+  shapes: readonly number[][],
+  maxFeedBytes: number,
+): void {
+  let total = 0;
+  specs.forEach((spec, index) => {
+    if (spec.datatype === "BYTES") return; // refused, with its own reason, when its data is made
+    const bytes = elementCount(shapes[index]!) * ELEMENT_BYTES[spec.datatype];
+    total += bytes;
+    if (total > maxFeedBytes) {
+      throw new ParityInputError(
+        `input '${spec.name}' declares shape [${shapes[index]}] (${bytes} bytes of ${spec.datatype}): generated parity inputs are limited to ${maxFeedBytes} bytes per feed; add smaller samples to maas.json`,
+      );
+    }
+  });
 }
 
 function concreteDim(
@@ -252,6 +296,79 @@ export function compareOutputs(
     ...(top1Agreement === undefined ? {} : { top1Agreement, top1Rows: rows }),
     ...(reason === undefined ? {} : { reason }),
   };
+}
+
+/**
+ * What "lossless" means here: float32 round-off, not approximation. Every element of every output on
+ * every feed within |a - b| <= LOSSLESS_TOLERANCE * max(1, |a|) of the original's (a), NaN where it has
+ * NaN and the same infinities; integer, boolean and string outputs exactly equal; the same shapes.
+ * Reordered float sums (fused kernels) stay orders of magnitude inside it; 8-bit weights and half-floats
+ * do not, and their kinds are never lossless however close they come.
+ */
+export const LOSSLESS_TOLERANCE = 1e-5;
+
+export interface LosslessCheck {
+  readonly lossless: boolean;
+  /** The largest |a - b| / max(1, |a|) over the float outputs; 0 when equal. */
+  readonly worst: number;
+  /** The first element outside the tolerance, for the record. */
+  readonly reason?: string;
+}
+
+/** Whether a variant's outputs equal the original's within float32 tolerance (see LOSSLESS_TOLERANCE). */
+export function checkLossless(
+  reference: readonly (readonly NamedTensor[])[],
+  candidate: readonly (readonly NamedTensor[])[],
+  tolerance = LOSSLESS_TOLERANCE,
+): LosslessCheck {
+  let worst = 0;
+  let reason: string | undefined;
+  const fail = (why: string) => {
+    reason ??= why;
+  };
+  reference.forEach((outputs, feed) => {
+    outputs.forEach((expected, index) => {
+      const actual = candidate[feed]?.[index];
+      if (actual === undefined || actual.name !== expected.name) {
+        fail(`output '${expected.name}' is missing`);
+        return;
+      }
+      if (actual.type !== expected.type || actual.dims.join() !== expected.dims.join()) {
+        fail(
+          `output '${expected.name}' is ${actual.type}[${actual.dims}], not ${expected.type}[${expected.dims}]`,
+        );
+        return;
+      }
+      if (!isFloat(expected.type)) {
+        const at = firstDifference(expected.data, actual.data);
+        if (at !== undefined) fail(`output '${expected.name}' differs at element ${at} of feed ${feed}`);
+        return;
+      }
+      const a = toNumbers(expected.type, expected.data);
+      const b = toNumbers(actual.type, actual.data);
+      for (let i = 0; i < a.length; i++) {
+        const x = a[i]!;
+        const y = b[i]!;
+        if (Object.is(x, y) || (Number.isNaN(x) && Number.isNaN(y))) continue;
+        const error = Math.abs(x - y) / Math.max(1, Math.abs(x));
+        // NaN or an infinity on one side only: not a round-off.
+        const ratio = Number.isFinite(error) ? error : Number.POSITIVE_INFINITY;
+        worst = Math.max(worst, ratio);
+        if (ratio > tolerance) {
+          fail(
+            `output '${expected.name}' element ${i} of feed ${feed}: ${y} vs ${x} (${ratio.toPrecision(3)} > ${tolerance})`,
+          );
+        }
+      }
+    });
+  });
+  return { lossless: reason === undefined, worst, ...(reason === undefined ? {} : { reason }) };
+}
+
+function firstDifference(a: TensorData, b: TensorData): number | undefined {
+  if (a.length !== b.length) return Math.min(a.length, b.length);
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
+  return undefined;
 }
 
 const round = (value: number) => Number(value.toPrecision(4));

@@ -2,6 +2,10 @@ import * as z from "zod";
 import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
 import { describeZodError, requestInputSchema } from "#core/v2/wire.ts";
 
+/** Variants whose outputs differ from the original's by construction: they serve only when a person says so. */
+export const LOSSY_VARIANT_KINDS = ["int8-dynamic", "fp16"] as const;
+export type LossyVariantKind = (typeof LOSSY_VARIANT_KINDS)[number];
+
 /**
  * The optional `models/<name>/<version>/maas.json` beside a model. Upload it before the model: it is
  * read when the model registers. One uploaded later updates only the descriptive fields.
@@ -20,8 +24,22 @@ const manifestSchema = z
       .optional(),
     /** Serve the original upload even if an optimized variant passes the parity gate. */
     pinOriginal: z.boolean().optional(),
+    optimize: z
+      .object({
+        /**
+         * Lossy variant kinds the optimizer may select when one passes the parity gate and is the
+         * fastest; without this only lossless variants are selected.
+         */
+        allowLossy: z.array(z.enum(LOSSY_VARIANT_KINDS)).max(LOSSY_VARIANT_KINDS.length),
+      })
+      .strict()
+      .optional(),
   })
-  .strict();
+  .strict()
+  .refine((manifest) => !(manifest.pinOriginal && (manifest.optimize?.allowLossy.length ?? 0) > 0), {
+    message: "pinOriginal and optimize.allowLossy contradict each other: keep one",
+    path: ["optimize", "allowLossy"],
+  });
 
 export type Manifest = z.infer<typeof manifestSchema>;
 

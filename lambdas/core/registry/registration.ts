@@ -1,5 +1,11 @@
+import { createHash } from "node:crypto";
 import type { ModelVersion, ServingTarget } from "#core/model.ts";
-import { InvalidModelError, inspectModel } from "#core/onnx/inspect.ts";
+import {
+  InvalidModelError,
+  inspectModel,
+  type ModelInspection,
+  OLDEST_GUARANTEED_OPSET,
+} from "#core/onnx/inspect.ts";
 import {
   artifactKey,
   InvalidManifestError,
@@ -36,6 +42,22 @@ export interface UploadStore {
   copyToArtifact(bucket: string, sourceKey: string, etag: string, targetKey: string): Promise<void>;
 }
 
+/** A model file on local disk, with what it hashes to. */
+export interface ModelFile {
+  readonly path: string;
+  readonly sha256: string;
+  readonly bytes: number;
+}
+
+/**
+ * Writes artifacts whose bytes registration made: a model it rewrote to serve (ZipMap outputs replaced)
+ * is not the upload, so no copy of the upload will do.
+ */
+export interface ArtifactWriter {
+  /** Content-addressed: a no-op when `key` holds an object already. */
+  writeArtifact(bucket: string, key: string, file: ModelFile): Promise<void>;
+}
+
 /**
  * The model prefix a SageMaker endpoint loads from. Registering a sagemaker-target version puts the
  * verified model there, under a name derived from its digest (the InvokeEndpoint TargetModel).
@@ -53,11 +75,14 @@ export interface RegistrationDeps {
   readonly store: UploadStore;
   readonly registry: ModelRegistryWriter;
   readonly optimizeQueue: OptimizeQueue;
+  readonly artifacts: ArtifactWriter;
   /** Where sagemaker-target models go; absent where this deployment has no SageMaker endpoint. */
   readonly endpointModels?: EndpointModelStore;
   /** Loads the model in onnxruntime and releases it; throws with onnxruntime's reason on failure. */
   readonly tryLoad: (path: string) => Promise<void>;
   readonly readModel: (path: string) => Promise<Uint8Array>;
+  /** Writes the model registration rewrote to serve, beside the download. */
+  readonly writeModel: (path: string, bytes: Uint8Array) => Promise<void>;
   readonly removeFile: (path: string) => Promise<void>;
   readonly now: () => string;
   readonly limits: {
@@ -150,54 +175,98 @@ async function claim(name: string, version: number, event: UploadEvent, deps: Re
 async function register(
   claimed: ModelVersion,
   event: UploadEvent,
-  file: { path: string; sha256: string; bytes: number },
+  upload: ModelFile,
   deps: RegistrationDeps,
 ): Promise<RegistrationOutcome> {
   const { name, version } = claimed;
   let manifest: Manifest = {};
-  let inspection: ReturnType<typeof inspectModel>;
+  let inspection: ModelInspection;
   try {
     const manifestText = await deps.store.readText(event.bucket, manifestKey(name, version));
     if (manifestText !== undefined) manifest = parseManifest(manifestText);
-    inspection = inspectModel(await deps.readModel(file.path));
+    inspection = inspectModel(await deps.readModel(upload.path));
   } catch (error) {
     if (error instanceof InvalidModelError || error instanceof InvalidManifestError) {
       return fail(claimed, error.message, deps);
     }
     throw error;
   }
+  if (inspection.servedBytes === undefined) return finish(claimed, event, manifest, inspection, upload, deps);
 
+  // The rewrite is deterministic, so a replay of this upload writes the same bytes to the same artifact.
+  const served: ModelFile = {
+    path: upload.path.replace(/(\.onnx)?$/, ".served.onnx"),
+    sha256: createHash("sha256").update(inspection.servedBytes).digest("hex"),
+    bytes: inspection.servedBytes.length,
+  };
+  try {
+    await deps.writeModel(served.path, inspection.servedBytes);
+    return await finish(claimed, event, manifest, inspection, served, deps);
+  } finally {
+    await deps.removeFile(served.path);
+  }
+}
+
+/** Checks the model that will be served, stores its artifact and marks the version ready. */
+async function finish(
+  claimed: ModelVersion,
+  event: UploadEvent,
+  manifest: Manifest,
+  inspection: ModelInspection,
+  served: ModelFile,
+  deps: RegistrationDeps,
+): Promise<RegistrationOutcome> {
+  const { name, version } = claimed;
   const target: ServingTarget =
-    manifest.target ?? (file.bytes > deps.limits.lambdaMaxModelBytes ? "sagemaker" : "lambda");
+    manifest.target ?? (served.bytes > deps.limits.lambdaMaxModelBytes ? "sagemaker" : "lambda");
   if (target === "lambda") {
     try {
-      await deps.tryLoad(file.path);
+      await deps.tryLoad(served.path);
     } catch (error) {
-      return fail(claimed, `onnxruntime cannot load the model: ${(error as Error).message}`, deps);
+      return fail(
+        claimed,
+        `onnxruntime cannot load the model: ${withoutLocalPath((error as Error).message)}${opsetHint(inspection)}`,
+        deps,
+      );
     }
   }
 
-  const key = artifactKey(file.sha256);
-  await deps.store.copyToArtifact(event.bucket, event.key, event.etag, key);
-  if (target === "sagemaker") await deps.endpointModels?.publish(event.bucket, file);
+  const key = artifactKey(served.sha256);
+  if (inspection.servedBytes === undefined) {
+    await deps.store.copyToArtifact(event.bucket, event.key, event.etag, key);
+  } else {
+    await deps.artifacts.writeArtifact(event.bucket, key, served);
+  }
+  if (target === "sagemaker") await deps.endpointModels?.publish(event.bucket, served);
   const labels = manifest.labels ?? inspection.labels;
   const description = manifest.description ?? inspection.description;
   const changes = {
     status: "ready" as const,
     target,
-    artifact: { bucket: event.bucket, key, sha256: file.sha256, bytes: file.bytes },
+    artifact: { bucket: event.bucket, key, sha256: served.sha256, bytes: served.bytes },
     signature: inspection.signature,
     optimizeState: "pending" as const,
     updatedAt: deps.now(),
     ...(labels ? { labels } : {}),
     ...(description ? { description } : {}),
     ...(manifest.tags ? { tags: manifest.tags } : {}),
+    ...(inspection.warnings.length > 0 ? { warnings: inspection.warnings } : {}),
   };
   // Only the worker whose transition succeeds sends the optimize message.
   if (!(await deps.registry.updateVersion(name, version, "registering", changes)))
     return { outcome: "duplicate" };
   await queueOptimization(name, version, deps);
   return { outcome: "registered", version: { ...claimed, ...changes } };
+}
+
+/** Why an old operator set may be what onnxruntime could not load: it dropped some of their kernels. */
+function opsetHint(inspection: ModelInspection): string {
+  const opset = inspection.opsetVersion;
+  if (opset === 0 || opset >= OLDEST_GUARANTEED_OPSET) return "";
+  return (
+    ` (the model uses ONNX operator set ${opset}; onnxruntime keeps kernels for only some operators ` +
+    `below ${OLDEST_GUARANTEED_OPSET}: re-export it with opset >= ${OLDEST_GUARANTEED_OPSET})`
+  );
 }
 
 /** How long the worker that marked a version ready may take to send its optimize message. */
@@ -302,4 +371,9 @@ async function applyLateManifest(
     updatedAt: deps.now(),
   });
   return { outcome: "manifest-updated" };
+}
+
+/** onnxruntime starts its load errors with the file it read: the function's scratch path, not the publisher's. */
+function withoutLocalPath(message: string): string {
+  return message.replace(/^Load model from \S+ failed:\s*/, "");
 }

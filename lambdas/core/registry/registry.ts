@@ -115,6 +115,7 @@ export const modelVersionSchema = z.object({
             top1Agreement: z.optional(z.number()),
             top1Rows: z.optional(z.int()),
             reason: z.optional(z.string()),
+            lossless: z.optional(z.boolean()),
             inputs: z.enum(["samples", "generated"]),
           }),
         ),

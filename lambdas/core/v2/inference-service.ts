@@ -1,15 +1,24 @@
 import { ModelNotReadyError } from "#core/errors.ts";
-import type { ModelVersion, ServingTarget, TensorSpec } from "#core/model.ts";
+import type { ModelVersion, ServableVersion, ServingTarget, TensorSpec } from "#core/model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
+import { servingVariantKind } from "#core/registry/serving-variant.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import { parseInferRequestBody } from "./parse.ts";
 import { checkInputs, selectOutputs } from "./signature.ts";
 import { decodeInput, type TensorResponse } from "./tensor-codec.ts";
-import type { ModelMetadataResponse, TensorMetadata } from "./wire.ts";
+import type { ModelMetadataParameters, ModelMetadataResponse, TensorMetadata } from "./wire.ts";
+
+/**
+ * A runner, and what it serves of a version when that is not the selected variant (`servingArtifact`):
+ * the SageMaker runner serves the original upload's archive whatever the optimizer selected.
+ */
+export type ServingRunner = ModelRunner & {
+  servedVariant?(version: ServableVersion): string;
+};
 
 export interface InferenceServiceDeps {
   readonly registry: ModelRegistry;
-  readonly runners: Partial<Record<ServingTarget, ModelRunner>>;
+  readonly runners: Partial<Record<ServingTarget, ServingRunner>>;
   readonly server: { readonly name: string; readonly version: string };
 }
 
@@ -17,6 +26,24 @@ export interface InferOutcome {
   readonly response: TensorResponse;
   readonly version: ModelVersion;
   readonly backend: ServingTarget;
+  /** The kind of the artifact that answered (`original`, `int8-dynamic`...): the `x-maas-variant` header. */
+  readonly variant: string;
+}
+
+/** The variant a runner serves of a version: from the record already resolved, no further lookup. */
+function servedVariant(runner: ServingRunner | undefined, version: ServableVersion): string {
+  return runner?.servedVariant?.(version) ?? servingVariantKind(version);
+}
+
+/** Metadata's `parameters`: the variant serving, and the class labels of the outputs that carry them. */
+function metadataParameters(variant: string, outputs: readonly TensorSpec[]): ModelMetadataParameters {
+  let classLabels: Record<string, readonly string[]> | undefined;
+  for (const output of outputs) {
+    if (output.classLabels === undefined) continue;
+    classLabels ??= {};
+    classLabels[output.name] = output.classLabels;
+  }
+  return classLabels === undefined ? { variant } : { variant, class_labels: classLabels };
 }
 
 /** What a V2 metadata response shows of a declared shape: symbolic dims are -1. */
@@ -73,6 +100,10 @@ export class InferenceService {
       platform: "onnxruntime_onnx",
       inputs: version.signature.inputs.map(describeTensor),
       outputs: version.signature.outputs.map(describeTensor),
+      parameters: metadataParameters(
+        servedVariant(this.#deps.runners[version.target], version),
+        version.signature.outputs,
+      ),
     };
   }
 
@@ -96,6 +127,7 @@ export class InferenceService {
     return {
       version,
       backend: runner.backend,
+      variant: servedVariant(runner, version),
       response: {
         model_name: name,
         model_version: String(version.version),
@@ -124,7 +156,7 @@ export class InferenceService {
     );
   }
 
-  #runnerFor(version: ModelVersion): ModelRunner {
+  #runnerFor(version: ModelVersion): ServingRunner {
     const runner = this.#deps.runners[version.target];
     if (runner === undefined) {
       throw new ModelNotReadyError(

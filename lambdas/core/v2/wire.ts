@@ -42,12 +42,21 @@ export interface TensorMetadata {
   readonly shape: readonly number[];
 }
 
+/** What this service adds to a model's metadata, in the protocol's free-form `parameters` object. */
+export interface ModelMetadataParameters {
+  /** The kind of the artifact that answers infer requests, as the `x-maas-variant` header names it. */
+  readonly variant: string;
+  /** The labels of each output that has them (the last dimension of a classifier's scores), by output name. */
+  readonly class_labels?: Readonly<Record<string, readonly string[]>>;
+}
+
 export interface ModelMetadataResponse {
   readonly name: string;
   readonly versions: readonly string[];
   readonly platform: string;
   readonly inputs: readonly TensorMetadata[];
   readonly outputs: readonly TensorMetadata[];
+  readonly parameters: ModelMetadataParameters;
 }
 
 export function describeZodError(error: z.core.$ZodError): string {
