@@ -29,7 +29,7 @@ import { buildIrisModel } from "../models/iris.ts";
 import { type Emulators, startEmulators } from "./emulators.ts";
 import { localFunctionEnvironments } from "./function-environments.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
-import { startQueuePoller } from "./queue-poller.ts";
+import { type QueuePollerOptions, startQueuePoller } from "./queue-poller.ts";
 import { type LocalSageMaker, startLocalSageMaker } from "./sagemaker-runtime.ts";
 import { startUploadBridge, type UploadBridge } from "./upload-bridge.ts";
 
@@ -165,14 +165,19 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       createRegistrationDeps(loadRegisterConfig(environments.register), { s3, dynamo, sqs }),
       new Logger({ serviceName: "maas-register", logLevel }),
     );
-    const poller = startQueuePoller({
-      sqs,
-      queueUrl: emulators.queueUrl(REGISTER_QUEUE),
-      queueArn: emulators.queueArn(REGISTER_QUEUE),
-      handler: (event) => register(event),
-      onError,
-    });
-    stoppers.push(() => poller.stop());
+    // Each queue's event source mapping: a poller that hands its batches to the function.
+    const pollQueue = (queue: string, handler: QueuePollerOptions["handler"], batchSize?: number) => {
+      const poller = startQueuePoller({
+        sqs,
+        queueUrl: emulators.queueUrl(queue),
+        queueArn: emulators.queueArn(queue),
+        handler,
+        ...(batchSize === undefined ? {} : { batchSize }),
+        onError,
+      });
+      stoppers.push(() => poller.stop());
+    };
+    pollQueue(REGISTER_QUEUE, (event) => register(event));
     const optimizeConfig = loadOptimizeConfig({
       ...environments.optimize,
       // Resources this stack created, as the CDK stack passes its queue's.
@@ -184,24 +189,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       new Logger({ serviceName: "maas-optimize", logLevel }),
       optimizeHandlerOptions(optimizeConfig),
     );
-    const optimizePoller = startQueuePoller({
-      sqs,
-      queueUrl: emulators.queueUrl(OPTIMIZE_QUEUE),
-      queueArn: emulators.queueArn(OPTIMIZE_QUEUE),
-      handler: (event) => optimize(event),
-      batchSize: 1, // one benchmark at a time, as a batch size of 1 on the event source mapping
-      onError,
-    });
-    stoppers.push(() => optimizePoller.stop());
+    // One benchmark at a time, as a batch size of 1 on the event source mapping.
+    pollQueue(OPTIMIZE_QUEUE, (event) => optimize(event), 1);
     // What failed every receive (crashes, timeouts) ends `ready` on its original, with the reason.
-    const optimizeDeadLetterPoller = startQueuePoller({
-      sqs,
-      queueUrl: emulators.queueUrl(OPTIMIZE_DEAD_LETTER_QUEUE),
-      queueArn: emulators.queueArn(OPTIMIZE_DEAD_LETTER_QUEUE),
-      handler: (event) => optimize(event),
-      onError,
-    });
-    stoppers.push(() => optimizeDeadLetterPoller.stop());
+    pollQueue(OPTIMIZE_DEAD_LETTER_QUEUE, (event) => optimize(event));
     const bridge: UploadBridge = startUploadBridge({
       fauxqs: emulators.fauxqs,
       s3,
