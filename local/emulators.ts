@@ -1,6 +1,8 @@
 /**
  * The local stack's AWS: S3 and SQS from fauxqs, DynamoDB from dynalite, both in this process and both
- * persisted under `dataDir`, so the handlers run their real SDK code against them.
+ * persisted under `dataDir`, so the handlers run their real SDK code against them. fauxqs takes unsigned
+ * requests, so it listens on an internal loopback port behind a gate (s3-signature-gate.ts) that owns the
+ * public port and passes only requests signed with `credentials`; dynalite stays on loopback.
  *
  *   const emulators = await startEmulators({ dataDir: ".maas", s3Port: 4566, bucket, table, queues });
  *   emulators.s3Client();            // shared clients, already pointed at the emulators
@@ -14,6 +16,7 @@
 import { mkdir } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { createRequire } from "node:module";
+import { type ListenOptions, Server as NetServer } from "node:net";
 import { join } from "node:path";
 import {
   CreateTableCommand,
@@ -25,7 +28,8 @@ import {
 import { S3Client } from "@aws-sdk/client-s3";
 import { type FauxqsServer, startFauxqs } from "fauxqs";
 import { registryTableDefinition } from "#aws/registry/table.ts";
-import { listen, PortInUseError } from "./gateway.ts";
+import { listen } from "./gateway.ts";
+import { type SignatureGate, startSignatureGate } from "./s3-signature-gate.ts";
 
 export interface LocalQueue {
   readonly name: string;
@@ -37,8 +41,10 @@ export interface LocalQueue {
 export interface EmulatorOptions {
   /** Root of the persisted state; created when missing. */
   readonly dataDir: string;
-  /** fauxqs (S3 and SQS) port; 0 picks a free one. */
+  /** The signed S3 and SQS endpoint's port; 0 picks a free one. */
   readonly s3Port: number;
+  /** Address the S3 and SQS endpoint listens on (DynamoDB and fauxqs itself stay on loopback). @default "127.0.0.1" */
+  readonly host?: string;
   /** dynalite port; @default 0 (a free one) */
   readonly dynamoPort?: number;
   readonly bucket: string;
@@ -49,13 +55,15 @@ export interface EmulatorOptions {
 }
 
 export interface Emulators {
-  /** `http://127.0.0.1:<port>`: S3 and SQS (fauxqs serves both on one port). */
+  /** `http://127.0.0.1:<port>`: S3 and SQS (fauxqs serves both on one port), signed requests only. */
   readonly s3Endpoint: string;
   readonly dynamoEndpoint: string;
   readonly region: "us-east-1";
   readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
   /** The fauxqs server, for `spy` (S3 uploads, SQS messages) and `inspectQueue`. */
   readonly fauxqs: FauxqsServer;
+  /** The servers this opened, for checks of where they listen. */
+  readonly servers: { readonly s3: Server; readonly dynamo: Server };
   /** Queue URL for a queue name, valid for this run's port (persisted URLs keep the port they were made on). */
   queueUrl(name: string): string;
   /** Queue ARN for a queue name, as redrive policies and SQS events name the queue. */
@@ -67,6 +75,7 @@ export interface Emulators {
 }
 
 const REGION = "us-east-1";
+const LOOPBACK = "127.0.0.1";
 const CREDENTIALS = { accessKeyId: "local", secretAccessKey: "local" } as const;
 // fauxqs puts every queue in this account; its lookups only use the last path segment.
 const FAUXQS_ACCOUNT_ID = "000000000000";
@@ -114,40 +123,84 @@ export async function startEmulators(options: EmulatorOptions): Promise<Emulator
   await Promise.all(Object.values(dirs).map((dir) => mkdir(dir, { recursive: true })));
   await assertDataDirFree(options.dataDir, dirs.dynamodb);
 
-  // fauxqs opens its SQLite store before listening and leaks it if listen fails, so test the port first.
-  await assertPortFree(options.s3Port, "0.0.0.0", {
-    service: "The S3/SQS emulator (fauxqs)",
-    envVar: "MAAS_S3_PORT",
-  });
-  const fauxqs = await startFauxqs({
+  // The public port first: fauxqs opens its SQLite store before listening and leaks it if listen fails.
+  const gate = await startSignatureGate({
     port: options.s3Port,
-    logger: false,
-    // Large enough that tests can count every message of a thousand-event replay.
-    messageSpies: { bufferSize: 20_000 },
-    dataDir: dirs.fauxqs,
-    s3StorageDir: dirs.s3,
-  }).catch((error: unknown) => {
-    throw isAddressInUse(error)
-      ? new PortInUseError("The S3/SQS emulator (fauxqs)", options.s3Port, "MAAS_S3_PORT")
-      : error;
+    host: options.host ?? LOOPBACK,
+    credentials: CREDENTIALS,
+    upstreamPort: 0,
   });
+  let fauxqs: FauxqsServer;
+  try {
+    fauxqs = await startFauxqsOnLoopback({
+      logger: false,
+      // Large enough that tests can count every message of a thousand-event replay.
+      messageSpies: { bufferSize: 20_000 },
+      dataDir: dirs.fauxqs,
+      s3StorageDir: dirs.s3,
+    });
+  } catch (error) {
+    await gate.close();
+    throw error;
+  }
+  gate.setUpstreamPort(fauxqs.port);
 
   let dynalite: Server | undefined;
   let emulators: Emulators | undefined;
   try {
     const dynamoPort = options.dynamoPort ?? 0;
     // Same reason: dynalite opens (and locks) its LevelDB before listening.
-    await assertPortFree(dynamoPort, "127.0.0.1", dynamoPortHint);
+    await assertPortFree(dynamoPort, LOOPBACK, dynamoPortHint);
     dynalite = createDynalite({ path: dirs.dynamodb, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-    const boundDynamoPort = await listen(dynalite, dynamoPort, "127.0.0.1", dynamoPortHint);
-    emulators = assemble(fauxqs, dynalite, boundDynamoPort);
+    const boundDynamoPort = await listen(dynalite, dynamoPort, LOOPBACK, dynamoPortHint);
+    emulators = assemble(fauxqs, gate, options.host ?? LOOPBACK, dynalite, boundDynamoPort);
     fauxqs.setup({ buckets: [options.bucket], queues: queueDefinitions(options.queues ?? []) });
     await ensureTable(emulators.dynamoClient(), options.table);
     return emulators;
   } catch (error) {
     if (emulators) await emulators.stop().catch(() => {});
-    else await Promise.allSettled([fauxqs.stop(), dynalite ? closeServer(dynalite) : Promise.resolve()]);
+    else
+      await Promise.allSettled([
+        gate.close(),
+        fauxqs.stop(),
+        dynalite ? closeServer(dynalite) : Promise.resolve(),
+      ]);
     throw error;
+  }
+}
+
+/**
+ * fauxqs 2.4.1's startFauxqs listens on 0.0.0.0 whatever its options say (its `host` only names queue
+ * URLs), so its one listen call, recognised by a port picked here, is moved to loopback.
+ */
+async function startFauxqsOnLoopback(
+  options: Omit<NonNullable<Parameters<typeof startFauxqs>[0]>, "port" | "host">,
+): Promise<FauxqsServer> {
+  const probe = createServer();
+  const port = await listen(probe, 0, LOOPBACK, {
+    service: "The S3/SQS emulator (fauxqs)",
+    envVar: "MAAS_S3_PORT",
+  });
+  await closeServer(probe);
+  const original = NetServer.prototype.listen;
+  NetServer.prototype.listen = function listenOnLoopback(this: NetServer, ...args: unknown[]) {
+    const [first] = args;
+    if (typeof first === "object" && first !== null) {
+      const listenOptions = first as ListenOptions;
+      if (listenOptions.port === port && listenOptions.host === "0.0.0.0")
+        args[0] = { ...listenOptions, host: LOOPBACK };
+    }
+    return (original as (...listenArgs: unknown[]) => NetServer).apply(this, args);
+  } as typeof original;
+  try {
+    const fauxqs = await startFauxqs({ ...options, port });
+    if (!new URL(fauxqs.address).hostname.startsWith("127.")) {
+      await fauxqs.stop();
+      throw new Error(`fauxqs listens on ${fauxqs.address}, not on loopback`);
+    }
+    return fauxqs;
+  } finally {
+    NetServer.prototype.listen = original;
   }
 }
 
@@ -178,9 +231,15 @@ const dynamoPortHint = {
   envVar: "the dynamoPort option",
 };
 
-function assemble(fauxqs: FauxqsServer, dynalite: Server, dynamoPort: number): Emulators {
-  const s3Endpoint = `http://127.0.0.1:${fauxqs.port}`;
-  const dynamoEndpoint = `http://127.0.0.1:${dynamoPort}`;
+function assemble(
+  fauxqs: FauxqsServer,
+  gate: SignatureGate,
+  host: string,
+  dynalite: Server,
+  dynamoPort: number,
+): Emulators {
+  const s3Endpoint = `http://${connectHost(host)}:${gate.port}`;
+  const dynamoEndpoint = `http://${LOOPBACK}:${dynamoPort}`;
   const common = { region: REGION, credentials: CREDENTIALS };
   let s3: S3Client | undefined;
   let dynamo: DynamoDBClient | undefined;
@@ -190,6 +249,7 @@ function assemble(fauxqs: FauxqsServer, dynalite: Server, dynamoPort: number): E
     region: REGION,
     credentials: CREDENTIALS,
     fauxqs,
+    servers: { s3: gate.server, dynamo: dynalite },
     queueUrl: (name) => `${s3Endpoint}/${FAUXQS_ACCOUNT_ID}/${name}`,
     queueArn,
     s3Client: () => {
@@ -203,7 +263,7 @@ function assemble(fauxqs: FauxqsServer, dynalite: Server, dynamoPort: number): E
     stop: async () => {
       s3?.destroy();
       dynamo?.destroy();
-      await Promise.all([fauxqs.stop(), closeServer(dynalite)]);
+      await Promise.all([gate.close(), fauxqs.stop(), closeServer(dynalite)]);
     },
   };
 }
@@ -262,6 +322,8 @@ function closeServer(server: Server): Promise<void> {
   });
 }
 
-function isAddressInUse(error: unknown): boolean {
-  return error instanceof Error && "code" in error && error.code === "EADDRINUSE";
+/** Where this machine's clients reach a server listening on `host`: a wildcard is reached on loopback. */
+export function connectHost(host: string): string {
+  if (host === "0.0.0.0" || host === "::" || host === "") return LOOPBACK;
+  return host.includes(":") ? `[${host}]` : host;
 }

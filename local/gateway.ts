@@ -11,9 +11,16 @@
  * - access like a usage plan: `GET /v2/health/live|ready` are open, `/admin/*` takes `x-api-key: <adminKey>`
  *   only, everything else `x-api-key: <apiKey>` only; otherwise 403 `{"message":"Forbidden"}`.
  *   `/` has no resource (only `/{proxy+}` exists): 403 `{"message":"Missing Authentication Token"}`.
- * - 413 `{"message":"Request Entity Too Large"}` past `maxBodyBytes` (default 10 MiB), 502
- *   `{"message":"Internal server error"}` when the handler throws or returns a malformed result, 504
- *   `{"message":"Endpoint request timed out"}` past the 29 s integration timeout.
+ * - 413 `{"message":"Request Entity Too Large: ..."}` past `maxBodyBytes` (API Gateway's 10 MiB), or when the
+ *   Lambda event carrying the body (JSON, base64 for binary) would exceed `maxLambdaPayloadBytes` (Lambda's 6 MiB
+ *   synchronous payload); the message names the limit. A refused body is drained first (up to twice
+ *   `maxBodyBytes` or `REFUSED_BODY_DRAIN_MS`) so the client reads the 413 instead of a reset; past that bound
+ *   the answer carries `Connection: close` and the socket is half-closed before it is cut.
+ * - 408 when the body does not arrive within `bodyTimeoutMs` (default 10 s); Node answers 408 itself when the
+ *   headers take longer than `headersTimeoutMs` (default 10 s).
+ * - 502 `{"message":"Internal server error"}` when the handler throws or returns a malformed result, 502 with a
+ *   message naming the limit when its serialized result exceeds `maxLambdaPayloadBytes` (Lambda's
+ *   ResponseSizeTooLarge), 504 `{"message":"Endpoint request timed out"}` past the 29 s integration timeout.
  * - request bodies are utf-8 text for text/JSON/XML/form content types (or none), base64 otherwise;
  *   response bodies are base64-decoded when `isBase64Encoded`; `Content-Type` defaults to application/json.
  * Paths are served without the stage prefix (`/v2/...`); `requestContext.path` carries `/<stage>/v2/...`.
@@ -41,6 +48,12 @@ export interface GatewayOptions {
   readonly adminKey: string;
   /** @default 10 MiB, API Gateway REST's payload limit */
   readonly maxBodyBytes?: number;
+  /** Largest invocation event and function result, each way; @default 6 MiB, Lambda's synchronous payload limit */
+  readonly maxLambdaPayloadBytes?: number;
+  /** How long a request body may take to arrive once the headers are in; @default 10_000 */
+  readonly bodyTimeoutMs?: number;
+  /** How long the request headers may take to arrive (Node answers 408 past it); @default 10_000 */
+  readonly headersTimeoutMs?: number;
   /** @default "local" */
   readonly stage?: string;
   /** @default 29_000, API Gateway REST's integration timeout */
@@ -57,13 +70,19 @@ export interface Gateway {
 
 export const LOCAL_FUNCTION_NAME = "maas-inference-local";
 const LAMBDA_TIMEOUT_MS = 30_000;
-const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
+const MIB = 1024 * 1024;
+const DEFAULT_MAX_BODY_BYTES = 10 * MIB;
+const DEFAULT_MAX_LAMBDA_PAYLOAD_BYTES = 6 * MIB;
 const DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000;
+const DEFAULT_BODY_TIMEOUT_MS = 10_000;
+const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
 const OPEN_ROUTES = new Set(["GET /v2/health/live", "GET /v2/health/ready"]);
 const ACCOUNT_ID = "000000000000";
 const REGION = "us-east-1";
-// How long a rejected upload may keep sending before its socket is cut: long enough for the 413 to arrive.
-const REJECTED_UPLOAD_GRACE_MS = 1_000;
+// How long a refused body is drained before the answer goes out anyway (with Connection: close).
+const REFUSED_BODY_DRAIN_MS = 2_000;
+// How long a half-closed socket keeps discarding a client's upload before it is cut: long enough to read the answer.
+const LINGER_MS = 1_000;
 // In-flight requests get this long to finish after close() before their connections are cut.
 const CLOSE_GRACE_MS = 2_000;
 
@@ -76,6 +95,21 @@ export class PortInUseError extends Error {
   ) {
     super(`${service} cannot listen on port ${port}: it is already in use. Set ${envVar} to a free port.`);
     this.name = "PortInUseError";
+  }
+}
+
+/** Lambda's ResponseSizeTooLarge: the function's result does not fit a synchronous invocation's payload. */
+export class ResponseTooLargeError extends Error {
+  readonly status = 502;
+  constructor(
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(
+      `Response too large: the function's response is ${bytes} bytes; ` +
+        `Lambda returns at most ${describeBytes(limit)} per synchronous invocation`,
+    );
+    this.name = "ResponseTooLargeError";
   }
 }
 
@@ -108,12 +142,22 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     apiKey: options.apiKey,
     adminKey: options.adminKey,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+    maxLambdaPayloadBytes: options.maxLambdaPayloadBytes ?? DEFAULT_MAX_LAMBDA_PAYLOAD_BYTES,
+    bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
     stage: options.stage ?? "local",
     integrationTimeoutMs: options.integrationTimeoutMs ?? DEFAULT_INTEGRATION_TIMEOUT_MS,
     onHandlerError: options.onHandlerError ?? ((error) => console.error("[gateway] handler failed:", error)),
   };
   const host = options.host ?? "127.0.0.1";
-  const server = createServer((req, res) => {
+  const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+  const serverOptions = {
+    headersTimeout: headersTimeoutMs,
+    // A backstop only: the body timeout answers first, with a message.
+    requestTimeout: headersTimeoutMs + settings.bodyTimeoutMs + REFUSED_BODY_DRAIN_MS + LINGER_MS,
+    // Node checks both timeouts on this interval (30 s by default), which would blur them.
+    connectionsCheckingInterval: Math.min(1_000, headersTimeoutMs),
+  };
+  const server = createServer(serverOptions, (req, res) => {
     handleRequest(settings, req, res).catch((error: unknown) => {
       // Only reachable on a bug in this file; answer like API Gateway rather than dropping the socket.
       console.error("[gateway] unexpected failure:", error);
@@ -148,6 +192,8 @@ interface Settings {
   readonly apiKey: string;
   readonly adminKey: string;
   readonly maxBodyBytes: number;
+  readonly maxLambdaPayloadBytes: number;
+  readonly bodyTimeoutMs: number;
   readonly stage: string;
   readonly integrationTimeoutMs: number;
   readonly onHandlerError: (error: unknown, event: APIGatewayProxyEvent) => void;
@@ -175,9 +221,25 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
   if (access === "denied") return discardAndSend(req, res, 403, "Forbidden", "ForbiddenException");
 
   const declaredLength = Number(req.headers["content-length"] ?? "0");
-  if (declaredLength > settings.maxBodyBytes) return rejectUpload(req, res);
-  const body = await readBody(req, settings.maxBodyBytes);
-  if (body === "too-large") return rejectUpload(req, res);
+  if (declaredLength > settings.maxBodyBytes)
+    return refuseBody(
+      settings,
+      req,
+      res,
+      gatewayLimitRefusal(`${declaredLength} bytes`, settings.maxBodyBytes),
+    );
+  // The event carries the body at least byte for byte (escaped or base64), so a longer body cannot fit.
+  if (declaredLength > settings.maxLambdaPayloadBytes)
+    return refuseBody(settings, req, res, lambdaLimitRefusal(declaredLength, settings.maxLambdaPayloadBytes));
+  const body = await readBodyWithin(req, settings.maxBodyBytes, settings.bodyTimeoutMs);
+  if (body === "too-large")
+    return refuseBody(
+      settings,
+      req,
+      res,
+      gatewayLimitRefusal(`more than ${settings.maxBodyBytes} bytes`, settings.maxBodyBytes),
+    );
+  if (body === "timed-out") return refuseBody(settings, req, res, bodyTimeoutRefusal(settings.bodyTimeoutMs));
 
   const sourceIp = (req.socket.remoteAddress ?? "127.0.0.1").replace(/^::ffff:/, "");
   addForwardingHeaders(headers, sourceIp, req.socket.localPort ?? 0);
@@ -232,13 +294,20 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
     },
   };
 
+  // Lambda measures the invocation payload, which is the event as JSON.
+  const eventBytes = Buffer.byteLength(JSON.stringify(event));
+  if (eventBytes > settings.maxLambdaPayloadBytes)
+    return refuseBody(settings, req, res, lambdaLimitRefusal(eventBytes, settings.maxLambdaPayloadBytes));
+
   const handler = access === "admin" ? (settings.adminHandler ?? settings.handler) : settings.handler;
   const outcome = await invoke(settings, handler, event, lambdaContext(requestId, requestTimeEpoch));
   if (outcome.kind === "timeout")
     return sendGatewayError(res, 504, "Endpoint request timed out", "IntegrationTimeout");
   if (outcome.kind === "failed") {
     settings.onHandlerError(outcome.error, event);
-    return sendGatewayError(res, 502, "Internal server error", "InternalServerErrorException");
+    const message =
+      outcome.error instanceof ResponseTooLargeError ? outcome.error.message : "Internal server error";
+    return sendGatewayError(res, 502, message, "InternalServerErrorException");
   }
   sendProxyResult(res, outcome.result);
 }
@@ -313,14 +382,113 @@ function isTextContentType(contentType: string | undefined): boolean {
   return contentType === undefined || TEXT_CONTENT_TYPE.test(contentType.trim());
 }
 
-function rejectUpload(req: IncomingMessage, res: ServerResponse): void {
+interface Refusal {
+  readonly status: number;
+  readonly message: string;
+  readonly errorType: string;
+  /** Whether the rest of the body is worth draining; a trickling client is not waited for again. */
+  readonly drain: boolean;
+}
+
+function gatewayLimitRefusal(size: string, limit: number): Refusal {
+  return {
+    status: 413,
+    message: `Request Entity Too Large: the request is ${size}; API Gateway takes at most ${describeBytes(limit)}`,
+    errorType: "RequestEntityTooLarge",
+    drain: true,
+  };
+}
+
+function lambdaLimitRefusal(bytes: number, limit: number): Refusal {
+  return {
+    status: 413,
+    message:
+      `Request Entity Too Large: the request is ${bytes} bytes; ` +
+      `Lambda takes at most ${describeBytes(limit)} per synchronous invocation`,
+    errorType: "RequestEntityTooLarge",
+    drain: true,
+  };
+}
+
+function bodyTimeoutRefusal(timeoutMs: number): Refusal {
+  return {
+    status: 408,
+    message: `Request Timeout: the request body did not arrive within ${timeoutMs} ms`,
+    errorType: "RequestTimeout",
+    drain: false,
+  };
+}
+
+function describeBytes(bytes: number): string {
+  return bytes % MIB === 0 ? `${bytes / MIB} MB (${bytes} bytes)` : `${bytes} bytes`;
+}
+
+function readBodyWithin(
+  req: IncomingMessage,
+  limit: number,
+  timeoutMs: number,
+): Promise<Buffer | "too-large" | "timed-out"> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<"timed-out">((resolve) => {
+    timer = setTimeout(() => resolve("timed-out"), timeoutMs);
+  });
+  return Promise.race([readBody(req, limit), timedOut]).finally(() => clearTimeout(timer));
+}
+
+/** Answers without the handler, after draining what the client is still sending so it reads the answer. */
+async function refuseBody(
+  settings: Settings,
+  req: IncomingMessage,
+  res: ServerResponse,
+  refusal: Refusal,
+): Promise<void> {
+  const drained =
+    req.readableEnded ||
+    (refusal.drain && (await drain(req, 2 * settings.maxBodyBytes, REFUSED_BODY_DRAIN_MS)));
+  if (!drained) closeAfterAnswer(req, res);
+  sendGatewayError(res, refusal.status, refusal.message, refusal.errorType);
+}
+
+/** Discards the body; true once it has ended, false when it outruns either bound first. */
+function drain(req: IncomingMessage, maxBytes: number, maxMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    let discarded = 0;
+    const finish = (ended: boolean) => {
+      clearTimeout(timer);
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("close", onClose);
+      resolve(ended);
+    };
+    const onData = (chunk: Buffer) => {
+      discarded += chunk.length;
+      if (discarded > maxBytes) finish(false);
+    };
+    const onEnd = () => finish(true);
+    const onClose = () => finish(req.readableEnded);
+    const timer = setTimeout(() => finish(false), maxMs);
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("close", onClose);
+    req.resume();
+  });
+}
+
+/**
+ * Marks the answer `Connection: close` and closes gently: Node would destroy the socket once the answer is
+ * flushed, and a client still uploading into a destroyed socket gets a reset before it reads the answer.
+ */
+function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
+  const socket = req.socket;
   res.setHeader("Connection", "close");
-  sendGatewayError(res, 413, "Request Entity Too Large", "RequestEntityTooLarge");
-  // Drain (discard) what is in flight so the client reads the 413 instead of a reset, then cut it off.
   req.resume();
-  const cut = setTimeout(() => req.socket.destroy(), REJECTED_UPLOAD_GRACE_MS);
-  cut.unref();
-  req.socket.once("close", () => clearTimeout(cut));
+  socket.destroySoon = () => {
+    socket.end();
+    socket.resume();
+    const cut = setTimeout(() => socket.destroy(), LINGER_MS);
+    cut.unref();
+    socket.once("close", () => clearTimeout(cut));
+  };
 }
 
 function discardAndSend(
@@ -358,7 +526,11 @@ async function invoke(
   });
   const run = (async (): Promise<Outcome> => {
     try {
-      const parsed = proxyResultSchema.safeParse(await handler(event, context));
+      const returned = await handler(event, context);
+      const bytes = Buffer.byteLength(JSON.stringify(returned) ?? "");
+      if (bytes > settings.maxLambdaPayloadBytes)
+        return { kind: "failed", error: new ResponseTooLargeError(bytes, settings.maxLambdaPayloadBytes) };
+      const parsed = proxyResultSchema.safeParse(returned);
       return parsed.success
         ? { kind: "ok", result: parsed.data }
         : { kind: "failed", error: new Error(`Malformed Lambda proxy response: ${parsed.error.message}`) };

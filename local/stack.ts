@@ -47,6 +47,8 @@ export interface LocalStackOptions {
   readonly port: number;
   readonly s3Port: number;
   readonly dynamoPort?: number;
+  /** Address the API and the signed S3 endpoint listen on; the rest stays on loopback. @default "127.0.0.1" */
+  readonly host?: string;
   readonly apiKey: string;
   readonly adminKey: string;
   /** Function logs; "SILENT" for tests. @default "INFO" */
@@ -100,6 +102,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     dataDir,
     s3Port: options.s3Port,
     dynamoPort: options.dynamoPort ?? 0,
+    ...(options.host === undefined ? {} : { host: options.host }),
     bucket: LOCAL_BUCKET,
     table: LOCAL_TABLE,
     queues: [
@@ -211,6 +214,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     );
     const gateway = await startGateway({
       port: options.port,
+      ...(options.host === undefined ? {} : { host: options.host }),
       handler: createInferenceHandler(
         inference.service,
         new Logger({ serviceName: "maas-inference", logLevel }),

@@ -1,6 +1,7 @@
 /**
  * `npm start`: the whole service on this machine, with no AWS account. Configuration by environment:
  * PORT (API, 3000), MAAS_S3_PORT (S3/SQS emulator, 4566), MAAS_DYNAMODB_PORT (free port if unset),
+ * MAAS_BIND (address of the API and S3 ports, 127.0.0.1; 0.0.0.0 opens them to the network),
  * MAAS_DATA_DIR (state, .maas), MAAS_API_KEY and MAAS_ADMIN_KEY (generated once and kept in the data dir),
  * MAAS_LAMBDA_MAX_MODEL_BYTES (larger models go to the local SageMaker stand-in; 512 MiB).
  */
@@ -16,6 +17,7 @@ const envSchema = z.object({
   PORT: port.default(3000),
   MAAS_S3_PORT: port.default(4566),
   MAAS_DYNAMODB_PORT: port.default(0),
+  MAAS_BIND: z.union([z.ipv4(), z.ipv6()]).default("127.0.0.1"),
   MAAS_DATA_DIR: z.string().min(1).default(DEFAULT_DATA_DIR),
   MAAS_API_KEY: z.string().min(8, "MAAS_API_KEY must have at least 8 characters").optional(),
   MAAS_ADMIN_KEY: z.string().min(8, "MAAS_ADMIN_KEY must have at least 8 characters").optional(),
@@ -59,6 +61,7 @@ async function main(): Promise<void> {
     port: env.PORT,
     s3Port: env.MAAS_S3_PORT,
     dynamoPort: env.MAAS_DYNAMODB_PORT,
+    host: env.MAAS_BIND,
     ...(env.MAAS_LAMBDA_MAX_MODEL_BYTES === undefined
       ? {}
       : { lambdaMaxModelBytes: env.MAAS_LAMBDA_MAX_MODEL_BYTES }),
@@ -77,6 +80,8 @@ async function main(): Promise<void> {
     inputs: [{ name: "features", shape: [1, 4], datatype: "FP32", data: [[5.1, 3.5, 1.4, 0.2]] }],
   });
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  const { accessKeyId, secretAccessKey } = stack.emulators.credentials;
+  const awsEnv = `AWS_ACCESS_KEY_ID=${accessKeyId} AWS_SECRET_ACCESS_KEY=${secretAccessKey} AWS_DEFAULT_REGION=${stack.emulators.region}`;
   process.stdout.write(
     [
       "",
@@ -84,13 +89,20 @@ async function main(): Promise<void> {
       `  API          ${stack.url}   (Open Inference Protocol V2)`,
       `  API key      ${keys.apiKey}`,
       `  admin key    ${keys.adminKey}`,
-      `  S3 (models)  ${stack.emulators.s3Endpoint}   bucket ${stack.bucket}`,
+      `  S3 (models)  ${stack.emulators.s3Endpoint}   bucket ${stack.bucket}   (SigV4-signed requests only)`,
+      `  S3 keys      access key id ${accessKeyId}, secret ${secretAccessKey}`,
       `  DynamoDB     ${stack.emulators.dynamoEndpoint}`,
       `  state        ${dataDir}`,
       "",
       `Classify an iris with the demo model '${DEMO_MODEL}':`,
       `  curl -s ${stack.url}/v2/models/${DEMO_MODEL}/infer -H 'x-api-key: ${keys.apiKey}' -H 'content-type: application/json' -d '${body}'`,
       "",
+      "Publish a model (version 1 of <name>) with the AWS CLI:",
+      `  ${awsEnv} aws --endpoint-url ${stack.emulators.s3Endpoint} s3 cp model.onnx s3://${stack.bucket}/models/<name>/1/model.onnx`,
+      "",
+      ...(env.MAAS_BIND === "127.0.0.1"
+        ? []
+        : [`MAAS_BIND=${env.MAAS_BIND}: the API and S3 ports are open beyond this machine.`, ""]),
       "Ctrl-C stops it; state is kept for the next start.",
       "",
     ].join("\n"),

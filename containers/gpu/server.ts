@@ -36,8 +36,9 @@ import {
   ModelNotFoundError,
   PayloadTooLargeError,
   RouteNotFoundError,
+  redactInternals,
 } from "#core/errors.ts";
-import { fromOrtResults, isCallerOrtError, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
+import { fromOrtResults, ortRunError, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { parseInferRequestBody, parseJsonBody } from "#core/v2/parse.ts";
 import { decodeInput, inferResponseJson } from "#core/v2/tensor-codec.ts";
@@ -279,8 +280,11 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
   const server: Server = createServer((req, res) => {
     route(req, res).catch((error: unknown) => {
       const { status, message } = describeError(error);
+      // The full text (onnxruntime's source frames included) goes to the log only, never the body.
       if (status >= 500 && status !== 507)
         log("request failed", { url: req.url, status, error: String(error) });
+      else if (!(error instanceof MaasError))
+        log("inputs refused by the model", { url: req.url, status, error: String(error) });
       if (!res.headersSent) send(res, status, { error: message });
       else res.destroy();
     });
@@ -356,12 +360,13 @@ function targetOf(req: IncomingMessage): string | undefined {
   return undefined;
 }
 
-/** A MaasError (the container's own included: 404 for a missing model, 507 for no room) says its status. */
+/**
+ * A MaasError (the container's own included: 404 for a missing model, 507 for no room) says its status;
+ * anything else is onnxruntime's, classified by ortRunError. Every message is redacted before a body.
+ */
 function describeError(error: unknown): { status: number; message: string } {
-  if (error instanceof MaasError) return { status: error.status, message: error.message };
-  const message = error instanceof Error ? error.message : String(error);
-  if (isCallerOrtError(message)) return { status: 400, message: `the model rejected the inputs: ${message}` };
-  return { status: 500, message: `inference failed: ${message}` };
+  const mapped = error instanceof MaasError ? error : ortRunError(error);
+  return { status: mapped.status, message: redactInternals(mapped.message) };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

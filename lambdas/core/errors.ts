@@ -58,6 +58,14 @@ export class PayloadTooLargeError extends MaasError {
   }
 }
 
+/** The inputs ask the model for more memory than this service gives a request (an Expand to 1e10). */
+export class AllocationTooLargeError extends MaasError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(413, "allocation_too_large", message, options);
+    this.name = "AllocationTooLargeError";
+  }
+}
+
 /** The model ran but failed on these inputs (onnxruntime rejected or crashed on them). */
 export class InferenceFailedError extends MaasError {
   constructor(message: string, options?: ErrorOptions) {
@@ -125,4 +133,35 @@ export function retryAfterSeconds(error: MaasError): number | undefined {
   return error instanceof ThrottledError || error instanceof BackendUnavailableError
     ? error.retryAfterSeconds
     : undefined;
+}
+
+/** The first segments of this service's own routes, which messages may name (`no route for GET /v2/x/y`). */
+const ROUTE_ROOTS = new Set(["v2", "models", "admin", "invocations", "ping"]);
+
+/** An absolute path of two or more segments (`/var/task/x.js`), optionally with `:line[:column]`. */
+const ABSOLUTE_PATH = /(?<![\w.~:/\\-])\/([\w.@+~-]+)(?:\/[\w.@+~-]*)+(?::\d+(?::\d+)?)?/g;
+const WINDOWS_PATH = /\b[A-Za-z]:\\(?:[^\\\s:]+\\)*[^\\\s:]*(?::\d+(?::\d+)?)?/g;
+const FILE_URL = /\bfile:\/\/\S*/g;
+/** A source location without a directory: `tensor.cc:57`, `handler.js:10:3`. */
+const SOURCE_LOCATION =
+  /\b[\w.-]+\.(?:cc|cpp|cxx|c|h|hh|hpp|cu|cuh|inl|js|mjs|cjs|ts|mts|cts|py|rs|go|java):\d+(?::\d+)?/g;
+/** A stack frame line: `    at fn (file:1:2)`, or an unindented `at` line that ends in a location. */
+const STACK_LINE = /^(?:[ \t]+at [^\n]*|at [^\n]*(?::\d+(?::\d+)?\)?|\((?:native|<anonymous>)\)))$/gm;
+
+/**
+ * A message made safe for a response body: stack lines, absolute paths and source locations removed.
+ * The last line of defence where errors become responses; the full text belongs in the logs only.
+ */
+export function redactInternals(message: string): string {
+  // Most messages have none of the markers: keep the warm path free of regex replaces.
+  if (!/[/\\:]|\bat /.test(message)) return message;
+  const redacted = message
+    .replace(STACK_LINE, "")
+    .replace(FILE_URL, "[path]")
+    .replace(ABSOLUTE_PATH, (path: string, root: string) => (ROUTE_ROOTS.has(root) ? path : "[path]"))
+    .replace(WINDOWS_PATH, "[path]")
+    .replace(SOURCE_LOCATION, "[source]")
+    .replace(/\n{2,}/g, "\n")
+    .trim();
+  return redacted === "" ? "internal error" : redacted;
 }

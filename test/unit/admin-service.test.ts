@@ -391,6 +391,19 @@ describe("AdminService: aliases", () => {
     expect(error.status).toBe(400);
   });
 
+  it("refuses a body nested a million deep before parsing it, naming the limit", async () => {
+    const name = uniqueName("deep-body");
+    await seed(name, 1);
+    const body = `${"[".repeat(1_000_000)}${"]".repeat(1_000_000)}`;
+
+    const error = await rejectionOf(
+      handle({ kind: "set-alias", model: name, alias: "default" }, body),
+      InvalidRequestError,
+    );
+
+    expect(error.message).toMatch(/nests deeper than 64 levels/);
+  });
+
   it("rolls an alias back to where it pointed before, and forward again", async () => {
     const name = uniqueName("rolled");
     await seed(name, 1);

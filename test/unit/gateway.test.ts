@@ -1,5 +1,5 @@
 import { request } from "node:http";
-import { createServer, type Server } from "node:net";
+import { connect, createServer, type Server } from "node:net";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Gateway, type GatewayOptions, startGateway } from "../../local/gateway.ts";
@@ -301,7 +301,9 @@ describe("local API gateway: request size", () => {
     });
 
     expect(response.status).toBe(413);
-    expect(await response.json()).toEqual({ message: "Request Entity Too Large" });
+    expect(await response.json()).toEqual({
+      message: "Request Entity Too Large: the request is 1025 bytes; API Gateway takes at most 1024 bytes",
+    });
     expect(invoked).toBe(false);
   });
 
@@ -333,6 +335,187 @@ describe("local API gateway: request size", () => {
 
     expect(status).toBe(413);
     expect(next.status).toBe(200);
+  });
+});
+
+describe("local API gateway: Lambda and API Gateway payload limits", () => {
+  it("answers 413 naming Lambda's 6 MB to a 7 MB JSON body, read by fetch without a network error", async () => {
+    let invoked = false;
+    const { url } = await start({
+      handler: async () => {
+        invoked = true;
+        return { statusCode: 200, body: "" };
+      },
+    });
+    const body = JSON.stringify({ inputs: [{ data: "7".repeat(7_000_000) }] });
+
+    const response = await fetch(`${url}/v2/models/m/infer`, {
+      method: "POST",
+      headers: { "x-api-key": API_KEY, "content-type": "application/json" },
+      body,
+    });
+
+    expect(response.status).toBe(413);
+    expect(await response.json()).toEqual({
+      message:
+        `Request Entity Too Large: the request is ${body.length} bytes; ` +
+        "Lambda takes at most 6 MB (6291456 bytes) per synchronous invocation",
+    });
+    expect(invoked).toBe(false);
+  });
+
+  it("measures the event, so a 5 MB binary body whose base64 exceeds 6 MB is refused", async () => {
+    const { url } = await start();
+
+    const response = await fetch(`${url}/v2/models/m/infer`, {
+      method: "POST",
+      headers: { "x-api-key": API_KEY, "content-type": "application/octet-stream" },
+      body: Buffer.alloc(5 * 1024 * 1024, 1),
+    });
+
+    expect(response.status).toBe(413);
+    const { message } = (await response.json()) as { message: string };
+    expect(message).toMatch(/^Request Entity Too Large: the request is \d+ bytes; Lambda takes at most 6 MB/);
+  });
+
+  it("answers 413 naming API Gateway's 10 MB to an 11 MB body without a broken pipe, and keeps serving", async () => {
+    const { url } = await start();
+
+    const response = await fetch(`${url}/v2/models/m/infer`, {
+      method: "POST",
+      headers: { "x-api-key": API_KEY, "content-type": "application/octet-stream" },
+      body: Buffer.alloc(11_000_000),
+    });
+    const next = await fetch(`${url}/v2/health/live`);
+
+    expect(response.status).toBe(413);
+    expect(await response.json()).toEqual({
+      message:
+        "Request Entity Too Large: the request is 11000000 bytes; API Gateway takes at most 10 MB (10485760 bytes)",
+    });
+    expect(next.status).toBe(200);
+  });
+
+  it("answers 413 and Connection: close to an upload past the drain bound, then closes without EPIPE", async () => {
+    const { port } = await start({ maxBodyBytes: 1024 * 1024 });
+    const size = 50_000_000;
+
+    // A client that writes its whole body before reading, as curl does without Expect: 100-continue.
+    const outcome = await new Promise<string>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      let text = "";
+      socket.on("data", (c: Buffer) => {
+        text += c.toString("utf8");
+      });
+      socket.on("error", (error) => resolve(`error: ${error.message}`));
+      socket.on("close", () => resolve(text));
+      socket.write(
+        "POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n" +
+          `x-api-key: ${API_KEY}\r\ncontent-type: application/octet-stream\r\ncontent-length: ${size}\r\n\r\n`,
+      );
+      socket.end(Buffer.alloc(size));
+    });
+
+    expect(outcome).toMatch(/^HTTP\/1\.1 413 /);
+    expect(outcome).toMatch(/\r\nConnection: close\r\n/i);
+    expect(outcome).toContain(
+      "the request is 50000000 bytes; API Gateway takes at most 1 MB (1048576 bytes)",
+    );
+  });
+
+  it("answers 502 naming Lambda's 6 MB when the handler returns a 7 MB body, and reports it", async () => {
+    const reported: unknown[] = [];
+    const { url } = await start({
+      handler: async () => ({ statusCode: 200, body: "x".repeat(7_000_000) }),
+      onHandlerError: (error) => reported.push(error),
+    });
+
+    const response = await fetch(`${url}/v2/models/m/infer`, { headers: { "x-api-key": API_KEY } });
+
+    expect(response.status).toBe(502);
+    const { message } = (await response.json()) as { message: string };
+    expect(message).toMatch(
+      /^Response too large: the function's response is 70000\d\d bytes; Lambda returns at most 6 MB \(6291456 bytes\)/,
+    );
+    expect(reported).toHaveLength(1);
+    expect((reported[0] as Error).name).toBe("ResponseTooLargeError");
+  });
+
+  it("passes a handler result just under the limit", async () => {
+    const { url } = await start({ handler: async () => ({ statusCode: 200, body: "x".repeat(6_000_000) }) });
+
+    const response = await fetch(`${url}/v2`, { headers: { "x-api-key": API_KEY } });
+
+    expect(response.status).toBe(200);
+    expect((await response.arrayBuffer()).byteLength).toBe(6_000_000);
+  });
+});
+
+describe("local API gateway: slow clients", () => {
+  it("answers 408 to a client that sends headers and then trickles the body", async () => {
+    let invoked = false;
+    const { url } = await start({
+      bodyTimeoutMs: 300,
+      handler: async () => {
+        invoked = true;
+        return { statusCode: 200, body: "" };
+      },
+    });
+    const startedAt = Date.now();
+
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(`${url}/v2/models/m/infer`, {
+        method: "POST",
+        headers: { "x-api-key": API_KEY, "content-type": "application/json", "content-length": "1000" },
+      });
+      const trickle = setInterval(() => req.write(" "), 20);
+      const giveUp = setTimeout(() => {
+        clearInterval(trickle);
+        req.destroy();
+        reject(new Error("no answer within 3 s"));
+      }, 3_000);
+      req.on("response", (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          clearInterval(trickle);
+          clearTimeout(giveUp);
+          req.destroy();
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") });
+        });
+      });
+      req.on("error", (error) => {
+        clearInterval(trickle);
+        clearTimeout(giveUp);
+        reject(error);
+      });
+    });
+
+    expect(answer.status).toBe(408);
+    expect(JSON.parse(answer.body)).toEqual({
+      message: "Request Timeout: the request body did not arrive within 300 ms",
+    });
+    expect(Date.now() - startedAt).toBeLessThan(1_500);
+    expect(invoked).toBe(false);
+  });
+
+  it("answers 408 and closes when the headers never finish", async () => {
+    const { port } = await start({ headersTimeoutMs: 300 });
+    const startedAt = Date.now();
+
+    const received = await new Promise<string>((resolve, reject) => {
+      const socket = connect(port, "127.0.0.1", () => socket.write("POST /v2 HTTP/1.1\r\nHost: x\r\n"));
+      let text = "";
+      socket.on("data", (c: Buffer) => {
+        text += c.toString("utf8");
+      });
+      socket.on("close", () => resolve(text));
+      socket.on("error", reject);
+      setTimeout(() => socket.destroy(), 3_000).unref();
+    });
+
+    expect(received).toMatch(/^HTTP\/1\.1 408/);
+    expect(Date.now() - startedAt).toBeLessThan(2_500);
   });
 });
 

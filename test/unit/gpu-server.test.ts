@@ -589,6 +589,45 @@ describe("GPU container server", () => {
     expect(wrongName.json.error).toContain("missing input");
   });
 
+  it("answers 413 and 400 without onnxruntime's source paths when a caller's shape input cannot be run", async () => {
+    await placeModel(
+      "expand",
+      encodeModel({
+        graphName: "expand",
+        inputs: [
+          { name: "x", elemType: ElemType.FLOAT, dims: [1, 1] },
+          { name: "shape", elemType: ElemType.INT64, dims: [2] },
+        ],
+        outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["rows", "columns"] }],
+        nodes: [{ opType: "Expand", inputs: ["x", "shape"], outputs: ["y"] }],
+      }),
+    );
+    const server = await start();
+    const expandTo = (shape: number[]) =>
+      invoke(
+        server,
+        "expand",
+        JSON.stringify({
+          inputs: [
+            { name: "x", datatype: "FP32", shape: [1, 1], data: [1] },
+            { name: "shape", datatype: "INT64", shape: [2], data: shape },
+          ],
+        }),
+      );
+
+    const huge = await expandTo([100_000, 100_000]);
+    const negative = await expandTo([-3, 1]);
+
+    expect(huge.status).toBe(413);
+    expect(huge.json.error).toMatch(/^the model rejected the inputs: .*Failed to allocate memory/);
+    expect(negative.status).toBe(400);
+    for (const error of [huge.json.error, negative.json.error]) {
+      expect(error).not.toContain("/");
+      expect(error).not.toContain(".cc:");
+      expect(error).not.toContain("onnxruntime::");
+    }
+  });
+
   it("implements SageMaker's multi-model contract: load, 409 on reload, list, invoke, unload", async () => {
     const server = await start();
     const url = join(modelsDir, "mlp");

@@ -1,6 +1,6 @@
 import type { Logger } from "@aws-lambda-powertools/logger";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
-import { MaasError, MethodNotAllowedError, retryAfterSeconds } from "#core/errors.ts";
+import { MaasError, MethodNotAllowedError, redactInternals, retryAfterSeconds } from "#core/errors.ts";
 import { withSourceMappedStack } from "./stack-map.ts";
 
 /** API Gateway REST proxy integration (payload v1) helpers shared by the HTTP-facing functions. */
@@ -42,16 +42,21 @@ export function bodyText(event: APIGatewayProxyEvent): string {
   return event.isBase64Encoded ? Buffer.from(event.body, "base64").toString("utf8") : event.body;
 }
 
-/** Typed errors become their status and message; anything else a bare 500, its details only in the logs. */
+/**
+ * Typed errors become their status and message, redacted of paths, source locations and stack lines;
+ * anything else a bare 500. Details (a 4xx's cause: onnxruntime's full message) only in the logs.
+ */
 export function errorResponse(error: unknown, logger: Logger): APIGatewayProxyResult {
   if (error instanceof MaasError) {
     if (error.status >= 500)
       logger.error(error.message, { code: error.code, cause: withSourceMappedStack(error.cause) });
+    else if (error.cause !== undefined)
+      logger.warn(error.message, { code: error.code, cause: String(error.cause) });
     const headers: Record<string, string> =
       error instanceof MethodNotAllowedError ? { allow: error.allow.join(", ") } : {};
     const retryAfter = retryAfterSeconds(error);
     if (retryAfter !== undefined) headers["retry-after"] = String(Math.max(1, Math.ceil(retryAfter)));
-    return json(error.status, { error: error.message }, headers);
+    return json(error.status, { error: redactInternals(error.message) }, headers);
   }
   logger.error("unhandled error", withSourceMappedStack(error as Error));
   return json(500, { error: "internal error" });

@@ -1,10 +1,9 @@
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import type * as Ort from "onnxruntime-node";
-import { InferenceFailedError, InvalidRequestError } from "#core/errors.ts";
 import { type ServableVersion, servingArtifact } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
-import { fromOrtResults, isCallerOrtError, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
+import { fromOrtResults, ortRunError, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { ArtifactCache, LocalArtifact } from "./artifact-cache.ts";
 import type { SessionPool } from "./session-pool.ts";
@@ -99,10 +98,8 @@ export class OnnxRunner implements ModelRunner {
             ? session.run(feeds)
             : session.run(feeds, outputs as string[]));
         } catch (error) {
-          const message = (error as Error).message;
-          if (isCallerOrtError(message))
-            throw new InvalidRequestError(`the model rejected the inputs: ${message}`);
-          throw new InferenceFailedError(`inference failed: ${message}`, { cause: error });
+          // The full message rides as the cause: errorResponse logs it, the body gets the safe one.
+          throw ortRunError(error);
         }
         return fromOrtResults(results, outputs);
       },

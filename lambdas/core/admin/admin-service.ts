@@ -9,6 +9,7 @@ import {
 import { ALIAS_PATTERN, MODEL_NAME_PATTERN, type ModelVersion, VERSION_PATTERN } from "#core/model.ts";
 import { type AliasRecord, isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
 import { ORIGINAL_VARIANT, servingVariantKind } from "#core/registry/serving-variant.ts";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "#core/v2/parse.ts";
 import { safeDecode } from "#core/v2/routes.ts";
 import { describeZodError } from "#core/v2/wire.ts";
 
@@ -212,12 +213,7 @@ export class AdminService {
   }
 
   async #setAlias(name: string, alias: string, body: string): Promise<AliasRecord> {
-    let json: unknown;
-    try {
-      json = JSON.parse(body);
-    } catch {
-      throw new InvalidRequestError('body must be JSON like {"version": 2}');
-    }
+    const json = jsonBody(body, '{"version": 2}');
     const parsed = setAliasSchema.safeParse(json);
     if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
     return this.#pointAlias(name, alias, await this.#version(name, parsed.data.version));
@@ -243,12 +239,7 @@ export class AdminService {
    * only while the version is in the status it was read in, so it never lands on a record that moved.
    */
   async #setVariant(name: string, version: number, body: string) {
-    let json: unknown;
-    try {
-      json = JSON.parse(body);
-    } catch {
-      throw new InvalidRequestError('body must be JSON like {"kind": "int8-dynamic"}');
-    }
+    const json = jsonBody(body, '{"kind": "int8-dynamic"}');
     const parsed = setVariantSchema.safeParse(json);
     if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
     const { kind } = parsed.data;
@@ -345,4 +336,18 @@ function chooseVariant(
     variantChoice: { kind, by: "operator", at },
     updatedAt: at,
   };
+}
+
+/** An admin body: small JSON, refused before JSON.parse when it nests deeper than any request may. */
+function jsonBody(body: string, example: string): unknown {
+  if (nestsDeeperThan(body, MAX_JSON_DEPTH)) {
+    throw new InvalidRequestError(
+      `body nests deeper than ${MAX_JSON_DEPTH} levels; send JSON like ${example}`,
+    );
+  }
+  try {
+    return JSON.parse(body);
+  } catch {
+    throw new InvalidRequestError(`body must be JSON like ${example}`);
+  }
 }

@@ -1,0 +1,219 @@
+import { createHash } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { Logger, type LogItem } from "@aws-lambda-powertools/logger";
+import type { InferenceSession } from "onnxruntime-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { errorResponse } from "#aws/lambda/api-gateway.ts";
+import { ArtifactCache, type ArtifactSource } from "#aws/onnx/artifact-cache.ts";
+import { createOrtSession, OnnxRunner } from "#aws/onnx/runner.ts";
+import { SessionPool } from "#aws/onnx/session-pool.ts";
+import { ModelNotReadyError, RouteNotFoundError } from "#core/errors.ts";
+import type { ArtifactRef, ServableVersion } from "#core/model.ts";
+import { inspectModel } from "#core/onnx/inspect.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
+import { ElemType, encodeModel } from "../../models/onnx-builder.ts";
+
+/** Models whose failing sizes come from a caller's input, as the probe of the local stack found them. */
+const shapeFromCaller = {
+  reshape: encodeModel({
+    graphName: "reshape",
+    inputs: [
+      { name: "x", elemType: ElemType.FLOAT, dims: [2, 3] },
+      { name: "shape", elemType: ElemType.INT64, dims: [2] },
+    ],
+    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["rows", "columns"] }],
+    nodes: [{ opType: "Reshape", inputs: ["x", "shape"], outputs: ["y"] }],
+  }),
+  expand: encodeModel({
+    graphName: "expand",
+    inputs: [
+      { name: "x", elemType: ElemType.FLOAT, dims: [1, 1] },
+      { name: "shape", elemType: ElemType.INT64, dims: [2] },
+    ],
+    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["rows", "columns"] }],
+    nodes: [{ opType: "Expand", inputs: ["x", "shape"], outputs: ["y"] }],
+  }),
+  constantOfShape: encodeModel({
+    graphName: "constant-of-shape",
+    inputs: [{ name: "shape", elemType: ElemType.INT64, dims: [3] }],
+    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["a", "b", "c"] }],
+    nodes: [{ opType: "ConstantOfShape", inputs: ["shape"], outputs: ["y"] }],
+  }),
+};
+
+class MemoryArtifactSource implements ArtifactSource {
+  readonly objects = new Map<string, Uint8Array>();
+
+  async open(ref: ArtifactRef): Promise<Readable> {
+    const bytes = this.objects.get(ref.key);
+    if (bytes === undefined) throw new Error(`NoSuchKey: ${ref.key}`);
+    return Readable.from([Buffer.from(bytes)]);
+  }
+}
+
+class CapturingLogger extends Logger {
+  readonly lines: Record<string, unknown>[] = [];
+
+  protected override printLog(_logLevel: number, log: LogItem): void {
+    this.lines.push(JSON.parse(JSON.stringify(log.getAttributes(), this.getJsonReplacer())));
+  }
+}
+
+const artifacts = new MemoryArtifactSource();
+const logger = new CapturingLogger({ serviceName: "maas-inference", logLevel: "DEBUG" });
+let cacheDir: string;
+let sessions: SessionPool<InferenceSession>;
+let runner: OnnxRunner;
+
+function version(name: string, bytes: Uint8Array): ServableVersion {
+  const key = `models/${name}/1/model.onnx`;
+  artifacts.objects.set(key, bytes);
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  return {
+    name,
+    version: 1,
+    status: "ready",
+    target: "lambda",
+    artifact: { bucket: "maas-models", key, sha256, bytes: bytes.byteLength },
+    signature: inspectModel(bytes).signature,
+    variants: [],
+    createdAt: "2026-04-09T12:00:00.000Z",
+    updatedAt: "2026-04-09T12:00:00.000Z",
+  };
+}
+
+const floats = (dims: number[]): NamedTensor => ({
+  name: "x",
+  type: "float32",
+  dims,
+  data: new Float32Array(dims.reduce((a, b) => a * b, 1)),
+});
+const shape = (...values: bigint[]): NamedTensor => ({
+  name: "shape",
+  type: "int64",
+  dims: [values.length],
+  data: BigInt64Array.from(values),
+});
+
+/** The response the inference API gives for what the real runner threw, and the log lines it wrote. */
+async function answerTo(model: keyof typeof shapeFromCaller, inputs: NamedTensor[]) {
+  logger.lines.length = 0;
+  const error = await runner.run(version(model, shapeFromCaller[model]), inputs, ["y"]).then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
+  expect(error).toBeDefined();
+  const response = errorResponse(error, logger);
+  return { status: response.statusCode, message: (JSON.parse(response.body) as { error: string }).error };
+}
+
+function expectNoInternals(message: string): void {
+  expect(message).not.toContain("/");
+  expect(message).not.toContain(".cc:");
+  expect(message).not.toContain(".h:");
+  expect(message).not.toContain("onnxruntime::");
+  expect(message).not.toContain("\n");
+}
+
+beforeAll(async () => {
+  cacheDir = await mkdtemp(join(tmpdir(), "maas-ort-errors-"));
+  sessions = new SessionPool<InferenceSession>({
+    create: (path) => createOrtSession(path, 1),
+    maxSessions: 4,
+    maxBytes: 64 * 1024 * 1024,
+    retryAfterMs: 1_000,
+  });
+  runner = new OnnxRunner(
+    new ArtifactCache({ source: artifacts, directory: cacheDir, maxBytes: 64 * 1024 * 1024 }),
+    sessions,
+  );
+});
+
+afterAll(async () => {
+  await sessions?.close();
+  if (cacheDir) await rm(cacheDir, { recursive: true, force: true });
+});
+
+describe("onnxruntime failures caused by the caller's inputs", () => {
+  it("answers 400 without source paths for a Reshape to a shape the data cannot fill", async () => {
+    const { status, message } = await answerTo("reshape", [floats([2, 3]), shape(-1n, 5n)]);
+
+    expect(status).toBe(400);
+    expect(message).toMatch(/^the model rejected the inputs: .*cannot be reshaped.*requested shape:\{-1,5\}/);
+    expectNoInternals(message);
+  });
+
+  it("answers 400 for a dimension below -1 in a caller's shape", async () => {
+    const { status, message } = await answerTo("reshape", [floats([2, 3]), shape(-2n, 3n)]);
+
+    expect(status).toBe(400);
+    expect(message).toContain("A dimension cannot be less than -1, got -2");
+    expectNoInternals(message);
+  });
+
+  it("answers 413 without bfc_arena frames for an Expand to 100000 x 100000", async () => {
+    const { status, message } = await answerTo("expand", [floats([1, 1]), shape(100_000n, 100_000n)]);
+
+    expect(status).toBe(413);
+    expect(message).toContain("Failed to allocate memory for requested buffer of size 40000000000");
+    expect(message).not.toContain("bfc_arena");
+    expectNoInternals(message);
+  });
+
+  it("answers 413 for a ConstantOfShape of 40 GB", async () => {
+    const { status, message } = await answerTo("constantOfShape", [shape(10_000n, 10_000n, 100n)]);
+
+    expect(status).toBe(413);
+    expectNoInternals(message);
+  });
+
+  it("answers 413 for a ConstantOfShape whose size overflows", async () => {
+    const { status, message } = await answerTo("constantOfShape", [shape(1n << 62n, 4n, 1n)]);
+
+    expect(status).toBe(413);
+    expect(message).toContain("Integer overflow");
+    expectNoInternals(message);
+  });
+
+  it("answers 400 for a negative dimension in a ConstantOfShape", async () => {
+    const { status, message } = await answerTo("constantOfShape", [shape(-1n, 2n, 2n)]);
+
+    expect(status).toBe(400);
+    expect(message).toContain("must be >= 0");
+    expectNoInternals(message);
+  });
+
+  it("logs onnxruntime's full message, source frames included, for a refused input", async () => {
+    await answerTo("expand", [floats([1, 1]), shape(100_000n, 100_000n)]);
+
+    const logged = JSON.stringify(logger.lines);
+    expect(logged).toContain("bfc_arena.cc");
+    expect(logged).toContain("onnxruntime::BFCArena");
+  });
+});
+
+describe("error bodies as the API writes them", () => {
+  it("redacts paths, source locations and stack lines from every MaasError's message", () => {
+    logger.lines.length = 0;
+    const error = new ModelNotReadyError(
+      "model 'iris' failed to load: /tmp/maas-artifacts/ab12/model.onnx: session.cc:1203 bad graph\n    at load (/var/task/index.mjs:10:3)",
+      { cause: new Error("loader") },
+    );
+
+    const response = errorResponse(error, logger);
+    const body = JSON.parse(response.body) as { error: string };
+
+    expect(response.statusCode).toBe(503);
+    expect(body.error).toBe("model 'iris' failed to load: [path]: [source] bad graph");
+    expect(JSON.stringify(logger.lines)).toContain("/tmp/maas-artifacts/ab12/model.onnx");
+  });
+
+  it("keeps a route path a caller can act on", () => {
+    const response = errorResponse(new RouteNotFoundError("GET", "/v2/models/iris/versions/1/nope"), logger);
+
+    expect(JSON.parse(response.body)).toEqual({ error: "no route for GET /v2/models/iris/versions/1/nope" });
+  });
+});
