@@ -66,6 +66,22 @@ export class AllocationTooLargeError extends MaasError {
   }
 }
 
+/** The response's JSON would pass the limit on what one response may carry (Lambda's 6 MB synchronous payload). */
+export class ResponseTooLargeError extends MaasError {
+  readonly limitBytes: number;
+
+  /** `what` says what is too large (`output 'y' has 100000000 elements; its JSON would`). */
+  constructor(what: string, limitBytes: number) {
+    super(
+      413,
+      "response_too_large",
+      `${what} exceed the response limit of ${limitBytes} bytes (MAAS_MAX_RESPONSE_BYTES): request fewer rows, or ask for other outputs`,
+    );
+    this.name = "ResponseTooLargeError";
+    this.limitBytes = limitBytes;
+  }
+}
+
 /** The model ran but failed on these inputs (onnxruntime rejected or crashed on them). */
 export class InferenceFailedError extends MaasError {
   constructor(message: string, options?: ErrorOptions) {

@@ -19,6 +19,8 @@ export const INFERENCE_ENV = defineEnv({
     "MAAS_ARTIFACT_MEMORY_BYTES",
     z.optional(z.coerce.number().check(z.int(), z.nonnegative())),
   ],
+  /** The most bytes of JSON one infer response may carry; Lambda's synchronous responses stop at 6 MB. */
+  maxResponseBytes: ["MAAS_MAX_RESPONSE_BYTES", z._default(positiveInt, 6 * MiB)],
   sessionMax: ["MAAS_SESSION_MAX", z._default(positiveInt, 8)],
   /** Summed artifact bytes of open sessions; defaults to half the function's memory. */
   sessionBytes: ["MAAS_SESSION_BYTES", z.optional(positiveInt)],

@@ -87,6 +87,8 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     maxSessions: config.MAAS_SESSION_MAX,
     maxBytes: config.MAAS_SESSION_BYTES,
     retryAfterMs: config.MAAS_SESSION_RETRY_MS,
+    // A file being loaded into a session is never evicted from under it.
+    hold: (artifact) => artifacts.hold(artifact),
   });
   const runner = new OnnxRunner(artifacts, sessions);
   const sagemakerRunner =
@@ -104,6 +106,7 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     registry,
     runners: { lambda: runner, ...(sagemakerRunner === undefined ? {} : { sagemaker: sagemakerRunner }) },
     server: { name: SERVER_NAME, version: SERVER_VERSION },
+    maxResponseBytes: config.MAAS_MAX_RESPONSE_BYTES,
   });
   return { service, registry, artifacts, sessions, runner };
 }

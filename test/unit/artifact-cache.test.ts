@@ -1,11 +1,12 @@
 import { createHash } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ArtifactCache, type ArtifactSource } from "#aws/onnx/artifact-cache.ts";
+import { ArtifactCache, type ArtifactSource, type LocalArtifact } from "#aws/onnx/artifact-cache.ts";
+import { SessionPool } from "#aws/onnx/session-pool.ts";
 import { ArtifactIntegrityError, ModelNotReadyError } from "#core/errors.ts";
 import type { ArtifactRef } from "#core/model.ts";
 
@@ -470,4 +471,83 @@ describe("ArtifactCache.load: small artifacts through memory", () => {
     expect(await readdir(directory)).toEqual([`${sha256(newer)}.onnx`]);
     expect(cache.bytes).toBe(600);
   });
+});
+
+/** Bytes of every file in the directory (part files included); files deleted while listed count 0. */
+async function bytesOnDisk(dir: string): Promise<number> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const sizes = await Promise.all(
+    names.map((name) =>
+      stat(join(dir, name)).then(
+        (file) => file.size,
+        () => 0,
+      ),
+    ),
+  );
+  return sizes.reduce((sum, size) => sum + size, 0);
+}
+
+describe("ArtifactCache under eviction pressure", () => {
+  it("serves every request and never holds more than its budget on disk, with sessions loading from its files", async () => {
+    const sizes = [3000, 4500, 6000, 7000, 8500, 9000, 10_000];
+    const models = sizes.map((size, i) => ({
+      content: bytesOf(size, 100 + i),
+      key: `models/p${i}/1/model.onnx`,
+    }));
+    const refs = models.map(({ content, key }) => artifact(content, key));
+    const source = new InMemorySource();
+    for (const { content, key } of models) source.put(key, content);
+    source.chunkSize = 1024;
+    source.delayMs = 1;
+    const maxBytes = 18_000;
+    const cache = new ArtifactCache({ source, directory, maxBytes, memoryMaxBytes: 5000 });
+    // Creates a "session" the way onnxruntime does: reads the whole file at the path it is given.
+    const sessions = new SessionPool({
+      create: async (local: LocalArtifact) => {
+        await sleep(5);
+        const bytes = typeof local === "string" ? await readFile(local) : local;
+        return { bytes: bytes.length, release: async () => {} };
+      },
+      hold: (local) => cache.hold(local),
+      maxSessions: 1,
+      maxBytes: Number.POSITIVE_INFINITY,
+      retryAfterMs: 10_000,
+    });
+    const failures: string[] = [];
+    let peak = 0;
+    let done = false;
+    const sampler = (async () => {
+      while (!done) {
+        peak = Math.max(peak, await bytesOnDisk(directory));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+
+    const caller = async (id: number) => {
+      for (let i = 0; i < 30; i++) {
+        const ref = refs[(id * 3 + i * (id + 2)) % refs.length]!;
+        try {
+          const read = await sessions.use(
+            ref.sha256,
+            ref.bytes,
+            () => cache.load(ref),
+            async (session) => session.bytes,
+          );
+          if (read !== ref.bytes) failures.push(`${ref.key}: read ${read} bytes`);
+        } catch (error) {
+          failures.push(`${ref.key}: ${(error as Error).message}`);
+        }
+        peak = Math.max(peak, await bytesOnDisk(directory));
+      }
+    };
+    await Promise.all([0, 1, 2, 3].map(caller));
+    await cache.flushed();
+    done = true;
+    await sampler;
+    await sessions.close();
+
+    expect(failures).toEqual([]);
+    expect(peak).toBeLessThanOrEqual(maxBytes);
+    expect(await bytesOnDisk(directory)).toBeLessThanOrEqual(maxBytes);
+  }, 20_000);
 });

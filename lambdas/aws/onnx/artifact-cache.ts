@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import { mkdir, open, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { writeHashed } from "#aws/s3/hashed-file.ts";
@@ -17,7 +17,10 @@ export interface ArtifactCacheOptions {
   readonly source: ArtifactSource;
   /** Local directory for verified artifacts (in Lambda, under /tmp). */
   readonly directory: string;
-  /** Byte budget on disk; least recently used artifacts are deleted to stay under it. */
+  /**
+   * Byte budget on disk, part files included, never exceeded: a download reserves its bytes before it
+   * writes, deleting idle artifacts (least recently used first) for room, or waits until some are idle.
+   */
   readonly maxBytes: number;
   /**
    * Artifacts up to this size are downloaded into memory by `load`, which hands the verified bytes
@@ -40,6 +43,13 @@ export type LocalArtifact = string | Uint8Array;
 interface CachedFile {
   readonly path: string;
   readonly bytes: number;
+  /** Callers using the file (a session being created from it): never deleted while above zero. */
+  holds: number;
+}
+
+interface RoomWanted {
+  readonly bytes: number;
+  readonly admit: () => void;
 }
 
 const CACHED_NAME = /^([0-9a-f]{64})\.onnx$/;
@@ -57,9 +67,14 @@ export class ArtifactCache {
   readonly #downloads = new Map<string, Promise<LocalArtifact>>();
   /** Disk copies of artifacts downloaded into memory, until they are renamed into place. */
   readonly #writes = new Map<string, Promise<void>>();
+  /** Bytes of files under their final names, including those being deleted until they are gone. */
   #bytes = 0;
-  /** Bytes of downloads in flight, counted against the budget before they land. */
+  /** Bytes of downloads and disk copies in flight, counted against the budget before they write. */
   #reserved = 0;
+  /** Bytes of files being deleted: room already on its way. */
+  #freeing = 0;
+  /** Downloads waiting for room, first come first served. */
+  readonly #waiting: RoomWanted[] = [];
   /** The directory's scan, started at once: a cold start's first download no longer waits for it. */
   readonly #scanned: Promise<void>;
 
@@ -72,6 +87,25 @@ export class ArtifactCache {
 
   get bytes(): number {
     return this.#bytes;
+  }
+
+  /**
+   * Keeps the file `load` or `path` just returned from being deleted until the returned function is
+   * called; undefined if it is already gone (load it again). Bytes need no hold. The file is held
+   * for the caller until the next macrotask, so a hold taken as soon as the load resolves has no gap.
+   */
+  hold(artifact: LocalArtifact): (() => void) | undefined {
+    if (typeof artifact !== "string") return () => undefined;
+    const sha256 = CACHED_NAME.exec(basename(artifact))?.[1];
+    const file = sha256 === undefined ? undefined : this.#files.get(sha256);
+    if (file === undefined || file.path !== artifact) return undefined;
+    file.holds += 1;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.#unhold(file);
+    };
   }
 
   /** Path of a verified local copy of the artifact, downloading it first if needed. */
@@ -103,12 +137,13 @@ export class ArtifactCache {
         () => true,
         () => false,
       );
-      if (present) {
+      // Deleted meanwhile only if it was idle: then it is downloaded again below.
+      if (present && this.#files.get(ref.sha256) === cached) {
         this.#files.delete(ref.sha256);
         this.#files.set(ref.sha256, cached);
-        return cached.path;
+        return this.#handOut(cached);
       }
-      this.#forget(ref.sha256);
+      if (this.#files.get(ref.sha256) === cached) this.#forget(ref.sha256);
     }
     let download = this.#downloads.get(ref.sha256);
     if (download === undefined) {
@@ -134,7 +169,7 @@ export class ArtifactCache {
         continue;
       }
       const { size } = await stat(path);
-      this.#files.set(sha256, { path, bytes: size });
+      this.#files.set(sha256, { path, bytes: size, holds: 0 });
       this.#bytes += size;
     }
   }
@@ -147,10 +182,9 @@ export class ArtifactCache {
       );
     }
     const finalPath = join(this.#options.directory, `${ref.sha256}.onnx`);
-    this.#reserved += ref.bytes;
+    await this.#reserve(ref.bytes);
     let reserved = true;
     try {
-      await this.#evictToBudget();
       if (intoMemory && ref.bytes <= (this.#options.memoryMaxBytes ?? 0)) {
         const bytes = await this.#fetchIntoMemory(ref);
         // The caller gets the bytes now; the reservation passes to the write, which releases it.
@@ -159,12 +193,26 @@ export class ArtifactCache {
         return bytes;
       }
       await this.#fetchVerified(ref, finalPath);
+      // Landed: counted as a file before its reservation is released, so its room is never handed on.
+      const file: CachedFile = { path: finalPath, bytes: ref.bytes, holds: 0 };
+      this.#files.set(ref.sha256, file);
+      this.#bytes += ref.bytes;
+      return this.#handOut(file);
     } finally {
-      if (reserved) this.#reserved -= ref.bytes;
+      if (reserved) this.#unreserve(ref.bytes);
     }
-    this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes });
-    this.#bytes += ref.bytes;
-    return finalPath;
+  }
+
+  /** Holds a file for the caller it is returned to until the next macrotask: `hold` takes over from it. */
+  #handOut(file: CachedFile): string {
+    file.holds += 1;
+    setImmediate(() => this.#unhold(file));
+    return file.path;
+  }
+
+  #unhold(file: CachedFile): void {
+    file.holds -= 1;
+    if (file.holds === 0) this.#admit();
   }
 
   /**
@@ -210,13 +258,13 @@ export class ArtifactCache {
       .then(() => rename(partPath, finalPath))
       .then(
         () => {
-          this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes });
+          this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes, holds: 0 });
           this.#bytes += ref.bytes;
         },
         () => unlink(partPath).catch(() => undefined),
       )
       .finally(() => {
-        this.#reserved -= ref.bytes;
+        this.#unreserve(ref.bytes);
         this.#writes.delete(ref.sha256);
       });
     this.#writes.set(ref.sha256, write);
@@ -240,20 +288,65 @@ export class ArtifactCache {
     }
   }
 
-  /** Deletes least recently used files until the reserved downloads fit in the budget. */
-  async #evictToBudget(): Promise<void> {
-    for (const [sha256, file] of this.#files) {
-      if (this.#bytes + this.#reserved <= this.#options.maxBytes) break;
-      this.#forget(sha256);
-      await unlink(file.path).catch(() => undefined);
+  /** Resolves once `bytes` are reserved: at once if they fit, else after idle files are deleted or freed. */
+  #reserve(bytes: number): Promise<void> {
+    return new Promise((admit) => {
+      this.#waiting.push({ bytes, admit });
+      this.#admit();
+    });
+  }
+
+  #unreserve(bytes: number): void {
+    this.#reserved -= bytes;
+    this.#admit();
+  }
+
+  /**
+   * Admits waiting downloads in order while they fit, counting their bytes as reserved in the same
+   * synchronous step; for the first that does not, deletes idle files (least recently used first)
+   * and is called again when they are gone, when a hold ends or when a reservation is released.
+   */
+  #admit(): void {
+    const max = this.#options.maxBytes;
+    for (let next = this.#waiting[0]; next !== undefined; next = this.#waiting[0]) {
+      const over = this.#bytes + this.#reserved + next.bytes - max;
+      if (over > 0) {
+        this.#evictIdle(over - this.#freeing);
+        return;
+      }
+      this.#waiting.shift();
+      this.#reserved += next.bytes;
+      next.admit();
     }
   }
 
+  /** Starts deleting idle files, least recently used first, until `needed` bytes are on their way out. */
+  #evictIdle(needed: number): void {
+    let freed = 0;
+    for (const [sha256, file] of this.#files) {
+      if (freed >= needed) break;
+      if (file.holds > 0) continue;
+      this.#files.delete(sha256);
+      this.#freeing += file.bytes;
+      freed += file.bytes;
+      // Counted in the budget until the file is gone, so no download writes into room not yet free.
+      void unlink(file.path)
+        .catch(() => undefined)
+        .then(() => {
+          this.#freeing -= file.bytes;
+          this.#bytes -= file.bytes;
+          this.#admit();
+        });
+    }
+  }
+
+  /** Drops a file that is already gone from disk. */
   #forget(sha256: string): void {
     const file = this.#files.get(sha256);
     if (file === undefined) return;
     this.#files.delete(sha256);
     this.#bytes -= file.bytes;
+    this.#admit();
   }
 }
 

@@ -1,3 +1,4 @@
+import { access } from "node:fs/promises";
 import { type PreparedLoad, RefCountedLru } from "#core/cache/ref-counted-lru.ts";
 import { ModelNotReadyError } from "#core/errors.ts";
 import type { LocalArtifact } from "./artifact-cache.ts";
@@ -14,6 +15,11 @@ export interface SessionPoolOptions<S extends PooledSession> {
   readonly maxBytes: number;
   /** After a failed load, callers get the failure for this long; then the load is tried again. */
   readonly retryAfterMs: number;
+  /**
+   * Keeps a located artifact's file from being deleted until the returned function is called, or
+   * undefined if it is gone already (ArtifactCache's `hold`). @default files are never deleted
+   */
+  readonly hold?: (artifact: LocalArtifact) => (() => void) | undefined;
   readonly now?: () => number;
 }
 
@@ -31,10 +37,13 @@ function notReady(cause: Error, retryInMs: number | undefined): Error {
  */
 export class SessionPool<S extends PooledSession> {
   readonly #create: (artifact: LocalArtifact) => Promise<S>;
+  /** Undefined when no cache deletes the files: then a missing file is the model's failure. */
+  readonly #hold: ((artifact: LocalArtifact) => (() => void) | undefined) | undefined;
   readonly #sessions: RefCountedLru<string, S>;
 
   constructor(options: SessionPoolOptions<S>) {
     this.#create = options.create;
+    this.#hold = options.hold;
     this.#sessions = new RefCountedLru<string, S>({
       maxEntries: options.maxSessions,
       maxBytes: options.maxBytes,
@@ -82,7 +91,45 @@ export class SessionPool<S extends PooledSession> {
 
   // A failed download belongs to one S3 object, not to these bytes: it propagates as is, unremembered.
   async #prepare(bytes: number, locate: () => Promise<LocalArtifact>): Promise<PreparedLoad<S>> {
-    const artifact = await locate();
-    return { bytes, create: () => this.#create(artifact) };
+    const first = await this.#locateHeld(locate);
+    return {
+      bytes,
+      create: async () => {
+        const [artifact, release] = first;
+        try {
+          return await this.#create(artifact);
+        } catch (error) {
+          // A file deleted behind the cache's back is no fault of the model: fetched again, once.
+          const vanished =
+            this.#hold !== undefined && typeof artifact === "string" && !(await exists(artifact));
+          if (!vanished) throw error;
+        } finally {
+          release();
+        }
+        const [again, releaseAgain] = await this.#locateHeld(locate);
+        try {
+          return await this.#create(again);
+        } finally {
+          releaseAgain();
+        }
+      },
+    };
   }
+
+  /** The artifact, held until its session is created; located again, once, if it went in between. */
+  async #locateHeld(locate: () => Promise<LocalArtifact>): Promise<[LocalArtifact, () => void]> {
+    const artifact = await locate();
+    if (this.#hold === undefined) return [artifact, () => undefined];
+    const release = this.#hold(artifact);
+    if (release !== undefined) return [artifact, release];
+    const again = await locate();
+    return [again, this.#hold(again) ?? (() => undefined)];
+  }
+}
+
+function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }

@@ -1,12 +1,18 @@
-import { ModelNotReadyError } from "#core/errors.ts";
-import type { ModelVersion, ServableVersion, ServingTarget, TensorSpec } from "#core/model.ts";
+import { ModelNotReadyError, ResponseTooLargeError } from "#core/errors.ts";
+import type {
+  ModelSignature,
+  ModelVersion,
+  ServableVersion,
+  ServingTarget,
+  TensorSpec,
+} from "#core/model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
 import { servingVariantKind } from "#core/registry/serving-variant.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import { parseInferRequestBody } from "./parse.ts";
 import { checkInputs, selectOutputs } from "./signature.ts";
-import { decodeInput, type TensorResponse } from "./tensor-codec.ts";
-import type { ModelMetadataParameters, ModelMetadataResponse, TensorMetadata } from "./wire.ts";
+import { decodeInput, minElementJsonBytes, ortTypeOf, type TensorResponse } from "./tensor-codec.ts";
+import type { ModelMetadataParameters, ModelMetadataResponse, RequestInput, TensorMetadata } from "./wire.ts";
 
 /**
  * A runner, and what it serves of a version when that is not the selected variant (`servingArtifact`):
@@ -20,7 +26,15 @@ export interface InferenceServiceDeps {
   readonly registry: ModelRegistry;
   readonly runners: Partial<Record<ServingTarget, ServingRunner>>;
   readonly server: { readonly name: string; readonly version: string };
+  /**
+   * The most bytes of JSON one infer response may carry (MAAS_MAX_RESPONSE_BYTES).
+   * @default 6291456, Lambda's synchronous response payload
+   */
+  readonly maxResponseBytes?: number;
 }
+
+/** Lambda's synchronous response payload: 6 MB. */
+export const DEFAULT_MAX_RESPONSE_BYTES = 6 * 1024 * 1024;
 
 export interface InferOutcome {
   readonly response: TensorResponse;
@@ -55,12 +69,75 @@ function describeTensor(spec: TensorSpec): TensorMetadata {
   };
 }
 
+/**
+ * Refuses (413) outputs whose JSON must pass `limit` by their shapes alone: dims fixed in the signature,
+ * or symbolic dims an input of the request binds. Outputs of any other shape count for nothing here.
+ */
+function assertOutputsCanFit(
+  signature: ModelSignature,
+  outputs: readonly string[],
+  inputs: readonly RequestInput[],
+  inputSpecs: readonly TensorSpec[],
+  limit: number,
+): void {
+  let total = 0;
+  for (const spec of signature.outputs) {
+    if (!outputs.includes(spec.name)) continue;
+    const elements = boundElementCount(spec.shape, inputs, inputSpecs);
+    if (elements === undefined) continue;
+    const floor = elements * minElementJsonBytes(ortTypeOf(spec.datatype));
+    if (floor > limit) {
+      throw new ResponseTooLargeError(
+        `output '${spec.name}' has ${elements} elements; its JSON would`,
+        limit,
+      );
+    }
+    total += floor;
+  }
+  if (total > limit) {
+    throw new ResponseTooLargeError(
+      `the outputs asked for take at least ${total} bytes of JSON; they would`,
+      limit,
+    );
+  }
+}
+
+/** An output's element count where every dim is fixed or bound by an input; undefined otherwise. */
+function boundElementCount(
+  shape: TensorSpec["shape"],
+  inputs: readonly RequestInput[],
+  inputSpecs: readonly TensorSpec[],
+): number | undefined {
+  let count = 1;
+  for (const dim of shape) {
+    const size = typeof dim === "number" ? dim : boundDim(dim, inputs, inputSpecs);
+    if (size === undefined || size < 0) return undefined;
+    count *= size;
+  }
+  return count;
+}
+
+/** The size a symbolic dim takes in the request: checkInputs has made every input that has it agree. */
+function boundDim(
+  dim: string,
+  inputs: readonly RequestInput[],
+  inputSpecs: readonly TensorSpec[],
+): number | undefined {
+  for (let i = 0; i < inputs.length; i++) {
+    const axis = (inputSpecs[i] as TensorSpec).shape.indexOf(dim);
+    if (axis >= 0) return (inputs[i] as RequestInput).shape[axis];
+  }
+  return undefined;
+}
+
 /** The Open Inference Protocol, independent of how requests arrive (API Gateway, tests, benches). */
 export class InferenceService {
   readonly #deps: InferenceServiceDeps;
+  readonly #maxResponseBytes: number;
 
   constructor(deps: InferenceServiceDeps) {
     this.#deps = deps;
+    this.#maxResponseBytes = deps.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
   }
 
   serverMetadata() {
@@ -119,8 +196,10 @@ export class InferenceService {
     assertServable(version);
     const runner = this.#runnerFor(version);
     const request = parseInferRequestBody(body);
-    checkInputs(request.inputs, version.signature);
+    const inputSpecs = checkInputs(request.inputs, version.signature);
     const outputs = selectOutputs(request.outputs, version.signature);
+    // Before running: a response that cannot be sent is not worth the model's time or memory.
+    assertOutputsCanFit(version.signature, outputs, request.inputs, inputSpecs, this.#maxResponseBytes);
     const inputs = request.inputs.map(decodeInput);
 
     const results = await runner.run(version, inputs, outputs);
@@ -133,6 +212,7 @@ export class InferenceService {
         model_version: String(version.version),
         ...(request.id === undefined ? {} : { id: request.id }),
         outputs: results,
+        maxBytes: this.#maxResponseBytes,
       },
     };
   }

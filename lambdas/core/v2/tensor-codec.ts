@@ -1,4 +1,4 @@
-import { InvalidRequestError } from "#core/errors.ts";
+import { InvalidRequestError, ResponseTooLargeError } from "#core/errors.ts";
 import type { V2Datatype } from "#core/model.ts";
 import { fromFloat16Bits, toFloat16Bits } from "#core/tensor/float16.ts";
 import { elementCount, formatShape } from "#core/tensor/shape.ts";
@@ -311,6 +311,13 @@ export interface TensorResponse {
   readonly model_version?: string;
   readonly id?: string;
   readonly outputs: readonly NamedTensor[];
+  /** The most bytes its JSON may take; inferResponseJson refuses a larger one (413). Not written. */
+  readonly maxBytes?: number;
+}
+
+/** The fewest bytes of JSON one element takes in a data array, its comma counted: `0,`, `"",`, `true,`. */
+export function minElementJsonBytes(type: OrtElementType): number {
+  return type === "bool" ? 5 : type === "string" ? 3 : 2;
 }
 
 /**
@@ -344,5 +351,42 @@ export function inferResponseJson(response: TensorResponse): string {
   if (response.model_version !== undefined)
     head += `,"model_version":${JSON.stringify(response.model_version)}`;
   if (response.id !== undefined) head += `,"id":${JSON.stringify(response.id)}`;
-  return `${head},"outputs":${tensorListJson(response.outputs)}}`;
+  if (response.maxBytes === undefined) return `${head},"outputs":${tensorListJson(response.outputs)}}`;
+  return limitedOutputsJson(`${head},"outputs":[`, response.outputs, response.maxBytes);
+}
+
+/**
+ * The outputs written after `head`, refusing them (413) before one is written whose element count
+ * alone takes the text past `limit`, and once the text is past it. Nothing written is kept then.
+ */
+function limitedOutputsJson(head: string, outputs: readonly NamedTensor[], limit: number): string {
+  let text = head;
+  for (let i = 0; i < outputs.length; i++) {
+    const tensor = outputs[i] as NamedTensor;
+    const elements = tensor.data.length;
+    const floor = elements * minElementJsonBytes(tensor.type);
+    if (floor > limit) {
+      throw new ResponseTooLargeError(
+        `output '${tensor.name}' has ${elements} elements; its JSON would`,
+        limit,
+      );
+    }
+    // A UTF-16 unit is at least one UTF-8 byte: text.length never overstates the bytes.
+    if (text.length + floor > limit) throw outputsTooLarge(tensor.name, text.length + floor, limit);
+    text += i === 0 ? tensorJson(tensor) : `,${tensorJson(tensor)}`;
+    if (text.length > limit) throw outputsTooLarge(tensor.name, text.length, limit);
+  }
+  text += "]}";
+  // Three bytes a unit at most: the exact count only where that bound reaches the limit.
+  const bytes = text.length * 3 <= limit ? text.length : Buffer.byteLength(text, "utf8");
+  if (bytes > limit)
+    throw new ResponseTooLargeError(`the response's JSON is ${bytes} bytes; it would`, limit);
+  return text;
+}
+
+function outputsTooLarge(name: string, bytes: number, limit: number): ResponseTooLargeError {
+  return new ResponseTooLargeError(
+    `the response's JSON takes at least ${bytes} bytes by output '${name}'; it would`,
+    limit,
+  );
 }
