@@ -2,19 +2,18 @@ import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
-import { Logger, type LogItem } from "@aws-lambda-powertools/logger";
 import type { InferenceSession } from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errorResponse } from "#aws/lambda/api-gateway.ts";
-import { ArtifactCache, type ArtifactSource } from "#aws/onnx/artifact-cache.ts";
+import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
 import { createOrtSession, OnnxRunner } from "#aws/onnx/runner.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
 import { ModelNotReadyError, RouteNotFoundError } from "#core/errors.ts";
-import type { ArtifactRef, ServableVersion } from "#core/model.ts";
+import type { ServableVersion } from "#core/model.ts";
 import { inspectModel } from "#core/onnx/inspect.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { ElemType, encodeModel } from "../../models/onnx-builder.ts";
+import { CapturingLogger, MemoryArtifactSource } from "../support/memory-parts.ts";
 
 /** Models whose failing sizes come from a caller's input, as the probe of the local stack found them. */
 const shapeFromCaller = {
@@ -43,24 +42,6 @@ const shapeFromCaller = {
     nodes: [{ opType: "ConstantOfShape", inputs: ["shape"], outputs: ["y"] }],
   }),
 };
-
-class MemoryArtifactSource implements ArtifactSource {
-  readonly objects = new Map<string, Uint8Array>();
-
-  async open(ref: ArtifactRef): Promise<Readable> {
-    const bytes = this.objects.get(ref.key);
-    if (bytes === undefined) throw new Error(`NoSuchKey: ${ref.key}`);
-    return Readable.from([Buffer.from(bytes)]);
-  }
-}
-
-class CapturingLogger extends Logger {
-  readonly lines: Record<string, unknown>[] = [];
-
-  protected override printLog(_logLevel: number, log: LogItem): void {
-    this.lines.push(JSON.parse(JSON.stringify(log.getAttributes(), this.getJsonReplacer())));
-  }
-}
 
 const artifacts = new MemoryArtifactSource();
 const logger = new CapturingLogger({ serviceName: "maas-inference", logLevel: "DEBUG" });

@@ -2,14 +2,12 @@ import { createHash, randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
-import { Logger, type LogItem } from "@aws-lambda-powertools/logger";
 import { InvokeEndpointCommand, SageMakerRuntimeClient } from "@aws-sdk/client-sagemaker-runtime";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
 import { mockClient } from "aws-sdk-client-mock";
 import type { InferenceSession } from "onnxruntime-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { ArtifactCache, type ArtifactSource } from "#aws/onnx/artifact-cache.ts";
+import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
 import { createOrtSession, OnnxRunner } from "#aws/onnx/runner.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
 import { SageMakerRunner } from "#aws/sagemaker/runner.ts";
@@ -23,6 +21,7 @@ import { buildIrisModel } from "../../models/iris.ts";
 import { ElemType, encodeModel, floatTensor } from "../../models/onnx-builder.ts";
 import { buildFixedShapeModel } from "../../models/zoo.ts";
 import { proxyEvent as restProxyEvent } from "../infra/events.ts";
+import { CapturingLogger, MemoryArtifactSource } from "../support/memory-parts.ts";
 
 const BUCKET = "maas-models";
 /** Distinctive enough that finding it in a log line means tensor data leaked into the logs. */
@@ -76,26 +75,6 @@ class MemoryRegistry implements ModelRegistry {
 
   #check(): void {
     if (this.failure) throw this.failure;
-  }
-}
-
-/** Artifact bytes by object key, streamed like an S3 GetObject body. */
-class MemoryArtifactSource implements ArtifactSource {
-  readonly objects = new Map<string, Uint8Array>();
-
-  async open(ref: ArtifactRef): Promise<Readable> {
-    const bytes = this.objects.get(ref.key);
-    if (bytes === undefined) throw new Error(`NoSuchKey: ${ref.key}`);
-    return Readable.from([Buffer.from(bytes)]);
-  }
-}
-
-/** Keeps each log line as the JSON object Powertools would print, instead of printing it. */
-class CapturingLogger extends Logger {
-  readonly lines: Record<string, unknown>[] = [];
-
-  protected override printLog(_logLevel: number, log: LogItem): void {
-    this.lines.push(JSON.parse(JSON.stringify(log.getAttributes(), this.getJsonReplacer())));
   }
 }
 

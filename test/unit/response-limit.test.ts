@@ -2,14 +2,13 @@ import { createHash, randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { InferenceSession } from "onnxruntime-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { ArtifactCache, type ArtifactSource } from "#aws/onnx/artifact-cache.ts";
+import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
 import { createOrtSession, OnnxRunner } from "#aws/onnx/runner.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
-import type { ArtifactRef, ModelVersion, ServableVersion } from "#core/model.ts";
+import type { ModelVersion, ServableVersion } from "#core/model.ts";
 import { inspectModel } from "#core/onnx/inspect.ts";
 import type { ModelEntries, ModelRegistry, ModelSummary } from "#core/registry/registry.ts";
 import type { ModelRunner } from "#core/runner.ts";
@@ -21,6 +20,7 @@ import { createInferenceHandler, type ProxyHandler } from "#lambdas/inference/ha
 import { lambdaContext } from "../../local/gateway.ts";
 import { ElemType, encodeModel, floatTensor, int64Tensor } from "../../models/onnx-builder.ts";
 import { proxyEvent } from "../infra/events.ts";
+import { MemoryArtifactSource } from "../support/memory-parts.ts";
 
 const LIMIT = 10_000;
 const LIMIT_TEXT = `the response limit of ${LIMIT} bytes (MAAS_MAX_RESPONSE_BYTES)`;
@@ -83,16 +83,6 @@ class MemoryRegistry implements ModelRegistry {
   }
   async listModels(): Promise<ModelSummary[]> {
     return [...this.records.values()].map((record) => ({ name: record.name, versions: [record.version] }));
-  }
-}
-
-class MemoryArtifactSource implements ArtifactSource {
-  readonly objects = new Map<string, Uint8Array>();
-
-  async open(ref: ArtifactRef): Promise<Readable> {
-    const bytes = this.objects.get(ref.key);
-    if (bytes === undefined) throw new Error(`NoSuchKey: ${ref.key}`);
-    return Readable.from([Buffer.from(bytes)]);
   }
 }
 
