@@ -4,13 +4,13 @@ import { open, stat, unlink } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
 import { ArtifactIntegrityError } from "#core/errors.ts";
 import type { ArtifactRef } from "#core/model.ts";
 import type { VariantStore } from "#core/optimize/optimization.ts";
 import { artifactKey } from "#core/registry/manifest.ts";
+import { putIfAbsent } from "./artifact-writer.ts";
 import { writeHashed } from "./hashed-file.ts";
-import { headObject, readObjectText } from "./upload-store.ts";
+import { readObjectText } from "./upload-store.ts";
 
 /** The model bucket for the optimize function: reads originals, writes variants under content-addressed keys. */
 export class S3VariantStore implements VariantStore {
@@ -49,14 +49,7 @@ export class S3VariantStore implements VariantStore {
     const sha256 = hash.digest("hex");
     const { size: bytes } = await stat(path);
     const key = artifactKey(sha256);
-    const ref = { bucket, key, sha256, bytes };
-    // Content-addressed: already there means already right.
-    if ((await headObject(this.#s3, bucket, key)) !== undefined) return ref;
-    await new Upload({
-      client: this.#s3,
-      params: { Bucket: bucket, Key: key, Body: createReadStream(path), Metadata: { sha256 } },
-      partSize: 8 * 1024 * 1024,
-    }).done();
-    return ref;
+    await putIfAbsent(this.#s3, bucket, key, path, sha256);
+    return { bucket, key, sha256, bytes };
   }
 }

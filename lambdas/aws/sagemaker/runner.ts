@@ -18,7 +18,7 @@ import {
   ThrottledError,
 } from "#core/errors.ts";
 import type { ServableVersion } from "#core/model.ts";
-import { ORIGINAL_VARIANT } from "#core/registry/serving-variant.ts";
+import { ORIGINAL_VARIANT } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { parseTensorDocument } from "#core/v2/parse.ts";

@@ -6,9 +6,15 @@ import {
   ModelNotFoundError,
   RouteNotFoundError,
 } from "#core/errors.ts";
-import { ALIAS_PATTERN, MODEL_NAME_PATTERN, type ModelVersion, VERSION_PATTERN } from "#core/model.ts";
+import {
+  ALIAS_PATTERN,
+  MODEL_NAME_PATTERN,
+  type ModelVersion,
+  ORIGINAL_VARIANT,
+  servingVariantKind,
+  VERSION_PATTERN,
+} from "#core/model.ts";
 import { type AliasRecord, isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
-import { ORIGINAL_VARIANT, servingVariantKind } from "#core/registry/serving-variant.ts";
 import { MAX_JSON_DEPTH, nestsDeeperThan } from "#core/v2/parse.ts";
 import { safeDecode } from "#core/v2/routes.ts";
 import { describeZodError } from "#core/v2/wire.ts";

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ArtifactRef, ServableVersion, Variant, VariantParity } from "#core/model.ts";
+import { ORIGINAL_VARIANT } from "#core/model.ts";
 import {
   InvalidManifestError,
   LOSSY_VARIANT_KINDS,
@@ -10,7 +11,6 @@ import {
   parseManifest,
 } from "#core/registry/manifest.ts";
 import { isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
-import { ORIGINAL_VARIANT } from "#core/registry/serving-variant.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import {
   DECISION_FORMAT,
@@ -180,19 +180,12 @@ export async function optimizeVersion(
   options: AttemptOptions = {},
 ): Promise<OptimizationOutcome> {
   const { name, version } = target;
-  const record = await deps.registry.getVersionConsistent(name, version);
-  if (record === undefined) return { outcome: "ignored", reason: "the version does not exist" };
-  if (record.optimizedAt !== undefined) return { outcome: "duplicate" };
-  if (!isServable(record)) return { outcome: "ignored", reason: `the version is ${record.status}` };
+  const record = await unoptimizedVersion(target, deps);
+  if ("outcome" in record) return record;
   if (!(await claim(record, attemptId, deps))) return { outcome: "in-progress" };
 
   const giveUp = async (reason: string, unfinished: boolean): Promise<OptimizationOutcome> => {
-    await deps.registry.updateVersion(name, version, "optimizing", {
-      status: "ready",
-      optimizeError: registryMessage(reason),
-      optimizedAt: deps.now(),
-      updatedAt: deps.now(),
-    });
+    await deps.registry.updateVersion(name, version, "optimizing", givenUp(reason, deps.now()));
     return { outcome: "failed", reason, unfinished };
   };
   const retryOrGiveUp = async (error: unknown): Promise<OptimizationOutcome> => {
@@ -243,10 +236,8 @@ export async function abandonOptimization(
   deps: Pick<OptimizerDeps, "registry" | "now" | "settings">,
 ): Promise<OptimizationOutcome> {
   const { name, version } = target;
-  const record = await deps.registry.getVersionConsistent(name, version);
-  if (record === undefined) return { outcome: "ignored", reason: "the version does not exist" };
-  if (record.optimizedAt !== undefined) return { outcome: "duplicate" };
-  if (!isServable(record)) return { outcome: "ignored", reason: `the version is ${record.status}` };
+  const record = await unoptimizedVersion(target, deps);
+  if ("outcome" in record) return record;
   const held = record.optimizeAttempt;
   if (record.status === "optimizing" && held !== undefined && held.id !== messageId && !expired(held, deps)) {
     return { outcome: "in-progress" };
@@ -255,14 +246,30 @@ export async function abandonOptimization(
     attempts,
     held?.error ?? "no error was recorded (the function timed out or its process ended)",
   );
-  const now = deps.now();
-  const done = await deps.registry.updateVersion(name, version, record.status, {
-    status: "ready",
+  const done = await deps.registry.updateVersion(name, version, record.status, givenUp(reason, deps.now()));
+  return done ? { outcome: "failed", reason, unfinished: true } : { outcome: "superseded" };
+}
+
+/** The version to optimize, or the outcome for one that is gone, already optimized or not servable. */
+async function unoptimizedVersion(
+  target: { readonly name: string; readonly version: number },
+  deps: Pick<OptimizerDeps, "registry">,
+): Promise<ServableVersion | OptimizationOutcome> {
+  const record = await deps.registry.getVersionConsistent(target.name, target.version);
+  if (record === undefined) return { outcome: "ignored", reason: "the version does not exist" };
+  if (record.optimizedAt !== undefined) return { outcome: "duplicate" };
+  if (!isServable(record)) return { outcome: "ignored", reason: `the version is ${record.status}` };
+  return record;
+}
+
+/** A version's last optimization write when it gives up: ready on its original, with the reason. */
+function givenUp(reason: string, now: string) {
+  return {
+    status: "ready" as const,
     optimizeError: registryMessage(reason),
     optimizedAt: now,
     updatedAt: now,
-  });
-  return done ? { outcome: "failed", reason, unfinished: true } : { outcome: "superseded" };
+  };
 }
 
 function expired(

@@ -1,5 +1,5 @@
 import type { ModelVersion, Variant } from "#core/model.ts";
-import { ORIGINAL_VARIANT } from "#core/registry/serving-variant.ts";
+import { ORIGINAL_VARIANT } from "#core/model.ts";
 
 /** What selection looks at for each variant that passed the parity gate. */
 export interface SelectionCandidate {

@@ -6,12 +6,12 @@ import type {
   ServingTarget,
   TensorSpec,
 } from "#core/model.ts";
+import { servingVariantKind } from "#core/model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
-import { servingVariantKind } from "#core/registry/serving-variant.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import { parseInferRequestBody } from "./parse.ts";
 import { checkInputs, selectOutputs } from "./signature.ts";
-import { decodeInput, minElementJsonBytes, ortTypeOf, type TensorResponse } from "./tensor-codec.ts";
+import { decodeInput, ortTypeOf, outputJsonFloor, type TensorResponse } from "./tensor-codec.ts";
 import type { ModelMetadataParameters, ModelMetadataResponse, RequestInput, TensorMetadata } from "./wire.ts";
 
 /**
@@ -85,14 +85,7 @@ function assertOutputsCanFit(
     if (!outputs.includes(spec.name)) continue;
     const elements = boundElementCount(spec.shape, inputs, inputSpecs);
     if (elements === undefined) continue;
-    const floor = elements * minElementJsonBytes(ortTypeOf(spec.datatype));
-    if (floor > limit) {
-      throw new ResponseTooLargeError(
-        `output '${spec.name}' has ${elements} elements; its JSON would`,
-        limit,
-      );
-    }
-    total += floor;
+    total += outputJsonFloor(spec.name, elements, ortTypeOf(spec.datatype), limit);
   }
   if (total > limit) {
     throw new ResponseTooLargeError(

@@ -316,8 +316,16 @@ export interface TensorResponse {
 }
 
 /** The fewest bytes of JSON one element takes in a data array, its comma counted: `0,`, `"",`, `true,`. */
-export function minElementJsonBytes(type: OrtElementType): number {
+function minElementJsonBytes(type: OrtElementType): number {
   return type === "bool" ? 5 : type === "string" ? 3 : 2;
+}
+
+/** The fewest bytes an output's data list takes; refused (413) when that alone passes `limit`. */
+export function outputJsonFloor(name: string, elements: number, type: OrtElementType, limit: number): number {
+  const floor = elements * minElementJsonBytes(type);
+  if (floor > limit)
+    throw new ResponseTooLargeError(`output '${name}' has ${elements} elements; its JSON would`, limit);
+  return floor;
 }
 
 /**
@@ -363,14 +371,7 @@ function limitedOutputsJson(head: string, outputs: readonly NamedTensor[], limit
   let text = head;
   for (let i = 0; i < outputs.length; i++) {
     const tensor = outputs[i] as NamedTensor;
-    const elements = tensor.data.length;
-    const floor = elements * minElementJsonBytes(tensor.type);
-    if (floor > limit) {
-      throw new ResponseTooLargeError(
-        `output '${tensor.name}' has ${elements} elements; its JSON would`,
-        limit,
-      );
-    }
+    const floor = outputJsonFloor(tensor.name, tensor.data.length, tensor.type, limit);
     // A UTF-16 unit is at least one UTF-8 byte: text.length never overstates the bytes.
     if (text.length + floor > limit) throw outputsTooLarge(tensor.name, text.length + floor, limit);
     text += i === 0 ? tensorJson(tensor) : `,${tensorJson(tensor)}`;
