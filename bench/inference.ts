@@ -10,10 +10,12 @@ import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { type BuildOptions, build } from "esbuild";
 import * as ort from "onnxruntime-node";
 import { sessionOptions } from "#aws/onnx/runner.ts";
+import { SESSION_WORKER_BUNDLE, SESSION_WORKER_SOURCE } from "#aws/onnx/session-protocol.ts";
 import { LOCAL_BUCKET, LOCAL_TABLE, type LocalStack, startLocalStack } from "../local/stack.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { buildMlpModel, MLP_50MB_LAYERS } from "../models/mlp.ts";
@@ -135,6 +137,12 @@ async function buildBundles(): Promise<Bundles> {
     warmChild: join(outDir, "warm-child.mjs"),
   };
   await build({ ...common, entryPoints: ["lambdas/inference/handler.ts"], outfile: bundles.handler });
+  // Beside the handler, as the asset carries it: each session's worker thread runs it.
+  await build({
+    ...common,
+    entryPoints: [fileURLToPath(SESSION_WORKER_SOURCE)],
+    outfile: join(outDir, SESSION_WORKER_BUNDLE),
+  });
   await build({ ...common, entryPoints: ["bench/cold-child.ts"], outfile: bundles.coldChild });
   await build({ ...common, entryPoints: ["bench/warm-child.ts"], outfile: bundles.warmChild });
   return bundles;

@@ -4,13 +4,15 @@
  * sockets would otherwise share this event loop. Bundled by bench/inference.ts like the function's
  * asset and given the environment the function would have.
  *   warm-child.mjs <models as JSON: [{ name, input, dims, iterations }]>
- * For each model: the handler (API Gateway event in, response out; no HTTP) against session.run on
- * the very session the handler uses, interleaved so both see the same machine state. Prints one JSON
+ * For each model: the handler (API Gateway event in, response out; no HTTP; the run in the session's
+ * worker thread) against session.run on this thread, from the same file with the same options,
+ * interleaved so both see the same machine state. Prints one JSON
  * line: per model, the raw and handler p50 and the handler p99, in milliseconds.
  */
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { APIGatewayProxyEvent } from "aws-lambda";
 import * as ort from "onnxruntime-node";
+import { createOrtSession } from "#aws/onnx/runner.ts";
 import { servingArtifact } from "#core/model.ts";
 import { isServable } from "#core/registry/registry.ts";
 import { loadInferenceConfig } from "#lambdas/inference/config.ts";
@@ -60,8 +62,6 @@ function inputValues(count: number): number[] {
   return Array.from({ length: count }, (_, i) => Math.sin(i * 0.37) * 2);
 }
 
-const notLoaded = () => Promise.reject(new Error("the handler should have loaded this session"));
-
 /** Replaces stdout's writer while measuring, so handler logs cost their formatting but stay off the result line. */
 function muteStdout(): () => void {
   const write = process.stdout.write;
@@ -72,7 +72,7 @@ function muteStdout(): () => void {
 }
 
 async function measure(model: WarmModel): Promise<WarmResult> {
-  const { service, registry, sessions } = parts;
+  const { service, registry, artifacts } = parts;
   const count = model.dims.reduce((a, b) => a * b, 1);
   const values = inputValues(count);
   const event = inferEvent(model.name, model.input, model.dims, values);
@@ -83,8 +83,9 @@ async function measure(model: WarmModel): Promise<WarmResult> {
   const handler = createInferenceHandler(service, logger);
   const first = await handler(event, lambdaContext("load", Date.now()));
   if (first.statusCode !== 200) throw new Error(`handler answered ${first.statusCode}: ${first.body}`);
-  // The very session the handler uses, from its pool: both sides share threads, memory and state.
-  const session = await sessions.use(artifact.sha256, artifact.bytes, notLoaded, async (s) => s);
+  // Raw is onnxruntime on this thread, on the very file the handler's worker session loaded, with the
+  // same options: what a caller would write without the service.
+  const session = await createOrtSession(await artifacts.load(artifact));
   const feeds = { [model.input]: new ort.Tensor("float32", Float32Array.from(values), [...model.dims]) };
   const rawTimes: number[] = [];
   const handlerTimes: number[] = [];

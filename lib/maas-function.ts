@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Duration, Size } from "aws-cdk-lib";
 import { Role, ServicePrincipal } from "aws-cdk-lib/aws-iam";
 import { Architecture, Runtime, Tracing } from "aws-cdk-lib/aws-lambda";
@@ -13,6 +14,7 @@ import {
 } from "aws-cdk-lib/aws-lambda-nodejs";
 import { type ILogGroup, LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
+import { SESSION_WORKER_BUNDLE, SESSION_WORKER_SOURCE } from "#aws/onnx/session-protocol.ts";
 import { acknowledge, acknowledgeChild } from "./nag.ts";
 
 /** The onnxruntime-node binaries Lambda can load, by function architecture. */
@@ -210,7 +212,8 @@ const OUTPUT_DIR = "<maas:output-dir>";
 
 /**
  * Shell commands that copy onnxruntime-node and onnxruntime-common from this project into the asset's
- * node_modules, taking only `bin/napi-v6/linux/<arch>` of the binaries. Offline: no npm install.
+ * node_modules, taking only `bin/napi-v6/linux/<arch>` of the binaries (offline: no npm install), and
+ * bundle the session worker (the thread each onnxruntime session runs in) beside the handler.
  */
 function onnxRuntimeHooks(entry: string, arch: OnnxRuntimeArch): string[] {
   const ort = packageRoot("onnxruntime-node", dirname(resolve(entry)));
@@ -227,7 +230,19 @@ function onnxRuntimeHooks(entry: string, arch: OnnxRuntimeArch): string[] {
     `cp -R ${q(join(ort, "package.json"))} ${q(join(ort, "dist"))} ${ortOut}/`,
     `cp -R ${q(binaries)} ${ortOut}/bin/napi-v6/linux/`,
     `cp -R ${q(join(common, "package.json"))} ${q(join(common, "dist"))} ${commonOut}/`,
+    [
+      q(esbuildBinary(entry)),
+      q(fileURLToPath(SESSION_WORKER_SOURCE)),
+      ...["--bundle", "--platform=node", "--format=esm", `--target=${BUNDLE_TARGET}`, "--minify"].map(q),
+      "--external:onnxruntime-node",
+      "--log-level=error",
+      `--outfile=${OUTPUT_DIR}/${SESSION_WORKER_BUNDLE}`,
+    ].join(" "),
   ];
+}
+
+function esbuildBinary(entry: string): string {
+  return join(packageRoot("esbuild", dirname(resolve(entry))), "bin", "esbuild");
 }
 
 /**
@@ -242,7 +257,7 @@ function separateModuleCommands(name: string, entry: string, target: string): st
     main?: string;
   };
   const source = join(root, manifest.module ?? manifest.main ?? "index.js");
-  const esbuild = join(packageRoot("esbuild", dirname(resolve(entry))), "bin", "esbuild");
+  const esbuild = esbuildBinary(entry);
   const out = `${OUTPUT_DIR}/node_modules/${name}`;
   const packageJson = JSON.stringify({ name, type: "module", main: "index.mjs" });
   const q = shellQuote;

@@ -9,8 +9,12 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import * as z from "zod";
+import { exitProcess } from "#aws/onnx/worker-session.ts";
 import { DEMO_MODEL, startLocalStack } from "./stack.ts";
 import { DEFAULT_DATA_DIR, writeStackFile } from "./stack-file.ts";
+
+/** SIGTERM to exit: in-flight requests get the gateway's grace, then the stack is down regardless. */
+const STOP_LIMIT_MS = 8_000;
 
 const port = z.coerce.number().int().min(0).max(65535);
 const envSchema = z.object({
@@ -113,11 +117,16 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     process.stdout.write(`\n${signal}: stopping...\n`);
+    // Whatever close() waits on, the stack is down within STOP_LIMIT_MS of the signal.
+    setTimeout(() => {
+      process.stderr.write(`still stopping after ${STOP_LIMIT_MS} ms: exiting now\n`);
+      exitProcess(1);
+    }, STOP_LIMIT_MS).unref();
     stack.close().then(
-      () => process.exit(0),
+      () => exitProcess(0),
       (error: unknown) => {
         process.stderr.write(`error while stopping: ${(error as Error).message}\n`);
-        process.exit(1);
+        exitProcess(1);
       },
     );
   };

@@ -41,7 +41,9 @@ export type AttributeValue =
   | { readonly float: number }
   | { readonly ints: readonly number[] }
   | { readonly string: string }
-  | { readonly tensor: Tensor };
+  | { readonly tensor: Tensor }
+  /** A subgraph, for Loop, If and Scan bodies. */
+  | { readonly graph: GraphSpec };
 
 export interface GraphNode {
   readonly opType: string;
@@ -52,13 +54,16 @@ export interface GraphNode {
   readonly attributes?: Readonly<Record<string, AttributeValue>>;
 }
 
-export interface ModelSpec {
+export interface GraphSpec {
   readonly graphName: string;
-  readonly docString?: string;
   readonly inputs: readonly TensorSignature[];
   readonly outputs: readonly TensorSignature[];
   readonly nodes: readonly GraphNode[];
   readonly initializers?: readonly Tensor[];
+}
+
+export interface ModelSpec extends GraphSpec {
+  readonly docString?: string;
   /** Stored as ModelProto.metadata_props, in insertion order. */
   readonly metadata?: Readonly<Record<string, string>>;
   /** @default 17 */
@@ -102,21 +107,25 @@ export function encodeModel(spec: ModelSpec): Uint8Array {
     producerName: PRODUCER_NAME,
     docString: spec.docString ?? "",
     metadataProps: Object.entries(spec.metadata ?? {}).map(([key, value]) => ({ key, value })),
-    graph: {
-      name: spec.graphName,
-      input: spec.inputs.map(valueInfo),
-      output: spec.outputs.map(valueInfo),
-      initializer: [...(spec.initializers ?? [])],
-      node: spec.nodes.map((node, index) => ({
-        name: node.name ?? `${node.opType}_${index}`,
-        opType: node.opType,
-        input: [...node.inputs],
-        output: [...node.outputs],
-        attribute: Object.entries(node.attributes ?? {}).map(([name, value]) => attribute(name, value)),
-      })),
-    },
+    graph: graphProto(spec),
   });
   return onnx.ModelProto.encode(model).finish();
+}
+
+function graphProto(spec: GraphSpec): OnnxTypes.IGraphProto {
+  return {
+    name: spec.graphName,
+    input: spec.inputs.map(valueInfo),
+    output: spec.outputs.map(valueInfo),
+    initializer: [...(spec.initializers ?? [])],
+    node: spec.nodes.map((node, index) => ({
+      name: node.name ?? `${node.opType}_${index}`,
+      opType: node.opType,
+      input: [...node.inputs],
+      output: [...node.outputs],
+      attribute: Object.entries(node.attributes ?? {}).map(([name, value]) => attribute(name, value)),
+    })),
+  };
 }
 
 function valueInfo(signature: TensorSignature): OnnxTypes.IValueInfoProto {
@@ -139,6 +148,7 @@ function attribute(name: string, value: AttributeValue): OnnxTypes.IAttributePro
   if ("float" in value) return { name, type: AttributeType.FLOAT, f: value.float };
   if ("ints" in value) return { name, type: AttributeType.INTS, ints: [...value.ints] };
   if ("string" in value) return { name, type: AttributeType.STRING, s: utf8.encode(value.string) };
+  if ("graph" in value) return { name, type: AttributeType.GRAPH, g: graphProto(value.graph) };
   return { name, type: AttributeType.TENSOR, t: value.tensor };
 }
 

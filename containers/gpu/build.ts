@@ -4,14 +4,30 @@
  *
  *   tsx containers/gpu/build.ts <outfile>
  */
-import { resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { build, type Metafile } from "esbuild";
+import { SESSION_WORKER_BUNDLE, SESSION_WORKER_SOURCE } from "#aws/onnx/session-protocol.ts";
 
 export const ENTRY_POINT = resolve(import.meta.dirname, "main.ts");
 
-/** Returns esbuild's metafile: which sources went into the bundle. */
-export async function bundleGpuServer(outfile: string): Promise<Metafile> {
+/**
+ * Bundles the server to `outfile` and the session worker beside it. Returns esbuild's metafiles'
+ * inputs: which sources went into the bundles.
+ */
+export async function bundleGpuServer(outfile: string): Promise<Metafile["inputs"]> {
+  const worker = await build({
+    entryPoints: [fileURLToPath(SESSION_WORKER_SOURCE)],
+    outfile: join(dirname(outfile), SESSION_WORKER_BUNDLE),
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node22",
+    external: ["onnxruntime-node"],
+    legalComments: "none",
+    logLevel: "warning",
+    metafile: true,
+  });
   const result = await build({
     entryPoints: [ENTRY_POINT],
     outfile,
@@ -31,7 +47,7 @@ export async function bundleGpuServer(outfile: string): Promise<Metafile> {
       js: "import { createRequire as __maasCreateRequire } from 'node:module'; const require = __maasCreateRequire(import.meta.url);",
     },
   });
-  return result.metafile;
+  return { ...result.metafile.inputs, ...worker.metafile.inputs };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {

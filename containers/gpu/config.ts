@@ -48,6 +48,8 @@ export const gpuServerConfigSchema = z.object({
    * HTTP and JSON work of the next batch needs (it matters on CPU only).
    */
   MAAS_INTRA_OP_SPINNING: z.enum(["0", "1"]).default("0"),
+  /** How long one model run may take before its request answers 504 and the run is abandoned. */
+  MAAS_INFERENCE_DEADLINE_MS: positiveInt.default(25_000),
   MAAS_MAX_BODY_BYTES: positiveInt.default(32 * 1024 * 1024),
 });
 

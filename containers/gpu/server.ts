@@ -30,6 +30,8 @@ import {
 } from "@aws-sdk/client-s3";
 import type * as Ort from "onnxruntime-node";
 import { z } from "zod";
+import type { SessionDescription } from "#aws/onnx/session-protocol.ts";
+import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import {
   InvalidRequestError,
   MaasError,
@@ -38,7 +40,7 @@ import {
   RouteNotFoundError,
   redactInternals,
 } from "#core/errors.ts";
-import { fromOrtResults, ortRunError, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
+import { ortRunError } from "#core/tensor/ort-tensors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { parseInferRequestBody, parseJsonBody } from "#core/v2/parse.ts";
 import { decodeInput, inferResponseJson } from "#core/v2/tensor-codec.ts";
@@ -85,7 +87,7 @@ export interface GpuServer {
 
 /** A loaded model: its session, what it takes and gives, and its batcher. */
 interface ServedModel {
-  readonly session: Ort.InferenceSession;
+  readonly session: WorkerSession;
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
   readonly batchable: boolean;
@@ -99,7 +101,7 @@ const MME_PAGE_SIZE = 1000;
 const loadRequestSchema = z.object({ model_name: z.string().min(1).max(1024), url: z.string().min(1) });
 
 /** Dynamic first dimension on every input and output: stacking requests along it is safe. */
-function isBatchable(session: Ort.InferenceSession): boolean {
+function isBatchable(session: SessionDescription): boolean {
   const metadata = [...session.inputMetadata, ...session.outputMetadata];
   return (
     metadata.length > 0 &&
@@ -138,11 +140,16 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
     estimateBytes: async (path) => Math.ceil((await stat(path)).size * config.MAAS_MODEL_MEMORY_FACTOR),
     load: async (key, path) => {
       const started = performance.now();
-      const session = await ort.InferenceSession.create(path, sessionOptions);
+      // In a worker thread of its own: a run never holds up /ping or other models' requests.
+      const session = await WorkerSession.open(path, sessionOptions);
       const batchable = isBatchable(session);
       const run = async (inputs: readonly NamedTensor[], outputs: readonly string[]) => {
-        const results = await session.run(toOrtFeeds(ort, inputs), outputs as string[]);
-        return fromOrtResults(results, outputs);
+        try {
+          return await session.run(inputs, outputs, Date.now() + config.MAAS_INFERENCE_DEADLINE_MS);
+        } finally {
+          // Past its deadline the session went with its worker: the next request loads the model again.
+          if (session.lost) void cache.unload(key);
+        }
       };
       const batcher = new DynamicBatcher(run, {
         maxBatchSize: config.MAAS_MAX_BATCH_SIZE,

@@ -144,6 +144,14 @@ export class BackendTimeoutError extends MaasError {
   }
 }
 
+/** A run of a model in this service did not finish within the request's deadline. */
+export class DeadlineExceededError extends MaasError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(504, "deadline_exceeded", message, options);
+    this.name = "DeadlineExceededError";
+  }
+}
+
 /** Seconds a caller should wait before retrying, for the errors that say so (the HTTP Retry-After header). */
 export function retryAfterSeconds(error: MaasError): number | undefined {
   return error instanceof ThrottledError || error instanceof BackendUnavailableError

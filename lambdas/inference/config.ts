@@ -21,6 +21,11 @@ export const INFERENCE_ENV = defineEnv({
   ],
   /** The most bytes of JSON one infer response may carry; Lambda's synchronous responses stop at 6 MB. */
   maxResponseBytes: ["MAAS_MAX_RESPONSE_BYTES", z._default(positiveInt, 6 * MiB)],
+  /**
+   * How long one infer request may take before it answers 504; the run is abandoned. Lambda's
+   * remaining time, less a second to answer, caps it.
+   */
+  inferenceDeadlineMs: ["MAAS_INFERENCE_DEADLINE_MS", z._default(positiveInt, 25_000)],
   sessionMax: ["MAAS_SESSION_MAX", z._default(positiveInt, 8)],
   /** Summed artifact bytes of open sessions; defaults to half the function's memory. */
   sessionBytes: ["MAAS_SESSION_BYTES", z.optional(positiveInt)],

@@ -1,5 +1,5 @@
 import { Logger } from "@aws-lambda-powertools/logger";
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from "aws-lambda";
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
 import * as z from "zod/mini";
 import {
   bodyText,
@@ -63,7 +63,7 @@ export function createInferenceHandler(
   options: InferenceHandlerOptions = {},
 ): ProxyHandler {
   const corsOrigins = options.corsOrigins ?? [];
-  async function answer(route: V2Route, event: APIGatewayProxyEvent, log: AccessLog) {
+  async function answer(route: V2Route, event: APIGatewayProxyEvent, context: Context, log: AccessLog) {
     switch (route.kind) {
       case "server-metadata":
         return json(200, service.serverMetadata());
@@ -89,6 +89,8 @@ export function createInferenceHandler(
           route.model,
           route.version,
           bodyText(event),
+          // A second to spare: the 504 must reach API Gateway before Lambda's own timeout ends the call.
+          Date.now() + context.getRemainingTimeInMillis() - 1_000,
         );
         log.version = version.version;
         log.backend = backend;
@@ -122,7 +124,7 @@ export function createInferenceHandler(
         log.model = route.model;
         if (route.version !== undefined) log.reference = route.version;
       }
-      result = await answer(route, event, log);
+      result = await answer(route, event, context, log);
     } catch (error) {
       logger.addContext(context);
       result = errorResponse(error, logger);

@@ -1,9 +1,9 @@
 import type { SageMakerRuntimeClientConfig } from "@aws-sdk/client-sagemaker-runtime";
-import type { InferenceSession } from "onnxruntime-node";
 import { AwsHttpClient, type AwsHttpOptions, credentialsFromEnv } from "#aws/http/aws-http.ts";
 import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
-import { createOrtSession, loadOrt, OnnxRunner } from "#aws/onnx/runner.ts";
+import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
+import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { DynamoHttpTable } from "#aws/registry/dynamo-http-table.ts";
 import { RegistryReader } from "#aws/registry/reader.ts";
 import { S3HttpArtifactSource } from "#aws/s3/http-source.ts";
@@ -53,7 +53,7 @@ export interface InferenceParts {
   readonly service: InferenceService;
   readonly registry: CachedModelRegistry;
   readonly artifacts: ArtifactCache;
-  readonly sessions: SessionPool<InferenceSession>;
+  readonly sessions: SessionPool<WorkerSession>;
   readonly runner: ModelRunner;
 }
 
@@ -74,23 +74,20 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     directory: config.MAAS_ARTIFACT_DIR,
     maxBytes: config.MAAS_ARTIFACT_CACHE_BYTES,
     memoryMaxBytes: config.MAAS_ARTIFACT_MEMORY_BYTES,
-    // Loading onnxruntime blocks the thread for 20 to 30 ms: done while S3 starts the object rather
-    // than at start-up, where it held up the registry read. Its failure surfaces at create.
-    whileWaiting: () => {
-      try {
-        loadOrt();
-      } catch {}
-    },
+    // A session's worker takes 20 to 40 ms to start and load onnxruntime: started while S3 sends the
+    // object rather than at start-up, where it held up the registry read. Its failure surfaces at open.
+    whileWaiting: () => WorkerSession.prestart(options),
   });
-  const sessions = new SessionPool<InferenceSession>({
-    create: (artifact) => createOrtSession(artifact),
+  const options = sessionOptions();
+  const sessions = new SessionPool<WorkerSession>({
+    create: (artifact) => WorkerSession.open(artifact, options),
     maxSessions: config.MAAS_SESSION_MAX,
     maxBytes: config.MAAS_SESSION_BYTES,
     retryAfterMs: config.MAAS_SESSION_RETRY_MS,
     // A file being loaded into a session is never evicted from under it.
     hold: (artifact) => artifacts.hold(artifact),
   });
-  const runner = new OnnxRunner(artifacts, sessions);
+  const runner = new OnnxRunner(artifacts, sessions, config.MAAS_INFERENCE_DEADLINE_MS);
   const sagemakerRunner =
     config.MAAS_SAGEMAKER_ENDPOINT === undefined
       ? undefined
@@ -107,6 +104,7 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     runners: { lambda: runner, ...(sagemakerRunner === undefined ? {} : { sagemaker: sagemakerRunner }) },
     server: { name: SERVER_NAME, version: SERVER_VERSION },
     maxResponseBytes: config.MAAS_MAX_RESPONSE_BYTES,
+    deadlineMs: config.MAAS_INFERENCE_DEADLINE_MS,
   });
   return { service, registry, artifacts, sessions, runner };
 }

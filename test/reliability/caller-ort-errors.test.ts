@@ -2,12 +2,12 @@ import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { InferenceSession } from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errorResponse } from "#aws/lambda/api-gateway.ts";
 import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
-import { createOrtSession, OnnxRunner } from "#aws/onnx/runner.ts";
+import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
+import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { ModelNotReadyError, RouteNotFoundError } from "#core/errors.ts";
 import type { ServableVersion } from "#core/model.ts";
 import { inspectModel } from "#core/onnx/inspect.ts";
@@ -46,7 +46,7 @@ const shapeFromCaller = {
 const artifacts = new MemoryArtifactSource();
 const logger = new CapturingLogger({ serviceName: "maas-inference", logLevel: "DEBUG" });
 let cacheDir: string;
-let sessions: SessionPool<InferenceSession>;
+let sessions: SessionPool<WorkerSession>;
 let runner: OnnxRunner;
 
 function version(name: string, bytes: Uint8Array): ServableVersion {
@@ -101,8 +101,8 @@ function expectNoInternals(message: string): void {
 
 beforeAll(async () => {
   cacheDir = await mkdtemp(join(tmpdir(), "maas-ort-errors-"));
-  sessions = new SessionPool<InferenceSession>({
-    create: (path) => createOrtSession(path, 1),
+  sessions = new SessionPool<WorkerSession>({
+    create: (artifact) => WorkerSession.open(artifact, sessionOptions(1)),
     maxSessions: 4,
     maxBytes: 64 * 1024 * 1024,
     retryAfterMs: 1_000,

@@ -161,12 +161,12 @@ describe("containers/gpu/Dockerfile", () => {
 
 describe("the compiled GPU server bundle", () => {
   let outDir: string;
-  let metafile: Metafile;
+  let inputs: Metafile["inputs"];
 
   beforeAll(async () => {
     // Inside the repository, so the bundle resolves onnxruntime-node as the image's node_modules would.
     outDir = await mkdtemp(join(REPO, "node_modules", ".cache-gpu-bundle-"));
-    metafile = await bundleGpuServer(join(outDir, "server.mjs"));
+    inputs = await bundleGpuServer(join(outDir, "server.mjs"));
   });
 
   afterAll(async () => {
@@ -175,7 +175,7 @@ describe("the compiled GPU server bundle", () => {
 
   it("is built only from sources the Dockerfile copies into the build stage", () => {
     const copied = contextSources(build);
-    const sources = Object.keys(metafile.inputs)
+    const sources = Object.keys(inputs)
       .map((input) => relative(REPO, resolve(REPO, input)))
       .filter((input) => !input.startsWith("node_modules/"));
     expect(sources.length).toBeGreaterThan(3);

@@ -5,11 +5,11 @@ import { join } from "node:path";
 import { InvokeEndpointCommand, SageMakerRuntimeClient } from "@aws-sdk/client-sagemaker-runtime";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
 import { mockClient } from "aws-sdk-client-mock";
-import type { InferenceSession } from "onnxruntime-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
-import { createOrtSession, OnnxRunner } from "#aws/onnx/runner.ts";
+import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
+import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { SageMakerRunner } from "#aws/sagemaker/runner.ts";
 import type { ArtifactRef, ModelVersion, Variant } from "#core/model.ts";
 import { inspectModel } from "#core/onnx/inspect.ts";
@@ -107,7 +107,7 @@ const registry = new MemoryRegistry();
 const artifacts = new MemoryArtifactSource();
 const logger = new CapturingLogger({ serviceName: "maas-inference", logLevel: "DEBUG" });
 let cacheDir: string;
-let sessions: SessionPool<InferenceSession>;
+let sessions: SessionPool<WorkerSession>;
 let handler: ProxyHandler;
 
 /** Stores bytes as an artifact under `key`, as registration and the optimizer do. */
@@ -176,8 +176,8 @@ beforeAll(async () => {
   publish("fixed", 1, buildFixedShapeModel());
   publish("large", 1, buildFixedShapeModel(), { target: "sagemaker" });
 
-  sessions = new SessionPool<InferenceSession>({
-    create: (path) => createOrtSession(path, 1),
+  sessions = new SessionPool<WorkerSession>({
+    create: (artifact) => WorkerSession.open(artifact, sessionOptions(1)),
     maxSessions: 4,
     maxBytes: 64 * 1024 * 1024,
     retryAfterMs: 1_000,

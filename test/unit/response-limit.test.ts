@@ -3,11 +3,11 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Logger } from "@aws-lambda-powertools/logger";
-import type { InferenceSession } from "onnxruntime-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
-import { createOrtSession, OnnxRunner } from "#aws/onnx/runner.ts";
+import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
+import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import type { ModelVersion, ServableVersion } from "#core/model.ts";
 import { inspectModel } from "#core/onnx/inspect.ts";
 import type { ModelEntries, ModelRegistry, ModelSummary } from "#core/registry/registry.ts";
@@ -102,7 +102,7 @@ class CountingRunner implements ModelRunner {
 const registry = new MemoryRegistry();
 const artifacts = new MemoryArtifactSource();
 let cacheDir: string;
-let sessions: SessionPool<InferenceSession>;
+let sessions: SessionPool<WorkerSession>;
 let runner: CountingRunner;
 let handler: ProxyHandler;
 
@@ -147,8 +147,8 @@ beforeAll(async () => {
   publish("fill", constantOfShapeModel());
   publish("expand", staticExpandModel());
   publish("add", addModel());
-  sessions = new SessionPool<InferenceSession>({
-    create: (artifact) => createOrtSession(artifact, 1),
+  sessions = new SessionPool<WorkerSession>({
+    create: (artifact) => WorkerSession.open(artifact, sessionOptions(1)),
     maxSessions: 4,
     maxBytes: 64 * 1024 * 1024,
     retryAfterMs: 1_000,

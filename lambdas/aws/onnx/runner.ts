@@ -2,11 +2,11 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import type * as Ort from "onnxruntime-node";
 import { type ServableVersion, servingArtifact } from "#core/model.ts";
-import type { ModelRunner } from "#core/runner.ts";
-import { fromOrtResults, ortRunError, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
+import { DEFAULT_DEADLINE_MS, type ModelRunner, type RunOptions } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { ArtifactCache, LocalArtifact } from "./artifact-cache.ts";
 import type { SessionPool } from "./session-pool.ts";
+import { SessionLostError, type WorkerSession } from "./worker-session.ts";
 
 /** The module once loaded, or the error its load threw, which every later call throws again. */
 let ortLoad: { readonly ort: typeof Ort } | { readonly error: unknown } | undefined;
@@ -56,15 +56,22 @@ export async function createOrtSession(
     : ort.InferenceSession.create(artifact, options);
 }
 
-/** Runs models inside this function: artifact from the disk cache, session from the pool. */
+/** Runs models inside this function, each session in a worker thread: artifact from the disk cache, session from the pool. */
 export class OnnxRunner implements ModelRunner {
   readonly backend = "lambda" as const;
   readonly #artifacts: ArtifactCache;
-  readonly #sessions: SessionPool<Ort.InferenceSession>;
+  readonly #sessions: SessionPool<WorkerSession>;
+  readonly #deadlineMs: number;
 
-  constructor(artifacts: ArtifactCache, sessions: SessionPool<Ort.InferenceSession>) {
+  /** `deadlineMs`: for runs whose caller gives no deadline (the service always does). */
+  constructor(
+    artifacts: ArtifactCache,
+    sessions: SessionPool<WorkerSession>,
+    deadlineMs = DEFAULT_DEADLINE_MS,
+  ) {
     this.#artifacts = artifacts;
     this.#sessions = sessions;
+    this.#deadlineMs = deadlineMs;
   }
 
   async load(version: ServableVersion): Promise<void> {
@@ -81,28 +88,31 @@ export class OnnxRunner implements ModelRunner {
     version: ServableVersion,
     inputs: readonly NamedTensor[],
     outputs: readonly string[],
+    options: RunOptions = {},
   ): Promise<NamedTensor[]> {
+    const deadline = options.deadline ?? Date.now() + this.#deadlineMs;
     const artifact = servingArtifact(version);
-    // Awaited rather than returned: an async function that returns a promise takes two more ticks.
-    return await this.#sessions.use(
-      artifact.sha256,
-      artifact.bytes,
-      () => this.#artifacts.load(artifact),
-      async (session) => {
-        // Loaded by now (the session exists): a cold start imports it while S3 starts the artifact.
-        const feeds = toOrtFeeds(loadOrt(), inputs);
-        let results: Ort.InferenceSession.OnnxValueMapType;
-        try {
-          // Every output, as most requests ask: onnxruntime's own default, without its name checks.
-          results = await (outputs.length === session.outputNames.length
-            ? session.run(feeds)
-            : session.run(feeds, outputs as string[]));
-        } catch (error) {
-          // The full message rides as the cause: errorResponse logs it, the body gets the safe one.
-          throw ortRunError(error);
-        }
-        return fromOrtResults(results, outputs);
-      },
-    );
+    const attempt = () =>
+      this.#sessions.use(
+        artifact.sha256,
+        artifact.bytes,
+        () => this.#artifacts.load(artifact),
+        async (session) => {
+          try {
+            return await session.run(inputs, outputs, deadline);
+          } finally {
+            // A session whose run passed its deadline is gone with its worker: the next run makes another.
+            if (session.lost) void this.#sessions.discard(artifact.sha256, session);
+          }
+        },
+      );
+    try {
+      // Awaited rather than returned: an async function that returns a promise takes two more ticks.
+      return await attempt();
+    } catch (error) {
+      // Queued behind a run that passed its deadline (or a worker that died): once more, on a new session.
+      if (!(error instanceof SessionLostError)) throw error;
+      return await attempt();
+    }
   }
 }

@@ -84,6 +84,16 @@ export class SessionPool<S extends PooledSession> {
     }
   }
 
+  /**
+   * Drops `session` from the pool if it is still the one kept for `key` (a session that can no longer
+   * run); it is released once its last caller is done.
+   */
+  async discard(key: string, session: S): Promise<void> {
+    for (const entry of this.#sessions.values()) {
+      if (entry.key === key && entry.value === session) await this.#sessions.delete(key);
+    }
+  }
+
   /** Releases every session; for shutdown and tests. */
   close(): Promise<void> {
     return this.#sessions.close();

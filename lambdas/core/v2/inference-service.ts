@@ -8,7 +8,7 @@ import type {
 } from "#core/model.ts";
 import { servingVariantKind } from "#core/model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
-import type { ModelRunner } from "#core/runner.ts";
+import { DEFAULT_DEADLINE_MS, type ModelRunner } from "#core/runner.ts";
 import { parseInferRequestBody } from "./parse.ts";
 import { checkInputs, selectOutputs } from "./signature.ts";
 import { decodeInput, ortTypeOf, outputJsonFloor, type TensorResponse } from "./tensor-codec.ts";
@@ -31,6 +31,12 @@ export interface InferenceServiceDeps {
    * @default 6291456, Lambda's synchronous response payload
    */
   readonly maxResponseBytes?: number;
+  /**
+   * How long one infer request may take, lookups and the model's run included; past it the caller
+   * gets a 504. Keep it under API Gateway's 29 s and the function's timeout.
+   * @default 25 000 ms
+   */
+  readonly deadlineMs?: number;
 }
 
 /** Lambda's synchronous response payload: 6 MB. */
@@ -127,10 +133,12 @@ function boundDim(
 export class InferenceService {
   readonly #deps: InferenceServiceDeps;
   readonly #maxResponseBytes: number;
+  readonly #deadlineMs: number;
 
   constructor(deps: InferenceServiceDeps) {
     this.#deps = deps;
     this.#maxResponseBytes = deps.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    this.#deadlineMs = deps.deadlineMs ?? DEFAULT_DEADLINE_MS;
   }
 
   serverMetadata() {
@@ -184,7 +192,14 @@ export class InferenceService {
     return { name, version: String(version.version), ready: true };
   }
 
-  async infer(name: string, reference: string | undefined, body: string): Promise<InferOutcome> {
+  /** `latest`: a Date.now() time the caller must answer by (Lambda's remaining time), if sooner than ours. */
+  async infer(
+    name: string,
+    reference: string | undefined,
+    body: string,
+    latest = Number.POSITIVE_INFINITY,
+  ): Promise<InferOutcome> {
+    const deadline = Math.min(Date.now() + this.#deadlineMs, latest);
     const version = await resolveVersion(this.#deps.registry, name, reference);
     assertServable(version);
     const runner = this.#runnerFor(version);
@@ -195,7 +210,7 @@ export class InferenceService {
     assertOutputsCanFit(version.signature, outputs, request.inputs, inputSpecs, this.#maxResponseBytes);
     const inputs = request.inputs.map(decodeInput);
 
-    const results = await runner.run(version, inputs, outputs);
+    const results = await runner.run(version, inputs, outputs, { deadline });
     return {
       version,
       backend: runner.backend,

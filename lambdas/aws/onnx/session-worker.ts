@@ -1,0 +1,87 @@
+/**
+ * A worker thread that holds one onnxruntime session and runs it, so that a run never blocks the
+ * thread that answers health checks and other models' requests (worker-session.ts starts it).
+ *
+ * Self-contained on purpose: it imports nothing of ours, so it runs as is from source (Node strips
+ * the types) and bundles into one small file beside a function's handler (lib/maas-function.ts).
+ */
+import { createRequire } from "node:module";
+import { parentPort, workerData } from "node:worker_threads";
+import type * as Ort from "onnxruntime-node";
+import type { SessionWorkerData, SessionWorkerReply, SessionWorkerRequest } from "./session-protocol.ts";
+
+const data = workerData as SessionWorkerData;
+const port = parentPort;
+if (port === null) throw new Error("session-worker.ts runs as a worker thread");
+
+const ort = createRequire(data.ortEntry)(data.ortEntry) as typeof Ort;
+let session: Ort.InferenceSession | undefined;
+
+function reply(message: SessionWorkerReply, transfer: ArrayBuffer[] = []): void {
+  port?.postMessage(message, transfer);
+}
+
+function failure(error: unknown): { message: string } {
+  return { message: error instanceof Error ? error.message : String(error) };
+}
+
+async function open(artifact: string | Uint8Array): Promise<void> {
+  try {
+    session =
+      typeof artifact === "string"
+        ? await ort.InferenceSession.create(artifact, data.options)
+        : await ort.InferenceSession.create(artifact, data.options);
+    reply({
+      kind: "opened",
+      inputNames: session.inputNames,
+      outputNames: session.outputNames,
+      inputMetadata: session.inputMetadata,
+      outputMetadata: session.outputMetadata,
+    });
+  } catch (error) {
+    reply({ kind: "failed", id: 0, error: failure(error) });
+  }
+}
+
+async function run(request: Extract<SessionWorkerRequest, { kind: "run" }>): Promise<void> {
+  if (session === undefined) {
+    reply({ kind: "failed", id: request.id, error: { message: "no session is open in this worker" } });
+    return;
+  }
+  try {
+    const feeds: Record<string, Ort.Tensor> = {};
+    for (const input of request.inputs) {
+      feeds[input.name] = new ort.Tensor(
+        input.type,
+        input.data as Ort.Tensor.DataType,
+        input.dims as number[],
+      );
+    }
+    const results =
+      request.outputs.length === session.outputNames.length
+        ? await session.run(feeds)
+        : await session.run(feeds, request.outputs as string[]);
+    const outputs = request.outputs.map((name) => {
+      const tensor = results[name] as Ort.Tensor;
+      return { name, type: tensor.type, dims: tensor.dims, data: tensor.data };
+    });
+    // Numeric outputs own their buffers: moved to the caller, not copied.
+    const transfer = outputs.flatMap(({ data }) =>
+      ArrayBuffer.isView(data) ? [data.buffer as ArrayBuffer] : [],
+    );
+    reply({ kind: "ran", id: request.id, outputs } as SessionWorkerReply, transfer);
+  } catch (error) {
+    reply({ kind: "failed", id: request.id, error: failure(error) });
+  }
+}
+
+port.on("message", (request: SessionWorkerRequest) => {
+  if (request.kind === "open") void open(request.artifact);
+  else if (request.kind === "run") void run(request);
+  else {
+    void session?.release();
+    session = undefined;
+    port.close();
+  }
+});
+reply({ kind: "started" });

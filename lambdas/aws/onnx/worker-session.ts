@@ -1,0 +1,259 @@
+import { createRequire } from "node:module";
+import { Worker } from "node:worker_threads";
+import type * as Ort from "onnxruntime-node";
+import { BackendUnavailableError, DeadlineExceededError } from "#core/errors.ts";
+import { ortRunError } from "#core/tensor/ort-tensors.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
+import type { LocalArtifact } from "./artifact-cache.ts";
+import {
+  SESSION_WORKER_BUNDLE,
+  SESSION_WORKER_SOURCE,
+  type SessionDescription,
+  type SessionWorkerData,
+  type SessionWorkerReply,
+  type SessionWorkerRequest,
+} from "./session-protocol.ts";
+
+/**
+ * The worker's module: its TypeScript source when running from source, the bundled file beside a
+ * bundle (lib/maas-function.ts, the container's build and the benches put it there).
+ */
+const SESSION_WORKER_ENTRY = import.meta.url.endsWith(".ts")
+  ? SESSION_WORKER_SOURCE
+  : new URL(`./${SESSION_WORKER_BUNDLE}`, import.meta.url);
+
+/** onnxruntime-node's entry, as this module would load it: the worker loads the same copy. */
+let ortEntry: string | undefined;
+function resolveOrtEntry(): string {
+  ortEntry ??= createRequire(import.meta.url).resolve("onnxruntime-node");
+  return ortEntry;
+}
+
+/** Workers whose run passed its deadline and is still inside onnxruntime's native code. */
+const stuckWorkers = new Set<Worker>();
+
+/**
+ * How many runs passed their deadline and are still inside onnxruntime. Nothing can stop native code
+ * from outside: such a worker is left to finish its run and is terminated then (terminating it
+ * before would abort the process when the run returns into a torn-down thread). Until then
+ * process.exit() waits for it, as it joins every worker: a shutdown with stuck runs must end the
+ * process by signal.
+ */
+export function stuckRuns(): number {
+  return stuckWorkers.size;
+}
+
+/**
+ * Ends the process: by exit() normally, by SIGKILL while a stuck run would make exit() wait for it
+ * (or, once the run returns, abort). What a shutdown calls once it has closed what it could.
+ */
+export function exitProcess(code: number): never {
+  if (stuckRuns() > 0) {
+    process.stderr.write(
+      `${stuckRuns()} run(s) past their deadline are still inside onnxruntime: ending by SIGKILL\n`,
+    );
+    process.kill(process.pid, "SIGKILL");
+  }
+  process.exit(code);
+}
+
+/** A worker started ahead of its session (a cold start starts one while S3 sends the artifact). */
+let spare: Worker | undefined;
+let spareOptions: Ort.InferenceSession.SessionOptions | undefined;
+
+function startWorker(options: Ort.InferenceSession.SessionOptions): Worker {
+  const data: SessionWorkerData = { ortEntry: resolveOrtEntry(), options };
+  // A worker never keeps the process alive by itself: a session held in a pool does not block exit.
+  const worker = new Worker(SESSION_WORKER_ENTRY, { workerData: data });
+  worker.unref();
+  return worker;
+}
+
+interface PendingRun {
+  readonly id: number;
+  readonly inputs: readonly NamedTensor[];
+  readonly outputs: readonly string[];
+  /** What was left of the deadline when the run was asked for. */
+  readonly budgetMs: number;
+  readonly resolve: (outputs: NamedTensor[]) => void;
+  readonly reject: (error: Error) => void;
+  timer?: NodeJS.Timeout;
+}
+
+/** The session could not take the run (its worker is gone): a fresh session may, so a 503 to retry. */
+export class SessionLostError extends BackendUnavailableError {
+  constructor(message: string) {
+    super(`the model is being reloaded (${message}); retry`, 1);
+    this.name = "SessionLostError";
+  }
+}
+
+/**
+ * One onnxruntime session in a worker thread of its own. Runs are queued and sent one at a time; a run
+ * that passes its deadline fails with a 504, and its worker is terminated and the session retired
+ * (`lost`), since onnxruntime offers no way to stop a run from outside. Runs queued behind it fail
+ * with SessionLostError, for the caller to retry on a new session.
+ */
+export class WorkerSession implements SessionDescription {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata: readonly Ort.InferenceSession.ValueMetadata[];
+  readonly outputMetadata: readonly Ort.InferenceSession.ValueMetadata[];
+  readonly #worker: Worker;
+  readonly #queue: PendingRun[] = [];
+  #running: PendingRun | undefined;
+  #nextId = 1;
+  #lost: Error | undefined;
+
+  private constructor(worker: Worker, description: SessionDescription) {
+    this.#worker = worker;
+    this.inputNames = description.inputNames;
+    this.outputNames = description.outputNames;
+    this.inputMetadata = description.inputMetadata;
+    this.outputMetadata = description.outputMetadata;
+    worker.on("message", (reply: SessionWorkerReply) => this.#settle(reply));
+    worker.on("error", (error) =>
+      this.#lose(new SessionLostError(`the session's worker failed: ${error.message}`)),
+    );
+    worker.on("exit", () => this.#lose(new SessionLostError("the session's worker exited")));
+  }
+
+  /** Starts a worker ahead of the next session, so that its start overlaps other work (a download). */
+  static prestart(options: Ort.InferenceSession.SessionOptions): void {
+    if (spare !== undefined) return;
+    spare = startWorker(options);
+    spareOptions = options;
+    // A spare that fails is dropped: open() starts its own.
+    spare.once("error", () => {
+      spare = undefined;
+    });
+  }
+
+  /**
+   * Creates the session in a new worker from a verified local artifact (its path, or its bytes, which
+   * are copied to the worker). Rejects with onnxruntime's message if the model does not load.
+   */
+  static async open(
+    artifact: LocalArtifact,
+    options: Ort.InferenceSession.SessionOptions,
+  ): Promise<WorkerSession> {
+    let worker: Worker;
+    if (spare !== undefined && spareOptions === options) {
+      worker = spare;
+      spare = undefined;
+    } else {
+      worker = startWorker(options);
+    }
+    const description = await new Promise<SessionDescription>((resolve, reject) => {
+      const onMessage = (reply: SessionWorkerReply) => {
+        if (reply.kind === "opened") done(() => resolve(reply));
+        else if (reply.kind === "failed") done(() => reject(new Error(reply.error.message)));
+      };
+      const onError = (error: Error) => done(() => reject(error));
+      const onExit = (code: number) =>
+        done(() => reject(new Error(`session worker exited (${code}) while loading`)));
+      const done = (settle: () => void) => {
+        worker.off("message", onMessage).off("error", onError).off("exit", onExit);
+        settle();
+      };
+      worker.on("message", onMessage).on("error", onError).on("exit", onExit);
+      worker.postMessage({ kind: "open", artifact } satisfies SessionWorkerRequest);
+    }).catch(async (error: unknown) => {
+      await worker.terminate();
+      throw error;
+    });
+    const session = new WorkerSession(worker, description);
+    worker.unref();
+    return session;
+  }
+
+  /** Whether the session can no longer run (a run passed its deadline, or its worker died). */
+  get lost(): boolean {
+    return this.#lost !== undefined;
+  }
+
+  /**
+   * Runs the model on `inputs` (copied to the worker) for `outputs`; `deadline` is a Date.now() time
+   * by which the run, its wait in the queue included, must have answered.
+   */
+  run(inputs: readonly NamedTensor[], outputs: readonly string[], deadline: number): Promise<NamedTensor[]> {
+    if (this.#lost !== undefined) return Promise.reject(this.#lost);
+    return new Promise<NamedTensor[]>((resolve, reject) => {
+      const budgetMs = Math.max(0, deadline - Date.now());
+      const pending: PendingRun = { id: this.#nextId++, inputs, outputs, budgetMs, resolve, reject };
+      pending.timer = setTimeout(() => this.#expire(pending), budgetMs);
+      this.#queue.push(pending);
+      this.#next();
+    });
+  }
+
+  async release(): Promise<void> {
+    this.#lose(new SessionLostError("the session was released"));
+    // A stuck worker is terminated when its run ends (#settle).
+    if (stuckWorkers.has(this.#worker)) return;
+    this.#worker.postMessage({ kind: "close" } satisfies SessionWorkerRequest);
+    await this.#worker.terminate();
+  }
+
+  #next(): void {
+    if (this.#running !== undefined) return;
+    const pending = this.#queue.shift();
+    if (pending === undefined) return;
+    this.#running = pending;
+    const request: SessionWorkerRequest = {
+      kind: "run",
+      id: pending.id,
+      inputs: pending.inputs,
+      outputs: pending.outputs,
+    };
+    this.#worker.postMessage(request);
+  }
+
+  #settle(reply: SessionWorkerReply): void {
+    if (stuckWorkers.delete(this.#worker)) {
+      // The abandoned run is over: the thread is back in JavaScript, where terminating it is safe.
+      void this.#worker.terminate().catch(() => undefined);
+      return;
+    }
+    const pending = this.#running;
+    if (pending === undefined || !("id" in reply) || reply.id !== pending.id) return;
+    this.#running = undefined;
+    clearTimeout(pending.timer);
+    if (reply.kind === "ran") pending.resolve(reply.outputs);
+    else if (reply.kind === "failed") pending.reject(ortRunError(new Error(reply.error.message)));
+    this.#next();
+  }
+
+  #expire(pending: PendingRun): void {
+    const waited = this.#queue.indexOf(pending);
+    if (waited >= 0) {
+      this.#queue.splice(waited, 1);
+      pending.reject(
+        new DeadlineExceededError(`the request waited ${pending.budgetMs} ms for the model, its deadline`),
+      );
+      return;
+    }
+    if (this.#running !== pending) return;
+    this.#running = undefined;
+    // The thread stays inside onnxruntime until its run ends; the session goes with it.
+    stuckWorkers.add(this.#worker);
+    this.#worker.once("exit", () => stuckWorkers.delete(this.#worker));
+    pending.reject(
+      new DeadlineExceededError(
+        `the model ran past the request's deadline (${pending.budgetMs} ms); the run was abandoned`,
+      ),
+    );
+    this.#lose(new SessionLostError("the session's previous run passed its deadline"));
+  }
+
+  #lose(error: Error): void {
+    if (this.#lost !== undefined) return;
+    this.#lost = error;
+    const waiting = [...(this.#running === undefined ? [] : [this.#running]), ...this.#queue.splice(0)];
+    this.#running = undefined;
+    for (const pending of waiting) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+  }
+}
