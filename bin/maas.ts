@@ -109,7 +109,7 @@ async function resolveTarget(values: Record<string, string | boolean | undefined
       region: "us-east-1",
       endpoint: local.s3Endpoint,
       forcePathStyle: true,
-      credentials: { accessKeyId: "local", secretAccessKey: "local" },
+      credentials: local.s3Credentials,
     }),
     bucket: local.bucket,
     api: (values.api as string | undefined) ?? local.url,

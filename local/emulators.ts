@@ -52,6 +52,13 @@ export interface EmulatorOptions {
   readonly table: string;
   /** Standard SQS queues to create when missing, each with its dead-letter queue if named. */
   readonly queues?: readonly LocalQueue[];
+  /** The only credentials the S3 and SQS endpoint takes signatures from. @default local / local */
+  readonly credentials?: LocalCredentials;
+}
+
+export interface LocalCredentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
 }
 
 export interface Emulators {
@@ -59,7 +66,7 @@ export interface Emulators {
   readonly s3Endpoint: string;
   readonly dynamoEndpoint: string;
   readonly region: "us-east-1";
-  readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
+  readonly credentials: LocalCredentials;
   /** The fauxqs server, for `spy` (S3 uploads, SQS messages) and `inspectQueue`. */
   readonly fauxqs: FauxqsServer;
   /** The servers this opened, for checks of where they listen. */
@@ -123,11 +130,12 @@ export async function startEmulators(options: EmulatorOptions): Promise<Emulator
   await Promise.all(Object.values(dirs).map((dir) => mkdir(dir, { recursive: true })));
   await assertDataDirFree(options.dataDir, dirs.dynamodb);
 
+  const credentials = options.credentials ?? CREDENTIALS;
   // The public port first: fauxqs opens its SQLite store before listening and leaks it if listen fails.
   const gate = await startSignatureGate({
     port: options.s3Port,
     host: options.host ?? LOOPBACK,
-    credentials: CREDENTIALS,
+    credentials,
     upstreamPort: 0,
   });
   let fauxqs: FauxqsServer;
@@ -153,7 +161,7 @@ export async function startEmulators(options: EmulatorOptions): Promise<Emulator
     await assertPortFree(dynamoPort, LOOPBACK, dynamoPortHint);
     dynalite = createDynalite({ path: dirs.dynamodb, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
     const boundDynamoPort = await listen(dynalite, dynamoPort, LOOPBACK, dynamoPortHint);
-    emulators = assemble(fauxqs, gate, options.host ?? LOOPBACK, dynalite, boundDynamoPort);
+    emulators = assemble(fauxqs, gate, options.host ?? LOOPBACK, dynalite, boundDynamoPort, credentials);
     fauxqs.setup({ buckets: [options.bucket], queues: queueDefinitions(options.queues ?? []) });
     await ensureTable(emulators.dynamoClient(), options.table);
     return emulators;
@@ -237,17 +245,18 @@ function assemble(
   host: string,
   dynalite: Server,
   dynamoPort: number,
+  credentials: LocalCredentials,
 ): Emulators {
   const s3Endpoint = `http://${connectHost(host)}:${gate.port}`;
   const dynamoEndpoint = `http://${LOOPBACK}:${dynamoPort}`;
-  const common = { region: REGION, credentials: CREDENTIALS };
+  const common = { region: REGION, credentials };
   let s3: S3Client | undefined;
   let dynamo: DynamoDBClient | undefined;
   return {
     s3Endpoint,
     dynamoEndpoint,
     region: REGION,
-    credentials: CREDENTIALS,
+    credentials,
     fauxqs,
     servers: { s3: gate.server, dynamo: dynalite },
     queueUrl: (name) => `${s3Endpoint}/${FAUXQS_ACCOUNT_ID}/${name}`,

@@ -15,6 +15,8 @@ const stackFileSchema = z.object({
   bucket: z.string(),
   apiKey: z.string(),
   adminKey: z.string(),
+  /** What the S3 endpoint takes signatures from (this data directory's own). */
+  s3Credentials: z.object({ accessKeyId: z.string(), secretAccessKey: z.string() }),
 });
 export type LocalStackInfo = z.infer<typeof stackFileSchema>;
 

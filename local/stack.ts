@@ -26,7 +26,7 @@ import {
   loadRegisterConfig,
 } from "#lambdas/register/handler.ts";
 import { buildIrisModel } from "../models/iris.ts";
-import { type Emulators, startEmulators } from "./emulators.ts";
+import { type Emulators, type LocalCredentials, startEmulators } from "./emulators.ts";
 import { localFunctionEnvironments } from "./function-environments.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
 import { type QueuePollerOptions, startQueuePoller } from "./queue-poller.ts";
@@ -51,6 +51,8 @@ export interface LocalStackOptions {
   readonly host?: string;
   readonly apiKey: string;
   readonly adminKey: string;
+  /** The credentials the S3 endpoint takes signatures from. @default local / local */
+  readonly s3Credentials?: LocalCredentials;
   /** Function logs; "SILENT" for tests. @default "INFO" */
   readonly logLevel?: LogLevel;
   /** Publish and warm the demo model. @default true */
@@ -103,6 +105,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     s3Port: options.s3Port,
     dynamoPort: options.dynamoPort ?? 0,
     ...(options.host === undefined ? {} : { host: options.host }),
+    ...(options.s3Credentials === undefined ? {} : { credentials: options.s3Credentials }),
     bucket: LOCAL_BUCKET,
     table: LOCAL_TABLE,
     queues: [

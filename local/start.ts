@@ -28,9 +28,17 @@ const envSchema = z.object({
   MAAS_LAMBDA_MAX_MODEL_BYTES: z.coerce.number().int().positive().optional(),
 });
 
-const keysSchema = z.object({ apiKey: z.string(), adminKey: z.string() });
+const keysSchema = z.object({
+  apiKey: z.string(),
+  adminKey: z.string(),
+  s3AccessKeyId: z.string().optional(),
+  s3SecretAccessKey: z.string().optional(),
+});
 
-/** Keys from the environment, else the ones generated on the first start, so pasted curls keep working. */
+/**
+ * Keys from the environment, else the ones generated on the first start, so pasted curls and `aws`
+ * lines keep working: the API's, the admin API's, and the S3 endpoint's credentials.
+ */
 async function loadKeys(dataDir: string, env: z.infer<typeof envSchema>) {
   const file = join(dataDir, "keys.json");
   const saved = await readFile(file, "utf8").then(
@@ -40,8 +48,15 @@ async function loadKeys(dataDir: string, env: z.infer<typeof envSchema>) {
   const keys = {
     apiKey: env.MAAS_API_KEY ?? saved?.apiKey ?? `maas-${randomBytes(12).toString("hex")}`,
     adminKey: env.MAAS_ADMIN_KEY ?? saved?.adminKey ?? `maas-admin-${randomBytes(12).toString("hex")}`,
+    s3AccessKeyId: saved?.s3AccessKeyId ?? `MAAS${randomBytes(8).toString("hex").toUpperCase()}`,
+    s3SecretAccessKey: saved?.s3SecretAccessKey ?? randomBytes(20).toString("base64url"),
   };
-  if (saved?.apiKey !== keys.apiKey || saved?.adminKey !== keys.adminKey) {
+  if (
+    saved?.apiKey !== keys.apiKey ||
+    saved?.adminKey !== keys.adminKey ||
+    saved?.s3AccessKeyId !== keys.s3AccessKeyId ||
+    saved?.s3SecretAccessKey !== keys.s3SecretAccessKey
+  ) {
     await mkdir(dataDir, { recursive: true });
     await writeFile(file, `${JSON.stringify(keys, null, 2)}\n`, { mode: 0o600 });
   }
@@ -69,7 +84,9 @@ async function main(): Promise<void> {
     ...(env.MAAS_LAMBDA_MAX_MODEL_BYTES === undefined
       ? {}
       : { lambdaMaxModelBytes: env.MAAS_LAMBDA_MAX_MODEL_BYTES }),
-    ...keys,
+    apiKey: keys.apiKey,
+    adminKey: keys.adminKey,
+    s3Credentials: { accessKeyId: keys.s3AccessKeyId, secretAccessKey: keys.s3SecretAccessKey },
   });
 
   // What `maas` (bin/maas.ts) reads to find this stack without flags.
@@ -77,7 +94,9 @@ async function main(): Promise<void> {
     url: stack.url,
     s3Endpoint: stack.emulators.s3Endpoint,
     bucket: stack.bucket,
-    ...keys,
+    apiKey: keys.apiKey,
+    adminKey: keys.adminKey,
+    s3Credentials: stack.emulators.credentials,
   });
 
   const body = JSON.stringify({

@@ -79,13 +79,16 @@ async function inferUntilServedBy(variant: string, timeoutMs = 15_000): Promise<
 }
 
 beforeAll(async () => {
-  ({ stack, dataDir } = await startTestStack("cli", { demo: false }));
+  // Credentials of this data directory's own, as npm start makes them: the CLI must sign with them.
+  const s3Credentials = { accessKeyId: "MAASCLITEST", secretAccessKey: "cli-test-secret" };
+  ({ stack, dataDir } = await startTestStack("cli", { demo: false, s3Credentials }));
   await writeStackFile(dataDir, {
     url: stack.url,
     s3Endpoint: stack.emulators.s3Endpoint,
     bucket: stack.bucket,
     apiKey: TEST_API_KEY,
     adminKey: TEST_ADMIN_KEY,
+    s3Credentials,
   });
   await writeFile(join(dataDir, `${NAME}.onnx`), MODEL);
 });

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as ort from "onnxruntime-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { stuckRuns } from "#aws/onnx/worker-session.ts";
 import { createModelArchive } from "#aws/sagemaker/model-archive.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { type BatcherOptions, DynamicBatcher, type RunModel } from "../../containers/gpu/batcher.ts";
@@ -14,6 +15,7 @@ import { type GpuServer, startGpuServer } from "../../containers/gpu/server.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
 import { ElemType, encodeModel, floatTensor } from "../../models/onnx-builder.ts";
 import { buildFixedShapeModel } from "../../models/zoo.ts";
+import { callerLoopModel } from "../support/runaway-models.ts";
 
 // --- the batcher alone, with a model stand-in that records every run ----------------------------
 
@@ -569,6 +571,36 @@ describe("GPU container server", () => {
 
     expect(status).toBe(200);
   });
+
+  it("keeps answering /ping during a run past its deadline, and answers that run 504", async () => {
+    await placeModel("loop", callerLoopModel());
+    const server = await start({ MAAS_INFERENCE_DEADLINE_MS: "1000" });
+    const loopBody = (trips: number) =>
+      JSON.stringify({
+        inputs: [
+          { name: "M", datatype: "INT64", shape: [], data: [trips] },
+          { name: "x", datatype: "FP32", shape: [1], data: [3] },
+        ],
+      });
+    expect((await invoke(server, "loop", loopBody(10))).status).toBe(200);
+
+    // About 90 ms per 100 000 trips: seconds of work, cut at one second.
+    const runaway = invoke(server, "loop", loopBody(3_000_000));
+    await new Promise((wake) => setTimeout(wake, 200));
+    const started = performance.now();
+    const { status } = await ping(server);
+    const pingMs = performance.now() - started;
+    const answer = await runaway;
+
+    expect(status).toBe(200);
+    // Before, the run held the server's only thread: /ping waited seconds for it.
+    expect(pingMs).toBeLessThan(500);
+    expect(answer.status).toBe(504);
+    expect(answer.json.error).toMatch(/ran past the request's deadline \(\d+ ms\)/);
+    expect((await invoke(server, "loop", loopBody(10))).status).toBe(200);
+    // Its thread ends with its trips: wait for it, so the test process can exit.
+    await expect.poll(() => stuckRuns(), { timeout: 60_000, interval: 200 }).toBe(0);
+  }, 90_000);
 
   it("answers 404 for an unknown target and for one that climbs out of the model directory", async () => {
     const server = await start();
