@@ -177,6 +177,9 @@ export class MaasServiceStack extends Stack {
         sizing.provisionedConcurrency > 0 ? sizing.provisionedConcurrency : undefined,
     });
     models.grantReadArtifacts(this.inference);
+    // Self-healing: a lost artifact is read from its upload and put back by a server-side copy.
+    models.grantReadUploads(this.inference);
+    models.grantWriteArtifacts(this.inference);
     registry.grantReadRegistry(this.inference);
     endpoint?.grantInvoke(this.inference);
 

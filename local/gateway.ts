@@ -16,8 +16,13 @@
  *   synchronous payload); the message names the limit. A refused body is drained first (up to twice
  *   `maxBodyBytes` or `REFUSED_BODY_DRAIN_MS`) so the client reads the 413 instead of a reset; past that bound
  *   the answer carries `Connection: close` and the socket is half-closed before it is cut.
- * - 408 when the body does not arrive within `bodyTimeoutMs` (default 10 s); Node answers 408 itself when the
- *   headers take longer than `headersTimeoutMs` (default 10 s).
+ * - 414 `{"message":"Request-URI Too Long: ..."}` past `maxUrlLength` (a Regional REST API's 10240-character URL) and
+ *   431 `{"message":"Request Header Fields Too Large: ..."}` past `maxHeaderBytes` (its 10240 bytes of headers); the
+ *   message names the limit.
+ * - 408 when the body does not arrive within `bodyTimeoutMs` (default 10 s), or the headers within
+ *   `headersTimeoutMs` (default 10 s).
+ * - what Node's HTTP parser refuses (a request head past twice both limits, a malformed request line, header or
+ *   chunk) is answered like every other refusal: JSON `{"message"}`, `x-amzn-ErrorType`, `Connection: close`.
  * - 502 `{"message":"Internal server error"}` when the handler throws or returns a malformed result, 502 with a
  *   message naming the limit when its serialized result exceeds `maxLambdaPayloadBytes` (Lambda's
  *   ResponseSizeTooLarge), 504 `{"message":"Endpoint request timed out"}` past the 29 s integration timeout.
@@ -26,8 +31,15 @@
  * Paths are served without the stage prefix (`/v2/...`); `requestContext.path` carries `/<stage>/v2/...`.
  */
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
 import * as z from "zod";
 import { safeDecode } from "#core/v2/routes.ts";
@@ -50,9 +62,13 @@ export interface GatewayOptions {
   readonly maxBodyBytes?: number;
   /** Largest invocation event and function result, each way; @default 6 MiB, Lambda's synchronous payload limit */
   readonly maxLambdaPayloadBytes?: number;
+  /** Longest request target (path and query) in characters; @default 10240, a Regional REST API's URL limit */
+  readonly maxUrlLength?: number;
+  /** Largest set of request headers, as `name: value\r\n` lines; @default 10240, API Gateway REST's header limit */
+  readonly maxHeaderBytes?: number;
   /** How long a request body may take to arrive once the headers are in; @default 10_000 */
   readonly bodyTimeoutMs?: number;
-  /** How long the request headers may take to arrive (Node answers 408 past it); @default 10_000 */
+  /** How long the request headers may take to arrive (408 past it); @default 10_000 */
   readonly headersTimeoutMs?: number;
   /** @default "local" */
   readonly stage?: string;
@@ -73,6 +89,11 @@ const LAMBDA_TIMEOUT_MS = 30_000;
 const MIB = 1024 * 1024;
 const DEFAULT_MAX_BODY_BYTES = 10 * MIB;
 const DEFAULT_MAX_LAMBDA_PAYLOAD_BYTES = 6 * MIB;
+// API Gateway REST quotas (docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-execution-service-limits-table.html):
+// "Length, in characters, of the URL for a Regional API" (ours is Regional; edge-optimized and private take 8192) and
+// "Total combined size of all header values, including header names, values, any line terminators, and whitespaces".
+const DEFAULT_MAX_URL_LENGTH = 10_240;
+const DEFAULT_MAX_HEADER_BYTES = 10_240;
 const DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000;
 const DEFAULT_BODY_TIMEOUT_MS = 10_000;
 const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
@@ -143,6 +164,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     adminKey: options.adminKey,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     maxLambdaPayloadBytes: options.maxLambdaPayloadBytes ?? DEFAULT_MAX_LAMBDA_PAYLOAD_BYTES,
+    maxUrlLength: options.maxUrlLength ?? DEFAULT_MAX_URL_LENGTH,
+    maxHeaderBytes: options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES,
     bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
     stage: options.stage ?? "local",
     integrationTimeoutMs: options.integrationTimeoutMs ?? DEFAULT_INTEGRATION_TIMEOUT_MS,
@@ -156,9 +179,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     requestTimeout: headersTimeoutMs + settings.bodyTimeoutMs + REFUSED_BODY_DRAIN_MS + LINGER_MS,
     // Node checks both timeouts on this interval (30 s by default), which would blur them.
     connectionsCheckingInterval: Math.min(1_000, headersTimeoutMs),
+    // Node counts the URL, header names and values; twice API Gateway's limits lets handleRequest measure and name
+    // most oversize heads itself (Node's 16 KiB default would even refuse a 9 KB URL with 9 KB of headers).
+    maxHeaderSize: 2 * (settings.maxUrlLength + settings.maxHeaderBytes),
   };
+  const clientErrors = new ClientErrorAnswerer(settings, serverOptions);
   const server = createServer(serverOptions, (req, res) => {
+    clientErrors.track(req.socket, res);
     handleRequest(settings, req, res).catch((error: unknown) => {
+      // The socket was answered and cut by the client-error path (e.g. a malformed chunk mid-body).
+      if (clientErrors.answered(req.socket)) return;
       // Only reachable on a bug in this file; answer like API Gateway rather than dropping the socket.
       console.error("[gateway] unexpected failure:", error);
       if (!res.headersSent)
@@ -166,6 +196,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       else res.destroy();
     });
   });
+  server.on("clientError", (error: ParserError, socket: Duplex) => clientErrors.answer(error, socket));
   const port = await listen(server, options.port, host, { service: "The API gateway", envVar: "PORT" });
   const urlHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
 
@@ -193,6 +224,8 @@ interface Settings {
   readonly adminKey: string;
   readonly maxBodyBytes: number;
   readonly maxLambdaPayloadBytes: number;
+  readonly maxUrlLength: number;
+  readonly maxHeaderBytes: number;
   readonly bodyTimeoutMs: number;
   readonly stage: string;
   readonly integrationTimeoutMs: number;
@@ -204,7 +237,19 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
   const requestId = randomUUID();
   res.setHeader("x-amzn-RequestId", requestId);
   const method = req.method ?? "GET";
-  const target = new URL(req.url ?? "/", "http://gateway.local");
+  const url = req.url ?? "/";
+  // Node decodes the head as latin1, so a string's length is the bytes sent.
+  if (url.length > settings.maxUrlLength)
+    return refuseBody(settings, req, res, urlLimitRefusal(`${url.length} characters`, settings.maxUrlLength));
+  const headerBytes = measureHeaders(req.rawHeaders);
+  if (headerBytes > settings.maxHeaderBytes)
+    return refuseBody(
+      settings,
+      req,
+      res,
+      headerLimitRefusal(`${headerBytes} bytes`, settings.maxHeaderBytes),
+    );
+  const target = new URL(url, "http://gateway.local");
   const path = target.pathname;
 
   if (path === "/")
@@ -341,6 +386,14 @@ function collectHeaders(rawHeaders: string[]): HeaderMaps {
   return { single, multi };
 }
 
+/** The headers' size as API Gateway counts it, names, values and separators, each line as `name: value\r\n`. */
+function measureHeaders(rawHeaders: string[]): number {
+  let bytes = 0;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    bytes += rawHeaders[i]!.length + rawHeaders[i + 1]!.length + 4;
+  return bytes;
+}
+
 function findHeader(headers: Record<string, string>, lowerName: string): string | undefined {
   for (const [name, value] of Object.entries(headers)) {
     if (name.toLowerCase() === lowerName) return value;
@@ -406,6 +459,24 @@ function lambdaLimitRefusal(bytes: number, limit: number): Refusal {
       `Request Entity Too Large: the request is ${bytes} bytes; ` +
       `Lambda takes at most ${describeBytes(limit)} per synchronous invocation`,
     errorType: "RequestEntityTooLarge",
+    drain: true,
+  };
+}
+
+function urlLimitRefusal(size: string, limit: number): Refusal {
+  return {
+    status: 414,
+    message: `Request-URI Too Long: the URL is ${size}; API Gateway takes at most ${limit} characters`,
+    errorType: "RequestUriTooLong",
+    drain: true,
+  };
+}
+
+function headerLimitRefusal(size: string, limit: number): Refusal {
+  return {
+    status: 431,
+    message: `Request Header Fields Too Large: the headers are ${size}; API Gateway takes at most ${limit} bytes`,
+    errorType: "RequestHeaderFieldsTooLarge",
     drain: true,
   };
 }
@@ -482,13 +553,137 @@ function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
   const socket = req.socket;
   res.setHeader("Connection", "close");
   req.resume();
-  socket.destroySoon = () => {
-    socket.end();
-    socket.resume();
-    const cut = setTimeout(() => socket.destroy(), LINGER_MS);
-    cut.unref();
-    socket.once("close", () => clearTimeout(cut));
-  };
+  socket.destroySoon = () => endThenCut(socket);
+}
+
+/** Half-closes after `last` and keeps discarding what the client still sends, so it reads the answer, then cuts. */
+function endThenCut(socket: Duplex, last?: string): void {
+  socket.end(last);
+  socket.resume();
+  const cut = setTimeout(() => socket.destroy(), LINGER_MS);
+  cut.unref();
+  socket.once("close", () => clearTimeout(cut));
+}
+
+/** What Node's HTTP parser reports to `clientError`: `code` is `HPE_*` for a parse error. */
+type ParserError = Error & { code?: string; bytesParsed?: number; rawPacket?: unknown };
+
+// Parse errors worth naming; any other HPE_* code is "the request is not valid HTTP/1.1".
+const MALFORMED: Readonly<Record<string, string>> = {
+  HPE_INVALID_METHOD: "the request line has no valid method",
+  HPE_INVALID_URL: "the request line has a malformed URL",
+  HPE_INVALID_VERSION: "the request line has no valid HTTP version",
+  HPE_INVALID_HEADER_TOKEN: "a header is malformed",
+  HPE_INVALID_CONTENT_LENGTH: "the Content-Length header is invalid",
+  HPE_UNEXPECTED_CONTENT_LENGTH: "Content-Length and Transfer-Encoding are both set",
+  HPE_INVALID_TRANSFER_ENCODING: "the Transfer-Encoding header is invalid",
+  HPE_INVALID_CHUNK_SIZE: "the chunked body is malformed",
+};
+
+/**
+ * Answers what Node's HTTP parser refuses before a request reaches handleRequest, as API Gateway answers its
+ * refusals; without it Node writes a bare status line (431 or 400) with no body.
+ */
+class ClientErrorAnswerer {
+  // The parser reports again for every further chunk of an answered socket; only the first is answered.
+  private readonly answeredSockets = new WeakSet<Duplex>();
+  private readonly responses = new WeakMap<Duplex, Set<ServerResponse>>();
+
+  constructor(
+    private readonly settings: Settings,
+    private readonly limits: {
+      readonly headersTimeout: number;
+      readonly requestTimeout: number;
+      readonly maxHeaderSize: number;
+    },
+  ) {}
+
+  /** Remembers a response in flight: once it has sent its head, nothing else may be written to its socket. */
+  track(socket: Duplex, res: ServerResponse): void {
+    const inFlight = this.responses.get(socket) ?? new Set<ServerResponse>();
+    this.responses.set(socket, inFlight);
+    inFlight.add(res);
+    res.once("close", () => inFlight.delete(res));
+  }
+
+  answered(socket: Duplex): boolean {
+    return this.answeredSockets.has(socket);
+  }
+
+  answer(error: ParserError, socket: Duplex): void {
+    if (this.answeredSockets.has(socket)) return;
+    this.answeredSockets.add(socket);
+    const inFlight = [...(this.responses.get(socket) ?? [])];
+    const refusal = this.refusalFor(error, inFlight.length > 0);
+    // A reset or otherwise dead socket has no one to answer; a started response must not be corrupted.
+    if (refusal === undefined || !socket.writable || inFlight.some((res) => res.headersSent)) {
+      socket.destroy();
+      return;
+    }
+    const body = JSON.stringify({ message: refusal.message });
+    endThenCut(
+      socket,
+      `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status]}\r\n` +
+        "Content-Type: application/json\r\n" +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+        `x-amzn-RequestId: ${randomUUID()}\r\n` +
+        `x-amzn-ErrorType: ${refusal.errorType}\r\n` +
+        "Connection: close\r\n\r\n" +
+        body,
+    );
+  }
+
+  private refusalFor(error: ParserError, headersArrived: boolean): Refusal | undefined {
+    const code = error.code ?? "";
+    if (code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      const [what, ms] = headersArrived
+        ? ["request", this.limits.requestTimeout]
+        : ["request headers", this.limits.headersTimeout];
+      return {
+        status: 408,
+        message: `Request Timeout: the ${what} did not arrive within ${ms} ms`,
+        errorType: "RequestTimeout",
+        drain: false,
+      };
+    }
+    if (code === "HPE_HEADER_OVERFLOW") {
+      const { maxUrlLength, maxHeaderBytes } = this.settings;
+      const bound = this.limits.maxHeaderSize;
+      if (overflowedInRequestLine(error))
+        return urlLimitRefusal(`at least ${bound} characters`, maxUrlLength);
+      return {
+        ...headerLimitRefusal(`at least ${bound} bytes`, maxHeaderBytes),
+        message:
+          `Request Header Fields Too Large: the request line and headers are at least ${bound} bytes; ` +
+          `API Gateway takes a URL of at most ${maxUrlLength} characters and headers of at most ${maxHeaderBytes} bytes`,
+      };
+    }
+    if (code === "HPE_CHUNK_EXTENSIONS_OVERFLOW")
+      return {
+        status: 413,
+        message: "Request Entity Too Large: a chunk's extensions are too long",
+        errorType: "RequestEntityTooLarge",
+        drain: false,
+      };
+    if (!code.startsWith("HPE_")) return undefined;
+    return {
+      status: 400,
+      message: `Bad Request: ${MALFORMED[code] ?? "the request is not valid HTTP/1.1"}`,
+      errorType: "BadRequest",
+      drain: false,
+    };
+  }
+}
+
+/**
+ * Whether the parser overflowed inside the request line: the packet it was reading starts a request and has no line
+ * end before the overflow. A request line sent in small pieces is not recognised, and is answered 431.
+ */
+function overflowedInRequestLine(error: ParserError): boolean {
+  const packet = error.rawPacket;
+  if (!Buffer.isBuffer(packet)) return false;
+  const parsed = packet.subarray(0, error.bytesParsed ?? packet.length);
+  return /^[A-Z]+ /.test(parsed.subarray(0, 32).toString("latin1")) && !parsed.includes("\n");
 }
 
 function discardAndSend(

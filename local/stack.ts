@@ -163,7 +163,12 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       options.env ?? process.env,
       { lambdaMaxModelBytes: options.lambdaMaxModelBytes },
     );
-    const inference = createInferenceParts(loadInferenceConfig(environments.inference), clients);
+    const inferenceLogger = new Logger({ serviceName: "maas-inference", logLevel });
+    const inference = createInferenceParts(
+      loadInferenceConfig(environments.inference),
+      clients,
+      inferenceLogger,
+    );
     stoppers.push(() => inference.sessions.close());
     const registry = new DynamoModelRegistry(dynamo, LOCAL_TABLE);
 
@@ -218,10 +223,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const gateway = await startGateway({
       port: options.port,
       ...(options.host === undefined ? {} : { host: options.host }),
-      handler: createInferenceHandler(
-        inference.service,
-        new Logger({ serviceName: "maas-inference", logLevel }),
-      ),
+      handler: createInferenceHandler(inference.service, inferenceLogger),
       adminHandler: admin,
       apiKey: options.apiKey,
       adminKey: options.adminKey,

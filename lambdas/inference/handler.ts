@@ -152,7 +152,7 @@ function createDefaultHandler(): { handler: ProxyHandler; service: InferenceServ
   // hand-checked fast path). About 10 ms of a cold start.
   z.config({ jitless: true });
   const config = loadInferenceConfig(process.env);
-  const { service } = createInferenceParts(config, defaultClients());
+  const { service } = createInferenceParts(config, defaultClients(), defaultLogger);
   const handler = createInferenceHandler(service, defaultLogger, {
     corsOrigins: parseList(config.MAAS_CORS_ORIGINS),
   });

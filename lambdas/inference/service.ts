@@ -1,11 +1,14 @@
+import type { Logger } from "@aws-lambda-powertools/logger";
 import type { SageMakerRuntimeClientConfig } from "@aws-sdk/client-sagemaker-runtime";
 import { AwsHttpClient, type AwsHttpOptions, credentialsFromEnv } from "#aws/http/aws-http.ts";
 import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
 import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
+import { ServingArtifacts } from "#aws/onnx/serving-artifacts.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
 import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { DynamoHttpTable } from "#aws/registry/dynamo-http-table.ts";
 import { RegistryReader } from "#aws/registry/reader.ts";
+import { S3CopyRestorer } from "#aws/s3/artifact-restorer.ts";
 import { S3HttpArtifactSource } from "#aws/s3/http-source.ts";
 import { LazySageMakerClient, SageMakerRunner } from "#aws/sagemaker/runner.ts";
 import { CachedModelRegistry } from "#core/registry/cached-registry.ts";
@@ -57,8 +60,15 @@ export interface InferenceParts {
   readonly runner: ModelRunner;
 }
 
-/** Wires the inference service from configuration and clients: the same code in Lambda and locally. */
-export function createInferenceParts(config: InferenceConfig, clients: InferenceClients): InferenceParts {
+/**
+ * Wires the inference service from configuration and clients: the same code in Lambda and locally.
+ * `logger` gets what the artifacts' self-healing did (a variant passed over, an artifact restored).
+ */
+export function createInferenceParts(
+  config: InferenceConfig,
+  clients: InferenceClients,
+  logger?: Pick<Logger, "warn">,
+): InferenceParts {
   const registry = new CachedModelRegistry(
     new RegistryReader(new DynamoHttpTable(clients.dynamo, config.MAAS_REGISTRY_TABLE)),
     {
@@ -87,7 +97,11 @@ export function createInferenceParts(config: InferenceConfig, clients: Inference
     // A file being loaded into a session is never evicted from under it.
     hold: (artifact) => artifacts.hold(artifact),
   });
-  const runner = new OnnxRunner(artifacts, sessions, config.MAAS_INFERENCE_DEADLINE_MS);
+  const serving = new ServingArtifacts(artifacts, {
+    restorer: new S3CopyRestorer(clients.s3),
+    report: (event) => logger?.warn("artifact recovery", { ...event }),
+  });
+  const runner = new OnnxRunner(serving, sessions, config.MAAS_INFERENCE_DEADLINE_MS);
   const sagemakerRunner =
     config.MAAS_SAGEMAKER_ENDPOINT === undefined
       ? undefined

@@ -94,6 +94,7 @@ describe("the SageMaker serving image asset", () => {
         "containers/gpu/Dockerfile.dockerignore",
         "containers/gpu/server.ts",
         "lambdas/aws/sagemaker/model-archive.ts",
+        "lambdas/aws/onnx/session-worker.ts",
         "lambdas/core/model.ts",
         "package.json",
         "package-lock.json",
@@ -102,7 +103,7 @@ describe("the SageMaker serving image asset", () => {
     );
     const outside = image.files.filter(
       (file) =>
-        !/^(containers\/gpu\/|lambdas\/core\/|lambdas\/aws\/sagemaker\/model-archive\.ts$|package(-lock)?\.json$|tsconfig\.json$)/.test(
+        !/^(containers\/gpu\/|lambdas\/core\/|lambdas\/aws\/onnx\/|lambdas\/aws\/sagemaker\/model-archive\.ts$|package(-lock)?\.json$|tsconfig\.json$)/.test(
           file,
         ),
     );

@@ -383,12 +383,14 @@ describe("least privilege", () => {
   const table = () => output(/PublishOutputFnGetAttRegistryTable\w+Arn\w+/);
   const bucket = () => output(/PublishOutputFnGetAttModelsBucket\w+Arn\w+/);
 
-  it("lets inference read serving artifacts and the registry, nothing more", () => {
+  it("lets inference read serving artifacts, uploads (to heal a lost artifact) and the registry, and put artifacts back, nothing more", () => {
     expect(permissionsOf(template, roleId(service.inference))).toEqual(
       [
         ...logsAndTraces(logGroupId(service.inference)),
         ...registryRead(table()),
         `s3:GetObject <${bucket()}>/artifacts/*`,
+        `s3:GetObject <${bucket()}>/models/*`,
+        `s3:PutObject <${bucket()}>/artifacts/*`,
       ].sort(),
     );
   });

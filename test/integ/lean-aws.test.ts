@@ -154,7 +154,7 @@ describe("the signed-HTTP S3 source against the S3 emulator", () => {
     expect(sdkError).toMatchObject({ name: "NoSuchKey", $metadata: { httpStatusCode: 404 } });
   });
 
-  it("answers an infer request whose artifact is missing with the same bare 500 as before", async () => {
+  it("answers an infer request whose artifact is missing, with no upload recorded to rebuild it from, 503 with the reason", async () => {
     const { region, credentials } = emulators;
     const parts = createInferenceParts(
       loadInferenceConfig({ MAAS_REGISTRY_TABLE: TABLE, MAAS_ARTIFACT_DIR: join(dataDir, "artifacts") }),
@@ -182,8 +182,10 @@ describe("the signed-HTTP S3 source against the S3 emulator", () => {
     const download = parts.artifacts.path(record("model-0", 1).artifact as ArtifactRef);
     await parts.sessions.close();
 
-    expect(result.statusCode).toBe(500);
-    expect(JSON.parse(result.body)).toEqual({ error: "internal error" });
+    expect(result.statusCode).toBe(503);
+    expect(JSON.parse(result.body)).toEqual({
+      error: `model 'model-0' version 1 cannot be served: its artifact (sha256 ${SHA}) is missing or corrupt and the version records no upload to rebuild it from; publish it again`,
+    });
     await expect(download).rejects.toMatchObject({ status: 404, code: "NoSuchKey" });
   });
 });

@@ -516,6 +516,186 @@ describe("local API gateway: slow clients", () => {
 
     expect(received).toMatch(/^HTTP\/1\.1 408/);
     expect(Date.now() - startedAt).toBeLessThan(2_500);
+    const answer = parseAnswer(received);
+    expect(answer.headers["x-amzn-errortype"]).toBe("RequestTimeout");
+    expect(JSON.parse(answer.body)).toEqual({
+      message: "Request Timeout: the request headers did not arrive within 300 ms",
+    });
+  });
+});
+
+describe("local API gateway: request line and header limits", () => {
+  it("answers 414 naming API Gateway's 10240-character URL limit to a 20 000-character model name", async () => {
+    const invoked: string[] = [];
+    const { url } = await start({
+      handler: async (event) => {
+        invoked.push(event.path);
+        return { statusCode: 200, body: "" };
+      },
+    });
+
+    const response = await fetch(`${url}/v2/models/${"a".repeat(20_000)}/infer`, {
+      method: "POST",
+      headers: { "x-api-key": API_KEY, "content-type": "application/json" },
+      body: '{"inputs":[]}',
+    });
+    const next = await fetch(`${url}/v2/health/live`);
+
+    expect(response.status).toBe(414);
+    expect(response.headers.get("x-amzn-errortype")).toBe("RequestUriTooLong");
+    expect(await response.json()).toEqual({
+      message:
+        "Request-URI Too Long: the URL is 20017 characters; API Gateway takes at most 10240 characters",
+    });
+    expect(next.status).toBe(200);
+    expect(invoked).toEqual(["/v2/health/live"]);
+  });
+
+  it("serves a URL of exactly 10240 characters", async () => {
+    const { url } = await start();
+    const path = `/v2/models/${"a".repeat(10_240 - "/v2/models//infer".length)}/infer`;
+
+    const { event } = await echoed(
+      await fetch(`${url}${path}`, { method: "POST", headers: { "x-api-key": API_KEY }, body: "{}" }),
+    );
+
+    expect(event.path).toHaveLength(10_240);
+  });
+
+  it("answers 431 naming API Gateway's 10240-byte header limit to a 12 KB header value", async () => {
+    let invoked = false;
+    const { url } = await start({
+      handler: async () => {
+        invoked = true;
+        return { statusCode: 200, body: "" };
+      },
+    });
+
+    const response = await fetch(`${url}/v2/models/m/infer`, {
+      headers: { "x-api-key": API_KEY, "x-padding": "p".repeat(12 * 1024) },
+    });
+
+    expect(response.status).toBe(431);
+    expect(response.headers.get("x-amzn-errortype")).toBe("RequestHeaderFieldsTooLarge");
+    const { message } = (await response.json()) as { message: string };
+    const [, bytes] =
+      /^Request Header Fields Too Large: the headers are (\d+) bytes; API Gateway takes at most 10240 bytes$/.exec(
+        message,
+      ) ?? [];
+    expect(Number(bytes)).toBeGreaterThan(12 * 1024);
+    expect(invoked).toBe(false);
+  });
+
+  it("serves a 9 KB URL with 9 KB of headers, which Node's 16 KiB default head limit would refuse", async () => {
+    const { url } = await start();
+
+    const response = await fetch(`${url}/v2/models/${"a".repeat(9_000)}/infer`, {
+      headers: { "x-api-key": API_KEY, "x-padding": "p".repeat(9_000) },
+    });
+
+    const { event } = await echoed(response);
+    expect(event.headers["x-padding"]).toHaveLength(9_000);
+  });
+
+  it("answers 414 in JSON with Connection: close to a request line past what the parser reads, and keeps serving", async () => {
+    const { url, port } = await start();
+
+    const answer = parseAnswer(
+      await exchange(
+        port,
+        `POST /v2/models/${"a".repeat(100_000)}/infer HTTP/1.1\r\nHost: x\r\nx-api-key: ${API_KEY}\r\n\r\n`,
+      ),
+    );
+    const next = await fetch(`${url}/v2/health/live`);
+
+    expect(answer.status).toBe(414);
+    expect(answer.headers).toMatchObject({
+      "content-type": "application/json",
+      "x-amzn-errortype": "RequestUriTooLong",
+      connection: "close",
+    });
+    expect(JSON.parse(answer.body)).toEqual({
+      message:
+        "Request-URI Too Long: the URL is at least 40960 characters; API Gateway takes at most 10240 characters",
+    });
+    expect(next.status).toBe(200);
+  });
+
+  it("answers 431 in JSON naming both limits to headers past what the parser reads", async () => {
+    const { port } = await start();
+
+    const answer = parseAnswer(
+      await exchange(port, `GET /v2 HTTP/1.1\r\nHost: x\r\nx-padding: ${"p".repeat(100_000)}\r\n\r\n`),
+    );
+
+    expect(answer.status).toBe(431);
+    expect(answer.headers).toMatchObject({
+      "x-amzn-errortype": "RequestHeaderFieldsTooLarge",
+      connection: "close",
+    });
+    expect(JSON.parse(answer.body)).toEqual({
+      message:
+        "Request Header Fields Too Large: the request line and headers are at least 40960 bytes; " +
+        "API Gateway takes a URL of at most 10240 characters and headers of at most 10240 bytes",
+    });
+  });
+
+  it.each([
+    ["a request line without a method", "GARBAGE\r\n\r\n", "the request line has no valid method"],
+    [
+      "an unknown HTTP version",
+      "GET /v2 HTTP/9.9\r\nHost: x\r\n\r\n",
+      "the request line has no valid HTTP version",
+    ],
+    [
+      "a header line without a colon",
+      "GET /v2 HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n",
+      "a header is malformed",
+    ],
+    [
+      "a malformed chunk while the handler waits for the body",
+      `POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nx-api-key: ${API_KEY}\r\n` +
+        "Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+      "the chunked body is malformed",
+    ],
+  ])("answers 400 in JSON with Connection: close to %s", async (_, request, reason) => {
+    const { url, port } = await start();
+
+    const received = await exchange(port, request);
+    const next = await fetch(`${url}/v2/health/live`);
+
+    const answer = parseAnswer(received);
+    expect(answer.status).toBe(400);
+    expect(answer.headers).toMatchObject({ "x-amzn-errortype": "BadRequest", connection: "close" });
+    expect(JSON.parse(answer.body)).toEqual({ message: `Bad Request: ${reason}` });
+    expect(next.status).toBe(200);
+  });
+
+  it("keeps serving when clients reset their connections in the middle of oversize or malformed heads", async () => {
+    const { url, port } = await start();
+    const heads = [
+      `POST /v2/models/${"a".repeat(60_000)}`,
+      `GET /v2 HTTP/1.1\r\nx-padding: ${"p".repeat(60_000)}`,
+      "GARBAGE\r\n\r\n",
+      `GET /v2 HTTP/1.1\r\nx-padding: ${"p".repeat(12_000)}\r\n\r\n`,
+    ];
+
+    for (let round = 0; round < 5; round++) {
+      for (const head of heads) {
+        await new Promise<void>((resolve) => {
+          const socket = connect(port, "127.0.0.1", () => {
+            socket.write(head);
+            if (round % 2 === 0) socket.resetAndDestroy();
+            else setImmediate(() => socket.resetAndDestroy());
+          });
+          socket.on("error", () => {});
+          socket.on("close", () => resolve());
+        });
+      }
+    }
+    const next = await fetch(`${url}/v2/health/live`);
+
+    expect(next.status).toBe(200);
   });
 });
 
@@ -543,6 +723,34 @@ describe("local API gateway: lifecycle", () => {
     await expect(fetch(`${url}/v2/health/live`)).rejects.toThrow();
   });
 });
+
+/** Writes `text` over a fresh connection and resolves what came back once the gateway closes it. */
+function exchange(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => socket.write(text));
+    let received = "";
+    socket.on("data", (chunk: Buffer) => {
+      received += chunk.toString("latin1");
+    });
+    socket.on("error", reject);
+    socket.on("close", () => resolve(received));
+    setTimeout(
+      () => socket.destroy(new Error(`still open after 3 s: ${received.slice(0, 200)}`)),
+      3_000,
+    ).unref();
+  });
+}
+
+function parseAnswer(text: string): { status: number; headers: Record<string, string>; body: string } {
+  const [head = "", body = ""] = text.split("\r\n\r\n", 2);
+  const [statusLine = "", ...lines] = head.split("\r\n");
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const colon = line.indexOf(":");
+    headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  return { status: Number(statusLine.split(" ")[1]), headers, body };
+}
 
 function occupyPort(): Promise<Server> {
   return new Promise((resolve) => {

@@ -32,10 +32,10 @@ export interface AwsHttpOptions extends RetryOptions {
 export interface AwsRequest {
   /** For messages: `GetObject`, `Query`... */
   readonly operation: string;
-  readonly method: "GET" | "POST";
+  readonly method: "GET" | "POST" | "PUT";
   readonly url: URL;
   readonly headers?: Readonly<Record<string, string>>;
-  /** Absent: an S3 GET, sent with an unsigned payload. */
+  /** Absent: an S3 GET (or a PUT without a body, CopyObject), sent with an unsigned payload. */
   readonly body?: string;
   /**
    * Called when an attempt's request has been written to the connection (after the TLS handshake),
@@ -212,8 +212,10 @@ export class AwsHttpClient {
       headers,
       body: request.body,
     });
-    if (request.body !== undefined)
-      signed.headers["content-length"] = String(Buffer.byteLength(request.body));
+    if (request.body !== undefined || request.method === "PUT")
+      signed.headers["content-length"] = String(
+        request.body === undefined ? 0 : Buffer.byteLength(request.body),
+      );
     const send = url.protocol === "https:" ? https.request : http.request;
     const agent = url.protocol === "https:" ? agents["https:"] : agents["http:"];
     const timeoutMs = this.#timeoutMs;

@@ -1,10 +1,11 @@
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import type * as Ort from "onnxruntime-node";
-import { type ServableVersion, servingArtifact } from "#core/model.ts";
+import type { ArtifactRef, ServableVersion } from "#core/model.ts";
 import { DEFAULT_DEADLINE_MS, type ModelRunner, type RunOptions } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { ArtifactCache, LocalArtifact } from "./artifact-cache.ts";
+import { ServingArtifacts, VariantUnavailableError } from "./serving-artifacts.ts";
 import type { SessionPool } from "./session-pool.ts";
 import { SessionLostError, type WorkerSession } from "./worker-session.ts";
 
@@ -59,29 +60,28 @@ export async function createOrtSession(
 /** Runs models inside this function, each session in a worker thread: artifact from the disk cache, session from the pool. */
 export class OnnxRunner implements ModelRunner {
   readonly backend = "lambda" as const;
-  readonly #artifacts: ArtifactCache;
+  readonly #serving: ServingArtifacts;
   readonly #sessions: SessionPool<WorkerSession>;
   readonly #deadlineMs: number;
 
   /** `deadlineMs`: for runs whose caller gives no deadline (the service always does). */
   constructor(
-    artifacts: ArtifactCache,
+    artifacts: ArtifactCache | ServingArtifacts,
     sessions: SessionPool<WorkerSession>,
     deadlineMs = DEFAULT_DEADLINE_MS,
   ) {
-    this.#artifacts = artifacts;
+    this.#serving = artifacts instanceof ServingArtifacts ? artifacts : new ServingArtifacts(artifacts);
     this.#sessions = sessions;
     this.#deadlineMs = deadlineMs;
   }
 
+  /** What answers for the version: its selected variant, or the original while that variant is missing. */
+  servedVariant(version: ServableVersion): string {
+    return this.#serving.variant(version);
+  }
+
   async load(version: ServableVersion): Promise<void> {
-    const artifact = servingArtifact(version);
-    await this.#sessions.use(
-      artifact.sha256,
-      artifact.bytes,
-      () => this.#artifacts.load(artifact),
-      async () => {},
-    );
+    await this.#withSession(version, async () => {});
   }
 
   async run(
@@ -91,28 +91,40 @@ export class OnnxRunner implements ModelRunner {
     options: RunOptions = {},
   ): Promise<NamedTensor[]> {
     const deadline = options.deadline ?? Date.now() + this.#deadlineMs;
-    const artifact = servingArtifact(version);
-    const attempt = () =>
-      this.#sessions.use(
-        artifact.sha256,
-        artifact.bytes,
-        () => this.#artifacts.load(artifact),
-        async (session) => {
-          try {
-            return await session.run(inputs, outputs, deadline);
-          } finally {
-            // A session whose run passed its deadline is gone with its worker: the next run makes another.
-            if (session.lost) void this.#sessions.discard(artifact.sha256, session);
-          }
-        },
-      );
+    const run = (session: WorkerSession) => session.run(inputs, outputs, deadline);
     try {
       // Awaited rather than returned: an async function that returns a promise takes two more ticks.
-      return await attempt();
+      return await this.#withSession(version, run);
     } catch (error) {
       // Queued behind a run that passed its deadline (or a worker that died): once more, on a new session.
       if (!(error instanceof SessionLostError)) throw error;
-      return await attempt();
+      return await this.#withSession(version, run);
     }
+  }
+
+  /** `work` on the session of what serves the version; the original's when a selected variant is gone. */
+  async #withSession<T>(version: ServableVersion, work: (session: WorkerSession) => Promise<T>): Promise<T> {
+    try {
+      return await this.#use(version, this.#serving.ref(version), work);
+    } catch (error) {
+      if (!(error instanceof VariantUnavailableError)) throw error;
+      return await this.#use(version, this.#serving.ref(version), work);
+    }
+  }
+
+  #use<T>(version: ServableVersion, ref: ArtifactRef, work: (session: WorkerSession) => Promise<T>) {
+    return this.#sessions.use(
+      ref.sha256,
+      ref.bytes,
+      () => this.#serving.load(version, ref),
+      async (session) => {
+        try {
+          return await work(session);
+        } finally {
+          // A session whose run passed its deadline is gone with its worker: the next run makes another.
+          if (session.lost) void this.#sessions.discard(ref.sha256, session);
+        }
+      },
+    );
   }
 }

@@ -185,10 +185,14 @@ export class InferenceService {
     };
   }
 
+  /**
+   * Ready means the version can answer now: servable in the registry, and loaded by its runner (which
+   * loads it if needed, so a probe also warms it), or a 503 saying why not (an artifact lost, say).
+   */
   async modelReady(name: string, reference: string | undefined) {
     const version = await resolveVersion(this.#deps.registry, name, reference);
     assertServable(version);
-    this.#runnerFor(version);
+    await this.#runnerFor(version).load?.(version);
     return { name, version: String(version.version), ready: true };
   }
 
