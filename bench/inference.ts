@@ -1,8 +1,8 @@
 /**
  * `npm run bench`: the serving path against raw onnxruntime-node, measured in one run.
  *   warm: the inference handler (API Gateway event in, response out; no HTTP) vs session.run alone,
- *         for the demo model and a ~50 MB MLP, interleaved so both see the same machine state, in a
- *         process that hosts only the function (bench/warm-child.ts).
+ *         for the demo model and a ~50 MB MLP, each side alone in a process that hosts only the
+ *         function (bench/warm-child.ts), in alternating pairs of processes.
  *   cold: a new process per sample: import + registry read + download from the local S3 emulator +
  *         sha256 + session create + first inference, vs import + create from a local file + first run.
  */
@@ -20,12 +20,13 @@ import { LOCAL_BUCKET, LOCAL_TABLE, type LocalStack, startLocalStack } from "../
 import { buildIrisModel } from "../models/iris.ts";
 import { buildMlpModel, MLP_50MB_LAYERS } from "../models/mlp.ts";
 import { formatMs, median, printTable } from "./stats.ts";
-import type { WarmModel, WarmResult } from "./warm-child.ts";
+import type { WarmModel, WarmResult, WarmSide } from "./warm-child.ts";
 
 const run = promisify(execFile);
 const WARM_ITERATIONS = Number(process.env.BENCH_WARM_ITERATIONS ?? 2000);
 const MLP_ITERATIONS = Number(process.env.BENCH_MLP_ITERATIONS ?? 200);
 const COLD_SAMPLES = Number(process.env.BENCH_COLD_SAMPLES ?? 9);
+const WARM_PAIRS = Number(process.env.BENCH_WARM_PAIRS ?? 3);
 
 interface BenchModel extends WarmModel {
   readonly bytes: Uint8Array;
@@ -59,24 +60,41 @@ async function main() {
     const bundles = await buildBundles();
     const env = functionEnv(stack.emulators.s3Endpoint, stack.emulators.dynamoEndpoint);
 
-    console.log(`warm path: p50 over interleaved iterations (${ort.env.versions.node} onnxruntime-node)\n`);
-    const artifactDir = await mkdtemp(join(tmpdir(), "maas-warm-"));
-    const warm = await runChild<WarmResult[]>(
-      bundles.warmChild,
-      [JSON.stringify(models.map(({ bytes, ...model }) => model))],
-      { ...env, MAAS_ARTIFACT_DIR: artifactDir },
+    console.log(
+      `warm path: p50 of each side alone in its process, median of ${WARM_PAIRS} alternating pairs of processes (${ort.env.versions.node} onnxruntime-node)\n`,
     );
+    const artifactDir = await mkdtemp(join(tmpdir(), "maas-warm-"));
+    const sides: Record<WarmSide, WarmResult[][]> = { raw: [], handler: [] };
+    for (let pair = 0; pair < WARM_PAIRS; pair++) {
+      // ABBA: neither side always runs first.
+      const order: WarmSide[] = pair % 2 === 0 ? ["raw", "handler"] : ["handler", "raw"];
+      for (const side of order) {
+        sides[side].push(
+          await runChild<WarmResult[]>(
+            bundles.warmChild,
+            [JSON.stringify(models.map(({ bytes, ...model }) => model)), side],
+            { ...env, MAAS_ARTIFACT_DIR: artifactDir },
+          ),
+        );
+      }
+    }
     await rm(artifactDir, { recursive: true, force: true });
+    const of = (side: WarmSide, index: number, figure: "p50" | "p99") =>
+      median(sides[side].map((run) => run[index]?.[figure] ?? Number.NaN));
     printTable(
       ["model", "raw p50 ms", "handler p50 ms", "overhead ms", "ratio", "handler p99 ms"],
-      warm.map((row, i) => [
-        `${row.name} (${((models[i]?.bytes.byteLength ?? 0) / 1e6).toFixed(1)} MB)`,
-        formatMs(row.raw50),
-        formatMs(row.handler50),
-        formatMs(row.handler50 - row.raw50),
-        (row.handler50 / row.raw50).toFixed(3),
-        formatMs(row.handler99),
-      ]),
+      models.map((model, i) => {
+        const raw50 = of("raw", i, "p50");
+        const handler50 = of("handler", i, "p50");
+        return [
+          `${model.name} (${(model.bytes.byteLength / 1e6).toFixed(1)} MB)`,
+          formatMs(raw50),
+          formatMs(handler50),
+          formatMs(handler50 - raw50),
+          (handler50 / raw50).toFixed(3),
+          formatMs(of("handler", i, "p99")),
+        ];
+      }),
     );
 
     console.log(`\ncold path: median of ${COLD_SAMPLES} new processes each, 50 MB MLP\n`);

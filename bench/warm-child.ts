@@ -1,13 +1,12 @@
 /**
- * The warm comparison, in a process that hosts only the inference function, as a Lambda environment
- * does: the bench's own process runs the emulators, queue pollers and optimizer, whose timers and
- * sockets would otherwise share this event loop. Bundled by bench/inference.ts like the function's
- * asset and given the environment the function would have.
- *   warm-child.mjs <models as JSON: [{ name, input, dims, iterations }]>
- * For each model: the handler (API Gateway event in, response out; no HTTP; the run in the session's
- * worker thread) against session.run on this thread, from the same file with the same options,
- * interleaved so both see the same machine state. Prints one JSON
- * line: per model, the raw and handler p50 and the handler p99, in milliseconds.
+ * One side of the warm comparison, in a process that hosts only the inference function, as a Lambda
+ * environment does: the bench's own process runs the emulators, queue pollers and optimizer, whose
+ * timers and sockets would otherwise share this event loop. Bundled by bench/inference.ts like the
+ * function's asset and given the environment the function would have.
+ *   warm-child.mjs <models as JSON: [{ name, input, dims, iterations }]> raw|handler
+ * raw: session.run on this thread, from the file the handler serves with the handler's options.
+ * handler: API Gateway event in, response out (no HTTP; the run in the session's worker thread).
+ * The bench alternates processes of both sides. Prints one JSON line: per model, p50 and p99 in ms.
  */
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { APIGatewayProxyEvent } from "aws-lambda";
@@ -28,11 +27,13 @@ export interface WarmModel {
   readonly iterations: number;
 }
 
+export type WarmSide = "raw" | "handler";
+
 export interface WarmResult {
   readonly name: string;
-  readonly raw50: number;
-  readonly handler50: number;
-  readonly handler99: number;
+  readonly side: WarmSide;
+  readonly p50: number;
+  readonly p99: number;
 }
 
 function inferEvent(
@@ -71,58 +72,65 @@ function muteStdout(): () => void {
   };
 }
 
-async function measure(model: WarmModel): Promise<WarmResult> {
+/**
+ * One side of the comparison for one model, alone in this process: raw `session.run` on this thread
+ * (the file the handler serves, the handler's session options), or the handler. Sessions in one
+ * process share its cores: an idle session's spinning threads would tax the other side's runs.
+ */
+async function measure(model: WarmModel, side: WarmSide): Promise<WarmResult> {
   const { service, registry, artifacts } = parts;
   const count = model.dims.reduce((a, b) => a * b, 1);
   const values = inputValues(count);
   const event = inferEvent(model.name, model.input, model.dims, values);
   const record = await registry.getVersion(model.name, 1);
   if (record === undefined || !isServable(record)) throw new Error(`${model.name} is not servable`);
-  // What the handler serves: the optimizer's selected variant, or the upload itself.
-  const artifact = servingArtifact(record);
-  const handler = createInferenceHandler(service, logger);
-  const first = await handler(event, lambdaContext("load", Date.now()));
-  if (first.statusCode !== 200) throw new Error(`handler answered ${first.statusCode}: ${first.body}`);
-  // Raw is onnxruntime on this thread, on the very file the handler's worker session loaded, with the
-  // same options: what a caller would write without the service.
-  const session = await createOrtSession(await artifacts.load(artifact));
-  const feeds = { [model.input]: new ort.Tensor("float32", Float32Array.from(values), [...model.dims]) };
-  const rawTimes: number[] = [];
-  const handlerTimes: number[] = [];
+  const times: number[] = [];
   const silence = muteStdout();
   try {
-    for (let i = 0; i < Math.min(50, model.iterations); i++) {
-      await session.run(feeds);
-      await handler(event, lambdaContext("warmup", Date.now()));
-      await new Promise((logged) => setImmediate(logged));
-    }
-    for (let i = 0; i < model.iterations; i++) {
-      let start = performance.now();
-      await session.run(feeds);
-      rawTimes.push(performance.now() - start);
-      // Lambda hands the handler its context: building it is not the handler's time.
-      const context = lambdaContext("bench", Date.now());
-      start = performance.now();
-      const result = await handler(event, context);
-      handlerTimes.push(performance.now() - start);
-      // The handler writes its log line after answering: let it finish outside both timings.
-      await new Promise((logged) => setImmediate(logged));
-      if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
+    if (side === "raw") {
+      // What the handler serves: the optimizer's selected variant, or the upload itself.
+      const session = await createOrtSession(await artifacts.load(servingArtifact(record)));
+      const feeds = { [model.input]: new ort.Tensor("float32", Float32Array.from(values), [...model.dims]) };
+      for (let i = 0; i < Math.min(50, model.iterations); i++) await session.run(feeds);
+      for (let i = 0; i < model.iterations; i++) {
+        const start = performance.now();
+        await session.run(feeds);
+        times.push(performance.now() - start);
+      }
+      await session.release();
+    } else {
+      const handler = createInferenceHandler(service, logger);
+      for (let i = 0; i < Math.min(50, model.iterations) + 1; i++) {
+        const result = await handler(event, lambdaContext("warmup", Date.now()));
+        if (result.statusCode !== 200)
+          throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
+        await new Promise((logged) => setImmediate(logged));
+      }
+      for (let i = 0; i < model.iterations; i++) {
+        // Lambda hands the handler its context: building it is not the handler's time.
+        const context = lambdaContext("bench", Date.now());
+        const start = performance.now();
+        const result = await handler(event, context);
+        times.push(performance.now() - start);
+        // The handler writes its log line after answering: let it finish outside the timing.
+        await new Promise((logged) => setImmediate(logged));
+        if (result.statusCode !== 200)
+          throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
+      }
+      await parts.sessions.close();
     }
   } finally {
     silence();
   }
-  return {
-    name: model.name,
-    raw50: median(rawTimes),
-    handler50: median(handlerTimes),
-    handler99: percentile(handlerTimes, 99),
-  };
+  return { name: model.name, side, p50: median(times), p99: percentile(times, 99) };
 }
 
 // Handler logs go nowhere, but are still formatted and written, as in Lambda.
 const logger = new Logger({ serviceName: "maas-inference", logLevel: "INFO" });
 const parts = createInferenceParts(loadInferenceConfig(process.env), defaultClients());
 const results: WarmResult[] = [];
-for (const model of JSON.parse(process.argv[2] ?? "[]") as WarmModel[]) results.push(await measure(model));
+const side = process.argv[3] as WarmSide;
+if (side !== "raw" && side !== "handler") throw new Error("usage: warm-child.mjs <models JSON> raw|handler");
+for (const model of JSON.parse(process.argv[2] ?? "[]") as WarmModel[])
+  results.push(await measure(model, side));
 process.stdout.write(`${JSON.stringify(results)}\n`);

@@ -1,19 +1,20 @@
-import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errorResponse } from "#aws/lambda/api-gateway.ts";
-import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
-import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
-import { SessionPool } from "#aws/onnx/session-pool.ts";
-import { WorkerSession } from "#aws/onnx/worker-session.ts";
+import type { OnnxRunner } from "#aws/onnx/runner.ts";
+import type { SessionPool } from "#aws/onnx/session-pool.ts";
+import type { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { ModelNotReadyError, RouteNotFoundError } from "#core/errors.ts";
-import type { ServableVersion } from "#core/model.ts";
-import { inspectModel } from "#core/onnx/inspect.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { ElemType, encodeModel } from "../../models/onnx-builder.ts";
-import { CapturingLogger, MemoryArtifactSource } from "../support/memory-parts.ts";
+import {
+  CapturingLogger,
+  MemoryArtifactSource,
+  storedVersion,
+  workerRunner,
+} from "../support/memory-parts.ts";
 
 /** Models whose failing sizes come from a caller's input, as the probe of the local stack found them. */
 const shapeFromCaller = {
@@ -49,22 +50,7 @@ let cacheDir: string;
 let sessions: SessionPool<WorkerSession>;
 let runner: OnnxRunner;
 
-function version(name: string, bytes: Uint8Array): ServableVersion {
-  const key = `models/${name}/1/model.onnx`;
-  artifacts.objects.set(key, bytes);
-  const sha256 = createHash("sha256").update(bytes).digest("hex");
-  return {
-    name,
-    version: 1,
-    status: "ready",
-    target: "lambda",
-    artifact: { bucket: "maas-models", key, sha256, bytes: bytes.byteLength },
-    signature: inspectModel(bytes).signature,
-    variants: [],
-    createdAt: "2026-04-09T12:00:00.000Z",
-    updatedAt: "2026-04-09T12:00:00.000Z",
-  };
-}
+const version = (name: string, bytes: Uint8Array) => storedVersion(artifacts, name, bytes);
 
 const floats = (dims: number[]): NamedTensor => ({
   name: "x",
@@ -101,16 +87,7 @@ function expectNoInternals(message: string): void {
 
 beforeAll(async () => {
   cacheDir = await mkdtemp(join(tmpdir(), "maas-ort-errors-"));
-  sessions = new SessionPool<WorkerSession>({
-    create: (artifact) => WorkerSession.open(artifact, sessionOptions(1)),
-    maxSessions: 4,
-    maxBytes: 64 * 1024 * 1024,
-    retryAfterMs: 1_000,
-  });
-  runner = new OnnxRunner(
-    new ArtifactCache({ source: artifacts, directory: cacheDir, maxBytes: 64 * 1024 * 1024 }),
-    sessions,
-  );
+  ({ runner, sessions } = workerRunner(artifacts, cacheDir));
 });
 
 afterAll(async () => {

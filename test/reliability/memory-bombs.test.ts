@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocalStack } from "../../local/stack.ts";
 import { startTestStack, stopTestStack, TEST_API_KEY } from "../support/local-stack.ts";
-import { outputSizeBombModel } from "../support/runaway-models.ts";
+import { constantOfShapeBombModel, expandBombModel, outputSizeBombModel } from "../support/runaway-models.ts";
 
 const RSS_LIMIT_BYTES = 1_500_000_000;
 /** MAAS_MAX_RESPONSE_BYTES's default: Lambda's 6 MB synchronous response. */
@@ -21,11 +21,15 @@ let dataDir: string;
 beforeAll(async () => {
   ({ stack, dataDir } = await startTestStack("memory-bombs", { demo: false }));
   await stack.publish(BOMB, 1, outputSizeBombModel());
-  // The optimizer benchmarks the model with inputs of its own: done before any memory is measured.
+  await stack.publish("expand-bomb", 1, expandBombModel());
+  await stack.publish("zeros-bomb", 1, constantOfShapeBombModel());
+  // The optimizer benchmarks each model with inputs of its own: done before any memory is measured.
   const deadline = Date.now() + 60_000;
-  while ((await stack.registry.getVersionConsistent(BOMB, 1))?.optimizedAt === undefined) {
-    if (Date.now() > deadline) throw new Error(`${BOMB} never left the optimizer`);
-    await new Promise((wake) => setTimeout(wake, 50));
+  for (const name of [BOMB, "expand-bomb", "zeros-bomb"]) {
+    while ((await stack.registry.getVersionConsistent(name, 1))?.optimizedAt === undefined) {
+      if (Date.now() > deadline) throw new Error(`${name} never left the optimizer`);
+      await new Promise((wake) => setTimeout(wake, 50));
+    }
   }
 }, 120_000);
 
@@ -134,4 +138,34 @@ describe("requests built to exhaust memory", () => {
     expectNoInternals(result.text);
     expect(peakBytes).toBeLessThan(RSS_LIMIT_BYTES);
   }, 120_000);
+
+  it("answers 413 without onnxruntime's source frames to an Expand of 10^5 x 10^5 (40 GB)", async () => {
+    const request = JSON.stringify({
+      inputs: [{ name: "shape", shape: [2], datatype: "INT64", data: [100_000, 100_000] }],
+    });
+
+    const { result, peakBytes } = await peakRssDuring(() => post("/v2/models/expand-bomb/infer", request));
+
+    expect(result.status, result.text).toBe(413);
+    expect(errorMessage(result.text)).toMatch(/^the model rejected the inputs: /);
+    expect(result.text).not.toContain("bfc_arena");
+    expectNoInternals(result.text);
+    expect(peakBytes).toBeLessThan(RSS_LIMIT_BYTES);
+  });
+
+  it("answers 4xx without internals to a ConstantOfShape of 40 GB and of a negative dimension", async () => {
+    const ask = (dims: number[]) =>
+      post(
+        "/v2/models/zeros-bomb/infer",
+        JSON.stringify({ inputs: [{ name: "shape", shape: [3], datatype: "INT64", data: dims }] }),
+      );
+
+    const huge = await ask([100_000, 100_000, 1]);
+    const negative = await ask([-1, 5, 5]);
+
+    expect(huge.status, huge.text).toBe(413);
+    expect(negative.status, negative.text).toBeGreaterThanOrEqual(400);
+    expect(negative.status).toBeLessThan(500);
+    for (const answer of [huge, negative]) expectNoInternals(answer.text);
+  });
 });

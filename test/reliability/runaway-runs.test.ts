@@ -1,18 +1,19 @@
-import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errorResponse } from "#aws/lambda/api-gateway.ts";
-import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
-import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
-import { SessionPool } from "#aws/onnx/session-pool.ts";
-import { stuckRuns, WorkerSession } from "#aws/onnx/worker-session.ts";
-import type { ServableVersion } from "#core/model.ts";
-import { inspectModel } from "#core/onnx/inspect.ts";
+import type { OnnxRunner } from "#aws/onnx/runner.ts";
+import type { SessionPool } from "#aws/onnx/session-pool.ts";
+import { stuckRuns, type WorkerSession } from "#aws/onnx/worker-session.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { buildIrisModel } from "../../models/iris.ts";
-import { CapturingLogger, MemoryArtifactSource } from "../support/memory-parts.ts";
+import {
+  CapturingLogger,
+  MemoryArtifactSource,
+  storedVersion,
+  workerRunner,
+} from "../support/memory-parts.ts";
 import { callerLoopModel } from "../support/runaway-models.ts";
 
 /** About 90 ms per 100 000 trips here: 3 million is seconds, ended by the deadline long before. */
@@ -25,29 +26,8 @@ let cacheDir: string;
 let sessions: SessionPool<WorkerSession>;
 let runner: OnnxRunner;
 
-function version(name: string, bytes: Uint8Array): ServableVersion {
-  const key = `models/${name}/1/model.onnx`;
-  artifacts.objects.set(key, bytes);
-  return {
-    name,
-    version: 1,
-    status: "ready",
-    target: "lambda",
-    artifact: {
-      bucket: "maas-models",
-      key,
-      sha256: createHash("sha256").update(bytes).digest("hex"),
-      bytes: bytes.byteLength,
-    },
-    signature: inspectModel(bytes).signature,
-    variants: [],
-    createdAt: "2026-12-07T12:00:00.000Z",
-    updatedAt: "2026-12-07T12:00:00.000Z",
-  };
-}
-
-const loop = version("loop", callerLoopModel());
-const iris = version("iris", buildIrisModel());
+const loop = storedVersion(artifacts, "loop", callerLoopModel());
+const iris = storedVersion(artifacts, "iris", buildIrisModel());
 
 function loopInputs(trips: bigint): NamedTensor[] {
   return [
@@ -77,17 +57,7 @@ async function longestStall<T>(
 
 beforeAll(async () => {
   cacheDir = await mkdtemp(join(tmpdir(), "maas-runaway-"));
-  sessions = new SessionPool<WorkerSession>({
-    create: (artifact) => WorkerSession.open(artifact, sessionOptions(1)),
-    maxSessions: 4,
-    maxBytes: 64 * 1024 * 1024,
-    retryAfterMs: 1_000,
-  });
-  runner = new OnnxRunner(
-    new ArtifactCache({ source: artifacts, directory: cacheDir, maxBytes: 64 * 1024 * 1024 }),
-    sessions,
-    DEADLINE_MS,
-  );
+  ({ runner, sessions } = workerRunner(artifacts, cacheDir, DEADLINE_MS));
   // Both sessions exist before the runaway, so that what is measured is the run, not a load.
   await runner.run(loop, loopInputs(10n), ["y"]);
   await runner.run(iris, irisInputs, ["label", "probabilities"]);

@@ -1,15 +1,13 @@
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Logger } from "@aws-lambda-powertools/logger";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
-import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
-import { SessionPool } from "#aws/onnx/session-pool.ts";
-import { WorkerSession } from "#aws/onnx/worker-session.ts";
+import type { OnnxRunner } from "#aws/onnx/runner.ts";
+import type { SessionPool } from "#aws/onnx/session-pool.ts";
+import type { WorkerSession } from "#aws/onnx/worker-session.ts";
 import type { ModelVersion, ServableVersion } from "#core/model.ts";
-import { inspectModel } from "#core/onnx/inspect.ts";
 import type { ModelEntries, ModelRegistry, ModelSummary } from "#core/registry/registry.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
@@ -20,7 +18,7 @@ import { createInferenceHandler, type ProxyHandler } from "#lambdas/inference/ha
 import { lambdaContext } from "../../local/gateway.ts";
 import { ElemType, encodeModel, floatTensor, int64Tensor } from "../../models/onnx-builder.ts";
 import { proxyEvent } from "../infra/events.ts";
-import { MemoryArtifactSource } from "../support/memory-parts.ts";
+import { MemoryArtifactSource, storedVersion, workerRunner } from "../support/memory-parts.ts";
 
 const LIMIT = 10_000;
 const LIMIT_TEXT = `the response limit of ${LIMIT} bytes (MAAS_MAX_RESPONSE_BYTES)`;
@@ -107,24 +105,7 @@ let runner: CountingRunner;
 let handler: ProxyHandler;
 
 function publish(name: string, bytes: Uint8Array): void {
-  const key = `models/${name}/1/model.onnx`;
-  artifacts.objects.set(key, bytes);
-  registry.records.set(name, {
-    name,
-    version: 1,
-    status: "ready",
-    target: "lambda",
-    artifact: {
-      bucket: "maas-models",
-      key,
-      sha256: createHash("sha256").update(bytes).digest("hex"),
-      bytes: bytes.byteLength,
-    },
-    signature: inspectModel(bytes).signature,
-    variants: [],
-    createdAt: "2026-04-09T12:00:00.000Z",
-    updatedAt: "2026-04-09T12:00:00.000Z",
-  });
+  registry.records.set(name, storedVersion(artifacts, name, bytes));
 }
 
 async function infer(model: string, inputs: unknown[]) {
@@ -147,18 +128,9 @@ beforeAll(async () => {
   publish("fill", constantOfShapeModel());
   publish("expand", staticExpandModel());
   publish("add", addModel());
-  sessions = new SessionPool<WorkerSession>({
-    create: (artifact) => WorkerSession.open(artifact, sessionOptions(1)),
-    maxSessions: 4,
-    maxBytes: 64 * 1024 * 1024,
-    retryAfterMs: 1_000,
-  });
-  runner = new CountingRunner(
-    new OnnxRunner(
-      new ArtifactCache({ source: artifacts, directory: cacheDir, maxBytes: 64 * 1024 * 1024 }),
-      sessions,
-    ),
-  );
+  const parts = workerRunner(artifacts, cacheDir);
+  sessions = parts.sessions;
+  runner = new CountingRunner(parts.runner);
   const service = new InferenceService({
     registry,
     runners: { lambda: runner },
