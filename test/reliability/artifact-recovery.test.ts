@@ -3,7 +3,7 @@
  * corrupted in the bucket (and no local copy), a selected variant deleted, and, when nothing
  * verifiable is left, a 503 that says why, from infer and from the version's ready route.
  */
-import { rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -63,7 +63,8 @@ async function objectBytes(key: string): Promise<Uint8Array | undefined> {
 async function forgetLocally(): Promise<void> {
   await stack.inference.sessions.close();
   await stack.inference.artifacts.flushed();
-  await rm(join(dataDir, "artifact-cache"), { recursive: true, force: true });
+  const cacheDir = join(dataDir, "artifact-cache");
+  for (const name of await readdir(cacheDir)) await rm(join(cacheDir, name), { force: true });
 }
 
 async function publishSettled(name: string, seed: number): Promise<ModelVersion> {
