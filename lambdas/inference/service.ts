@@ -79,6 +79,7 @@ export function createInferenceParts(
       maxEntries: 1_000,
     },
   );
+  const options = sessionOptions();
   const artifacts = new ArtifactCache({
     source: new S3HttpArtifactSource(clients.s3),
     directory: config.MAAS_ARTIFACT_DIR,
@@ -88,7 +89,6 @@ export function createInferenceParts(
     // object rather than at start-up, where it held up the registry read. Its failure surfaces at open.
     whileWaiting: () => WorkerSession.prestart(options),
   });
-  const options = sessionOptions();
   const sessions = new SessionPool<WorkerSession>({
     create: (artifact) => WorkerSession.open(artifact, options),
     maxSessions: config.MAAS_SESSION_MAX,

@@ -8,40 +8,19 @@ import type { SessionPool } from "#aws/onnx/session-pool.ts";
 import type { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { ModelNotReadyError, RouteNotFoundError } from "#core/errors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
-import { ElemType, encodeModel } from "../../models/onnx-builder.ts";
 import {
   CapturingLogger,
   MemoryArtifactSource,
   storedVersion,
   workerRunner,
 } from "../support/memory-parts.ts";
+import { callerReshapeModel, constantOfShapeBombModel, expandBombModel } from "../support/runaway-models.ts";
 
 /** Models whose failing sizes come from a caller's input, as the probe of the local stack found them. */
 const shapeFromCaller = {
-  reshape: encodeModel({
-    graphName: "reshape",
-    inputs: [
-      { name: "x", elemType: ElemType.FLOAT, dims: [2, 3] },
-      { name: "shape", elemType: ElemType.INT64, dims: [2] },
-    ],
-    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["rows", "columns"] }],
-    nodes: [{ opType: "Reshape", inputs: ["x", "shape"], outputs: ["y"] }],
-  }),
-  expand: encodeModel({
-    graphName: "expand",
-    inputs: [
-      { name: "x", elemType: ElemType.FLOAT, dims: [1, 1] },
-      { name: "shape", elemType: ElemType.INT64, dims: [2] },
-    ],
-    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["rows", "columns"] }],
-    nodes: [{ opType: "Expand", inputs: ["x", "shape"], outputs: ["y"] }],
-  }),
-  constantOfShape: encodeModel({
-    graphName: "constant-of-shape",
-    inputs: [{ name: "shape", elemType: ElemType.INT64, dims: [3] }],
-    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["a", "b", "c"] }],
-    nodes: [{ opType: "ConstantOfShape", inputs: ["shape"], outputs: ["y"] }],
-  }),
+  reshape: callerReshapeModel(),
+  expand: expandBombModel(),
+  constantOfShape: constantOfShapeBombModel(),
 };
 
 const artifacts = new MemoryArtifactSource();

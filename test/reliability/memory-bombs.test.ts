@@ -141,7 +141,10 @@ describe("requests built to exhaust memory", () => {
 
   it("answers 413 without onnxruntime's source frames to an Expand of 10^5 x 10^5 (40 GB)", async () => {
     const request = JSON.stringify({
-      inputs: [{ name: "shape", shape: [2], datatype: "INT64", data: [100_000, 100_000] }],
+      inputs: [
+        { name: "x", shape: [1, 1], datatype: "FP32", data: [1] },
+        { name: "shape", shape: [2], datatype: "INT64", data: [100_000, 100_000] },
+      ],
     });
 
     const { result, peakBytes } = await peakRssDuring(() => post("/v2/models/expand-bomb/infer", request));

@@ -3,6 +3,7 @@ import { Readable } from "node:stream";
 import { Logger, type LogItem } from "@aws-lambda-powertools/logger";
 import { ArtifactCache, type ArtifactSource } from "#aws/onnx/artifact-cache.ts";
 import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
+import { ServingArtifacts } from "#aws/onnx/serving-artifacts.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
 import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import type { ArtifactRef, ServableVersion } from "#core/model.ts";
@@ -70,5 +71,5 @@ export function workerRunner(
     retryAfterMs: 1_000,
   });
   const cache = new ArtifactCache({ source: artifacts, directory: cacheDir, maxBytes: 64 * 1024 * 1024 });
-  return { runner: new OnnxRunner(cache, sessions, deadlineMs), sessions };
+  return { runner: new OnnxRunner(new ServingArtifacts(cache), sessions, deadlineMs), sessions };
 }

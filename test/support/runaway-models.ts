@@ -55,14 +55,29 @@ export function constantOfShapeBombModel(): Uint8Array {
   });
 }
 
-/** Expand of a scalar to the caller's `shape`. */
+/** Expand of `x` ([1, 1]) to the caller's `shape`: `[1e5, 1e5]` asks for 40 GB. */
 export function expandBombModel(): Uint8Array {
   return encodeModel({
     graphName: "expand_bomb",
-    inputs: [{ name: "shape", elemType: ElemType.INT64, dims: [2] }],
+    inputs: [
+      { name: "x", elemType: ElemType.FLOAT, dims: [1, 1] },
+      { name: "shape", elemType: ElemType.INT64, dims: [2] },
+    ],
     outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["rows", "columns"] }],
-    nodes: [{ opType: "Expand", inputs: ["one", "shape"], outputs: ["y"] }],
-    initializers: [floatTensor("one", [1, 1], new Float32Array([1]))],
+    nodes: [{ opType: "Expand", inputs: ["x", "shape"], outputs: ["y"] }],
+  });
+}
+
+/** Reshape of `x` ([2, 3]) to the caller's `shape`: `[-1, 5]` or `[-2, 3]` cannot hold. */
+export function callerReshapeModel(): Uint8Array {
+  return encodeModel({
+    graphName: "caller_reshape",
+    inputs: [
+      { name: "x", elemType: ElemType.FLOAT, dims: [2, 3] },
+      { name: "shape", elemType: ElemType.INT64, dims: [2] },
+    ],
+    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["rows", "columns"] }],
+    nodes: [{ opType: "Reshape", inputs: ["x", "shape"], outputs: ["y"] }],
   });
 }
 

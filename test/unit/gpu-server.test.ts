@@ -15,7 +15,7 @@ import { type GpuServer, startGpuServer } from "../../containers/gpu/server.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
 import { ElemType, encodeModel, floatTensor } from "../../models/onnx-builder.ts";
 import { buildFixedShapeModel } from "../../models/zoo.ts";
-import { callerLoopModel } from "../support/runaway-models.ts";
+import { callerLoopModel, expandBombModel } from "../support/runaway-models.ts";
 
 // --- the batcher alone, with a model stand-in that records every run ----------------------------
 
@@ -622,18 +622,7 @@ describe("GPU container server", () => {
   });
 
   it("answers 413 and 400 without onnxruntime's source paths when a caller's shape input cannot be run", async () => {
-    await placeModel(
-      "expand",
-      encodeModel({
-        graphName: "expand",
-        inputs: [
-          { name: "x", elemType: ElemType.FLOAT, dims: [1, 1] },
-          { name: "shape", elemType: ElemType.INT64, dims: [2] },
-        ],
-        outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["rows", "columns"] }],
-        nodes: [{ opType: "Expand", inputs: ["x", "shape"], outputs: ["y"] }],
-      }),
-    );
+    await placeModel("expand", expandBombModel());
     const server = await start();
     const expandTo = (shape: number[]) =>
       invoke(

@@ -8,6 +8,7 @@ import { mockClient } from "aws-sdk-client-mock";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
 import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
+import { ServingArtifacts } from "#aws/onnx/serving-artifacts.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
 import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { SageMakerRunner } from "#aws/sagemaker/runner.ts";
@@ -183,7 +184,9 @@ beforeAll(async () => {
     retryAfterMs: 1_000,
   });
   const runner = new OnnxRunner(
-    new ArtifactCache({ source: artifacts, directory: cacheDir, maxBytes: 64 * 1024 * 1024 }),
+    new ServingArtifacts(
+      new ArtifactCache({ source: artifacts, directory: cacheDir, maxBytes: 64 * 1024 * 1024 }),
+    ),
     sessions,
   );
   service = new InferenceService({
@@ -590,7 +593,13 @@ describe("inference handler: the variant that answered", () => {
     );
     publish("labelled", 1, buildIrisModel(), { signature: { ...iris, outputs } }, variants);
     const runner = new OnnxRunner(
-      new ArtifactCache({ source: artifacts, directory: join(cacheDir, "variants"), maxBytes: 1024 * 1024 }),
+      new ServingArtifacts(
+        new ArtifactCache({
+          source: artifacts,
+          directory: join(cacheDir, "variants"),
+          maxBytes: 1024 * 1024,
+        }),
+      ),
       sessions,
     );
     variantHandler = createInferenceHandler(

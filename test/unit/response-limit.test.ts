@@ -18,6 +18,7 @@ import { createInferenceHandler, type ProxyHandler } from "#lambdas/inference/ha
 import { lambdaContext } from "../../local/gateway.ts";
 import { ElemType, encodeModel, floatTensor, int64Tensor } from "../../models/onnx-builder.ts";
 import { proxyEvent } from "../infra/events.ts";
+import { validAddModel } from "../support/crafted-models.ts";
 import { MemoryArtifactSource, storedVersion, workerRunner } from "../support/memory-parts.ts";
 
 const LIMIT = 10_000;
@@ -48,17 +49,6 @@ function staticExpandModel(): Uint8Array {
     outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: [100, 100] }],
     initializers: [int64Tensor("target", [2], [100n, 100n])],
     nodes: [{ opType: "Expand", inputs: ["x", "target"], outputs: ["y"] }],
-  });
-}
-
-/** y = x + bias, [batch, 2]: the output's rows are the input's. */
-function addModel(): Uint8Array {
-  return encodeModel({
-    graphName: "add",
-    inputs: [{ name: "x", elemType: ElemType.FLOAT, dims: ["batch", 2] }],
-    outputs: [{ name: "y", elemType: ElemType.FLOAT, dims: ["batch", 2] }],
-    initializers: [floatTensor("bias", [2], Float32Array.of(1, 2))],
-    nodes: [{ opType: "Add", inputs: ["x", "bias"], outputs: ["y"] }],
   });
 }
 
@@ -127,7 +117,7 @@ beforeAll(async () => {
   cacheDir = await mkdtemp(join(tmpdir(), "maas-response-limit-"));
   publish("fill", constantOfShapeModel());
   publish("expand", staticExpandModel());
-  publish("add", addModel());
+  publish("add", validAddModel());
   const parts = workerRunner(artifacts, cacheDir);
   sessions = parts.sessions;
   runner = new CountingRunner(parts.runner);

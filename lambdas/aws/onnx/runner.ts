@@ -4,8 +4,8 @@ import type * as Ort from "onnxruntime-node";
 import type { ArtifactRef, ServableVersion } from "#core/model.ts";
 import { DEFAULT_DEADLINE_MS, type ModelRunner, type RunOptions } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
-import type { ArtifactCache, LocalArtifact } from "./artifact-cache.ts";
-import { ServingArtifacts, VariantUnavailableError } from "./serving-artifacts.ts";
+import type { LocalArtifact } from "./artifact-cache.ts";
+import { type ServingArtifacts, VariantUnavailableError } from "./serving-artifacts.ts";
 import type { SessionPool } from "./session-pool.ts";
 import { SessionLostError, type WorkerSession } from "./worker-session.ts";
 
@@ -13,9 +13,8 @@ import { SessionLostError, type WorkerSession } from "./worker-session.ts";
 let ortLoad: { readonly ort: typeof Ort } | { readonly error: unknown } | undefined;
 
 /**
- * Loads onnxruntime-node on first use. The inference function starts it once an artifact's request
- * is on its way (ArtifactCache's `whileWaiting`), so its native library loads while S3 starts the
- * object; otherwise the first session creation loads it.
+ * Loads onnxruntime-node on this thread, on first use: registration's and the optimizer's sessions.
+ * The inference function's sessions load it in their worker threads (worker-session.ts).
  *
  * Through CommonJS `require`, which is what the package is: import() would take each of its files
  * through the ESM loader's translation, about 10 ms more of the same block on the build machine. A
@@ -66,11 +65,11 @@ export class OnnxRunner implements ModelRunner {
 
   /** `deadlineMs`: for runs whose caller gives no deadline (the service always does). */
   constructor(
-    artifacts: ArtifactCache | ServingArtifacts,
+    serving: ServingArtifacts,
     sessions: SessionPool<WorkerSession>,
     deadlineMs = DEFAULT_DEADLINE_MS,
   ) {
-    this.#serving = artifacts instanceof ServingArtifacts ? artifacts : new ServingArtifacts(artifacts);
+    this.#serving = serving;
     this.#sessions = sessions;
     this.#deadlineMs = deadlineMs;
   }

@@ -2,12 +2,13 @@
  * A worker thread that holds one onnxruntime session and runs it, so that a run never blocks the
  * thread that answers health checks and other models' requests (worker-session.ts starts it).
  *
- * Self-contained on purpose: it imports nothing of ours, so it runs as is from source (Node strips
- * the types) and bundles into one small file beside a function's handler (lib/maas-function.ts).
+ * It imports only the tensor conversions of ours (plain TypeScript that Node runs by stripping the
+ * types), and bundles into one small file beside a function's handler (lib/maas-function.ts).
  */
 import { createRequire } from "node:module";
 import { parentPort, workerData } from "node:worker_threads";
 import type * as Ort from "onnxruntime-node";
+import { fromOrtResults, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
 import type { SessionWorkerData, SessionWorkerReply, SessionWorkerRequest } from "./session-protocol.ts";
 
 const data = workerData as SessionWorkerData;
@@ -49,27 +50,18 @@ async function run(request: Extract<SessionWorkerRequest, { kind: "run" }>): Pro
     return;
   }
   try {
-    const feeds: Record<string, Ort.Tensor> = {};
-    for (const input of request.inputs) {
-      feeds[input.name] = new ort.Tensor(
-        input.type,
-        input.data as Ort.Tensor.DataType,
-        input.dims as number[],
-      );
-    }
+    const feeds = toOrtFeeds(ort, request.inputs);
+    // Every output, as most requests ask: onnxruntime's own default, without its name checks.
     const results =
       request.outputs.length === session.outputNames.length
         ? await session.run(feeds)
         : await session.run(feeds, request.outputs as string[]);
-    const outputs = request.outputs.map((name) => {
-      const tensor = results[name] as Ort.Tensor;
-      return { name, type: tensor.type, dims: tensor.dims, data: tensor.data };
-    });
+    const outputs = fromOrtResults(results, request.outputs);
     // Numeric outputs own their buffers: moved to the caller, not copied.
     const transfer = outputs.flatMap(({ data }) =>
       ArrayBuffer.isView(data) ? [data.buffer as ArrayBuffer] : [],
     );
-    reply({ kind: "ran", id: request.id, outputs } as SessionWorkerReply, transfer);
+    reply({ kind: "ran", id: request.id, outputs }, transfer);
   } catch (error) {
     reply({ kind: "failed", id: request.id, error: failure(error) });
   }

@@ -63,7 +63,7 @@ let spareOptions: Ort.InferenceSession.SessionOptions | undefined;
 
 function startWorker(options: Ort.InferenceSession.SessionOptions): Worker {
   const data: SessionWorkerData = { ortEntry: resolveOrtEntry(), options };
-  // A worker never keeps the process alive by itself: a session held in a pool does not block exit.
+  // A spare never keeps the process alive; open() refs it while loading (its listeners) and unrefs it after.
   const worker = new Worker(SESSION_WORKER_ENTRY, { workerData: data });
   worker.unref();
   return worker;
@@ -90,9 +90,9 @@ export class SessionLostError extends BackendUnavailableError {
 
 /**
  * One onnxruntime session in a worker thread of its own. Runs are queued and sent one at a time; a run
- * that passes its deadline fails with a 504, and its worker is terminated and the session retired
- * (`lost`), since onnxruntime offers no way to stop a run from outside. Runs queued behind it fail
- * with SessionLostError, for the caller to retry on a new session.
+ * that passes its deadline fails with a 504 and is abandoned, since onnxruntime offers no way to stop
+ * a run from outside: the session is retired (`lost`) and its worker terminated once the run returns.
+ * Runs queued behind it fail with SessionLostError, for the caller to retry on a new session.
  */
 export class WorkerSession implements SessionDescription {
   readonly inputNames: readonly string[];
@@ -172,6 +172,7 @@ export class WorkerSession implements SessionDescription {
       throw error;
     });
     const session = new WorkerSession(worker, description);
+    // Adding 'message' listeners refs a worker: a session held in a pool must not keep the process alive.
     worker.unref();
     return session;
   }

@@ -1,7 +1,7 @@
 import type { AwsHttpClient } from "#aws/http/aws-http.ts";
 import type { ArtifactRestorer } from "#aws/onnx/serving-artifacts.ts";
 import type { ArtifactRef } from "#core/model.ts";
-import { encodeRfc3986, s3ObjectUrl } from "./http-source.ts";
+import { encodeKey, encodeRfc3986, s3ObjectUrl } from "./http-source.ts";
 
 const MAX_COPY_ANSWER = 64 * 1024;
 
@@ -21,7 +21,7 @@ export class S3CopyRestorer implements ArtifactRestorer {
     upload: { readonly bucket: string; readonly key: string; readonly etag: string },
     to: ArtifactRef,
   ): Promise<void> {
-    const source = `/${encodeRfc3986(upload.bucket)}/${upload.key.split("/").map(encodeRfc3986).join("/")}`;
+    const source = `/${encodeRfc3986(upload.bucket)}/${encodeKey(upload.key)}`;
     const { body } = await this.#s3.stream({
       operation: "CopyObject",
       method: "PUT",

@@ -14,21 +14,25 @@ export function encodeRfc3986(text: string): string {
   );
 }
 
-/** Names that work as a DNS label under TLS; dotted names would break the wildcard certificate. */
-const VIRTUAL_HOST_BUCKET = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
-
-/**
- * The object's URL: `<bucket>.s3.<region>.amazonaws.com/<key>` on AWS, path style (`/<bucket>/<key>`)
- * on a configured endpoint or for bucket names that cannot be a host name. Each key segment is
- * encoded once, exactly as it is signed.
- */
-export function s3ObjectUrl(s3: AwsHttpClient, bucket: string, key: string): URL {
+/** A key as a URL path (and CopyObject's source) carries it: each segment encoded once, exactly as it is signed. */
+export function encodeKey(key: string): string {
   const segments = key.split("/");
   // URL parsing would resolve them, fetching another object than the one named.
   if (segments.some((segment) => segment === "." || segment === "..")) {
     throw new Error(`S3 key '${key}' has '.' or '..' segments, which a URL cannot carry`);
   }
-  const path = segments.map(encodeRfc3986).join("/");
+  return segments.map(encodeRfc3986).join("/");
+}
+
+/** Names that work as a DNS label under TLS; dotted names would break the wildcard certificate. */
+const VIRTUAL_HOST_BUCKET = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
+
+/**
+ * The object's URL: `<bucket>.s3.<region>.amazonaws.com/<key>` on AWS, path style (`/<bucket>/<key>`)
+ * on a configured endpoint or for bucket names that cannot be a host name.
+ */
+export function s3ObjectUrl(s3: AwsHttpClient, bucket: string, key: string): URL {
+  const path = encodeKey(key);
   const { endpoint } = s3;
   if (!s3.customEndpoint && VIRTUAL_HOST_BUCKET.test(bucket)) {
     return new URL(`${endpoint.protocol}//${bucket}.${endpoint.host}/${path}`);
