@@ -94,6 +94,9 @@ export class InferenceApi extends Construct {
       endpointConfiguration: { types: [EndpointType.REGIONAL] },
       cloudWatchRole: props.cloudWatchRole ?? true,
       apiKeySourceType: ApiKeySourceType.HEADER,
+      // Every body as bytes, base64 to the functions and decoded on the way back: the binary tensor data
+      // extension's bodies stay intact, and binary responses decode whatever the caller's Accept says.
+      binaryMediaTypes: ["*/*"],
       deployOptions: {
         stageName: props.stageName ?? "prod",
         tracingEnabled: true,

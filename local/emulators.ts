@@ -20,6 +20,7 @@ import { type ListenOptions, Server as NetServer } from "node:net";
 import { join } from "node:path";
 import {
   CreateTableCommand,
+  type CreateTableCommandInput,
   DescribeTableCommand,
   DynamoDBClient,
   ResourceInUseException,
@@ -27,6 +28,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { type FauxqsServer, startFauxqs } from "fauxqs";
+import { jobsTableDefinition } from "#aws/jobs/aws-jobs.ts";
 import { registryTableDefinition } from "#aws/registry/table.ts";
 import { listen } from "./gateway.ts";
 import { type SignatureGate, startSignatureGate } from "./s3-signature-gate.ts";
@@ -50,6 +52,8 @@ export interface EmulatorOptions {
   readonly bucket: string;
   /** Registry table, created from `registryTableDefinition`. */
   readonly table: string;
+  /** Asynchronous inference's jobs table, created from `jobsTableDefinition` when named. */
+  readonly jobsTable?: string;
   /** Standard SQS queues to create when missing, each with its dead-letter queue if named. */
   readonly queues?: readonly LocalQueue[];
   /** The only credentials the S3 and SQS endpoint takes signatures from. @default local / local */
@@ -163,7 +167,9 @@ export async function startEmulators(options: EmulatorOptions): Promise<Emulator
     const boundDynamoPort = await listen(dynalite, dynamoPort, LOOPBACK, dynamoPortHint);
     emulators = assemble(fauxqs, gate, options.host ?? LOOPBACK, dynalite, boundDynamoPort, credentials);
     fauxqs.setup({ buckets: [options.bucket], queues: queueDefinitions(options.queues ?? []) });
-    await ensureTable(emulators.dynamoClient(), options.table);
+    await ensureTable(emulators.dynamoClient(), registryTableDefinition(options.table));
+    if (options.jobsTable !== undefined)
+      await ensureTable(emulators.dynamoClient(), jobsTableDefinition(options.jobsTable));
     return emulators;
   } catch (error) {
     if (emulators) await emulators.stop().catch(() => {});
@@ -277,9 +283,10 @@ function assemble(
   };
 }
 
-async function ensureTable(client: DynamoDBClient, table: string): Promise<void> {
+async function ensureTable(client: DynamoDBClient, definition: CreateTableCommandInput): Promise<void> {
+  const table = definition.TableName;
   try {
-    await client.send(new CreateTableCommand(registryTableDefinition(table)));
+    await client.send(new CreateTableCommand(definition));
   } catch (error) {
     if (!(error instanceof ResourceInUseException)) throw error;
   }

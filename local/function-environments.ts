@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { ADMIN_ENV, adminEnvironment } from "#lambdas/admin/config.ts";
 import { INFERENCE_ENV, inferenceEnvironment } from "#lambdas/inference/config.ts";
+import { JOBS_ENV, jobsEnvironment } from "#lambdas/jobs/config.ts";
 import { OPTIMIZE_ENV, optimizeEnvironment } from "#lambdas/optimize/config.ts";
 import { REGISTER_ENV, registerEnvironment } from "#lambdas/register/config.ts";
 
@@ -12,6 +13,8 @@ export interface LocalResources {
   readonly optimizeQueueUrl: string;
   readonly sagemakerEndpoint: string;
   readonly sagemakerModelPrefix: string;
+  readonly jobsTable: string;
+  readonly jobsQueueUrl: string;
 }
 
 export interface LocalFunctionEnvironments {
@@ -19,7 +22,12 @@ export interface LocalFunctionEnvironments {
   readonly register: Record<string, string>;
   readonly optimize: Record<string, string>;
   readonly admin: Record<string, string>;
+  /** The jobs worker: the inference function's settings with its own deadline, and its own. */
+  readonly jobs: Record<string, string>;
 }
+
+/** The jobs worker's deadline per job: the CDK stack's, under its 15-minute timeout. */
+export const JOB_DEADLINE_MS = 14 * 60 * 1000;
 
 /**
  * Each function's environment in the local stack: the stack's local values, over them any setting of
@@ -32,17 +40,36 @@ export function localFunctionEnvironments(
   options: { readonly lambdaMaxModelBytes?: number } = {},
 ): LocalFunctionEnvironments {
   const { dataDir } = resources;
+  const inference = {
+    ...inferenceEnvironment({
+      registryTable: resources.table,
+      artifactDir: join(dataDir, "artifact-cache"),
+      artifactCacheBytes: 8 * 1024 ** 3,
+      registryTtlMs: 1000,
+      registryMissTtlMs: 250,
+      sagemakerEndpoint: resources.sagemakerEndpoint,
+      jobsTable: resources.jobsTable,
+      jobsQueueUrl: resources.jobsQueueUrl,
+      asyncBucket: resources.bucket,
+    }),
+    ...INFERENCE_ENV.pick(env, [
+      "registryTable",
+      "sagemakerEndpoint",
+      "jobsTable",
+      "jobsQueueUrl",
+      "asyncBucket",
+    ]),
+  };
   return {
-    inference: {
+    inference,
+    jobs: {
+      ...inference,
       ...inferenceEnvironment({
         registryTable: resources.table,
-        artifactDir: join(dataDir, "artifact-cache"),
-        artifactCacheBytes: 8 * 1024 ** 3,
-        registryTtlMs: 1000,
-        registryMissTtlMs: 250,
-        sagemakerEndpoint: resources.sagemakerEndpoint,
+        inferenceDeadlineMs: JOB_DEADLINE_MS,
       }),
-      ...INFERENCE_ENV.pick(env, ["registryTable", "sagemakerEndpoint"]),
+      ...jobsEnvironment({}),
+      ...JOBS_ENV.pick(env),
     },
     register: {
       ...registerEnvironment({

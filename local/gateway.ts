@@ -26,8 +26,9 @@
  * - 502 `{"message":"Internal server error"}` when the handler throws or returns a malformed result, 502 with a
  *   message naming the limit when its serialized result exceeds `maxLambdaPayloadBytes` (Lambda's
  *   ResponseSizeTooLarge), 504 `{"message":"Endpoint request timed out"}` past the 29 s integration timeout.
- * - request bodies are utf-8 text for text/JSON/XML/form content types (or none), base64 otherwise;
- *   response bodies are base64-decoded when `isBase64Encoded`; `Content-Type` defaults to application/json.
+ * - request bodies arrive base64-encoded whatever their content type, as the REST API's binary media types
+ *   (`*\/*`, lib/inference-api.ts) make API Gateway send them; response bodies are base64-decoded when
+ *   `isBase64Encoded`; `Content-Type` defaults to application/json.
  * Paths are served without the stage prefix (`/v2/...`); `requestContext.path` carries `/<stage>/v2/...`.
  */
 import { randomUUID } from "node:crypto";
@@ -275,7 +276,12 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
     );
   // The event carries the body at least byte for byte (escaped or base64), so a longer body cannot fit.
   if (declaredLength > settings.maxLambdaPayloadBytes)
-    return refuseBody(settings, req, res, lambdaLimitRefusal(declaredLength, settings.maxLambdaPayloadBytes));
+    return refuseBody(
+      settings,
+      req,
+      res,
+      lambdaLimitRefusal(`the body is ${declaredLength} bytes`, settings.maxLambdaPayloadBytes),
+    );
   const body = await readBodyWithin(req, settings.maxBodyBytes, settings.bodyTimeoutMs);
   if (body === "too-large")
     return refuseBody(
@@ -288,8 +294,6 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
 
   const sourceIp = (req.socket.remoteAddress ?? "127.0.0.1").replace(/^::ffff:/, "");
   addForwardingHeaders(headers, sourceIp, req.socket.localPort ?? 0);
-  const contentType = findHeader(headers.single, "content-type");
-  const binary = body.length > 0 && !isTextContentType(contentType);
   const query = collectQuery(target.searchParams);
   const proxy = path.slice(1);
   const event: APIGatewayProxyEvent = {
@@ -302,8 +306,8 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
     multiValueQueryStringParameters: query.multi,
     pathParameters: { proxy: safeDecode(proxy) },
     stageVariables: null,
-    body: body.length === 0 ? null : binary ? body.toString("base64") : body.toString("utf8"),
-    isBase64Encoded: binary,
+    body: body.length === 0 ? null : body.toString("base64"),
+    isBase64Encoded: body.length > 0,
     requestContext: {
       accountId: ACCOUNT_ID,
       apiId: "local",
@@ -342,7 +346,15 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
   // Lambda measures the invocation payload, which is the event as JSON.
   const eventBytes = Buffer.byteLength(JSON.stringify(event));
   if (eventBytes > settings.maxLambdaPayloadBytes)
-    return refuseBody(settings, req, res, lambdaLimitRefusal(eventBytes, settings.maxLambdaPayloadBytes));
+    return refuseBody(
+      settings,
+      req,
+      res,
+      lambdaLimitRefusal(
+        `its Lambda event is ${eventBytes} bytes, the body base64-encoded`,
+        settings.maxLambdaPayloadBytes,
+      ),
+    );
 
   const handler = access === "admin" ? (settings.adminHandler ?? settings.handler) : settings.handler;
   const outcome = await invoke(settings, handler, event, lambdaContext(requestId, requestTimeEpoch));
@@ -427,14 +439,6 @@ function collectQuery(params: URLSearchParams): {
   return Object.keys(single).length === 0 ? { single: null, multi: null } : { single, multi };
 }
 
-const TEXT_CONTENT_TYPE =
-  /^(text\/|application\/(json|[\w.+-]+\+json|xml|[\w.+-]+\+xml|x-www-form-urlencoded|javascript)\b)/i;
-
-/** What API Gateway would pass as text; anything else arrives base64 (as with binaryMediaTypes "*\/*"). */
-function isTextContentType(contentType: string | undefined): boolean {
-  return contentType === undefined || TEXT_CONTENT_TYPE.test(contentType.trim());
-}
-
 interface Refusal {
   readonly status: number;
   readonly message: string;
@@ -452,12 +456,14 @@ function gatewayLimitRefusal(size: string, limit: number): Refusal {
   };
 }
 
-function lambdaLimitRefusal(bytes: number, limit: number): Refusal {
+function lambdaLimitRefusal(size: string, limit: number): Refusal {
   return {
     status: 413,
     message:
-      `Request Entity Too Large: the request is ${bytes} bytes; ` +
-      `Lambda takes at most ${describeBytes(limit)} per synchronous invocation`,
+      `Request Entity Too Large: ${size}; ` +
+      `Lambda takes at most ${describeBytes(limit)} per synchronous invocation. ` +
+      "Send tensors as binary data (Inference-Header-Content-Length), a quarter of their JSON, " +
+      "or larger inputs through asynchronous inference (POST /v2/uploads, then infer with Prefer: respond-async)",
     errorType: "RequestEntityTooLarge",
     drain: true,
   };

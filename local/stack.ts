@@ -13,6 +13,8 @@ import { createAdminDeps, createAdminHandler, loadAdminConfig } from "#lambdas/a
 import { loadInferenceConfig } from "#lambdas/inference/config.ts";
 import { createInferenceHandler } from "#lambdas/inference/handler.ts";
 import { createInferenceParts, defaultClients, type InferenceParts } from "#lambdas/inference/service.ts";
+import { JOBS_ENV } from "#lambdas/jobs/config.ts";
+import { createJobsHandler, createJobsWorker, loadJobsConfig } from "#lambdas/jobs/handler.ts";
 import { OPTIMIZE_ENV } from "#lambdas/optimize/config.ts";
 import {
   createOptimizeHandler,
@@ -27,7 +29,7 @@ import {
 } from "#lambdas/register/handler.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { type Emulators, type LocalCredentials, startEmulators } from "./emulators.ts";
-import { localFunctionEnvironments } from "./function-environments.ts";
+import { JOB_DEADLINE_MS, localFunctionEnvironments } from "./function-environments.ts";
 import { type Gateway, startGateway } from "./gateway.ts";
 import { type QueuePollerOptions, startQueuePoller } from "./queue-poller.ts";
 import { type LocalSageMaker, startLocalSageMaker } from "./sagemaker-runtime.ts";
@@ -38,6 +40,9 @@ export const LOCAL_TABLE = "maas-registry";
 export const REGISTER_QUEUE = "maas-register";
 export const OPTIMIZE_QUEUE = "maas-optimize";
 export const OPTIMIZE_DEAD_LETTER_QUEUE = `${OPTIMIZE_QUEUE}-dlq`;
+export const LOCAL_JOBS_TABLE = "maas-jobs";
+export const JOBS_QUEUE = "maas-jobs";
+export const JOBS_DEAD_LETTER_QUEUE = `${JOBS_QUEUE}-dlq`;
 /** Receives of a publish message before its dead-letter queue, as the CDK stack's queues have it. */
 const MAX_RECEIVES = 3;
 export const DEMO_MODEL = "iris";
@@ -66,6 +71,11 @@ export interface LocalStackOptions {
    * the resources this stack creates are its own. @default process.env
    */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Run asynchronous jobs. Off, jobs are accepted and wait on their queue, as they would for a worker
+   * that is down; a later stack on the same data directory runs them. @default true
+   */
+  readonly runJobs?: boolean;
 }
 
 export interface PublishOptions {
@@ -108,6 +118,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     ...(options.s3Credentials === undefined ? {} : { credentials: options.s3Credentials }),
     bucket: LOCAL_BUCKET,
     table: LOCAL_TABLE,
+    jobsTable: LOCAL_JOBS_TABLE,
     queues: [
       {
         name: REGISTER_QUEUE,
@@ -117,6 +128,12 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       {
         name: OPTIMIZE_QUEUE,
         deadLetter: { name: OPTIMIZE_DEAD_LETTER_QUEUE, maxReceiveCount: MAX_RECEIVES },
+      },
+      {
+        name: JOBS_QUEUE,
+        deadLetter: { name: JOBS_DEAD_LETTER_QUEUE, maxReceiveCount: MAX_RECEIVES },
+        // As the CDK stack's: longer than a job may run.
+        visibilityTimeoutSeconds: JOB_DEADLINE_MS / 1000 + 60,
       },
     ],
   });
@@ -140,6 +157,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       s3: { region, credentials, endpoint: emulators.s3Endpoint },
       dynamo: { region, credentials, endpoint: emulators.dynamoEndpoint },
       sagemaker: { region, credentials, endpoint: sagemaker.url },
+      sqsEndpoint: emulators.s3Endpoint,
     });
     const s3 = new S3Client({ ...s3Config, responseChecksumValidation: "WHEN_REQUIRED" });
     // The emulators' shared client: stop() destroys it, after everything that uses it.
@@ -159,6 +177,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         optimizeQueueUrl: emulators.queueUrl(OPTIMIZE_QUEUE),
         sagemakerEndpoint: sagemaker.endpointName,
         sagemakerModelPrefix: sagemaker.modelPrefix,
+        jobsTable: LOCAL_JOBS_TABLE,
+        jobsQueueUrl: emulators.queueUrl(JOBS_QUEUE),
       },
       options.env ?? process.env,
       { lambdaMaxModelBytes: options.lambdaMaxModelBytes },
@@ -204,6 +224,22 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     pollQueue(OPTIMIZE_QUEUE, (event) => optimize(event), 1);
     // What failed every receive (crashes, timeouts) ends `ready` on its original, with the reason.
     pollQueue(OPTIMIZE_DEAD_LETTER_QUEUE, (event) => optimize(event));
+    // The jobs worker: its own serving parts (sessions, cache), as a separate function has in AWS.
+    const jobsLogger = new Logger({ serviceName: "maas-jobs", logLevel });
+    const jobsConfig = loadJobsConfig({
+      ...environments.jobs,
+      [JOBS_ENV.names.maxReceives]: String(MAX_RECEIVES),
+      [JOBS_ENV.names.deadLetterQueueArn]: emulators.queueArn(JOBS_DEAD_LETTER_QUEUE),
+    });
+    const jobsWorker = createJobsWorker(jobsConfig, clients, jobsLogger);
+    stoppers.push(() => jobsWorker.parts.sessions.close());
+    if (options.runJobs ?? true) {
+      const jobs = createJobsHandler(jobsWorker.runner, jobsLogger, {
+        deadLetterQueueArn: emulators.queueArn(JOBS_DEAD_LETTER_QUEUE),
+      });
+      pollQueue(JOBS_QUEUE, jobs, 1);
+      pollQueue(JOBS_DEAD_LETTER_QUEUE, jobs);
+    }
     const bridge: UploadBridge = startUploadBridge({
       fauxqs: emulators.fauxqs,
       s3,
@@ -223,7 +259,9 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const gateway = await startGateway({
       port: options.port,
       ...(options.host === undefined ? {} : { host: options.host }),
-      handler: createInferenceHandler(inference.service, inferenceLogger),
+      handler: createInferenceHandler(inference.service, inferenceLogger, {
+        ...(inference.jobs === undefined ? {} : { jobs: inference.jobs }),
+      }),
       adminHandler: admin,
       apiKey: options.apiKey,
       adminKey: options.adminKey,

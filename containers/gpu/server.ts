@@ -42,8 +42,20 @@ import {
 } from "#core/errors.ts";
 import { ortRunError } from "#core/tensor/ort-tensors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
-import { parseInferRequestBody, parseJsonBody } from "#core/v2/parse.ts";
-import { decodeInput, inferResponseJson } from "#core/v2/tensor-codec.ts";
+import {
+  BINARY_CONTENT_TYPE,
+  binaryOutputsOf,
+  type EncodedResponse,
+  encodeInferResponse,
+  HEADER_LENGTH_HEADER,
+  headerLengthFromContentType,
+  type InferBody,
+  parseHeaderLength,
+  parseInferBody,
+  SAGEMAKER_BINARY_CONTENT_TYPE,
+} from "#core/v2/binary-data.ts";
+import { parseJsonBody } from "#core/v2/parse.ts";
+import { decodeInput } from "#core/v2/tensor-codec.ts";
 import { describeZodError } from "#core/v2/wire.ts";
 import { type BatcherStats, DynamicBatcher } from "./batcher.ts";
 import { type GpuServerConfig, listenPort } from "./config.ts";
@@ -181,9 +193,15 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
   /** Models loaded through the multi-model API: SageMaker's model_name -> its directory. */
   const registered = new Map<string, { url: string; path: string }>();
 
-  /** A V2 infer request's response, as JSON text. */
-  async function infer(key: string, locate: () => Promise<string>, modelName: string, body: string) {
-    const request = parseInferRequestBody(body);
+  /** A V2 infer request's response: JSON, or with the binary outputs it asks for. */
+  async function infer(
+    key: string,
+    locate: () => Promise<string>,
+    modelName: string,
+    body: InferBody,
+  ): Promise<EncodedResponse> {
+    const request = parseInferBody(body);
+    const binaryOutputs = binaryOutputsOf(request);
     const inputs = request.inputs.map(decodeInput);
     const outputs = await cache.use(key, locate, async (model) => {
       const missing = model.inputNames.filter((name) => !inputs.some((input) => input.name === name));
@@ -202,11 +220,10 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       if (absent.length > 0) throw new InvalidRequestError(`the model has no output ${absent.join(", ")}`);
       return model.batcher.submit(inputs, names);
     });
-    return inferResponseJson({
-      model_name: modelName,
-      ...(request.id === undefined ? {} : { id: request.id }),
-      outputs,
-    });
+    return encodeInferResponse(
+      { model_name: modelName, ...(request.id === undefined ? {} : { id: request.id }), outputs },
+      binaryOutputs,
+    );
   }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -230,9 +247,10 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
     }
     if (path === "/invocations" && method === "POST") {
       const target = targetOf(req);
-      const body = await readText(req, config.MAAS_MAX_BODY_BYTES);
+      const body = await readInferBody(req, config.MAAS_MAX_BODY_BYTES);
       const key = `target:${target ?? ""}`;
-      return sendText(res, 200, await infer(key, () => locator.locate(target), target ?? "model", body));
+      const answer = await infer(key, () => locator.locate(target), target ?? "model", body);
+      return sendInferResponse(req, res, answer);
     }
     if (path === "/models" && method === "GET") {
       const start = Number(url.searchParams.get("next_page_token") ?? "0") || 0;
@@ -260,8 +278,8 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       const model = registered.get(name);
       if (model === undefined) throw new ModelNotFoundError(`model '${name}' is not loaded`);
       if (match[2] && method === "POST") {
-        const body = await readText(req, config.MAAS_MAX_BODY_BYTES);
-        return sendText(res, 200, await infer(`mme:${name}`, async () => model.path, name, body));
+        const body = await readInferBody(req, config.MAAS_MAX_BODY_BYTES);
+        return sendInferResponse(req, res, await infer(`mme:${name}`, async () => model.path, name, body));
       }
       if (!match[2] && method === "GET") return send(res, 200, { modelName: name, modelUrl: model.url });
       if (!match[2] && method === "DELETE") {
@@ -385,12 +403,52 @@ function sendText(res: ServerResponse, status: number, text: string): void {
   res.end(text);
 }
 
-/** The body as text; over `limit` bytes the request is refused with a 413 without buffering the rest. */
-async function readText(req: IncomingMessage, limit: number): Promise<string> {
+/** The body; over `limit` bytes the request is refused with a 413 without buffering the rest. */
+async function readBytes(req: IncomingMessage, limit: number): Promise<Buffer> {
   const body = await readBody(req, limit);
   if (body === "too-large") {
     req.resume();
     throw new PayloadTooLargeError(`request body is over ${limit} bytes`);
   }
-  return body.toString("utf8");
+  return body;
+}
+
+async function readText(req: IncomingMessage, limit: number): Promise<string> {
+  return (await readBytes(req, limit)).toString("utf8");
+}
+
+/**
+ * An infer body: JSON, or a JSON header and binary tensor data, its length given by
+ * `Inference-Header-Content-Length` (Triton's clients) or the content type's `json-header-size` (SageMaker's).
+ */
+async function readInferBody(req: IncomingMessage, limit: number): Promise<InferBody> {
+  const bytes = await readBytes(req, limit);
+  const declared =
+    headerOf(req, HEADER_LENGTH_HEADER) ?? headerLengthFromContentType(headerOf(req, "content-type"));
+  if (declared === undefined) return bytes.toString("utf8");
+  return { bytes, headerLength: parseHeaderLength(declared, bytes.length) };
+}
+
+function headerOf(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Binary outputs go back as the caller sent: SageMaker's content type with the header size, or Triton's header. */
+function sendInferResponse(req: IncomingMessage, res: ServerResponse, answer: EncodedResponse): void {
+  if ("json" in answer) {
+    sendText(res, 200, answer.json);
+    return;
+  }
+  const sageMakerStyle = [headerOf(req, "content-type"), headerOf(req, "accept")].some((value) =>
+    value?.toLowerCase().startsWith(SAGEMAKER_BINARY_CONTENT_TYPE),
+  );
+  res.writeHead(200, {
+    "Content-Type": sageMakerStyle
+      ? `${SAGEMAKER_BINARY_CONTENT_TYPE};json-header-size=${answer.headerLength}`
+      : BINARY_CONTENT_TYPE,
+    [HEADER_LENGTH_HEADER]: String(answer.headerLength),
+    "Content-Length": answer.bytes.length,
+  });
+  res.end(answer.bytes);
 }

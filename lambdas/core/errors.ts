@@ -75,7 +75,8 @@ export class ResponseTooLargeError extends MaasError {
     super(
       413,
       "response_too_large",
-      `${what} exceed the response limit of ${limitBytes} bytes (MAAS_MAX_RESPONSE_BYTES): request fewer rows, or ask for other outputs`,
+      `${what} exceed the response limit of ${limitBytes} bytes (MAAS_MAX_RESPONSE_BYTES): request fewer rows, ` +
+        "ask for other outputs or for binary outputs (binary_data_output), or submit the request asynchronously (Prefer: respond-async)",
     );
     this.name = "ResponseTooLargeError";
     this.limitBytes = limitBytes;

@@ -45,6 +45,16 @@ export const INFERENCE_ENV = defineEnv({
   /** All attempts of one request, waits included; keep it under API Gateway's 29 s. */
   sagemakerDeadlineMs: ["MAAS_SAGEMAKER_DEADLINE_MS", z._default(positiveInt, 25_000)],
   sagemakerMaxAttempts: ["MAAS_SAGEMAKER_MAX_ATTEMPTS", z._default(positiveInt, 3)],
+  /** Asynchronous inference: its jobs table, queue and bucket; without all three its routes answer 501. */
+  jobsTable: ["MAAS_JOBS_TABLE", z.optional(z.string().check(z.minLength(1)))],
+  jobsQueueUrl: ["MAAS_JOBS_QUEUE_URL", z.optional(z.string().check(z.minLength(1)))],
+  asyncBucket: ["MAAS_ASYNC_BUCKET", z.optional(z.string().check(z.minLength(1)))],
+  /** Lifetime of the presigned upload and result URLs. */
+  asyncUrlExpiresSeconds: ["MAAS_ASYNC_URL_EXPIRES_S", z._default(positiveInt, 3600)],
+  /** The largest uploaded request body a job takes: SageMaker asynchronous inference's 1 GB. */
+  asyncMaxInputBytes: ["MAAS_ASYNC_MAX_INPUT_BYTES", z._default(positiveInt, 1024 ** 3)],
+  /** How long jobs, their inputs and results are kept (the bucket's lifecycle rule says the same). */
+  asyncRetentionDays: ["MAAS_ASYNC_RETENTION_DAYS", z._default(positiveInt, 7)],
 });
 
 /** The environment a stack gives the inference function. */

@@ -9,10 +9,18 @@ import {
   jsonText,
   type ProxyHandler,
 } from "#aws/lambda/api-gateway.ts";
-import { MaasError } from "#core/errors.ts";
+import { MaasError, ResponseTooLargeError } from "#core/errors.ts";
+import type { AsyncInference } from "#core/jobs/async-inference.ts";
+import {
+  BINARY_CONTENT_TYPE,
+  type EncodedResponse,
+  encodeInferResponse,
+  HEADER_LENGTH_HEADER,
+  type InferBody,
+  parseHeaderLength,
+} from "#core/v2/binary-data.ts";
 import type { InferenceService } from "#core/v2/inference-service.ts";
 import { matchV2Route, type V2Route } from "#core/v2/routes.ts";
-import { inferResponseJson } from "#core/v2/tensor-codec.ts";
 import { INFERENCE_ENV, loadInferenceConfig } from "./config.ts";
 import { createInferenceParts, defaultClients } from "./service.ts";
 
@@ -22,6 +30,18 @@ export type { ProxyHandler };
 export interface InferenceHandlerOptions {
   /** Origins whose browsers may read responses (`*` for any); from MAAS_CORS_ORIGINS. */
   readonly corsOrigins?: readonly string[];
+  /** Asynchronous inference; without it its routes answer 501. */
+  readonly jobs?: AsyncInference;
+}
+
+/** RFC 7240's `Prefer: respond-async`, among other preferences. */
+function prefersAsync(event: APIGatewayProxyEvent): boolean {
+  return /(^|[,;\s])respond-async($|[,;\s=])/i.test(header(event, "prefer") ?? "");
+}
+
+/** The API key that called, as API Gateway identifies it: a job is readable with that key only. */
+function callerKey(event: APIGatewayProxyEvent): string | undefined {
+  return event.requestContext?.identity?.apiKeyId ?? undefined;
 }
 
 /** Allow-origin headers for a request's Origin, as API Gateway's proxy integration leaves CORS to us. */
@@ -57,12 +77,59 @@ function parseList(value: string | undefined): string[] {
     .filter((origin) => origin.length > 0);
 }
 
+/**
+ * The infer body: JSON text, or, with `Inference-Header-Content-Length`, the bytes of a JSON header and
+ * binary tensor data. API Gateway hands every body over base64-encoded (binary media types `*\/*`).
+ */
+function inferBody(event: APIGatewayProxyEvent): InferBody {
+  const headerLength = header(event, HEADER_LENGTH_HEADER);
+  if (headerLength === undefined) return bodyText(event);
+  const bytes = Buffer.from(event.body ?? "", event.isBase64Encoded ? "base64" : "utf8");
+  return { bytes, headerLength: parseHeaderLength(headerLength, bytes.length) };
+}
+
+/**
+ * A response with binary outputs goes back base64-encoded, which API Gateway decodes: Lambda's payload
+ * limit applies to the base64 text, so the limit is checked on it.
+ */
+function inferResult(
+  encoded: EncodedResponse,
+  limit: number | undefined,
+  headers: Record<string, string>,
+): APIGatewayProxyResult {
+  if ("json" in encoded) return jsonText(200, encoded.json, headers);
+  const body = encoded.bytes.toString("base64");
+  if (limit !== undefined && body.length > limit)
+    throw new ResponseTooLargeError(
+      `the response is ${encoded.bytes.length} bytes, ${body.length} as the base64 that Lambda returns; it would`,
+      limit,
+    );
+  return {
+    statusCode: 200,
+    headers: {
+      ...headers,
+      "content-type": BINARY_CONTENT_TYPE,
+      [HEADER_LENGTH_HEADER]: String(encoded.headerLength),
+    },
+    body,
+    isBase64Encoded: true,
+  };
+}
+
 export function createInferenceHandler(
   service: InferenceService,
   logger: Logger,
   options: InferenceHandlerOptions = {},
 ): ProxyHandler {
   const corsOrigins = options.corsOrigins ?? [];
+  const asyncJobs = (): AsyncInference => {
+    if (options.jobs !== undefined) return options.jobs;
+    throw new MaasError(
+      501,
+      "not_implemented",
+      "asynchronous inference is not configured in this deployment (MAAS_JOBS_TABLE, MAAS_JOBS_QUEUE_URL, MAAS_ASYNC_BUCKET)",
+    );
+  };
   async function answer(route: V2Route, event: APIGatewayProxyEvent, context: Context, log: AccessLog) {
     switch (route.kind) {
       case "server-metadata":
@@ -77,25 +144,31 @@ export function createInferenceHandler(
         return json(200, await service.modelMetadata(route.model, route.version));
       case "model-ready":
         return json(200, await service.modelReady(route.model, route.version));
+      case "upload":
+        return json(200, await asyncJobs().upload(bodyText(event)));
+      case "job":
+        return json(200, await asyncJobs().status(route.id, callerKey(event)));
       case "infer": {
-        if (header(event, "inference-header-content-length") !== undefined) {
-          throw new MaasError(
-            415,
-            "unsupported_media_type",
-            "the binary tensor extension is not supported; send JSON",
+        if (prefersAsync(event)) {
+          const job = await asyncJobs().submit(
+            route.model,
+            route.version,
+            inferBody(event),
+            callerKey(event),
           );
+          return json(202, job, { location: `/v2/jobs/${job.id}`, "preference-applied": "respond-async" });
         }
-        const { response, version, backend, variant } = await service.infer(
+        const { response, version, backend, variant, binaryOutputs } = await service.infer(
           route.model,
           route.version,
-          bodyText(event),
+          inferBody(event),
           // A second to spare: the 504 must reach API Gateway before Lambda's own timeout ends the call.
           Date.now() + context.getRemainingTimeInMillis() - 1_000,
         );
         log.version = version.version;
         log.backend = backend;
         log.variant = variant;
-        return jsonText(200, inferResponseJson(response), {
+        return inferResult(encodeInferResponse(response, binaryOutputs), response.maxBytes, {
           "x-maas-backend": backend,
           "x-maas-model-version": String(version.version),
           "x-maas-variant": variant,
@@ -152,9 +225,10 @@ function createDefaultHandler(): { handler: ProxyHandler; service: InferenceServ
   // hand-checked fast path). About 10 ms of a cold start.
   z.config({ jitless: true });
   const config = loadInferenceConfig(process.env);
-  const { service } = createInferenceParts(config, defaultClients(), defaultLogger);
+  const { service, jobs } = createInferenceParts(config, defaultClients(), defaultLogger);
   const handler = createInferenceHandler(service, defaultLogger, {
     corsOrigins: parseList(config.MAAS_CORS_ORIGINS),
+    ...(jobs === undefined ? {} : { jobs }),
   });
   return { handler, service, preload: parseList(config.MAAS_PRELOAD_MODELS) };
 }

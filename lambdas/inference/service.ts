@@ -1,6 +1,8 @@
 import type { Logger } from "@aws-lambda-powertools/logger";
 import type { SageMakerRuntimeClientConfig } from "@aws-sdk/client-sagemaker-runtime";
+import type { AwsCredentialIdentity } from "@smithy/types";
 import { AwsHttpClient, type AwsHttpOptions, credentialsFromEnv } from "#aws/http/aws-http.ts";
+import { DynamoJobStore, S3JobObjects, SqsJobQueue } from "#aws/jobs/aws-jobs.ts";
 import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
 import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
 import { ServingArtifacts } from "#aws/onnx/serving-artifacts.ts";
@@ -11,6 +13,7 @@ import { RegistryReader } from "#aws/registry/reader.ts";
 import { S3CopyRestorer } from "#aws/s3/artifact-restorer.ts";
 import { S3HttpArtifactSource } from "#aws/s3/http-source.ts";
 import { LazySageMakerClient, SageMakerRunner } from "#aws/sagemaker/runner.ts";
+import { AsyncInference } from "#core/jobs/async-inference.ts";
 import { CachedModelRegistry } from "#core/registry/cached-registry.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import { InferenceService } from "#core/v2/inference-service.ts";
@@ -27,6 +30,19 @@ export interface InferenceClients {
   readonly s3: AwsHttpClient;
   readonly dynamo: AwsHttpClient;
   readonly sagemaker: LazySageMakerClient;
+  /** SDK settings for asynchronous inference's clients, which load on its first call. */
+  readonly jobs: {
+    readonly region?: string;
+    readonly credentials?: AwsCredentialIdentity;
+    readonly endpoints: JobEndpoints;
+  };
+}
+
+/** Where asynchronous inference's clients go; unset: the services' own endpoints (or AWS_ENDPOINT_URL_*). */
+export interface JobEndpoints {
+  readonly s3?: string;
+  readonly dynamodb?: string;
+  readonly sqs?: string;
 }
 
 /**
@@ -38,6 +54,8 @@ export function defaultClients(
     s3?: AwsHttpOptions;
     dynamo?: AwsHttpOptions;
     sagemaker?: SageMakerRuntimeClientConfig;
+    /** The local stack's SQS endpoint (fauxqs serves it with S3). */
+    sqsEndpoint?: string;
   } = {},
   env: Record<string, string | undefined> = process.env,
 ): InferenceClients {
@@ -49,6 +67,48 @@ export function defaultClients(
     dynamo: new AwsHttpClient("dynamodb", overrides.dynamo, env),
     // The runner retries with its own deadline and jitter; SDK retries on top would multiply them.
     sagemaker: new LazySageMakerClient({ credentials, maxAttempts: 1, ...overrides.sagemaker }),
+    jobs: {
+      region: overrides.s3?.region,
+      credentials: overrides.s3?.credentials ?? credentials,
+      endpoints: {
+        s3: overrides.s3?.endpoint,
+        dynamodb: overrides.dynamo?.endpoint,
+        sqs: overrides.sqsEndpoint,
+      },
+    },
+  };
+}
+
+/** Asynchronous inference's parts, when the deployment configures its table, queue and bucket. */
+function createAsyncInference(
+  config: InferenceConfig,
+  clients: InferenceClients,
+  registry: CachedModelRegistry,
+): AsyncInference | undefined {
+  const { MAAS_JOBS_TABLE: table, MAAS_JOBS_QUEUE_URL: queueUrl, MAAS_ASYNC_BUCKET: bucket } = config;
+  if (table === undefined || queueUrl === undefined || bucket === undefined) return undefined;
+  return new AsyncInference({
+    registry,
+    store: new DynamoJobStore(table, jobClientConfig(clients, "dynamodb")),
+    objects: new S3JobObjects(bucket, jobClientConfig(clients, "s3")),
+    queue: new SqsJobQueue(queueUrl, jobClientConfig(clients, "sqs")),
+    bucket,
+    urlExpiresSeconds: config.MAAS_ASYNC_URL_EXPIRES_S,
+    maxInputBytes: config.MAAS_ASYNC_MAX_INPUT_BYTES,
+    retentionDays: config.MAAS_ASYNC_RETENTION_DAYS,
+  });
+}
+
+/** An SDK client's settings for one of asynchronous inference's services. */
+export function jobClientConfig(clients: InferenceClients, service: keyof JobEndpoints) {
+  const { region, credentials, endpoints } = clients.jobs;
+  const endpoint = endpoints[service];
+  return {
+    ...(region === undefined ? {} : { region }),
+    ...(credentials === undefined ? {} : { credentials }),
+    ...(endpoint === undefined ? {} : { endpoint }),
+    // An emulator's endpoint takes the bucket in the path.
+    ...(service === "s3" && endpoint !== undefined ? { forcePathStyle: true } : {}),
   };
 }
 
@@ -58,6 +118,8 @@ export interface InferenceParts {
   readonly artifacts: ArtifactCache;
   readonly sessions: SessionPool<WorkerSession>;
   readonly runner: ModelRunner;
+  /** Undefined when the deployment has no jobs table, queue and bucket. */
+  readonly jobs: AsyncInference | undefined;
 }
 
 /**
@@ -120,5 +182,12 @@ export function createInferenceParts(
     maxResponseBytes: config.MAAS_MAX_RESPONSE_BYTES,
     deadlineMs: config.MAAS_INFERENCE_DEADLINE_MS,
   });
-  return { service, registry, artifacts, sessions, runner };
+  return {
+    service,
+    registry,
+    artifacts,
+    sessions,
+    runner,
+    jobs: createAsyncInference(config, clients, registry),
+  };
 }

@@ -10,7 +10,8 @@ export interface ProxyRequest {
   readonly path: string;
   /** The API Gateway resource that matched, e.g. `/v2/{proxy+}`. */
   readonly resource: string;
-  readonly body?: string;
+  /** Bytes only with `base64`. */
+  readonly body?: string | Uint8Array;
   readonly headers?: Record<string, string>;
   /** `apiKeyId` for the inference key, `userArn` for a SigV4 caller. */
   readonly identity?: { apiKeyId?: string; userArn?: string };
@@ -49,8 +50,8 @@ export function proxyEvent(request: ProxyRequest): APIGatewayProxyEvent {
       request.body === undefined
         ? null
         : request.base64
-          ? Buffer.from(request.body, "utf8").toString("base64")
-          : request.body,
+          ? Buffer.from(request.body).toString("base64")
+          : String(request.body),
     isBase64Encoded: request.base64 ?? false,
     requestContext: {
       accountId: ACCOUNT,

@@ -257,6 +257,10 @@ describe("REST API", () => {
     expect(admin).toEqual([expect.objectContaining({ auth: "AWS_IAM", apiKey: false })]);
   });
 
+  it("passes every body to the functions as bytes (binary media types */*), for binary tensor data", () => {
+    template.hasResourceProperties("AWS::ApiGateway::RestApi", { BinaryMediaTypes: ["*/*"] });
+  });
+
   it("is regional, traced, throttled and logs JSON access lines", () => {
     template.hasResourceProperties("AWS::ApiGateway::RestApi", {
       EndpointConfiguration: { Types: ["REGIONAL"] },

@@ -27,6 +27,8 @@ const RESOURCES: LocalResources = {
   optimizeQueueUrl: "http://127.0.0.1:4566/000000000000/local-optimize",
   sagemakerEndpoint: "local-endpoint",
   sagemakerModelPrefix: "endpoint-models/",
+  jobsTable: "local-jobs",
+  jobsQueueUrl: "http://127.0.0.1:4566/000000000000/local-jobs",
 };
 
 describe("function environment contracts", () => {

@@ -67,8 +67,9 @@ describe("local API gateway: proxy event", () => {
     expect(event.multiValueQueryStringParameters).toEqual({ a: ["1", "2"], b: ["x y"] });
     expect(event.headers["X-Custom-Case"]).toBe("kept");
     expect(event.multiValueHeaders["X-Custom-Case"]).toEqual(["kept"]);
-    expect(event.body).toBe('{"inputs":[]}');
-    expect(event.isBase64Encoded).toBe(false);
+    // Binary media types */*: API Gateway sends every body base64-encoded, JSON included.
+    expect(event.isBase64Encoded).toBe(true);
+    expect(Buffer.from(event.body ?? "", "base64").toString("utf8")).toBe('{"inputs":[]}');
     expect(event.stageVariables).toBeNull();
     expect(event.requestContext).toMatchObject({
       httpMethod: "POST",
@@ -358,8 +359,10 @@ describe("local API gateway: Lambda and API Gateway payload limits", () => {
     expect(response.status).toBe(413);
     expect(await response.json()).toEqual({
       message:
-        `Request Entity Too Large: the request is ${body.length} bytes; ` +
-        "Lambda takes at most 6 MB (6291456 bytes) per synchronous invocation",
+        `Request Entity Too Large: the body is ${body.length} bytes; ` +
+        "Lambda takes at most 6 MB (6291456 bytes) per synchronous invocation. " +
+        "Send tensors as binary data (Inference-Header-Content-Length), a quarter of their JSON, " +
+        "or larger inputs through asynchronous inference (POST /v2/uploads, then infer with Prefer: respond-async)",
     });
     expect(invoked).toBe(false);
   });
@@ -375,7 +378,9 @@ describe("local API gateway: Lambda and API Gateway payload limits", () => {
 
     expect(response.status).toBe(413);
     const { message } = (await response.json()) as { message: string };
-    expect(message).toMatch(/^Request Entity Too Large: the request is \d+ bytes; Lambda takes at most 6 MB/);
+    expect(message).toMatch(
+      /^Request Entity Too Large: its Lambda event is \d+ bytes, the body base64-encoded; Lambda takes at most 6 MB/,
+    );
   });
 
   it("answers 413 naming API Gateway's 10 MB to an 11 MB body without a broken pipe, and keeps serving", async () => {

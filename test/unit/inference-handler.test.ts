@@ -83,7 +83,7 @@ class MemoryRegistry implements ModelRegistry {
 function proxyEvent(
   method: string,
   path: string,
-  options: { body?: string; base64?: boolean; headers?: Record<string, string> } = {},
+  options: { body?: string | Uint8Array; base64?: boolean; headers?: Record<string, string> } = {},
 ): APIGatewayProxyEvent {
   return restProxyEvent({
     method,
@@ -161,7 +161,8 @@ async function call(event: APIGatewayProxyEvent): Promise<Call> {
   await new Promise((written) => setImmediate(written));
   return {
     result,
-    body: JSON.parse(result.body) as Record<string, unknown>,
+    // A binary response (base64) is read by the test that asked for it.
+    body: (result.isBase64Encoded ? {} : JSON.parse(result.body)) as Record<string, unknown>,
     requests: logger.lines.filter((line) => line.message === "request"),
     context,
   };
@@ -214,7 +215,11 @@ describe("inference handler: health and metadata routes", () => {
 
     expect(result.statusCode).toBe(200);
     expect(result.headers).toMatchObject({ "content-type": "application/json" });
-    expect(body).toEqual({ name: "serverless-maas", version: "9.9.9", extensions: ["model_repository"] });
+    expect(body).toEqual({
+      name: "serverless-maas",
+      version: "9.9.9",
+      extensions: ["model_repository", "binary_tensor_data"],
+    });
   });
 
   it("answers live and ready", async () => {
@@ -360,14 +365,35 @@ describe("inference handler: infer", () => {
     ]);
   });
 
-  it("rejects the binary tensor extension with a 415, whatever the header's case", async () => {
+  it("reads binary tensor data and answers in binary, whatever the header's case", async () => {
+    const header = Buffer.from(
+      JSON.stringify({
+        inputs: [{ name: "x", shape: [2, 3], datatype: "FP32", parameters: { binary_data_size: 24 } }],
+        parameters: { binary_data_output: true },
+      }),
+    );
+    const body = Buffer.concat([header, Buffer.from(Float32Array.of(1, 2, 3, 4, 5, 6).buffer)]);
     for (const name of ["inference-header-content-length", "Inference-Header-Content-Length"]) {
-      const { result, body } = await call(
-        proxyEvent("POST", "/v2/models/iris/infer", { body: irisBody(), headers: { [name]: "120" } }),
+      const { result } = await call(
+        proxyEvent("POST", "/v2/models/fixed/infer", {
+          body,
+          base64: true,
+          headers: { [name]: String(header.length) },
+        }),
       );
 
-      expect(result.statusCode).toBe(415);
-      expect(body).toEqual({ error: "the binary tensor extension is not supported; send JSON" });
+      expect(result.statusCode, result.body).toBe(200);
+      expect(result.isBase64Encoded).toBe(true);
+      expect(result.headers?.["content-type"]).toBe("application/octet-stream");
+      const bytes = Buffer.from(result.body, "base64");
+      const headerLength = Number(result.headers?.["inference-header-content-length"]);
+      expect(JSON.parse(bytes.toString("utf8", 0, headerLength))).toMatchObject({
+        outputs: [{ name: "y", datatype: "FP32", shape: [2, 3], parameters: { binary_data_size: 24 } }],
+      });
+      const data = bytes.subarray(headerLength);
+      expect(Array.from(new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + 24)))).toEqual([
+        2, 4, 6, 8, 10, 12,
+      ]);
     }
   });
 
@@ -557,7 +583,8 @@ describe("inference handler: the variant that answered", () => {
     await new Promise((written) => setImmediate(written));
     return {
       result,
-      body: JSON.parse(result.body) as Record<string, unknown>,
+      // A binary response (base64) is read by the test that asked for it.
+      body: (result.isBase64Encoded ? {} : JSON.parse(result.body)) as Record<string, unknown>,
       log: logger.lines.find((line) => line.message === "request"),
     };
   };

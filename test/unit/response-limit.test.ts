@@ -150,7 +150,7 @@ describe("response limit: outputs sized by the caller's values", () => {
 
     expect(status).toBe(413);
     expect(body).toEqual({
-      error: `output 'y' has 10000 elements; its JSON would exceed ${LIMIT_TEXT}: request fewer rows, or ask for other outputs`,
+      error: `output 'y' has 10000 elements; its JSON would exceed ${LIMIT_TEXT}: request fewer rows, ask for other outputs or for binary outputs (binary_data_output), or submit the request asynchronously (Prefer: respond-async)`,
     });
     expect(runner.runs).toBe(1);
   });
@@ -186,7 +186,7 @@ describe("response limit: outputs sized by the signature", () => {
 
     expect(status).toBe(413);
     expect(body.error).toBe(
-      `output 'y' has 10000 elements; its JSON would exceed ${LIMIT_TEXT}: request fewer rows, or ask for other outputs`,
+      `output 'y' has 10000 elements; its JSON would exceed ${LIMIT_TEXT}: request fewer rows, ask for other outputs or for binary outputs (binary_data_output), or submit the request asynchronously (Prefer: respond-async)`,
     );
     expect(runner.runs).toBe(0);
   });

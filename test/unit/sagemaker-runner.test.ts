@@ -119,7 +119,7 @@ afterEach(() => {
 });
 
 describe("SageMakerRunner requests", () => {
-  it("invokes the endpoint with a V2 JSON body and the artifact's archive as TargetModel", async () => {
+  it("invokes the endpoint with the tensors as V2 binary data and the artifact's archive as TargetModel", async () => {
     sagemaker.on(InvokeEndpointCommand).resolves({ Body: okBody(OUTPUTS) as never });
 
     await runner().run(version, [input], ["output", "ids"]);
@@ -128,14 +128,46 @@ describe("SageMakerRunner requests", () => {
     expect(sent).toMatchObject({
       EndpointName: ENDPOINT,
       TargetModel: `${SHA}.tar.gz`,
-      ContentType: "application/json",
-      Accept: "application/json",
+      Accept: "application/vnd.sagemaker-triton.binary+json",
     });
     expect(sent?.CustomAttributes).toBeUndefined();
-    expect(JSON.parse(Buffer.from(sent!.Body as Uint8Array).toString("utf8"))).toEqual({
-      inputs: [{ name: "input", datatype: "FP32", shape: [2, 2], data: [1, 2, 3, 4] }],
-      outputs: [{ name: "output" }, { name: "ids" }],
+    const headerSize = /^application\/vnd\.sagemaker-triton\.binary\+json;json-header-size=(\d+)$/.exec(
+      sent?.ContentType ?? "",
+    )?.[1];
+    const body = Buffer.from(sent!.Body as Uint8Array);
+    expect(JSON.parse(body.toString("utf8", 0, Number(headerSize)))).toEqual({
+      inputs: [{ name: "input", datatype: "FP32", shape: [2, 2], parameters: { binary_data_size: 16 } }],
+      outputs: [
+        { name: "output", parameters: { binary_data: true } },
+        { name: "ids", parameters: { binary_data: true } },
+      ],
     });
+    const data = body.subarray(Number(headerSize));
+    expect(Array.from(new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + 16)))).toEqual([
+      1, 2, 3, 4,
+    ]);
+  });
+
+  it("decodes binary outputs after the JSON header whose size the content type gives", async () => {
+    const header = Buffer.from(
+      JSON.stringify({
+        model_name: "x",
+        outputs: [
+          { name: "ids", datatype: "INT64", shape: [2], parameters: { binary_data_size: 16 } },
+          { name: "output", datatype: "FP32", shape: [2, 2], data: [0.5, 1.5, 2.5, -2] },
+        ],
+      }),
+    );
+    const body = Buffer.concat([header, Buffer.from(BigInt64Array.of(2n ** 62n + 1n, -9n).buffer)]);
+    sagemaker.on(InvokeEndpointCommand).resolves({
+      Body: body as never,
+      ContentType: `application/vnd.sagemaker-triton.binary+json;json-header-size=${header.length}`,
+    });
+
+    const [output, ids] = await runner().run(version, [input], ["output", "ids"]);
+
+    expect(Array.from(output!.data as Float32Array)).toEqual([0.5, 1.5, 2.5, -2]);
+    expect(ids).toMatchObject({ type: "int64", dims: [2], data: BigInt64Array.of(2n ** 62n + 1n, -9n) });
   });
 
   it("names the model in CustomAttributes instead of TargetModel on a single-model endpoint", async () => {
@@ -173,8 +205,8 @@ describe("SageMakerRunner requests", () => {
     const large: NamedTensor = {
       name: "input",
       type: "float32",
-      dims: [500_000, 2],
-      data: new Float32Array(1_000_000).fill(0.123456),
+      dims: [1_000_000, 2],
+      data: new Float32Array(2_000_000).fill(0.123456),
     };
 
     const error = await failure(runner().run(version, [large], ["output"]));

@@ -21,8 +21,15 @@ import type { ServableVersion } from "#core/model.ts";
 import { ORIGINAL_VARIANT } from "#core/model.ts";
 import type { ModelRunner } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
+import {
+  encodeBinaryRequest,
+  headerLengthFromContentType,
+  parseHeaderLength,
+  readBinaryTensors,
+  SAGEMAKER_BINARY_CONTENT_TYPE,
+} from "#core/v2/binary-data.ts";
 import { parseTensorDocument } from "#core/v2/parse.ts";
-import { decodeInput, tensorListJson } from "#core/v2/tensor-codec.ts";
+import { decodeInput } from "#core/v2/tensor-codec.ts";
 import { targetModelFor } from "./layout.ts";
 
 /**
@@ -91,10 +98,16 @@ const responseSchema = z.object({
       name: z.string(),
       datatype: z.string(),
       shape: z.array(z.int().check(z.nonnegative())),
-      data: z.unknown(),
+      parameters: z.optional(z.record(z.string(), z.unknown())),
+      data: z.optional(z.unknown()),
     }),
   ),
 });
+
+interface EndpointAnswer {
+  readonly body: Uint8Array;
+  readonly contentType: string | undefined;
+}
 
 class AttemptTimeout extends Error {
   constructor(ms: number) {
@@ -109,8 +122,9 @@ interface Failure {
 }
 
 /**
- * Runs sagemaker-target versions on a SageMaker endpoint: one InvokeEndpoint call with a V2 JSON
- * body, bounded retries with jitter, and SageMaker's errors turned into the service's own.
+ * Runs sagemaker-target versions on a SageMaker endpoint: one InvokeEndpoint call with a V2 body whose
+ * tensors all travel as binary data (the JSON header's length in the content type, as SageMaker's Triton
+ * containers take it), bounded retries with jitter, and SageMaker's errors turned into the service's own.
  */
 export class SageMakerRunner implements ModelRunner {
   readonly backend = "sagemaker" as const;
@@ -145,13 +159,11 @@ export class SageMakerRunner implements ModelRunner {
     // The original upload, which registration published: optimized variants are chosen by a CPU
     // benchmark and are not what a GPU should run (servedVariant says so to callers).
     const targetModel = targetModelFor(version.artifact.sha256);
-    const body = Buffer.from(
-      `{"inputs":${tensorListJson(inputs)},"outputs":${JSON.stringify(outputs.map((name) => ({ name })))}}`,
-    );
+    const { bytes: body, headerLength } = encodeBinaryRequest(inputs, outputs);
     const input: InvokeEndpointCommandInput = {
       EndpointName: this.#endpointName,
-      ContentType: "application/json",
-      Accept: "application/json",
+      ContentType: `${SAGEMAKER_BINARY_CONTENT_TYPE};json-header-size=${headerLength}`,
+      Accept: SAGEMAKER_BINARY_CONTENT_TYPE,
       Body: body,
       ...(this.#mode === "multi-model"
         ? { TargetModel: targetModel }
@@ -160,14 +172,14 @@ export class SageMakerRunner implements ModelRunner {
     const what = `model '${version.name}' version ${version.version}`;
     if (body.length > MAX_PAYLOAD_BYTES) {
       throw new PayloadTooLargeError(
-        `the request is ${body.length} bytes as JSON; ${what} runs on SageMaker, which takes at most ${MAX_PAYLOAD_BYTES} bytes`,
+        `the request is ${body.length} bytes with its tensors in binary; ${what} runs on SageMaker, which takes at most ${MAX_PAYLOAD_BYTES} bytes`,
       );
     }
-    const responseBody = await this.#invoke(input, what);
-    return this.#decode(responseBody, outputs, what);
+    const response = await this.#invoke(input, what);
+    return this.#decode(response, outputs, what);
   }
 
-  async #invoke(input: InvokeEndpointCommandInput, what: string): Promise<Uint8Array> {
+  async #invoke(input: InvokeEndpointCommandInput, what: string): Promise<EndpointAnswer> {
     const [{ InvokeEndpointCommand }, client] = await Promise.all([
       loadSageMakerSdk(),
       this.#client instanceof LazySageMakerClient ? this.#client.get() : this.#client,
@@ -182,7 +194,7 @@ export class SageMakerRunner implements ModelRunner {
         const response = await this.#attempt(send, Math.min(this.#attemptTimeoutMs, remaining));
         if (response.Body === undefined)
           throw new BackendError(`the SageMaker endpoint sent no body for ${what}`);
-        return response.Body;
+        return { body: response.Body, contentType: response.ContentType };
       } catch (error) {
         failure = classify(error, what);
       }
@@ -213,15 +225,19 @@ export class SageMakerRunner implements ModelRunner {
     }
   }
 
-  #decode(body: Uint8Array, requested: readonly string[], what: string): NamedTensor[] {
-    const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8");
+  /** The container's V2 response: binary outputs after a JSON header whose length the content type gives, or JSON. */
+  #decode({ body, contentType }: EndpointAnswer, requested: readonly string[], what: string): NamedTensor[] {
+    const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     try {
+      const declared = headerLengthFromContentType(contentType);
+      const headerLength = declared === undefined ? bytes.length : parseHeaderLength(declared, bytes.length);
       const parsed = parseTensorDocument(
-        text,
+        bytes.toString("utf8", 0, headerLength),
         (json) => responseSchema.parse(json),
         (doc) => doc.outputs,
       );
-      const byName = new Map(parsed.outputs.map((output) => [output.name, output]));
+      const outputs = readBinaryTensors(parsed.outputs, bytes.subarray(headerLength), "output");
+      const byName = new Map(outputs.map((output) => [output.name, output]));
       return requested.map((name) => {
         const output = byName.get(name);
         if (output === undefined) throw new Error(`output '${name}' is missing`);

@@ -9,7 +9,7 @@ import type {
 import { servingVariantKind } from "#core/model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
 import { DEFAULT_DEADLINE_MS, type ModelRunner } from "#core/runner.ts";
-import { parseInferRequestBody } from "./parse.ts";
+import { BINARY_DATA_EXTENSION, binaryOutputsOf, type InferBody, parseInferBody } from "./binary-data.ts";
 import { checkInputs, selectOutputs } from "./signature.ts";
 import { decodeInput, ortTypeOf, outputJsonFloor, type TensorResponse } from "./tensor-codec.ts";
 import type { ModelMetadataParameters, ModelMetadataResponse, RequestInput, TensorMetadata } from "./wire.ts";
@@ -48,6 +48,8 @@ export interface InferOutcome {
   readonly backend: ServingTarget;
   /** The kind of the artifact that answered (`original`, `int8-dynamic`...): the `x-maas-variant` header. */
   readonly variant: string;
+  /** Which outputs the caller asked for as binary data (the binary tensor data extension). */
+  readonly binaryOutputs: (output: string) => boolean;
 }
 
 /** The variant a runner serves of a version: from the record already resolved, no further lookup. */
@@ -145,7 +147,7 @@ export class InferenceService {
     return {
       name: this.#deps.server.name,
       version: this.#deps.server.version,
-      extensions: ["model_repository"],
+      extensions: ["model_repository", BINARY_DATA_EXTENSION],
     };
   }
 
@@ -196,18 +198,22 @@ export class InferenceService {
     return { name, version: String(version.version), ready: true };
   }
 
-  /** `latest`: a Date.now() time the caller must answer by (Lambda's remaining time), if sooner than ours. */
+  /**
+   * `body`: JSON text, or bytes with a JSON header (the binary tensor data extension).
+   * `latest`: a Date.now() time the caller must answer by (Lambda's remaining time), if sooner than ours.
+   */
   async infer(
     name: string,
     reference: string | undefined,
-    body: string,
+    body: InferBody,
     latest = Number.POSITIVE_INFINITY,
   ): Promise<InferOutcome> {
     const deadline = Math.min(Date.now() + this.#deadlineMs, latest);
     const version = await resolveVersion(this.#deps.registry, name, reference);
     assertServable(version);
     const runner = this.#runnerFor(version);
-    const request = parseInferRequestBody(body);
+    const request = parseInferBody(body);
+    const binaryOutputs = binaryOutputsOf(request);
     const inputSpecs = checkInputs(request.inputs, version.signature);
     const outputs = selectOutputs(request.outputs, version.signature);
     // Before running: a response that cannot be sent is not worth the model's time or memory.
@@ -219,6 +225,7 @@ export class InferenceService {
       version,
       backend: runner.backend,
       variant: servedVariant(runner, version),
+      binaryOutputs,
       response: {
         model_name: name,
         model_version: String(version.version),

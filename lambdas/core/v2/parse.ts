@@ -94,7 +94,7 @@ export function parseInferRequestBody(body: string): InferRequest {
 }
 
 /** The hand check first (the schema's own result, without zod's cost); zod for the rest and its message. */
-function validateInferRequest(json: unknown): InferRequest {
+export function validateInferRequest(json: unknown): InferRequest {
   return plainInferRequest(json) ?? parseInferRequest(json);
 }
 
@@ -178,8 +178,9 @@ export function plainInferRequest(json: unknown): InferRequest | undefined {
       return undefined;
     if (!Array.isArray(shape) || !shape.every((dim) => Number.isSafeInteger(dim) && dim >= 0))
       return undefined;
-    if (!("data" in input) || (input.parameters !== undefined && !isPlainRecord(input.parameters)))
-      return undefined;
+    if (input.parameters !== undefined && !isPlainRecord(input.parameters)) return undefined;
+    // An input sent as binary data has no `data`: its bytes follow the JSON header.
+    if (!("data" in input) && input.parameters?.binary_data_size === undefined) return undefined;
     plainInputs.push({
       name,
       shape,

@@ -9,14 +9,19 @@ export type V2Route =
   | { readonly kind: "list-models" }
   | { readonly kind: "model-metadata"; readonly model: string; readonly version?: string }
   | { readonly kind: "model-ready"; readonly model: string; readonly version?: string }
-  | { readonly kind: "infer"; readonly model: string; readonly version?: string };
+  | { readonly kind: "infer"; readonly model: string; readonly version?: string }
+  | { readonly kind: "upload" }
+  | { readonly kind: "job"; readonly id: string };
 
 const FIXED: Record<string, { method: string; route: V2Route }> = {
   "/v2": { method: "GET", route: { kind: "server-metadata" } },
   "/v2/health/live": { method: "GET", route: { kind: "live" } },
   "/v2/health/ready": { method: "GET", route: { kind: "ready" } },
   "/v2/models": { method: "GET", route: { kind: "list-models" } },
+  "/v2/uploads": { method: "POST", route: { kind: "upload" } },
 };
+
+const JOB_PATH = /^\/v2\/jobs\/([^/]+)$/;
 
 const MODEL_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?$/;
 
@@ -50,6 +55,8 @@ function matchPath(method: string, rawPath: string): PathMatch {
   const path = rawPath.length > 1 && rawPath.endsWith("/") ? rawPath.slice(0, -1) : rawPath;
   const fixed = FIXED[path];
   if (fixed !== undefined) return { path, ...fixed };
+  const job = JOB_PATH.exec(path);
+  if (job !== null) return { path, method: "GET", route: { kind: "job", id: safeDecode(job[1] as string) } };
   const match = MODEL_PATH.exec(path);
   if (match === null) throw new RouteNotFoundError(method, path);
   const [, rawModel = "", rawVersion, action] = match;

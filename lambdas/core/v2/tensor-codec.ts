@@ -11,18 +11,32 @@ type Fail = (index: number, value: unknown, expected: string) => InvalidRequestE
 interface Codec {
   readonly datatype: V2Datatype;
   readonly ort: OrtElementType;
+  /** The typed array onnxruntime takes the data in (FP16 as its raw bits, BOOL as bytes); none for BYTES. */
+  readonly array?: TypedArrayConstructor;
   decode(values: readonly unknown[], fail: Fail): TensorData;
   encode(data: TensorData): unknown[];
 }
 
 type SmallIntArray = Int8Array | Int16Array | Int32Array | Uint8Array | Uint16Array | Uint32Array;
 
+export type TypedArrayConstructor =
+  | Int8ArrayConstructor
+  | Int16ArrayConstructor
+  | Int32ArrayConstructor
+  | Uint8ArrayConstructor
+  | Uint16ArrayConstructor
+  | Uint32ArrayConstructor
+  | BigInt64ArrayConstructor
+  | BigUint64ArrayConstructor
+  | Float32ArrayConstructor
+  | Float64ArrayConstructor;
+
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 function integerCodec(
   datatype: V2Datatype,
   ort: OrtElementType,
-  TypedArray: new (length: number) => SmallIntArray,
+  TypedArray: TypedArrayConstructor & (new (length: number) => SmallIntArray),
   min: number,
   max: number,
 ): Codec {
@@ -30,6 +44,7 @@ function integerCodec(
   return {
     datatype,
     ort,
+    array: TypedArray,
     decode(values, fail) {
       const out = new TypedArray(values.length);
       for (let i = 0; i < values.length; i++) {
@@ -60,6 +75,7 @@ function int64Codec(datatype: "INT64" | "UINT64"): Codec {
   return {
     datatype,
     ort: signed ? "int64" : "uint64",
+    array: signed ? BigInt64Array : BigUint64Array,
     decode(values, fail) {
       const out = signed ? new BigInt64Array(values.length) : new BigUint64Array(values.length);
       for (let i = 0; i < values.length; i++) {
@@ -97,19 +113,22 @@ function readFloat(value: unknown): number | undefined {
   return undefined;
 }
 
-function writeFloat(value: number): number | string {
+function writeFloat(value: number): unknown {
+  // JSON.stringify writes -0 as 0: the sign goes out verbatim.
+  if (value === 0 && 1 / value < 0) return JSON.rawJSON("-0");
   return Number.isFinite(value) ? value : String(value);
 }
 
 function floatCodec(
   datatype: "FP32" | "FP64",
   ort: OrtElementType,
-  TypedArray: new (length: number) => Float32Array | Float64Array,
+  TypedArray: Float32ArrayConstructor | Float64ArrayConstructor,
 ): Codec {
   const expected = 'a number (or "NaN", "Infinity", "-Infinity")';
   return {
     datatype,
     ort,
+    array: TypedArray,
     decode(values, fail) {
       const out = new TypedArray(values.length);
       for (let i = 0; i < values.length; i++) {
@@ -126,7 +145,7 @@ function floatCodec(
     },
     encode(data) {
       const values = data as Float32Array | Float64Array;
-      const out = new Array<number | string>(values.length);
+      const out = new Array<unknown>(values.length);
       for (let i = 0; i < values.length; i++) out[i] = writeFloat(values[i] as number);
       return out;
     },
@@ -136,6 +155,7 @@ function floatCodec(
 const fp16Codec: Codec = {
   datatype: "FP16",
   ort: "float16",
+  array: Uint16Array,
   decode(values, fail) {
     const out = new Uint16Array(values.length);
     for (let i = 0; i < values.length; i++) {
@@ -147,7 +167,7 @@ const fp16Codec: Codec = {
   },
   encode(data) {
     const bits = data as Uint16Array;
-    const out = new Array<number | string>(bits.length);
+    const out = new Array<unknown>(bits.length);
     for (let i = 0; i < bits.length; i++) out[i] = writeFloat(fromFloat16Bits(bits[i] as number));
     return out;
   },
@@ -156,6 +176,7 @@ const fp16Codec: Codec = {
 const boolCodec: Codec = {
   datatype: "BOOL",
   ort: "bool",
+  array: Uint8Array,
   decode(values, fail) {
     const out = new Uint8Array(values.length);
     for (let i = 0; i < values.length; i++) {
@@ -207,6 +228,18 @@ export function isV2Datatype(value: string): value is V2Datatype {
 
 export function ortTypeOf(datatype: V2Datatype): OrtElementType {
   return CODECS[datatype].ort;
+}
+
+/** The V2 datatype of an onnxruntime element type. */
+export function datatypeOfOrtType(type: OrtElementType): V2Datatype {
+  const codec = BY_ORT_TYPE.get(type);
+  if (codec === undefined) throw new Error(`unsupported onnxruntime element type ${type}`);
+  return codec.datatype;
+}
+
+/** The typed array a fixed-size datatype's data takes (FP16 as raw bits, BOOL as 0/1 bytes). */
+export function typedArrayOf(datatype: Exclude<V2Datatype, "BYTES">): TypedArrayConstructor {
+  return CODECS[datatype].array as TypedArrayConstructor;
 }
 
 function describe(value: unknown): string {
@@ -275,8 +308,8 @@ export function decodeInput(input: RequestInput): NamedTensor {
   }
   const codec = CODECS[input.datatype];
   const expectedCount = elementCount(input.shape);
-  // Already decoded by the request parser's FP32 fast path.
-  if (input.data instanceof Float32Array && codec.ort === "float32" && input.data.length === expectedCount) {
+  // Already decoded: by the request parser's FP32 fast path, or from the binary data extension's bytes.
+  if (codec.array !== undefined && input.data instanceof codec.array && input.data.length === expectedCount) {
     return { name: input.name, type: codec.ort, dims: input.shape, data: input.data };
   }
   const values = flatten(input.name, input.data);

@@ -11,7 +11,8 @@ export const requestInputSchema = z.object({
   datatype: z.string().check(z.minLength(1)),
   parameters: z.optional(parameters),
   // Elements are checked by the codec in one pass; a zod array of a million numbers would double the work.
-  data: z.unknown(),
+  // Absent when the input's bytes follow the JSON header (parameters.binary_data_size).
+  data: z.optional(z.unknown()),
 });
 
 export const requestOutputSchema = z.object({

@@ -1,0 +1,298 @@
+import { InvalidRequestError, ResponseTooLargeError } from "#core/errors.ts";
+import type { V2Datatype } from "#core/model.ts";
+import { elementCount, formatShape } from "#core/tensor/shape.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
+import { parseInferRequestBody, parseTensorDocument, validateInferRequest } from "./parse.ts";
+import {
+  datatypeOfOrtType,
+  encodeOutput,
+  inferResponseJson,
+  isV2Datatype,
+  type TensorResponse,
+  typedArrayOf,
+} from "./tensor-codec.ts";
+import type { InferRequest, RequestInput } from "./wire.ts";
+
+/**
+ * The Open Inference Protocol's binary tensor data extension, as Triton (docs/protocol/
+ * extension_binary_data.md) and KServe define it: a body is a JSON header of `Inference-Header-Content-Length`
+ * bytes followed by raw tensor data, little-endian and row-major, in the order of the tensors that carry
+ * `parameters.binary_data_size`; a BYTES element is a 4-byte little-endian length and its bytes.
+ * Typed arrays here use the platform's byte order, which is little-endian on every Lambda and SageMaker CPU.
+ */
+
+/** What `GET /v2` lists once the extension is served. */
+export const BINARY_DATA_EXTENSION = "binary_tensor_data";
+/** The request and response header that gives the JSON header's length in bytes. */
+export const HEADER_LENGTH_HEADER = "inference-header-content-length";
+/** A response with binary outputs: what Triton sends. */
+export const BINARY_CONTENT_TYPE = "application/octet-stream";
+/**
+ * SageMaker passes no custom header to a container: the JSON header's length travels in the content
+ * type, as SageMaker's Triton containers take it (`...;json-header-size=N`).
+ */
+export const SAGEMAKER_BINARY_CONTENT_TYPE = "application/vnd.sagemaker-triton.binary+json";
+
+/** An infer body: JSON text, or bytes that start with a JSON header of `headerLength` bytes. */
+export type InferBody = string | BinaryBody;
+
+export interface BinaryBody {
+  readonly bytes: Uint8Array;
+  readonly headerLength: number;
+}
+
+/** Bytes per element of every fixed-size datatype; BYTES elements carry their own lengths. */
+const ELEMENT_BYTES: Record<Exclude<V2Datatype, "BYTES">, number> = {
+  BOOL: 1,
+  UINT8: 1,
+  INT8: 1,
+  UINT16: 2,
+  INT16: 2,
+  FP16: 2,
+  UINT32: 4,
+  INT32: 4,
+  FP32: 4,
+  UINT64: 8,
+  INT64: 8,
+  FP64: 8,
+};
+
+/** `Inference-Header-Content-Length`, checked against the body it describes. */
+export function parseHeaderLength(value: string, bodyBytes: number): number {
+  const length = /^\s*\d{1,15}\s*$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(length))
+    throw new InvalidRequestError(
+      `Inference-Header-Content-Length must be the JSON header's length in bytes, got '${value.slice(0, 32)}'`,
+    );
+  if (length > bodyBytes)
+    throw new InvalidRequestError(
+      `Inference-Header-Content-Length is ${length} but the body has only ${bodyBytes} bytes`,
+    );
+  return length;
+}
+
+/** The JSON header length a SageMaker-style content type carries (`...;json-header-size=N`), if any. */
+export function headerLengthFromContentType(contentType: string | undefined): string | undefined {
+  return /;\s*json-header-size=([^;\s]*)/i.exec(contentType ?? "")?.[1];
+}
+
+/** Parses an infer body; inputs sent as binary data come back with their data decoded (typed arrays, strings). */
+export function parseInferBody(body: InferBody): InferRequest {
+  if (typeof body === "string") return withoutBinaryInputs(parseInferRequestBody(body));
+  const { bytes, headerLength } = body;
+  if (headerLength === 0) throw new InvalidRequestError("the JSON header of the request is empty");
+  const header = Buffer.from(bytes.buffer, bytes.byteOffset, headerLength).toString("utf8");
+  const request = parseTensorDocument(header, validateInferRequest, (document) => document.inputs);
+  return { ...request, inputs: readBinaryTensors(request.inputs, bytes.subarray(headerLength), "input") };
+}
+
+/** A request without the extension's header cannot carry binary data: say so rather than "no data". */
+function withoutBinaryInputs(request: InferRequest): InferRequest {
+  const binary = request.inputs.find((input) => input.parameters?.binary_data_size !== undefined);
+  if (binary !== undefined)
+    throw new InvalidRequestError(
+      `input '${binary.name}' has parameters.binary_data_size, but the request has no Inference-Header-Content-Length header`,
+    );
+  return request;
+}
+
+/** A V2 tensor as a request's inputs and a response's outputs carry it. */
+type WireTensor = Pick<RequestInput, "name" | "shape" | "datatype" | "parameters" | "data">;
+
+/**
+ * Takes the bytes of each tensor with `binary_data_size`, in order, from `tail` and decodes them into
+ * `data`: every byte must belong to one tensor. `kind` names them in errors (`input`, `output`).
+ */
+export function readBinaryTensors<T extends WireTensor>(
+  tensors: readonly T[],
+  tail: Uint8Array,
+  kind: string,
+): T[] {
+  let offset = 0;
+  const read = tensors.map((input) => {
+    const size = binaryDataSize(input);
+    if (size === undefined) return input;
+    if (input.data !== undefined)
+      throw new InvalidRequestError(
+        `${kind} '${input.name}' has both data and parameters.binary_data_size; send one of them`,
+      );
+    if (offset + size > tail.length)
+      throw new InvalidRequestError(
+        `${kind} '${input.name}' has binary_data_size ${size}, but only ${tail.length - offset} bytes of binary data are left after the JSON header`,
+      );
+    const data = decodeBinaryTensor(input, tail.subarray(offset, offset + size), kind);
+    offset += size;
+    return { ...input, data };
+  });
+  if (offset !== tail.length)
+    throw new InvalidRequestError(
+      `the body has ${tail.length} bytes after the JSON header, but the ${kind}s' binary_data_size add up to ${offset}`,
+    );
+  return read;
+}
+
+function binaryDataSize(tensor: WireTensor): number | undefined {
+  const size = tensor.parameters?.binary_data_size;
+  if (size === undefined) return undefined;
+  if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0)
+    throw new InvalidRequestError(
+      `'${tensor.name}': parameters.binary_data_size must be a non-negative integer`,
+    );
+  return size;
+}
+
+function decodeBinaryTensor(tensor: WireTensor, bytes: Uint8Array, kind: string): ArrayBufferView | string[] {
+  const { datatype, shape } = tensor;
+  const name = `${kind} '${tensor.name}'`;
+  if (!isV2Datatype(datatype)) throw new InvalidRequestError(`${name}: unsupported datatype ${datatype}`);
+  const count = elementCount(shape);
+  if (datatype === "BYTES") return decodeBytesElements(name, bytes, count);
+  const expected = count * ELEMENT_BYTES[datatype];
+  if (bytes.length !== expected)
+    throw new InvalidRequestError(
+      `${name}: binary_data_size is ${bytes.length} bytes but ${datatype} of shape ${formatShape(shape)} takes ${expected}`,
+    );
+  // A copy: the body's offsets need not be aligned for the element type, and the data outlives the body.
+  // (new Uint8Array, not slice: a Buffer's slice is a view.)
+  const copy = new Uint8Array(bytes);
+  if (datatype === "BOOL") {
+    const invalid = copy.findIndex((value) => value > 1);
+    if (invalid >= 0)
+      throw new InvalidRequestError(
+        `${name} element ${invalid}: BOOL elements are one byte, 0 or 1, got ${copy[invalid]}`,
+      );
+  }
+  return new (typedArrayOf(datatype))(copy.buffer, 0, count);
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** BYTES elements: a 4-byte little-endian length, then that many bytes, which must be UTF-8 (onnxruntime-node takes strings). `name`: `input 'x'`. */
+function decodeBytesElements(name: string, bytes: Uint8Array, count: number): string[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const strings: string[] = [];
+  let offset = 0;
+  while (offset < bytes.length) {
+    if (offset + 4 > bytes.length)
+      throw new InvalidRequestError(
+        `${name} element ${strings.length}: its 4-byte length is cut off by the end of the binary data`,
+      );
+    const length = view.getUint32(offset, true);
+    offset += 4;
+    if (offset + length > bytes.length)
+      throw new InvalidRequestError(
+        `${name} element ${strings.length}: its length is ${length} bytes, past the end of the binary data`,
+      );
+    try {
+      strings.push(utf8.decode(bytes.subarray(offset, offset + length)));
+    } catch {
+      throw new InvalidRequestError(
+        `${name} element ${strings.length}: BYTES elements must be UTF-8 text here`,
+      );
+    }
+    offset += length;
+  }
+  if (strings.length !== count)
+    throw new InvalidRequestError(
+      `${name}: binary data holds ${strings.length} BYTES elements but its shape needs ${count}`,
+    );
+  return strings;
+}
+
+/** Which outputs a request asks for as binary data: an output's own `binary_data`, else the request's `binary_data_output`. */
+export function binaryOutputsOf(request: InferRequest): (output: string) => boolean {
+  const all = flag(request.parameters?.binary_data_output, "parameters.binary_data_output") ?? false;
+  const own = new Map<string, boolean>();
+  for (const output of request.outputs ?? []) {
+    const binary = flag(output.parameters?.binary_data, `output '${output.name}': parameters.binary_data`);
+    if (binary !== undefined) own.set(output.name, binary);
+  }
+  return (output) => own.get(output) ?? all;
+}
+
+function flag(value: unknown, what: string): boolean | undefined {
+  if (value === undefined || typeof value === "boolean") return value;
+  throw new InvalidRequestError(`${what} must be true or false`);
+}
+
+/** An infer response as it goes out: JSON text, or a JSON header and binary outputs after it. */
+export type EncodedResponse =
+  | { readonly json: string }
+  | { readonly bytes: Buffer; readonly headerLength: number };
+
+/**
+ * Writes a response, with the outputs `binary` picks as binary data. With none picked it is the plain
+ * JSON response. The whole body, header and data, must fit `response.maxBytes` (413 otherwise).
+ */
+export function encodeInferResponse(
+  response: TensorResponse,
+  binary: (output: string) => boolean,
+): EncodedResponse {
+  if (!response.outputs.some((output) => binary(output.name))) return { json: inferResponseJson(response) };
+  const limit = response.maxBytes ?? Number.POSITIVE_INFINITY;
+  const chunks: Uint8Array[] = [];
+  let dataBytes = 0;
+  const outputs = response.outputs.map((tensor) => {
+    if (!binary(tensor.name)) return encodeOutput(tensor);
+    const data = tensorBytes(tensor);
+    dataBytes += data.length;
+    if (dataBytes > limit)
+      throw new ResponseTooLargeError(
+        `the outputs' binary data take at least ${dataBytes} bytes; they would`,
+        limit,
+      );
+    chunks.push(data);
+    return {
+      name: tensor.name,
+      datatype: datatypeOfOrtType(tensor.type),
+      shape: tensor.dims,
+      parameters: { binary_data_size: data.length },
+    };
+  });
+  const header = Buffer.from(
+    JSON.stringify({
+      model_name: response.model_name,
+      ...(response.model_version === undefined ? {} : { model_version: response.model_version }),
+      ...(response.id === undefined ? {} : { id: response.id }),
+      outputs,
+    }),
+  );
+  const total = header.length + dataBytes;
+  if (total > limit) throw new ResponseTooLargeError(`the response is ${total} bytes; it would`, limit);
+  return { bytes: Buffer.concat([header, ...chunks], total), headerLength: header.length };
+}
+
+/**
+ * A request with every input as binary data and every output asked for as binary data: what the
+ * SageMaker runner sends the container, with no float ever written as text.
+ */
+export function encodeBinaryRequest(inputs: readonly NamedTensor[], outputs: readonly string[]): BinaryBody {
+  const data = inputs.map(tensorBytes);
+  const header = Buffer.from(
+    JSON.stringify({
+      inputs: inputs.map((tensor, i) => ({
+        name: tensor.name,
+        shape: tensor.dims,
+        datatype: datatypeOfOrtType(tensor.type),
+        parameters: { binary_data_size: (data[i] as Uint8Array).length },
+      })),
+      outputs: outputs.map((name) => ({ name, parameters: { binary_data: true } })),
+    }),
+  );
+  return { bytes: Buffer.concat([header, ...data]), headerLength: header.length };
+}
+
+/** A tensor's data as the extension lays it out: the typed array's own bytes, or length-prefixed strings. */
+export function tensorBytes(tensor: Pick<NamedTensor, "data" | "type">): Uint8Array {
+  const { data } = tensor;
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const encoded = (data as readonly string[]).map((text) => Buffer.from(text, "utf8"));
+  const out = Buffer.allocUnsafe(encoded.reduce((sum, element) => sum + 4 + element.length, 0));
+  let offset = 0;
+  for (const element of encoded) {
+    out.writeUInt32LE(element.length, offset);
+    element.copy(out, offset + 4);
+    offset += 4 + element.length;
+  }
+  return out;
+}
