@@ -1,5 +1,5 @@
 import type { App, Environment } from "aws-cdk-lib";
-import { type MaasContext, serviceSettings } from "./maas-context.ts";
+import { type MaasContext, serviceSettings, statefulSettings } from "./maas-context.ts";
 import { MaasServiceStack } from "./service-stack.ts";
 import { MaasStatefulStack } from "./stateful-stack.ts";
 
@@ -12,14 +12,17 @@ export interface MaasStacks {
 export function defineMaas(app: App, context: MaasContext, env?: Environment): MaasStacks {
   const stateful = new MaasStatefulStack(app, "MaasStateful", {
     env,
-    description: "serverless-maas state: model bucket, registry table, publish queues",
+    description: "serverless-maas state: model bucket, registry table, publish queues, jobs table",
+    ...statefulSettings(context),
   });
   const service = new MaasServiceStack(app, "MaasService", {
     env,
-    description: "serverless-maas service: REST API, inference/admin/register functions, alarms",
+    description:
+      "serverless-maas service: REST API, inference/admin/register/optimize/jobs functions, alarms",
     models: stateful.models,
     registry: stateful.registry,
     queues: stateful.queues,
+    jobs: stateful.jobs,
     ...serviceSettings(context),
   });
   return { stateful, service };

@@ -1,9 +1,11 @@
+import type { StackProps } from "aws-cdk-lib";
 import { Period } from "aws-cdk-lib/aws-apigateway";
 import { Architecture } from "aws-cdk-lib/aws-lambda";
 import type { Node } from "constructs";
 import * as z from "zod";
 import { DEFAULT_QUOTA_PERIOD, DEFAULT_THROTTLE } from "./inference-api.ts";
 import type { MaasServiceStackProps } from "./service-stack.ts";
+import type { MaasStatefulStackProps } from "./stateful-stack.ts";
 
 /** A list from cdk.json (JSON array) or the command line (`-c key=a,b` or `-c 'key=["a","b"]'`). */
 const stringList = z.preprocess((value) => {
@@ -48,6 +50,10 @@ export const maasContextSchema = z
     quotaLimit: number.optional(),
     quotaPeriod: z.enum(["DAY", "WEEK", "MONTH"]).optional(),
     alarmEmail: z.string().optional(),
+    /** Days asynchronous inference keeps jobs, their inputs and results. */
+    asyncRetentionDays: number.optional(),
+    jobsMemoryMb: number.optional(),
+    jobsMaxConcurrency: number.optional(),
     apiGatewayCloudWatchRole: flag.optional(),
     /** Off by default: a SageMaker endpoint bills per instance-hour even when idle. */
     sagemaker: flag.default(false),
@@ -81,10 +87,15 @@ export function readMaasContext(node: Node): MaasContext {
   return result.data;
 }
 
+/** The stateful stack's settings from context; what context leaves out keeps the constructs' defaults. */
+export function statefulSettings(context: MaasContext): Omit<MaasStatefulStackProps, keyof StackProps> {
+  return { modelBucket: { jobRetentionDays: context.asyncRetentionDays } };
+}
+
 /** The service stack's settings from context; what context leaves out keeps the stack's defaults. */
 export function serviceSettings(
   context: MaasContext,
-): Omit<MaasServiceStackProps, "models" | "registry" | "queues"> {
+): Omit<MaasServiceStackProps, "models" | "registry" | "queues" | "jobs"> {
   const throttle =
     context.throttleRateLimit !== undefined || context.throttleBurstLimit !== undefined
       ? {
@@ -110,6 +121,8 @@ export function serviceSettings(
           }
         : undefined,
     alarmEmail: context.alarmEmail,
+    jobsMemoryMb: context.jobsMemoryMb,
+    jobsMaxConcurrency: context.jobsMaxConcurrency,
     apiGatewayCloudWatchRole: context.apiGatewayCloudWatchRole,
     sagemaker: context.sagemaker
       ? {

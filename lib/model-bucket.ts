@@ -2,6 +2,7 @@ import { Duration } from "aws-cdk-lib";
 import { Grant, type IGrantable } from "aws-cdk-lib/aws-iam";
 import { BlockPublicAccess, Bucket, BucketEncryption, ObjectOwnership } from "aws-cdk-lib/aws-s3";
 import { Construct } from "constructs";
+import { JOB_KEYS } from "#core/jobs/jobs.ts";
 import { acknowledge, acknowledgeGrantWildcard } from "./nag.ts";
 
 /** Publishers upload under this prefix: `models/<name>/<version>/model.onnx` (and `maas.json`). */
@@ -26,6 +27,12 @@ export interface ModelBucketProps {
    */
   readonly abortIncompleteMultipartUploadAfter?: Duration;
   /**
+   * How long asynchronous inference keeps a job's input and result (under `async/`); the inference
+   * function is told the same number, and the job's record expires with them.
+   * @default 7
+   */
+  readonly jobRetentionDays?: number;
+  /**
    * Write S3 server access logs to a bucket of their own.
    * @default true
    */
@@ -37,14 +44,20 @@ export interface ModelBucketProps {
   readonly accessLogsExpiration?: Duration;
 }
 
+/** Unfinished uploads of job inputs and results are aborted after this many days. */
+const JOB_UPLOAD_ABORT_DAYS = 1;
+
 /**
  * The bucket publishers upload models to: versioned, S3-managed encryption, TLS only, no public
- * access, with lifecycle rules for unfinished uploads and replaced versions, and server access logs.
+ * access, with lifecycle rules for unfinished uploads, replaced versions and asynchronous inference's
+ * objects, and server access logs.
  */
 export class ModelBucket extends Construct {
   public readonly bucket: Bucket;
   /** Target of the model bucket's server access logs, when enabled. */
   public readonly accessLogsBucket?: Bucket;
+  /** Days a job's objects (and its record) are kept. */
+  public readonly jobRetentionDays: number;
 
   constructor(scope: Construct, id: string, props: ModelBucketProps = {}) {
     super(scope, id);
@@ -57,6 +70,12 @@ export class ModelBucket extends Construct {
       ["accessLogsExpiration", logsExpiration],
     ] as const) {
       if (!isWholeDays(value)) throw new Error(`${name} must be a whole number of days, at least 1`);
+    }
+    this.jobRetentionDays = props.jobRetentionDays ?? 7;
+    if (!Number.isInteger(this.jobRetentionDays) || this.jobRetentionDays < 1) {
+      throw new Error(
+        `jobRetentionDays must be a whole number of days, at least 1, got ${this.jobRetentionDays}`,
+      );
     }
     if (props.serverAccessLogs === false && props.accessLogsExpiration !== undefined) {
       throw new Error("accessLogsExpiration needs serverAccessLogs");
@@ -90,6 +109,16 @@ export class ModelBucket extends Construct {
       lifecycleRules: [
         { abortIncompleteMultipartUploadAfter: abortAfter },
         { noncurrentVersionExpiration: noncurrent },
+        // Job inputs and results expire with their records; the bucket is versioned, so their expired
+        // versions go a day later rather than after `noncurrentVersionExpiration`.
+        {
+          prefix: JOB_KEYS.prefix,
+          expiration: Duration.days(this.jobRetentionDays),
+          noncurrentVersionExpiration: Duration.days(1),
+          abortIncompleteMultipartUploadAfter: Duration.days(JOB_UPLOAD_ABORT_DAYS),
+        },
+        // S3 refuses this flag in a rule that also expires current versions by age.
+        { prefix: JOB_KEYS.prefix, expiredObjectDeleteMarker: true },
       ],
     });
   }
@@ -144,6 +173,32 @@ export class ModelBucket extends Construct {
       conditions: { StringLike: { "s3:prefix": [`${ENDPOINT_MODELS_PREFIX}*`] } },
     });
     return read.combine(list);
+  }
+
+  /**
+   * Upload job inputs (`async/inputs/*`): inline bodies, and presigned PUTs or multipart uploads
+   * (CreateMultipartUpload, UploadPart and CompleteMultipartUpload are all `s3:PutObject`).
+   */
+  public grantWriteJobInputs(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:PutObject"], JOB_KEYS.inputPrefix);
+  }
+
+  /** Read job inputs (`async/inputs/*`): the HEAD that checks an upload at submission, the worker's GET. */
+  public grantReadJobInputs(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:GetObject"], JOB_KEYS.inputPrefix);
+  }
+
+  /** Read job results (`async/results/*`): what the presigned GET a job's owner receives is signed with. */
+  public grantReadJobResults(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:GetObject"], JOB_KEYS.resultPrefix);
+  }
+
+  /**
+   * Write job results (`async/results/*`) of any size: multipart uploads need `s3:PutObject`, and
+   * `s3:AbortMultipartUpload` lets a failed one clean up its parts at once.
+   */
+  public grantWriteJobResults(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:PutObject", "s3:AbortMultipartUpload"], JOB_KEYS.resultPrefix);
   }
 
   /**

@@ -1,10 +1,11 @@
 import { Duration, Stack } from "aws-cdk-lib";
 import { type Bucket, EventType } from "aws-cdk-lib/aws-s3";
 import { SqsDestination } from "aws-cdk-lib/aws-s3-notifications";
-import { Queue, QueueEncryption } from "aws-cdk-lib/aws-sqs";
+import type { Queue } from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
 import { MODELS_PREFIX } from "./model-bucket.ts";
-import { acknowledge, acknowledgeChild } from "./nag.ts";
+import { acknowledgeChild } from "./nag.ts";
+import { deadLetterQueue, validateRedrive, workQueue } from "./work-queues.ts";
 
 /** aws-s3's fixed id for its notifications handler (a stack singleton). */
 const NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834";
@@ -33,8 +34,6 @@ export interface PublishQueuesProps {
   readonly deadLetterRetention?: Duration;
 }
 
-const MAX_VISIBILITY_SECONDS = 12 * 60 * 60;
-
 /**
  * The publish pipeline's queues: S3 upload events -> register queue, register -> optimize queue, each
  * with a dead-letter queue. SQS-managed encryption and TLS-only access on all four.
@@ -52,25 +51,25 @@ export class PublishQueues extends Construct {
     super(scope, id);
     this.visibilityTimeout = props.visibilityTimeout ?? Duration.minutes(90);
     this.maxReceiveCount = props.maxReceiveCount ?? 3;
-    const visibilitySeconds = this.visibilityTimeout.toSeconds();
-    if (visibilitySeconds < 1 || visibilitySeconds > MAX_VISIBILITY_SECONDS) {
-      throw new Error(`visibilityTimeout must be from 1 second to 12 hours, got ${visibilitySeconds} s`);
-    }
-    if (!Number.isInteger(this.maxReceiveCount) || this.maxReceiveCount < 1 || this.maxReceiveCount > 1000) {
-      throw new Error(`maxReceiveCount must be an integer from 1 to 1000, got ${this.maxReceiveCount}`);
-    }
+    validateRedrive(this.visibilityTimeout, this.maxReceiveCount);
     const deadLetterRetention = props.deadLetterRetention ?? Duration.days(14);
 
-    this.registerDeadLetterQueue = this.deadLetterQueue("RegisterDeadLetterQueue", deadLetterRetention);
-    this.registerQueue = this.workQueue("RegisterQueue", this.registerDeadLetterQueue);
+    const redrive = (queue: Queue) => ({
+      deadLetterQueue: queue,
+      maxReceiveCount: this.maxReceiveCount,
+      visibilityTimeout: this.visibilityTimeout,
+    });
+    this.registerDeadLetterQueue = deadLetterQueue(this, "RegisterDeadLetterQueue", deadLetterRetention);
+    this.registerQueue = workQueue(this, "RegisterQueue", redrive(this.registerDeadLetterQueue));
     // Consumed by the optimize function, which records on each version what never finished: Lambda
     // wants a consumed queue's visibility timeout at least the function's timeout.
-    this.optimizeDeadLetterQueue = this.deadLetterQueue(
+    this.optimizeDeadLetterQueue = deadLetterQueue(
+      this,
       "OptimizeDeadLetterQueue",
       deadLetterRetention,
       this.visibilityTimeout,
     );
-    this.optimizeQueue = this.workQueue("OptimizeQueue", this.optimizeDeadLetterQueue);
+    this.optimizeQueue = workQueue(this, "OptimizeQueue", redrive(this.optimizeDeadLetterQueue));
 
     const destination = new SqsDestination(this.registerQueue);
     for (const suffix of REGISTER_SUFFIXES) {
@@ -89,34 +88,5 @@ export class PublishQueues extends Construct {
         "CDK's S3 bucket-notifications custom resource handler: aws-s3 gives its role this managed policy (logs only); its S3 permission is scoped to the model bucket.",
       );
     }
-  }
-
-  private workQueue(id: string, deadLetterQueue: Queue): Queue {
-    return new Queue(this, id, {
-      encryption: QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      visibilityTimeout: this.visibilityTimeout,
-      deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: this.maxReceiveCount },
-    });
-  }
-
-  private deadLetterQueue(id: string, retentionPeriod: Duration, visibilityTimeout?: Duration): Queue {
-    const queue = new Queue(this, id, {
-      encryption: QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      retentionPeriod,
-      ...(visibilityTimeout === undefined ? {} : { visibilityTimeout }),
-    });
-    acknowledge(
-      queue,
-      "AwsSolutions-SQS3",
-      "This queue is itself a dead-letter queue; its messages wait for an operator (alarm on depth).",
-    );
-    acknowledge(
-      queue,
-      "Serverless-SQSRedrivePolicy",
-      "This queue is itself a dead-letter queue; redriving it further would hide failures.",
-    );
-    return queue;
   }
 }

@@ -8,9 +8,12 @@ import type { Construct } from "constructs";
 import { MODEL_NAME_PATTERN } from "#core/model.ts";
 import { adminEnvironment } from "#lambdas/admin/config.ts";
 import { inferenceEnvironment } from "#lambdas/inference/config.ts";
+import { jobsEnvironment } from "#lambdas/jobs/config.ts";
 import { optimizeEnvironment } from "#lambdas/optimize/config.ts";
 import { registerEnvironment } from "#lambdas/register/config.ts";
 import { InferenceApi, type InferenceQuota, type InferenceThrottle } from "./inference-api.ts";
+import { JobsQueue } from "./jobs-queue.ts";
+import type { JobsTable } from "./jobs-table.ts";
 import { MaasAlarms } from "./maas-alarms.ts";
 import { LAMBDA_EPHEMERAL_RANGE_MB, MaasFunction } from "./maas-function.ts";
 import { ENDPOINT_MODELS_PREFIX, type ModelBucket } from "./model-bucket.ts";
@@ -30,12 +33,19 @@ const REGISTER_TMP_HEADROOM_MB = 512;
 export const OPTIMIZE_TMP_MODEL_COPIES = 4;
 /** Registration streams a large model's archive to the endpoint's model prefix within one invocation. */
 const MIN_REGISTER_TIMEOUT_WITH_SAGEMAKER = Duration.minutes(5);
+/** Lambda's longest: a job may be a large input on a slow model. */
+export const JOBS_TIMEOUT = Duration.minutes(15);
+/** One job's inference deadline: a minute of the timeout is kept to write its result and record its end. */
+export const JOBS_INFERENCE_DEADLINE = JOBS_TIMEOUT.minus(Duration.minutes(1));
+/** SQS keeps a message 14 days at most. */
+const MAX_QUEUE_RETENTION_DAYS = 14;
 
 export interface MaasServiceStackProps extends StackProps {
   /** From the stateful stack. */
   readonly models: ModelBucket;
   readonly registry: ModelRegistryTable;
   readonly queues: PublishQueues;
+  readonly jobs: JobsTable;
   /** @default Architecture.ARM_64 */
   readonly architecture?: Architecture;
   /**
@@ -101,6 +111,18 @@ export interface MaasServiceStackProps extends StackProps {
    */
   readonly optimizeMaxConcurrency?: number;
   /**
+   * Memory of the jobs worker, which holds a job's whole input (up to 1 GiB, more as decoded tensors)
+   * and its result.
+   * @default 10240 (Lambda's most, and its most vCPUs)
+   */
+  readonly jobsMemoryMb?: number;
+  /**
+   * Jobs running at once (the SQS event source's maximum concurrency, 2–1000): a burst of submissions
+   * must not take the account's Lambda concurrency from the inference function.
+   * @default 10
+   */
+  readonly jobsMaxConcurrency?: number;
+  /**
    * A SageMaker endpoint for sagemaker-target versions (models above `lambdaMaxModelBytes`). It bills
    * per instance-hour even when idle.
    * @default - none: sagemaker-target versions answer 503
@@ -119,12 +141,14 @@ interface Sizing {
   readonly optimizeTimeout: Duration;
   readonly optimizeMaxModelBytes: number;
   readonly optimizeMaxConcurrency: number;
+  readonly jobsMemoryMb: number;
+  readonly jobsMaxConcurrency: number;
 }
 
 /**
- * The stateless service: the inference, admin, register and optimize functions, the REST API in front
- * of them, the queues' event sources, alarms, and optionally the SageMaker endpoint. Redeployed freely;
- * state lives in the stateful stack.
+ * The stateless service: the inference, admin, register, optimize and jobs functions, the REST API in
+ * front of them, the jobs queue, the queues' event sources, alarms, and optionally the SageMaker
+ * endpoint. Redeployed freely; state lives in the stateful stack.
  */
 export class MaasServiceStack extends Stack {
   public readonly inference: MaasFunction;
@@ -133,6 +157,9 @@ export class MaasServiceStack extends Stack {
   public readonly admin: MaasFunction;
   public readonly register: MaasFunction;
   public readonly optimize: MaasFunction;
+  /** Runs asynchronous inference jobs from the jobs queue. */
+  public readonly jobsWorker: MaasFunction;
+  public readonly jobsQueue: JobsQueue;
   /** The SageMaker endpoint, when `sagemaker` is set. */
   public readonly endpoint?: ModelEndpoint;
   public readonly api: InferenceApi;
@@ -141,7 +168,7 @@ export class MaasServiceStack extends Stack {
   constructor(scope: Construct, id: string, props: MaasServiceStackProps) {
     super(scope, id, props);
     const sizing = resolveSizing(props);
-    const { models, registry, queues } = props;
+    const { models, registry, queues, jobs } = props;
     const architecture = props.architecture ?? Architecture.ARM_64;
     const common = {
       architecture,
@@ -152,6 +179,19 @@ export class MaasServiceStack extends Stack {
       this.endpoint = new ModelEndpoint(this, "SageMaker", { ...props.sagemaker, models });
     }
     const endpoint = this.endpoint;
+    this.jobsQueue = new JobsQueue(this, "JobsQueue", {
+      visibilityTimeout: Duration.seconds(6 * JOBS_TIMEOUT.toSeconds()),
+      retentionPeriod: Duration.days(Math.min(models.jobRetentionDays, MAX_QUEUE_RETENTION_DAYS)),
+    });
+    // What the inference function and the jobs worker share: they serve the same models the same way.
+    const serving = {
+      registryTable: registry.table.tableName,
+      artifactCacheBytes: artifactCacheBytes(sizing.ephemeralMb),
+      sagemakerEndpoint: endpoint?.endpoint.attrEndpointName,
+      sagemakerMode: endpoint?.mode,
+      jobsTable: jobs.table.tableName,
+      asyncBucket: models.bucket.bucketName,
+    };
 
     this.inference = new MaasFunction(this, "Inference", {
       ...common,
@@ -164,12 +204,11 @@ export class MaasServiceStack extends Stack {
       // Loaded on the first SageMaker-target request only: cold starts do not compile the SDK.
       separateModules: ["@aws-sdk/client-sagemaker-runtime"],
       environment: inferenceEnvironment({
-        registryTable: registry.table.tableName,
-        artifactCacheBytes: artifactCacheBytes(sizing.ephemeralMb),
+        ...serving,
         preloadModels: sizing.preloadModels.length > 0 ? sizing.preloadModels.join(",") : undefined,
         corsOrigins: props.corsOrigins?.length ? props.corsOrigins.join(",") : undefined,
-        sagemakerEndpoint: endpoint?.endpoint.attrEndpointName,
-        sagemakerMode: endpoint?.mode,
+        jobsQueueUrl: this.jobsQueue.queue.queueUrl,
+        asyncRetentionDays: models.jobRetentionDays,
       }),
     });
     this.inferenceAlias = this.inference.addAlias("live", {
@@ -182,6 +221,65 @@ export class MaasServiceStack extends Stack {
     models.grantWriteArtifacts(this.inference);
     registry.grantReadRegistry(this.inference);
     endpoint?.grantInvoke(this.inference);
+    // Asynchronous inference: uploads and inline bodies in, jobs recorded and queued, results signed for.
+    models.grantWriteJobInputs(this.inference);
+    models.grantReadJobInputs(this.inference);
+    models.grantReadJobResults(this.inference);
+    jobs.grantSubmitJobs(this.inference);
+    this.jobsQueue.grantSubmit(this.inference);
+
+    this.jobsWorker = new MaasFunction(this, "Jobs", {
+      ...common,
+      entry: join(ROOT, "lambdas/jobs/handler.ts"),
+      description: "serverless-maas: runs asynchronous inference jobs (SQS -> S3)",
+      memorySize: sizing.jobsMemoryMb,
+      // The inference function's /tmp and artifact cache: it serves the same models.
+      ephemeralStorageSize: Size.mebibytes(sizing.ephemeralMb),
+      timeout: JOBS_TIMEOUT,
+      separateModules: ["@aws-sdk/client-sagemaker-runtime"],
+      environment: {
+        ...inferenceEnvironment({
+          ...serving,
+          inferenceDeadlineMs: JOBS_INFERENCE_DEADLINE.toMilliseconds(),
+          // To bring a failed job back sooner than the queue's visibility timeout.
+          jobsQueueUrl: this.jobsQueue.queue.queueUrl,
+        }),
+        ...jobsEnvironment({
+          // The last receive records a failure on the job instead of throwing it to the DLQ.
+          maxReceives: this.jobsQueue.maxReceiveCount,
+          deadLetterQueueArn: this.jobsQueue.deadLetterQueue.queueArn,
+        }),
+      },
+    });
+    this.consumeQueue(this.jobsWorker, "jobs", this.jobsQueue.queue, this.jobsQueue.maxReceiveCount, {
+      // One job per invocation: each may take the function's memory and the whole 15 minutes.
+      batchSize: 1,
+      reportBatchItemFailures: true,
+      maxConcurrency: sizing.jobsMaxConcurrency,
+    });
+    // Dead letters (jobs whose runs crashed or timed out every time) end their job `failed`, so that no
+    // job stays `queued` or `running` until it expires; each is a quick table write.
+    this.jobsWorker.addEventSource(
+      new SqsEventSource(this.jobsQueue.deadLetterQueue, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        maxConcurrency: 2,
+      }),
+    );
+    acknowledge(
+      this.newestMapping(this.jobsWorker, "jobs dead-letter"),
+      "Serverless-LambdaEventSourceMappingDestination",
+      "This mapping drains the jobs dead-letter queue into job records; a message it cannot record stays in the queue (14 days) and its alarm fires.",
+    );
+    registry.grantReadRegistry(this.jobsWorker);
+    models.grantReadArtifacts(this.jobsWorker);
+    // Self-healing, as in the inference function.
+    models.grantReadUploads(this.jobsWorker);
+    models.grantWriteArtifacts(this.jobsWorker);
+    endpoint?.grantInvoke(this.jobsWorker);
+    models.grantReadJobInputs(this.jobsWorker);
+    models.grantWriteJobResults(this.jobsWorker);
+    jobs.grantRunJobs(this.jobsWorker);
 
     this.admin = new MaasFunction(this, "Admin", {
       ...common,
@@ -282,10 +380,13 @@ export class MaasServiceStack extends Stack {
     });
     this.alarms = new MaasAlarms(this, "Alarms", {
       deadLetterQueues: { Register: queues.registerDeadLetterQueue },
-      drainedDeadLetterQueues: { Optimize: queues.optimizeDeadLetterQueue },
+      drainedDeadLetterQueues: {
+        Optimize: queues.optimizeDeadLetterQueue,
+        Jobs: this.jobsQueue.deadLetterQueue,
+      },
       api: this.api.api,
       inference: this.inference,
-      workers: { Optimize: this.optimize },
+      workers: { Optimize: this.optimize, Jobs: this.jobsWorker },
       endpoint,
       alarmEmail: props.alarmEmail,
     });
@@ -363,6 +464,8 @@ function resolveSizing(props: MaasServiceStackProps): Sizing {
     optimizeTimeout: props.optimizeTimeout ?? Duration.minutes(15),
     optimizeMaxModelBytes: props.optimizeMaxModelBytes ?? 1024 * MiB,
     optimizeMaxConcurrency: props.optimizeMaxConcurrency ?? 5,
+    jobsMemoryMb: props.jobsMemoryMb ?? 10_240,
+    jobsMaxConcurrency: props.jobsMaxConcurrency ?? 10,
   };
   for (const key of ["lambdaMaxModelBytes", "maxModelBytes", "optimizeMaxModelBytes"] as const) {
     if (!Number.isSafeInteger(sizing[key]) || sizing[key] < 1) {
@@ -421,11 +524,13 @@ function resolveSizing(props: MaasServiceStackProps): Sizing {
       );
     }
   }
-  const concurrency = sizing.optimizeMaxConcurrency;
-  if (!Number.isInteger(concurrency) || concurrency < 2 || concurrency > 1000) {
-    throw new Error(
-      `optimizeMaxConcurrency must be an integer from 2 to 1000 (SQS event source maximum concurrency), got ${concurrency}`,
-    );
+  for (const key of ["optimizeMaxConcurrency", "jobsMaxConcurrency"] as const) {
+    const concurrency = sizing[key];
+    if (!Number.isInteger(concurrency) || concurrency < 2 || concurrency > 1000) {
+      throw new Error(
+        `${key} must be an integer from 2 to 1000 (SQS event source maximum concurrency), got ${concurrency}`,
+      );
+    }
   }
   const minRegister = MIN_REGISTER_TIMEOUT_WITH_SAGEMAKER.toSeconds();
   if (props.sagemaker !== undefined && sizing.registerTimeout.toSeconds() < minRegister) {

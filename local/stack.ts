@@ -234,8 +234,12 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const jobsWorker = createJobsWorker(jobsConfig, clients, jobsLogger);
     stoppers.push(() => jobsWorker.parts.sessions.close());
     if (options.runJobs ?? true) {
+      const { queue } = jobsWorker;
       const jobs = createJobsHandler(jobsWorker.runner, jobsLogger, {
         deadLetterQueueArn: emulators.queueArn(JOBS_DEAD_LETTER_QUEUE),
+        ...(queue === undefined
+          ? {}
+          : { retryAfter: (handle, seconds) => queue.retryAfter(handle, seconds) }),
       });
       pollQueue(JOBS_QUEUE, jobs, 1);
       pollQueue(JOBS_DEAD_LETTER_QUEUE, jobs);

@@ -2,7 +2,7 @@ import { Logger } from "@aws-lambda-powertools/logger";
 import { JSONStringified } from "@aws-lambda-powertools/parser/helpers";
 import type { Context, SQSRecord } from "aws-lambda";
 import * as z from "zod";
-import { DynamoJobStore, S3JobObjects } from "#aws/jobs/aws-jobs.ts";
+import { DynamoJobStore, S3JobObjects, SqsJobQueue } from "#aws/jobs/aws-jobs.ts";
 import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts";
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
 import { JobRunner } from "#core/jobs/async-inference.ts";
@@ -26,6 +26,16 @@ const FINISH_MARGIN_MS = 5_000;
 export interface JobsWorker {
   readonly runner: JobRunner;
   readonly parts: InferenceParts;
+  /** The jobs queue, to bring a failed job's message back sooner than its visibility timeout. */
+  readonly queue: SqsJobQueue | undefined;
+}
+
+/**
+ * How long a failed job waits before its next try: 30 s, then 60, 120... up to 15 minutes. The queue's
+ * own visibility timeout (six times the worker's 15 minutes) would make it wait 90.
+ */
+export function retryDelaySeconds(receives: number): number {
+  return Math.min(900, 30 * 2 ** Math.max(0, receives - 1));
 }
 
 /** Wires the worker: the inference function's serving parts, with the worker's deadline and result limit. */
@@ -45,7 +55,11 @@ export function createJobsWorker(config: JobsConfig, clients: InferenceClients, 
     service: parts.service,
     maxReceives: config.MAAS_JOBS_MAX_RECEIVES,
   });
-  return { runner, parts };
+  const queue =
+    config.MAAS_JOBS_QUEUE_URL === undefined
+      ? undefined
+      : new SqsJobQueue(config.MAAS_JOBS_QUEUE_URL, jobClientConfig(clients, "sqs"));
+  return { runner, parts, queue };
 }
 
 /**
@@ -55,7 +69,11 @@ export function createJobsWorker(config: JobsConfig, clients: InferenceClients, 
 export function createJobsHandler(
   runner: JobRunner,
   logger: Logger,
-  options: { readonly deadLetterQueueArn?: string } = {},
+  options: {
+    readonly deadLetterQueueArn?: string;
+    /** Brings a failed job's message back after `seconds` (the jobs queue's ChangeMessageVisibility). */
+    readonly retryAfter?: (receiptHandle: string, seconds: number) => Promise<void>;
+  } = {},
 ): SqsBatchHandler {
   let context: Context | undefined;
   async function handleRecord(record: SQSRecord): Promise<void> {
@@ -77,11 +95,18 @@ export function createJobsHandler(
       const outcome = await runner.run(id, receives, latest);
       logger.info("job handled", { id, outcome, receives, ms: Math.round(performance.now() - started) });
     } catch (error) {
+      const delay = retryDelaySeconds(receives);
       logger.error("job failed; the message will be retried", {
         id,
         receives,
+        retryInSeconds: delay,
         error: withSourceMappedStack(error as Error),
       });
+      await options
+        .retryAfter?.(record.receiptHandle, delay)
+        .catch((changeError: unknown) =>
+          logger.warn("could not shorten the retry's wait", { id, error: String(changeError) }),
+        );
       throw error;
     }
   }
@@ -99,8 +124,9 @@ let defaultHandler: SqsBatchHandler | undefined;
 export const handler: SqsBatchHandler = (event, context) => {
   if (defaultHandler === undefined) {
     const config = loadJobsConfig(process.env);
-    const { runner } = createJobsWorker(config, defaultClients(), defaultLogger);
+    const { runner, queue } = createJobsWorker(config, defaultClients(), defaultLogger);
     defaultHandler = createJobsHandler(runner, defaultLogger, {
+      ...(queue === undefined ? {} : { retryAfter: (handle, seconds) => queue.retryAfter(handle, seconds) }),
       ...(config.MAAS_JOBS_DEAD_LETTER_QUEUE_ARN === undefined
         ? {}
         : { deadLetterQueueArn: config.MAAS_JOBS_DEAD_LETTER_QUEUE_ARN }),

@@ -27,12 +27,13 @@ const byFunction = (name: string) => {
 afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
 describe("function assets (arm64)", () => {
-  it("exist for inference, admin, register and optimize, and each stays under Lambda's 250 MB unzipped", () => {
+  it("exist for inference, admin, register, optimize and jobs, and each stays under Lambda's 250 MB unzipped", () => {
     const { lines, oversized } = assetSizeReport(assets);
     console.log(`function assets, unzipped:\n${lines.map((line) => `  ${line}`).join("\n")}`);
     expect(assets.map((asset) => asset.path).sort()).toEqual([
       "MaasService/Admin/Resource",
       "MaasService/Inference/Resource",
+      "MaasService/Jobs/Resource",
       "MaasService/Optimize/Resource",
       "MaasService/Register/Resource",
     ]);
@@ -44,8 +45,8 @@ describe("function assets (arm64)", () => {
     for (const asset of assets) expect(foreignBinaries(asset, "arm64"), asset.path).toEqual([]);
   });
 
-  it("give inference, register and optimize onnxruntime's linux arm64 binding and library", () => {
-    for (const name of ["Inference", "Register", "Optimize"]) {
+  it("give inference, register, optimize and jobs onnxruntime's linux arm64 binding and library", () => {
+    for (const name of ["Inference", "Register", "Optimize", "Jobs"]) {
       expect(nativeBinaries(byFunction(name), "arm64").sort()).toEqual([
         "node_modules/onnxruntime-node/bin/napi-v6/linux/arm64/libonnxruntime.so.1",
         "node_modules/onnxruntime-node/bin/napi-v6/linux/arm64/onnxruntime_binding.node",

@@ -1,15 +1,18 @@
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Logger } from "@aws-lambda-powertools/logger";
-import { HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
+import { DynamoDBDocumentClient, GetCommand, PutCommand } from "@aws-sdk/lib-dynamodb";
 import type { CfnResource } from "aws-cdk-lib";
 import type { CloudAssembly } from "aws-cdk-lib/cx-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
+import { JOB_KEYS, type Job } from "#core/jobs/jobs.ts";
 import {
   createRegisterHandler,
   createRegistrationDeps,
@@ -33,6 +36,9 @@ import { maasStacks, ROOT } from "./support.ts";
 const BUCKET = "maas-models";
 const TABLE = "maas-registry";
 const OPTIMIZE_QUEUE = "maas-optimize";
+const JOBS_TABLE = "maas-jobs";
+const JOBS_QUEUE = "maas-jobs";
+const JOBS_DEAD_LETTER_QUEUE = `${JOBS_QUEUE}-dlq`;
 const DRIVER = join(ROOT, "test/infra/invoke-bundle.mjs");
 const IRIS_BATCH = [
   [5.1, 3.5, 1.4, 0.2],
@@ -46,6 +52,7 @@ let stacks: ReturnType<typeof maasStacks>;
 let emulators: Emulators;
 let registry: DynamoModelRegistry;
 let sqs: SQSClient;
+let documents: DynamoDBDocumentClient;
 
 /** Puts a model where publishers do and returns the S3 notification body S3 would queue for it. */
 async function upload(key: string, bytes: Uint8Array): Promise<string> {
@@ -72,9 +79,15 @@ beforeAll(async () => {
     s3Port: 0,
     bucket: BUCKET,
     table: TABLE,
-    queues: [{ name: OPTIMIZE_QUEUE }],
+    // Created from jobsTableDefinition, as the stateful stack's jobs table is keyed.
+    jobsTable: JOBS_TABLE,
+    queues: [
+      { name: OPTIMIZE_QUEUE },
+      { name: JOBS_QUEUE, deadLetter: { name: JOBS_DEAD_LETTER_QUEUE, maxReceiveCount: 3 } },
+    ],
   });
   registry = new DynamoModelRegistry(emulators.dynamoClient(), TABLE);
+  documents = DynamoDBDocumentClient.from(emulators.dynamoClient());
   sqs = new SQSClient({
     region: emulators.region,
     credentials: emulators.credentials,
@@ -134,6 +147,10 @@ function lambdaEnvironment(fn: FunctionUnderTest, name: string, tmp: string): Re
     MAAS_BUCKET: BUCKET,
     MAAS_OPTIMIZE_QUEUE_URL: emulators.queueUrl(OPTIMIZE_QUEUE),
     MAAS_OPTIMIZE_DEAD_LETTER_QUEUE_ARN: emulators.queueArn(`${OPTIMIZE_QUEUE}-dlq`),
+    MAAS_JOBS_TABLE: JOBS_TABLE,
+    MAAS_JOBS_QUEUE_URL: emulators.queueUrl(JOBS_QUEUE),
+    MAAS_ASYNC_BUCKET: BUCKET,
+    MAAS_JOBS_DEAD_LETTER_QUEUE_ARN: emulators.queueArn(JOBS_DEAD_LETTER_QUEUE),
   };
   const fromTemplate = Object.fromEntries(
     Object.entries(fn.environment).map(([key, value]) => {
@@ -204,17 +221,63 @@ async function invoke<T>(
   return outcome.result as T;
 }
 
+/** A V2 infer request body with the three rows of IRIS_BATCH. */
+const IRIS_REQUEST = JSON.stringify({
+  inputs: [{ name: "features", shape: [3, 4], datatype: "FP32", data: IRIS_BATCH.flat() }],
+});
+
 /** An API Gateway infer request for an iris-shaped model, with the three rows of IRIS_BATCH. */
-function irisInferEvent(model: string) {
+function irisInferEvent(model: string, headers?: Record<string, string>) {
   return proxyEvent({
     method: "POST",
     path: `/v2/models/${model}/infer`,
     resource: "/v2/{proxy+}",
     identity: { apiKeyId: "key123" },
-    body: JSON.stringify({
-      inputs: [{ name: "features", shape: [3, 4], datatype: "FP32", data: IRIS_BATCH.flat() }],
-    }),
+    body: IRIS_REQUEST,
+    ...(headers === undefined ? {} : { headers }),
   });
+}
+
+/** A queued job for iris version 1 whose input is `body`, written straight to the bucket and the table. */
+async function queueJob(body: string): Promise<Job> {
+  const id = randomBytes(16).toString("base64url");
+  const key = `${JOB_KEYS.inputPrefix}${id}`;
+  await emulators
+    .s3Client()
+    .send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: body, ContentType: "application/json" }));
+  const now = Date.now();
+  const job: Job = {
+    id,
+    model_name: "iris",
+    model_version: 1,
+    status: "queued",
+    owner: "key123",
+    input: { key },
+    attempts: 0,
+    created_at: now,
+    updated_at: now,
+    expires_at: Math.ceil(now / 1000) + 86_400,
+  };
+  await documents.send(new PutCommand({ TableName: JOBS_TABLE, Item: job }));
+  return job;
+}
+
+async function jobRecord(id: string): Promise<Job | undefined> {
+  const { Item } = await documents.send(
+    new GetCommand({ TableName: JOBS_TABLE, Key: { id }, ConsistentRead: true }),
+  );
+  return Item as Job | undefined;
+}
+
+async function objectText(key: string): Promise<string> {
+  const { Body } = await emulators.s3Client().send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+  return (await Body?.transformToString("utf8")) ?? "";
+}
+
+interface V2Response {
+  model_name: string;
+  model_version?: string;
+  outputs: { name: string; shape: number[]; data: unknown[] }[];
 }
 
 interface ProxyResult {
@@ -310,6 +373,105 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
       proxyEvent({ method: "GET", path: "/v2/health/ready", resource: "/v2/health/ready" }),
     );
     expect(result.statusCode, result.body).toBe(200);
+  });
+
+  it("jobs runs a queued job from its input in the bucket to succeeded, with the V2 response as its result", async () => {
+    const job = await queueJob(IRIS_REQUEST);
+
+    const result = await invoke<{ batchItemFailures: unknown[] }>(
+      stacks.service.jobsWorker,
+      sqsEvent(JOBS_QUEUE, [JSON.stringify({ id: job.id })]),
+    );
+
+    expect(result).toEqual({ batchItemFailures: [] });
+    const record = await jobRecord(job.id);
+    expect(record).toMatchObject({
+      status: "succeeded",
+      attempts: 1,
+      output: { key: `${JOB_KEYS.resultPrefix}${job.id}`, contentType: "application/json" },
+    });
+    expect(record?.error).toBeUndefined();
+    const response = JSON.parse(await objectText(`${JOB_KEYS.resultPrefix}${job.id}`)) as V2Response;
+    expect(response).toMatchObject({ model_name: "iris", model_version: "1" });
+    expect(response.outputs.find((output) => output.name === "label")).toMatchObject({
+      shape: [3],
+      data: ["setosa", "virginica", "versicolor"],
+    });
+    const probabilities = response.outputs.find((output) => output.name === "probabilities");
+    expect(probabilities?.shape).toEqual([3, 3]);
+  });
+
+  it("jobs ends a job failed, with the model's complaint, when its input does not fit the model", async () => {
+    const job = await queueJob(
+      JSON.stringify({ inputs: [{ name: "features", shape: [1, 3], datatype: "FP32", data: [1, 2, 3] }] }),
+    );
+
+    const result = await invoke<{ batchItemFailures: unknown[] }>(
+      stacks.service.jobsWorker,
+      sqsEvent(JOBS_QUEUE, [JSON.stringify({ id: job.id })]),
+    );
+
+    // A caller's mistake is final at once: nothing for SQS to deliver again.
+    expect(result).toEqual({ batchItemFailures: [] });
+    const record = await jobRecord(job.id);
+    expect(record).toMatchObject({ status: "failed", attempts: 1, error: expect.stringMatching(/shape/i) });
+    expect(record?.output).toBeUndefined();
+  });
+
+  it("jobs marks a job failed when its message arrives from the jobs dead-letter queue", async () => {
+    const job = await queueJob(IRIS_REQUEST);
+
+    const result = await invoke<{ batchItemFailures: unknown[] }>(
+      stacks.service.jobsWorker,
+      sqsEvent(JOBS_DEAD_LETTER_QUEUE, [JSON.stringify({ id: job.id })]),
+    );
+
+    expect(result).toEqual({ batchItemFailures: [] });
+    expect(await jobRecord(job.id)).toMatchObject({
+      status: "failed",
+      attempts: 0,
+      error: expect.stringContaining("submit it again"),
+    });
+  });
+
+  it("inference queues a respond-async request that the jobs bundle runs, then answers its status with the result's URL", async () => {
+    const submitted = await invoke<ProxyResult>(
+      stacks.service.inference,
+      irisInferEvent("iris", { Prefer: "respond-async" }),
+    );
+    expect(submitted.statusCode, submitted.body).toBe(202);
+    const { id } = JSON.parse(submitted.body) as { id: string; status: string };
+    expect(submitted.headers).toMatchObject({ location: `/v2/jobs/${id}` });
+    expect(await jobRecord(id)).toMatchObject({ status: "queued", model_name: "iris", model_version: 1 });
+    const queued = emulators.fauxqs.inspectQueue(JOBS_QUEUE)?.messages.ready ?? [];
+    expect(queued.map((message) => JSON.parse(message.body) as unknown)).toContainEqual({ id });
+
+    const ran = await invoke<{ batchItemFailures: unknown[] }>(
+      stacks.service.jobsWorker,
+      sqsEvent(JOBS_QUEUE, [JSON.stringify({ id })]),
+    );
+    expect(ran).toEqual({ batchItemFailures: [] });
+
+    const status = await invoke<ProxyResult>(
+      stacks.service.inference,
+      proxyEvent({
+        method: "GET",
+        path: `/v2/jobs/${id}`,
+        resource: "/v2/{proxy+}",
+        identity: { apiKeyId: "key123" },
+      }),
+    );
+    expect(status.statusCode, status.body).toBe(200);
+    const view = JSON.parse(status.body) as { status: string; output_url?: string };
+    expect(view.status).toBe("succeeded");
+    const download = await fetch(view.output_url ?? "", { signal: AbortSignal.timeout(30_000) });
+    expect(download.status).toBe(200);
+    const response = (await download.json()) as V2Response;
+    expect(response.outputs.find((output) => output.name === "label")?.data).toEqual([
+      "setosa",
+      "virginica",
+      "versicolor",
+    ]);
   });
 
   it("register registers an uploaded model from its S3 notification and reports no failures", async () => {

@@ -174,16 +174,32 @@ describe("SageMaker endpoint on a GPU instance (the default, ml.g5.xlarge)", () 
     expect(inference?.Properties.Timeout).toBeGreaterThanOrEqual(29);
   });
 
-  it("lets inference invoke this one endpoint, by its ARN, and nothing else of SageMaker", () => {
-    const inferenceRole = idIn(gpu.service, gpu.service.inference.role as IConstruct);
-    const sagemaker = permissionsOf(gpuTemplate, inferenceRole).filter((line) =>
-      line.startsWith("sagemaker:"),
-    );
-    expect(sagemaker).toEqual([`sagemaker:InvokeEndpoint <${idIn(gpu.service, endpoint.endpoint)}>`]);
+  it("lets inference and the jobs worker invoke this one endpoint, by its ARN, and nothing else of SageMaker", () => {
+    for (const fn of [gpu.service.inference, gpu.service.jobsWorker]) {
+      const role = idIn(gpu.service, fn.role as IConstruct);
+      const sagemaker = permissionsOf(gpuTemplate, role).filter((line) => line.startsWith("sagemaker:"));
+      expect(sagemaker, fn.node.id).toEqual([
+        `sagemaker:InvokeEndpoint <${idIn(gpu.service, endpoint.endpoint)}>`,
+      ]);
+    }
     const statements = (Object.values(gpuTemplate.findResources("AWS::IAM::Policy")) as TemplateResource[])
       .flatMap((policy) => policy.Properties.PolicyDocument?.Statement ?? [])
       .filter((statement) => asArray(statement.Action).includes("sagemaker:InvokeEndpoint"));
-    expect(statements).toHaveLength(1);
+    expect(statements).toHaveLength(2);
+  });
+
+  it("points the jobs worker at the endpoint as it points inference", () => {
+    const worker = variables(gpuTemplate, gpu.service, gpu.service.jobsWorker);
+    expect(worker).toMatchObject({
+      MAAS_SAGEMAKER_ENDPOINT: { "Fn::GetAtt": [idIn(gpu.service, endpoint.endpoint), "EndpointName"] },
+      MAAS_SAGEMAKER_MODE: "single-model",
+    });
+    expect(variables(cpuTemplate, cpu.service, cpu.service.jobsWorker)).toMatchObject({
+      MAAS_SAGEMAKER_MODE: "multi-model",
+    });
+    expect(variables(offTemplate, off.service, off.service.jobsWorker)).not.toHaveProperty(
+      "MAAS_SAGEMAKER_ENDPOINT",
+    );
   });
 
   it("lets register publish archives under sagemaker/models/ and tells it the prefix", () => {

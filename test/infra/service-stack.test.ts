@@ -22,6 +22,9 @@ const full = maasStacks({
     quotaLimit: 100000,
     quotaPeriod: "WEEK",
     alarmEmail: "ops@example.com",
+    asyncRetentionDays: "3",
+    jobsMemoryMb: 8192,
+    jobsMaxConcurrency: "20",
   },
 });
 const fullTemplate = Template.fromStack(full.service);
@@ -33,9 +36,19 @@ const functionProps = (fn: MaasFunction, from = template) =>
     (from === template ? service : full.service).getLogicalId(fn.node.defaultChild as CfnResource)
   ]?.Properties;
 
+const variablesOf = (fn: MaasFunction, from = template): Record<string, unknown> =>
+  (functionProps(fn, from)?.Environment as { Variables?: Record<string, unknown> } | undefined)?.Variables ??
+  {};
+
 describe("functions", () => {
   it("run Node.js 22 on arm64 with active tracing and their own log group, without loading source maps at start", () => {
-    for (const fn of [service.inference, service.admin, service.register, service.optimize]) {
+    for (const fn of [
+      service.inference,
+      service.admin,
+      service.register,
+      service.optimize,
+      service.jobsWorker,
+    ]) {
       expect(functionProps(fn)).toMatchObject({
         Runtime: "nodejs22.x",
         Architectures: ["arm64"],
@@ -62,6 +75,17 @@ describe("functions", () => {
       },
     });
     expect(render(functionProps(service.inference)?.Environment)).not.toContain("MAAS_PRELOAD_MODELS");
+  });
+
+  it("gives inference asynchronous inference's table, queue and bucket, and the retention of the bucket's lifecycle rule", () => {
+    const variables = variablesOf(service.inference);
+    expect(render(variables.MAAS_JOBS_TABLE)).toMatch(/^<PublishOutputRefJobsTable\w+>$/);
+    expect(variables.MAAS_JOBS_QUEUE_URL).toEqual({ Ref: idOf(service.jobsQueue.queue) });
+    expect(render(variables.MAAS_ASYNC_BUCKET)).toMatch(/^<PublishOutputRefModelsBucket\w+>$/);
+    expect(variables.MAAS_ASYNC_RETENTION_DAYS).toBe("7");
+    const fullVariables = variablesOf(full.service.inference, fullTemplate);
+    expect(fullVariables.MAAS_ASYNC_RETENTION_DAYS).toBe(String(full.stateful.models.jobRetentionDays));
+    expect(full.stateful.models.jobRetentionDays).toBe(3);
   });
 
   it("gives register the queue, limits and /tmp room for the largest accepted model", () => {
@@ -93,16 +117,17 @@ describe("functions", () => {
   });
 
   it("keeps function logs for a month", () => {
-    template.resourceCountIs("AWS::Logs::LogGroup", 5);
+    // Five functions' and the API's access log.
+    template.resourceCountIs("AWS::Logs::LogGroup", 6);
     template.allResourcesProperties("AWS::Logs::LogGroup", { RetentionInDays: 30 });
   });
 
   it("gives no function role a managed policy", () => {
     const roles = Object.values(template.findResources("AWS::IAM::Role")) as TemplateResource[];
     const functionRoles = roles.filter((role) =>
-      /Maas(Service)\/(Inference|Admin|Register|Optimize)Role/.test(cdkPath(role)),
+      /Maas(Service)\/(Inference|Admin|Register|Optimize|Jobs)Role/.test(cdkPath(role)),
     );
-    expect(functionRoles).toHaveLength(4);
+    expect(functionRoles).toHaveLength(5);
     for (const role of functionRoles) expect(role.Properties.ManagedPolicyArns).toBeUndefined();
   });
 
@@ -133,15 +158,19 @@ describe("functions", () => {
   });
 });
 
-const mappingOf = (fn: MaasFunction) =>
-  (Object.values(template.findResources("AWS::Lambda::EventSourceMapping")) as TemplateResource[]).find(
-    (mapping) => render(mapping.Properties.FunctionName) === `<${idOf(fn)}>`,
+const mappingsOf = (fn: MaasFunction, from = template) =>
+  (Object.values(from.findResources("AWS::Lambda::EventSourceMapping")) as TemplateResource[]).filter(
+    (mapping) =>
+      render(mapping.Properties.FunctionName) ===
+      `<${(from === template ? service : full.service).getLogicalId(fn.node.defaultChild as CfnResource)}>`,
   );
+const mappingOf = (fn: MaasFunction) => mappingsOf(fn)[0];
 
 describe("register event source", () => {
   it("polls the register queue in batches of 10 and reports failed items", () => {
-    // Register's, optimize's and the optimize dead-letter queue's (optimize-dead-letter.test.ts).
-    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 3);
+    // Register's, optimize's and the optimize dead-letter queue's (optimize-dead-letter.test.ts), the jobs
+    // queue's and the jobs dead-letter queue's.
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 5);
     const mapping = mappingOf(service.register);
     expect(mapping?.Properties).toMatchObject({
       FunctionName: { Ref: idOf(service.register) },
@@ -212,6 +241,138 @@ describe("optimize function", () => {
     expect(queue?.Properties.VisibilityTimeout).toBeGreaterThanOrEqual(
       6 * (functionProps(service.optimize)?.Timeout as number),
     );
+  });
+});
+
+describe("jobs worker", () => {
+  const variables = variablesOf;
+
+  it("runs for 15 minutes with 10 GiB of memory, inference's architecture and /tmp, and onnxruntime", () => {
+    const inference = functionProps(service.inference);
+    expect(service.jobsWorker.withOnnxRuntime).toBe(true);
+    expect(functionProps(service.jobsWorker)).toMatchObject({
+      Runtime: "nodejs22.x",
+      Architectures: inference?.Architectures,
+      MemorySize: 10_240,
+      Timeout: 900,
+      EphemeralStorage: inference?.EphemeralStorage,
+    });
+  });
+
+  it("takes its memory and concurrency from context, and inference's architecture and /tmp", () => {
+    expect(functionProps(full.service.jobsWorker, fullTemplate)).toMatchObject({
+      Architectures: ["x86_64"],
+      MemorySize: 8192,
+      EphemeralStorage: { Size: 8192 },
+    });
+    const [mapping] = mappingsOf(full.service.jobsWorker, fullTemplate).filter(
+      (candidate) => !/DeadLetter/.test(render(candidate.Properties.EventSourceArn)),
+    );
+    expect(mapping?.Properties.ScalingConfig).toEqual({ MaximumConcurrency: 20 });
+  });
+
+  it("serves models with inference's registry and artifact cache, within a deadline a minute short of its timeout", () => {
+    const worker = variables(service.jobsWorker);
+    const inference = variables(service.inference);
+    expect(worker).toMatchObject({
+      MAAS_REGISTRY_TABLE: inference.MAAS_REGISTRY_TABLE,
+      MAAS_ARTIFACT_CACHE_BYTES: inference.MAAS_ARTIFACT_CACHE_BYTES,
+      MAAS_INFERENCE_DEADLINE_MS: String(14 * 60 * 1000),
+    });
+    expect(Number(worker.MAAS_INFERENCE_DEADLINE_MS)).toBeLessThan(
+      (functionProps(service.jobsWorker)?.Timeout as number) * 1000,
+    );
+    // Unset on purpose: the worker never loads models before a job, and it answers no browser.
+    expect(worker.MAAS_PRELOAD_MODELS).toBeUndefined();
+    expect(worker.MAAS_CORS_ORIGINS).toBeUndefined();
+    expect(variables(full.service.jobsWorker, fullTemplate).MAAS_ARTIFACT_CACHE_BYTES).toBe(
+      String(Math.floor(8192 * MiB * 0.8)),
+    );
+  });
+
+  it("knows the jobs table and bucket, the queue's receive count and its dead-letter queue", () => {
+    const worker = variables(service.jobsWorker);
+    const inference = variables(service.inference);
+    expect(worker.MAAS_JOBS_TABLE).toEqual(inference.MAAS_JOBS_TABLE);
+    expect(worker.MAAS_ASYNC_BUCKET).toEqual(inference.MAAS_ASYNC_BUCKET);
+    expect(worker.MAAS_JOBS_DEAD_LETTER_QUEUE_ARN).toEqual({
+      "Fn::GetAtt": [idOf(service.jobsQueue.deadLetterQueue), "Arn"],
+    });
+    const queue = template.findResources("AWS::SQS::Queue")[idOf(service.jobsQueue.queue)];
+    expect(worker.MAAS_JOBS_MAX_RECEIVES).toBe(String(queue?.Properties.RedrivePolicy.maxReceiveCount));
+    expect(worker.MAAS_JOBS_MAX_RECEIVES).toBe("3");
+    // To bring a failed job's message back sooner than the queue's visibility timeout (not to submit).
+    expect(worker.MAAS_JOBS_QUEUE_URL).toEqual(inference.MAAS_JOBS_QUEUE_URL);
+  });
+
+  it("takes one job at a time from the jobs queue, reports failed items and caps its concurrency", () => {
+    const mappings = mappingsOf(service.jobsWorker);
+    expect(mappings).toHaveLength(2);
+    const jobs = mappings.find(
+      (mapping) => render(mapping.Properties.EventSourceArn) === `<${idOf(service.jobsQueue.queue)}.Arn>`,
+    );
+    expect(jobs?.Properties).toMatchObject({
+      BatchSize: 1,
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      ScalingConfig: { MaximumConcurrency: 10 },
+    });
+    expect(jobs?.Properties.MaximumBatchingWindowInSeconds).toBeUndefined();
+  });
+
+  it("drains the jobs dead-letter queue in batches, reporting failed items", () => {
+    const deadLetters = mappingsOf(service.jobsWorker).find(
+      (mapping) =>
+        render(mapping.Properties.EventSourceArn) === `<${idOf(service.jobsQueue.deadLetterQueue)}.Arn>`,
+    );
+    expect(deadLetters?.Properties).toMatchObject({
+      BatchSize: 10,
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      ScalingConfig: { MaximumConcurrency: 2 },
+    });
+  });
+});
+
+describe("jobs queue", () => {
+  const queues = () => template.findResources("AWS::SQS::Queue");
+  const jobsQueue = () => queues()[idOf(service.jobsQueue.queue)]?.Properties;
+  const deadLetterQueue = () => queues()[idOf(service.jobsQueue.deadLetterQueue)]?.Properties;
+
+  it("is a queue and a dead-letter queue, both SSE and TLS only", () => {
+    template.resourceCountIs("AWS::SQS::Queue", 2);
+    template.allResourcesProperties("AWS::SQS::Queue", { SqsManagedSseEnabled: true });
+    for (const queue of [service.jobsQueue.queue, service.jobsQueue.deadLetterQueue]) {
+      template.hasResourceProperties("AWS::SQS::QueuePolicy", {
+        Queues: [{ Ref: idOf(queue) }],
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({ Effect: "Deny", Condition: { Bool: { "aws:SecureTransport": "false" } } }),
+          ]),
+        },
+      });
+    }
+  });
+
+  it("dead-letters a job's message after three receives", () => {
+    expect(jobsQueue()?.RedrivePolicy).toEqual({
+      deadLetterTargetArn: { "Fn::GetAtt": [idOf(service.jobsQueue.deadLetterQueue), "Arn"] },
+      maxReceiveCount: 3,
+    });
+  });
+
+  it("hides a message for six worker timeouts, the dead letters the worker drains for at least one", () => {
+    const timeout = functionProps(service.jobsWorker)?.Timeout as number;
+    expect(jobsQueue()?.VisibilityTimeout).toBe(6 * timeout);
+    expect(deadLetterQueue()?.VisibilityTimeout).toBeGreaterThanOrEqual(timeout);
+  });
+
+  it("keeps a job's message as long as its record lives, and dead letters 14 days", () => {
+    expect(jobsQueue()?.MessageRetentionPeriod).toBe(7 * 24 * 3600);
+    expect(deadLetterQueue()?.MessageRetentionPeriod).toBe(14 * 24 * 3600);
+    const fullQueue =
+      fullTemplate.findResources("AWS::SQS::Queue")[
+        full.service.getLogicalId(full.service.jobsQueue.queue.node.defaultChild as CfnResource)
+      ];
+    expect(fullQueue?.Properties.MessageRetentionPeriod).toBe(3 * 24 * 3600);
   });
 });
 
@@ -351,7 +512,8 @@ describe("least privilege", () => {
       for (const resource of asArray(statement.Resource).map(render)) {
         if (resource === "*")
           expect(asArray(statement.Action).every((action) => action.startsWith("xray:"))).toBe(true);
-        else if (resource.includes("*")) expect(resource).toMatch(/\/(models|artifacts)\/\*$/);
+        else if (resource.includes("*"))
+          expect(resource).toMatch(/\/(models|artifacts|async\/inputs|async\/results)\/\*$/);
       }
     }
   });
@@ -386,15 +548,48 @@ describe("least privilege", () => {
   };
   const table = () => output(/PublishOutputFnGetAttRegistryTable\w+Arn\w+/);
   const bucket = () => output(/PublishOutputFnGetAttModelsBucket\w+Arn\w+/);
+  const jobsTable = () => output(/PublishOutputFnGetAttJobsTable\w+Arn\w+/);
+  const servingReads = () => [
+    ...registryRead(table()),
+    `s3:GetObject <${bucket()}>/artifacts/*`,
+    `s3:GetObject <${bucket()}>/models/*`,
+    `s3:PutObject <${bucket()}>/artifacts/*`,
+  ];
 
-  it("lets inference read serving artifacts, uploads (to heal a lost artifact) and the registry, and put artifacts back, nothing more", () => {
+  it("lets inference read serving artifacts, uploads (to heal a lost artifact) and the registry, and put artifacts back", () => {
+    expect(permissionsOf(template, roleId(service.inference))).toEqual(
+      expect.arrayContaining([...logsAndTraces(logGroupId(service.inference)), ...servingReads()]),
+    );
+  });
+
+  it("lets inference take job inputs, record and queue jobs and sign for their results, and nothing more", () => {
     expect(permissionsOf(template, roleId(service.inference))).toEqual(
       [
         ...logsAndTraces(logGroupId(service.inference)),
-        ...registryRead(table()),
-        `s3:GetObject <${bucket()}>/artifacts/*`,
-        `s3:GetObject <${bucket()}>/models/*`,
-        `s3:PutObject <${bucket()}>/artifacts/*`,
+        ...servingReads(),
+        `s3:PutObject <${bucket()}>/async/inputs/*`,
+        `s3:GetObject <${bucket()}>/async/inputs/*`,
+        `s3:GetObject <${bucket()}>/async/results/*`,
+        `dynamodb:GetItem <${jobsTable()}>`,
+        `dynamodb:PutItem <${jobsTable()}>`,
+        `dynamodb:UpdateItem <${jobsTable()}>`,
+        `sqs:SendMessage <${idOf(service.jobsQueue.queue)}.Arn>`,
+      ].sort(),
+    );
+  });
+
+  it("lets the jobs worker serve models as inference does, read job inputs, write results and update jobs, and consume its queues", () => {
+    expect(permissionsOf(template, roleId(service.jobsWorker))).toEqual(
+      [
+        ...logsAndTraces(logGroupId(service.jobsWorker)),
+        ...servingReads(),
+        `s3:GetObject <${bucket()}>/async/inputs/*`,
+        `s3:PutObject <${bucket()}>/async/results/*`,
+        `s3:AbortMultipartUpload <${bucket()}>/async/results/*`,
+        `dynamodb:GetItem <${jobsTable()}>`,
+        `dynamodb:UpdateItem <${jobsTable()}>`,
+        ...queueConsume(`${idOf(service.jobsQueue.queue)}.Arn`),
+        ...queueConsume(`${idOf(service.jobsQueue.deadLetterQueue)}.Arn`),
       ].sort(),
     );
   });
@@ -454,7 +649,7 @@ describe("least privilege", () => {
 describe("alarms", () => {
   const alarms = () => Object.values(template.findResources("AWS::CloudWatch::Alarm")) as TemplateResource[];
 
-  it("alarm on any message in either dead-letter queue", () => {
+  it("alarm on any message in either publish dead-letter queue", () => {
     const alarmOn = (queue: typeof stateful.queues.registerDeadLetterQueue) => {
       const name = stateful.getLogicalId(queue.node.defaultChild as CfnResource);
       return alarms().find((candidate) => render(candidate.Properties.Dimensions).includes(name));
@@ -476,15 +671,30 @@ describe("alarms", () => {
     });
   });
 
-  it("alarm on API 5xx, on inference errors and throttles, and on optimize errors", () => {
+  it("alarm when a job reaches the jobs dead-letter queue, which the worker drains", () => {
+    const name = idOf(service.jobsQueue.deadLetterQueue);
+    const alarm = alarms().find((candidate) => render(candidate.Properties.Dimensions).includes(name));
+    expect(alarm?.Properties).toMatchObject({
+      Namespace: "AWS/SQS",
+      MetricName: "NumberOfMessagesReceived",
+      Statistic: "Sum",
+      Threshold: 0,
+      ComparisonOperator: "GreaterThanThreshold",
+      TreatMissingData: "notBreaching",
+    });
+  });
+
+  it("alarm on API 5xx, on inference errors and throttles, and on optimize and jobs worker errors", () => {
     const metrics = alarms().map((alarm) => `${alarm.Properties.Namespace} ${alarm.Properties.MetricName}`);
     expect(metrics.sort()).toEqual(
       [
         "AWS/ApiGateway 5XXError",
         "AWS/Lambda Errors",
         "AWS/Lambda Errors",
+        "AWS/Lambda Errors",
         "AWS/Lambda Throttles",
         "AWS/SQS ApproximateNumberOfMessagesVisible",
+        "AWS/SQS NumberOfMessagesReceived",
         "AWS/SQS NumberOfMessagesReceived",
       ].sort(),
     );
@@ -497,6 +707,10 @@ describe("alarms", () => {
       Statistic: "Sum",
       Threshold: 0,
     });
+    const jobsErrors = alarms().find((alarm) =>
+      render(alarm.Properties.Dimensions).includes(idOf(service.jobsWorker)),
+    );
+    expect(jobsErrors?.Properties).toMatchObject({ MetricName: "Errors", Statistic: "Sum", Threshold: 0 });
   });
 
   it("mail every alarm and recovery through a TLS-only topic when alarmEmail is set", () => {
@@ -508,7 +722,7 @@ describe("alarms", () => {
     const fullAlarms = Object.values(
       fullTemplate.findResources("AWS::CloudWatch::Alarm"),
     ) as TemplateResource[];
-    expect(fullAlarms).toHaveLength(6);
+    expect(fullAlarms).toHaveLength(8);
     for (const alarm of fullAlarms) {
       expect(alarm.Properties.AlarmActions).toEqual([{ Ref: topic }]);
       expect(alarm.Properties.OKActions).toEqual([{ Ref: topic }]);

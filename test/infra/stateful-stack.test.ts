@@ -2,11 +2,14 @@ import { App, Duration, Stack } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import { Bucket } from "aws-cdk-lib/aws-s3";
 import { describe, expect, it } from "vitest";
+import { JOBS_TABLE_KEYS, jobsTableDefinition } from "#aws/jobs/aws-jobs.ts";
 import { registryTableDefinition } from "#aws/registry/table.ts";
+import { JOB_KEYS } from "#core/jobs/jobs.ts";
 import { ModelBucket } from "../../lib/model-bucket.ts";
 import { PublishQueues } from "../../lib/publish-queues.ts";
 import { MaasStatefulStack } from "../../lib/stateful-stack.ts";
 import { maasStacks } from "./support.ts";
+import { cdkPath, type TemplateResource } from "./template-helpers.ts";
 
 const { stateful } = maasStacks();
 const template = Template.fromStack(stateful);
@@ -34,12 +37,50 @@ describe("model bucket", () => {
     });
   });
 
+  const lifecycleRules = (from = template, id = bucketId) =>
+    from.findResources("AWS::S3::Bucket")[id]?.Properties.LifecycleConfiguration.Rules as Record<
+      string,
+      unknown
+    >[];
+
   it("aborts unfinished multipart uploads and expires replaced versions", () => {
-    const bucket = template.findResources("AWS::S3::Bucket")[bucketId];
-    expect(bucket?.Properties.LifecycleConfiguration.Rules).toEqual([
+    expect(lifecycleRules().filter((rule) => rule.Prefix === undefined)).toEqual([
       { AbortIncompleteMultipartUpload: { DaysAfterInitiation: 7 }, Status: "Enabled" },
       { NoncurrentVersionExpiration: { NoncurrentDays: 30 }, Status: "Enabled" },
     ]);
+  });
+
+  it("expires asynchronous inference's objects after the retention days, their old versions and unfinished uploads after a day", () => {
+    expect(JOB_KEYS.inputPrefix.startsWith(JOB_KEYS.prefix)).toBe(true);
+    expect(JOB_KEYS.resultPrefix.startsWith(JOB_KEYS.prefix)).toBe(true);
+    expect(lifecycleRules().filter((rule) => rule.Prefix !== undefined)).toEqual([
+      {
+        Prefix: "async/",
+        ExpirationInDays: 7,
+        NoncurrentVersionExpiration: { NoncurrentDays: 1 },
+        AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 },
+        Status: "Enabled",
+      },
+      { Prefix: "async/", ExpiredObjectDeleteMarker: true, Status: "Enabled" },
+    ]);
+  });
+
+  it("keeps job objects as many days as context says, the number the inference function is told", () => {
+    const { stateful: custom, service } = maasStacks({ context: { asyncRetentionDays: "2" } });
+    const rules = lifecycleRules(
+      Template.fromStack(custom),
+      custom.getLogicalId(custom.models.bucket.node.defaultChild as Parameters<Stack["getLogicalId"]>[0]),
+    );
+    expect(rules.find((rule) => rule.Prefix === "async/" && "ExpirationInDays" in rule)).toMatchObject({
+      ExpirationInDays: 2,
+    });
+    expect(custom.models.jobRetentionDays).toBe(2);
+    const inference =
+      Template.fromStack(service).findResources("AWS::Lambda::Function")[
+        service.getLogicalId(service.inference.node.defaultChild as Parameters<Stack["getLogicalId"]>[0])
+      ];
+    expect(inference?.Properties.Environment.Variables.MAAS_ASYNC_RETENTION_DAYS).toBe("2");
+    expect(stateful.models.jobRetentionDays).toBe(7);
   });
 
   it("is kept when the stack goes away", () => {
@@ -115,6 +156,40 @@ describe("registry table", () => {
       DeletionProtectionEnabled: true,
     });
     template.hasResource("AWS::DynamoDB::Table", { DeletionPolicy: "Retain" });
+  });
+});
+
+describe("jobs table", () => {
+  const definition = jobsTableDefinition("unused");
+  const jobsTable = () =>
+    template.findResources("AWS::DynamoDB::Table")[logicalId(stateful.jobs.table)] as TemplateResource;
+
+  it("declares the key of lambdas/aws/jobs/aws-jobs.ts and deletes each job at its expires_at", () => {
+    expect(jobsTable().Properties).toMatchObject({
+      KeySchema: definition.KeySchema,
+      AttributeDefinitions: definition.AttributeDefinitions,
+      TimeToLiveSpecification: { AttributeName: JOBS_TABLE_KEYS.timeToLive, Enabled: true },
+    });
+    expect(JOBS_TABLE_KEYS.timeToLive).toBe("expires_at");
+    expect(jobsTable().Properties.GlobalSecondaryIndexes).toBeUndefined();
+  });
+
+  it("bills per request and encrypts with the AWS managed key", () => {
+    expect(jobsTable().Properties).toMatchObject({
+      BillingMode: "PAY_PER_REQUEST",
+      SSESpecification: { SSEEnabled: true },
+    });
+    expect(jobsTable().Properties.SSESpecification).toEqual({ SSEEnabled: true });
+  });
+
+  it("goes with the stack: its records live days at most and a lost job is submitted again", () => {
+    expect(jobsTable()).toMatchObject({ DeletionPolicy: "Delete", UpdateReplacePolicy: "Delete" });
+    expect(jobsTable().Properties.DeletionProtectionEnabled).toBe(false);
+    expect(cdkPath(jobsTable())).toBe("MaasStateful/Jobs/Table/Resource");
+  });
+
+  it("outputs its name", () => {
+    template.hasOutput("JobsTableName", { Value: { Ref: logicalId(stateful.jobs.table) } });
   });
 });
 
@@ -219,6 +294,12 @@ describe("stateful constructs reject invalid settings", () => {
     expect(
       () => new ModelBucket(stack(), "Models", { noncurrentVersionExpiration: Duration.hours(12) }),
     ).toThrow("noncurrentVersionExpiration must be a whole number of days, at least 1");
+  });
+
+  it("rejects a job retention that is not a whole number of days", () => {
+    expect(() => new ModelBucket(stack(), "Models", { jobRetentionDays: 0.5 })).toThrow(
+      "jobRetentionDays must be a whole number of days, at least 1, got 0.5",
+    );
   });
 
   it("rejects an access log expiry when access logs are off", () => {

@@ -12,7 +12,9 @@ import { maasStacks, ROOT, testApp } from "./support.ts";
 const MiB = 1024 * 1024;
 const ENTRY = `${ROOT}/test/infra/fixtures/echo-handler.ts`;
 
-function service(props: Omit<MaasServiceStackProps, "models" | "registry" | "queues">): MaasServiceStack {
+function service(
+  props: Omit<MaasServiceStackProps, "models" | "registry" | "queues" | "jobs">,
+): MaasServiceStack {
   const app = testApp();
   const stateful = new MaasStatefulStack(app, "State");
   return new MaasServiceStack(app, "Service", {
@@ -20,6 +22,7 @@ function service(props: Omit<MaasServiceStackProps, "models" | "registry" | "que
     models: stateful.models,
     registry: stateful.registry,
     queues: stateful.queues,
+    jobs: stateful.jobs,
   });
 }
 
@@ -109,6 +112,18 @@ describe("MaasServiceStack rejects settings that cannot work together", () => {
     );
   });
 
+  it("rejects a jobs concurrency an SQS event source cannot have", () => {
+    expect(() => service({ jobsMaxConcurrency: 1001 })).toThrow(
+      "jobsMaxConcurrency must be an integer from 2 to 1000 (SQS event source maximum concurrency), got 1001",
+    );
+  });
+
+  it("rejects jobs worker memory outside Lambda's range", () => {
+    expect(() => service({ jobsMemoryMb: 12_288 })).toThrow(
+      "memorySize must be an integer from 128 to 10240 MB, got 12288",
+    );
+  });
+
   it("rejects a register timeout too short to publish archives for SageMaker", () => {
     expect(() => service({ registerTimeout: Duration.minutes(2), sagemaker: {} })).toThrow(
       "registerTimeout (120 s) must be at least 300 s with SageMaker: registration streams each large model's archive to the endpoint's model prefix",
@@ -165,6 +180,7 @@ describe("ModelEndpoint rejects settings SageMaker would refuse, from context", 
           models: stateful.models,
           registry: stateful.registry,
           queues: stateful.queues,
+          jobs: stateful.jobs,
           sagemaker: { containerStartupTimeout: Duration.hours(2) },
         }),
     ).toThrow("SageMaker containerStartupTimeout must be from 60 to 3600 s, got 7200 s");
@@ -264,6 +280,15 @@ describe("context", () => {
       preloadModels: ["iris", "mlp"],
       apiGatewayCloudWatchRole: false,
     });
+  });
+
+  it("reads asynchronous inference's retention, worker memory and concurrency", () => {
+    expect(read({ asyncRetentionDays: "3", jobsMemoryMb: "8192", jobsMaxConcurrency: 4 })).toMatchObject({
+      asyncRetentionDays: 3,
+      jobsMemoryMb: 8192,
+      jobsMaxConcurrency: 4,
+    });
+    expect(() => read({ asyncRetentionDays: "a week" })).toThrow(/^invalid context: asyncRetentionDays: /);
   });
 
   it("rejects an unknown architecture, naming the key", () => {

@@ -171,8 +171,9 @@ export class S3JobObjects implements JobObjects {
       const head = await client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }));
       return head.ContentLength ?? 0;
     } catch (error) {
+      // Without s3:ListBucket, which the function is not given, S3 answers a missing key's HEAD with 403.
       const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status === 404) return undefined;
+      if (status === 404 || status === 403) return undefined;
       throw error;
     }
   }
@@ -181,7 +182,8 @@ export class S3JobObjects implements JobObjects {
     const [{ GetObjectCommand }, , client] = await this.#sdk;
     const { Body } = await client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key }));
     if (Body === undefined) throw new Error(`s3://${this.#bucket}/${key} has no body`);
-    return Buffer.from(await Body.transformToByteArray());
+    const bytes = await Body.transformToByteArray();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   async put(key: string, body: string | Uint8Array, contentType: string, metadata?: Record<string, string>) {
@@ -219,6 +221,18 @@ export class SqsJobQueue implements JobQueue {
     const [{ SendMessageCommand }, client] = await this.#sdk();
     await client.send(
       new SendMessageCommand({ QueueUrl: this.#queueUrl, MessageBody: JSON.stringify({ id }) }),
+    );
+  }
+
+  /** Makes a received message visible again after `seconds`, not after the queue's whole visibility timeout. */
+  async retryAfter(receiptHandle: string, seconds: number): Promise<void> {
+    const [{ ChangeMessageVisibilityCommand }, client] = await this.#sdk();
+    await client.send(
+      new ChangeMessageVisibilityCommand({
+        QueueUrl: this.#queueUrl,
+        ReceiptHandle: receiptHandle,
+        VisibilityTimeout: seconds,
+      }),
     );
   }
 }

@@ -2,8 +2,8 @@ import { randomBytes } from "node:crypto";
 import {
   InvalidRequestError,
   MaasError,
-  ModelNotFoundError,
   PayloadTooLargeError,
+  ResponseTooLargeError,
   redactInternals,
 } from "#core/errors.ts";
 import { assertServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
@@ -180,7 +180,7 @@ export class AsyncInference {
   async status(id: string, owner: string | undefined): Promise<JobView> {
     const job = JOB_ID.test(id) ? await this.#options.store.get(id) : undefined;
     if (job === undefined || job.owner !== owner || job.expires_at * 1000 < this.#now())
-      throw new ModelNotFoundError(`job '${id}' not found`);
+      throw new MaasError(404, "job_not_found", `job '${id}' not found`);
     const view: JobView = {
       id: job.id,
       model_name: job.model_name,
@@ -300,8 +300,13 @@ export class JobRunner {
           ? {}
           : { "inference-header-content-length": String(output.headerLength) }),
       });
-      await store.update(id, ["running"], { status: "succeeded", output, updated_at: this.#now() });
-      return "succeeded";
+      // False when the dead-letter consumer ended the job meanwhile: its record stands.
+      const recorded = await store.update(id, ["running"], {
+        status: "succeeded",
+        output,
+        updated_at: this.#now(),
+      });
+      return recorded ? "succeeded" : "skipped";
     } catch (error) {
       const final =
         (error instanceof MaasError && error.status < 500) || receiveCount >= this.#options.maxReceives;
@@ -329,6 +334,9 @@ export class JobRunner {
 }
 
 function failureMessage(error: unknown): string {
+  // The synchronous limit's advice (binary outputs, or this very route) does not fit a job.
+  if (error instanceof ResponseTooLargeError)
+    return `the response would exceed the job result limit of ${error.limitBytes} bytes (MAAS_ASYNC_MAX_RESULT_BYTES): request fewer rows or other outputs`;
   if (error instanceof MaasError) return redactInternals(error.message);
   return "internal error while running the job";
 }

@@ -5,9 +5,9 @@ import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { parseInferRequestBody, parseTensorDocument, validateInferRequest } from "./parse.ts";
 import {
   datatypeOfOrtType,
-  encodeOutput,
   inferResponseJson,
   isV2Datatype,
+  outputJson,
   type TensorResponse,
   typedArrayOf,
 } from "./tensor-codec.ts";
@@ -152,9 +152,10 @@ function decodeBinaryTensor(tensor: WireTensor, bytes: Uint8Array, kind: string)
     throw new InvalidRequestError(
       `${name}: binary_data_size is ${bytes.length} bytes but ${datatype} of shape ${formatShape(shape)} takes ${expected}`,
     );
-  // A copy: the body's offsets need not be aligned for the element type, and the data outlives the body.
-  // (new Uint8Array, not slice: a Buffer's slice is a view.)
-  const copy = new Uint8Array(bytes);
+  // A copy: the body's offsets need not be aligned for the element type. In shared memory, which the
+  // session's worker thread reads in place: posting 103 MB of plain memory to it cost 640 ms here, shared 12.
+  const copy = new Uint8Array(new SharedArrayBuffer(bytes.length));
+  copy.set(bytes);
   if (datatype === "BOOL") {
     const invalid = copy.findIndex((value) => value > 1);
     if (invalid >= 0)
@@ -162,7 +163,7 @@ function decodeBinaryTensor(tensor: WireTensor, bytes: Uint8Array, kind: string)
         `${name} element ${invalid}: BOOL elements are one byte, 0 or 1, got ${copy[invalid]}`,
       );
   }
-  return new (typedArrayOf(datatype))(copy.buffer, 0, count);
+  return new (typedArrayOf(datatype))(copy.buffer as unknown as ArrayBuffer, 0, count);
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -233,7 +234,8 @@ export function encodeInferResponse(
   const chunks: Uint8Array[] = [];
   let dataBytes = 0;
   const outputs = response.outputs.map((tensor) => {
-    if (!binary(tensor.name)) return encodeOutput(tensor);
+    // JSON outputs as a JSON response writes them (FP32 in its short form), each refused early when too large.
+    if (!binary(tensor.name)) return outputJson(tensor, limit);
     const data = tensorBytes(tensor);
     dataBytes += data.length;
     if (dataBytes > limit)
@@ -242,21 +244,18 @@ export function encodeInferResponse(
         limit,
       );
     chunks.push(data);
-    return {
+    return JSON.stringify({
       name: tensor.name,
       datatype: datatypeOfOrtType(tensor.type),
       shape: tensor.dims,
       parameters: { binary_data_size: data.length },
-    };
+    });
   });
-  const header = Buffer.from(
-    JSON.stringify({
-      model_name: response.model_name,
-      ...(response.model_version === undefined ? {} : { model_version: response.model_version }),
-      ...(response.id === undefined ? {} : { id: response.id }),
-      outputs,
-    }),
-  );
+  let head = `{"model_name":${JSON.stringify(response.model_name)}`;
+  if (response.model_version !== undefined)
+    head += `,"model_version":${JSON.stringify(response.model_version)}`;
+  if (response.id !== undefined) head += `,"id":${JSON.stringify(response.id)}`;
+  const header = Buffer.from(`${head},"outputs":[${outputs.join(",")}]}`);
   const total = header.length + dataBytes;
   if (total > limit) throw new ResponseTooLargeError(`the response is ${total} bytes; it would`, limit);
   return { bytes: Buffer.concat([header, ...chunks], total), headerLength: header.length };

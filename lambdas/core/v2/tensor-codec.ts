@@ -370,6 +370,12 @@ export function tensorListJson(tensors: readonly NamedTensor[]): string {
   return `[${tensors.map(tensorJson).join(",")}]`;
 }
 
+/** One output's JSON, refused (413) before it is written when its element count alone passes `limit`. */
+export function outputJson(tensor: NamedTensor, limit: number): string {
+  outputJsonFloor(tensor.name, tensor.data.length, tensor.type, limit);
+  return tensorJson(tensor);
+}
+
 function tensorJson(tensor: NamedTensor): string {
   // FP16 is widened by its codec first; FP32 is written from onnxruntime's own array.
   const floats =
