@@ -4,11 +4,16 @@
  *   maas models | versions <name> [--json] | alias <name> <alias> <version> | rollback <name> [alias]
  *   maas variant <name> <version> <kind>
  *   maas invoke <name> [--version V] --input JSON|@file
+ *   maas invoke <name> [--version V] --async --input @file|JSON [--header-length N] [--output F]
+ * `invoke --async` uploads the file (presigned PUT, or parts past 8 MiB), submits a job with
+ * `Prefer: respond-async`, polls GET /v2/jobs/<id> and downloads the result: stdout carries only the result.
  * Locally every default comes from <data dir>/stack.json, written by `npm start`. In AWS: --bucket,
  * --api (the stack's API URL), --api-key for invoke, and the standard AWS profile and region.
  */
-import { readFile } from "node:fs/promises";
-import { basename } from "node:path";
+import { once } from "node:events";
+import { constants } from "node:fs";
+import { access, type FileHandle, open, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { basename, dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { defaultProvider } from "@aws-sdk/credential-provider-node";
@@ -16,6 +21,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import type { HttpRequest } from "@smithy/types";
+import * as z from "zod";
 import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
 import { manifestKey, modelKey, parseManifest } from "#core/registry/manifest.ts";
 import { DEFAULT_DATA_DIR, type LocalStackInfo, readStackFile } from "../local/stack-file.ts";
@@ -61,8 +67,23 @@ Makes <version> serve its variant <kind> (one the optimizer built: see \`maas ve
   alias: `maas alias <name> <alias> <version> [--api URL]\n\nPoints <alias> at <version>; the unversioned routes serve the alias 'default'.`,
   rollback: `maas rollback <name> [alias] [--api URL]\n\nMoves the alias (default: 'default') back to the version it pointed at before.`,
   invoke: `maas invoke <name> --input JSON|@file [--version V] [--api URL] [--api-key K]
+maas invoke <name> --async --input @file|JSON [--header-length N] [--output FILE] [options]
 
-Sends a V2 infer request: --input is the request body, or only its "inputs" array.`,
+Sends a V2 infer request: --input is the request body, or only its "inputs" array.
+  --version V        a version number or an alias (default: the alias 'default')
+  --async            run the request as a job (Prefer: respond-async), for inputs past the synchronous
+                     limits (6 MB) or inferences past 29 s: an @file is uploaded first (one PUT up to
+                     8 MiB, 8 MiB parts past that; progress on stderr), inline JSON is sent as is; then the
+                     job is polled, its status changes shown on stderr, and its result fetched
+  --header-length N  the file is a binary-extension body: a JSON header of N bytes, then the tensor data
+                     (a file that is not JSON needs it)
+  --output FILE      write the result to FILE as the service answered it (JSON, or binary-extension) and
+                     print the job as JSON on stdout (with inference_header_content_length when binary).
+                     Without it a JSON result is printed on stdout, and a binary one written to stdout
+                     only when stdout is not a terminal
+  --wait-timeout S   stop waiting after S seconds (default 3600; exit 1; the job goes on)
+  --api URL, --api-key K   the API and its key (default: the local stack's)
+Exit code: 0 when the inference succeeded, 1 when it failed (the error is printed), 2 on a usage error.`,
 };
 
 /** Where a command sends its work: the API and the model bucket, and the AWS region and profile. */
@@ -124,11 +145,15 @@ async function call(
   target: Target,
   method: string,
   path: string,
-  options: { body?: string; apiKey?: string } = {},
+  options: { body?: string; apiKey?: string; headers?: Record<string, string>; timeoutMs?: number } = {},
 ) {
   if (target.api === undefined) throw new UsageError("this command needs the API: pass --api <url>");
   const url = new URL(path.replace(/^\//, ""), target.api.endsWith("/") ? target.api : `${target.api}/`);
-  const headers: Record<string, string> = { "content-type": "application/json", host: url.host };
+  const headers: Record<string, string> = {
+    "content-type": "application/json",
+    host: url.host,
+    ...options.headers,
+  };
   const admin = path.startsWith("/admin");
   if (options.apiKey !== undefined) headers["x-api-key"] = options.apiKey;
   else if (target.local !== undefined)
@@ -152,10 +177,25 @@ async function call(
     const signed = await signer.sign(request);
     Object.assign(headers, signed.headers);
   }
-  const response = await fetch(url, { method, headers, body: options.body });
+  const response = await fetch(url, {
+    method,
+    headers,
+    body: options.body,
+    ...(options.timeoutMs === undefined ? {} : { signal: AbortSignal.timeout(options.timeoutMs) }),
+  }).catch((error: unknown) => {
+    throw networkError(error, `${method} ${url.origin}${url.pathname} failed (is the API at ${target.api}?)`);
+  });
   const text = await response.text();
-  const json: unknown = text ? JSON.parse(text) : undefined;
-  return { status: response.status, json, text };
+  return { status: response.status, json: parseJsonOrUndefined(text), text };
+}
+
+/** A response's JSON; undefined for an empty or non-JSON body (a proxy's HTML error page, say). */
+function parseJsonOrUndefined(text: string): unknown {
+  try {
+    return text ? JSON.parse(text) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function failure(response: { status: number; json: unknown; text: string }): Error {
@@ -183,18 +223,45 @@ async function nextVersion(target: Target, name: string): Promise<number> {
   return highest + 1;
 }
 
+/**
+ * Transfer progress on stderr: on a terminal a bar redrawn in place (at most every 100 ms) with the
+ * bytes sent of the total and the rate; elsewhere only the final line, so that logs stay readable.
+ */
 function progress(total: number) {
   const started = Date.now();
+  let drawn = 0;
   let finished = false;
-  return (loaded: number) => {
-    if (finished || (!process.stderr.isTTY && loaded < total)) return;
-    finished = loaded >= total;
-    const fraction = total === 0 ? 1 : loaded / total;
+  const draw = (loaded: number, final: boolean) => {
+    const fraction = total === 0 ? 1 : Math.min(1, loaded / total);
     const bar = "#".repeat(Math.round(fraction * 30)).padEnd(30, ".");
-    const mbps = loaded / 1e6 / Math.max(0.001, (Date.now() - started) / 1000);
-    const line = `[${bar}] ${(fraction * 100).toFixed(0).padStart(3)}%  ${(loaded / 1e6).toFixed(1)} MB  ${mbps.toFixed(1)} MB/s`;
-    process.stderr.write(`\r${line}${finished ? "\n" : ""}`);
+    const rate = loaded / 1e6 / Math.max(0.001, (Date.now() - started) / 1000);
+    const line = `[${bar}] ${(fraction * 100).toFixed(0).padStart(3)}%  ${byteCount(loaded, total)}${total < 1e6 ? "" : `  ${rate.toFixed(1)} MB/s`}`;
+    process.stderr.write(process.stderr.isTTY ? `\r${line}${final ? "\n" : ""}` : `${line}\n`);
   };
+  return {
+    update(loaded: number) {
+      if (finished || !process.stderr.isTTY || Date.now() - drawn < 100) return;
+      drawn = Date.now();
+      draw(loaded, false);
+    },
+    /** The final line: every byte is sent. */
+    done() {
+      if (finished) return;
+      finished = true;
+      draw(total, true);
+    },
+    /** Ends a bar left half drawn on a terminal, so that an error starts on its own line. */
+    abandon() {
+      if (!finished && drawn > 0) process.stderr.write("\n");
+      finished = true;
+    },
+  };
+}
+
+/** `12.3 / 20.1 MB`, or kB when the total is under a megabyte. */
+function byteCount(loaded: number, total: number): string {
+  const [unit, scale] = total < 1e6 ? ["kB", 1e3] : ["MB", 1e6];
+  return `${(loaded / scale).toFixed(1)} / ${(total / scale).toFixed(1)} ${unit}`;
 }
 
 async function publish(args: string[]): Promise<number> {
@@ -249,16 +316,19 @@ async function publish(args: string[]): Promise<number> {
     );
   }
   const bytes = await readFile(file);
-  const show = progress(bytes.byteLength);
+  const bar = progress(bytes.byteLength);
   const upload = new Upload({
     client: target.s3,
     params: { Bucket: target.bucket, Key: key, Body: bytes },
     partSize: 8 * 1024 * 1024,
     queueSize: 4,
   });
-  upload.on("httpUploadProgress", (event) => show(event.loaded ?? 0));
-  await upload.done();
-  show(bytes.byteLength);
+  upload.on("httpUploadProgress", (event) => bar.update(event.loaded ?? 0));
+  await upload.done().catch((error: unknown) => {
+    bar.abandon();
+    throw error;
+  });
+  bar.done();
   console.log(`uploaded s3://${target.bucket}/${key} (${bytes.byteLength} bytes)`);
   if (!values.wait) return 0;
   return waitForSettled(target, name, version, timeoutSeconds);
@@ -435,6 +505,491 @@ async function admin(command: string, args: string[]): Promise<number> {
   return 0;
 }
 
+/** Bodies up to this size go up in one PUT, larger ones in parts this size (the local S3 emulator refuses a request past about 11 MiB). */
+const PART_BYTES = 8 * 1024 * 1024;
+/** S3's most parts in one multipart upload. */
+const MAX_PARTS = 10_000;
+const PARALLEL_PARTS = 4;
+const PUT_ATTEMPTS = 3;
+/** What one read of the input file takes: the most of it in memory per part in flight. */
+const READ_CHUNK_BYTES = 256 * 1024;
+/** A JSON file up to this size is parsed before it is uploaded, to refuse a malformed one here. */
+const PARSE_LIMIT_BYTES = 8 * 1024 * 1024;
+const API_TIMEOUT_MS = 60_000;
+const TRANSFER_TIMEOUT_MS = 15 * 60_000;
+const POLL_FIRST_MS = 250;
+const POLL_MAX_MS = 5_000;
+/** Polls in a row that may fail (network, 5xx) before waiting gives up. */
+const POLL_FAILURES = 5;
+
+const uploadTicketSchema = z.object({
+  input_uri: z.string(),
+  expires_in: z.number(),
+  url: z.string().optional(),
+  part_urls: z.array(z.string()).optional(),
+  complete_url: z.string().optional(),
+});
+
+const submittedJobSchema = z.object({ id: z.string().regex(/^[A-Za-z0-9_-]+$/), status: z.string() });
+
+/** The fields of `GET /v2/jobs/<id>` (lambdas/core/jobs/async-inference.ts JobView) that the CLI reads. */
+const jobViewSchema = z.object({
+  id: z.string(),
+  model_name: z.string(),
+  model_version: z.string(),
+  status: z.string(),
+  error: z.string().optional(),
+  output_url: z.string().optional(),
+  output_content_type: z.string().optional(),
+  inference_header_content_length: z.number().int().positive().optional(),
+  expires_in: z.number().optional(),
+});
+type JobView = z.infer<typeof jobViewSchema>;
+
+/** The parts of a V2 request that ask for binary outputs. */
+const binaryOutputsRequestSchema = z.object({
+  parameters: z.object({ binary_data_output: z.unknown() }).partial().nullish(),
+  outputs: z
+    .array(z.object({ parameters: z.object({ binary_data: z.unknown() }).partial().nullish() }))
+    .nullish(),
+});
+
+function asksBinaryOutputs(request: unknown): boolean {
+  const parsed = binaryOutputsRequestSchema.safeParse(request);
+  if (!parsed.success) return false;
+  const { parameters, outputs } = parsed.data;
+  return (
+    parameters?.binary_data_output === true ||
+    (outputs ?? []).some((output) => output.parameters?.binary_data === true)
+  );
+}
+
+/** A body parsed from an API answer, or an error that says which answer was not as expected. */
+function expectBody<T>(schema: z.ZodType<T>, response: { json: unknown; text: string }, what: string): T {
+  const parsed = schema.safeParse(response.json);
+  if (parsed.success) return parsed.data;
+  throw new Error(
+    `${what} answered what this CLI does not expect (${response.text.slice(0, 200)}); is --api right?`,
+  );
+}
+
+/** A request body read in ranges: an upload holds at most a few chunks of it per part in flight. */
+interface BodySource {
+  readonly size: number;
+  read(position: number, length: number): Promise<Uint8Array>;
+}
+
+function bufferSource(bytes: Uint8Array): BodySource {
+  return {
+    size: bytes.byteLength,
+    read: async (position, length) => bytes.subarray(position, position + length),
+  };
+}
+
+function fileSource(file: string, handle: FileHandle, size: number): BodySource {
+  return {
+    size,
+    async read(position, length) {
+      const { bytesRead, buffer } = await handle.read(Buffer.allocUnsafe(length), 0, length, position);
+      if (bytesRead === 0)
+        throw new Error(`${file} got shorter while it was read; leave it alone during the upload`);
+      return buffer.subarray(0, bytesRead);
+    },
+  };
+}
+
+/** Bytes [start, end) of a body as a stream for fetch; `sent` hears of each chunk as fetch takes it. */
+function rangeStream(source: BodySource, start: number, end: number, sent: (bytes: number) => void) {
+  let position = start;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (position >= end) {
+        controller.close();
+        return;
+      }
+      const chunk = await source.read(position, Math.min(READ_CHUNK_BYTES, end - position));
+      position += chunk.byteLength;
+      sent(chunk.byteLength);
+      controller.enqueue(chunk);
+    },
+  });
+}
+
+const isJsonSpace = (byte: number) => byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
+
+/**
+ * What a body is, from where its first JSON value ends: JSON when only whitespace follows it; otherwise
+ * a binary-extension body, whose JSON header seems to be `headerEnd` bytes (undefined when the body does
+ * not start with a JSON object or array). Streams the file: the upload reads it once more.
+ */
+async function sniffBody(
+  source: BodySource,
+): Promise<{ json: true; array: boolean } | { json: false; headerEnd?: number }> {
+  let opener: number | undefined;
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  let end: number | undefined;
+  for (let position = 0; position < source.size; ) {
+    const chunk = await source.read(position, Math.min(1024 * 1024, source.size - position));
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i] as number;
+      if (end !== undefined) {
+        if (!isJsonSpace(byte)) return { json: false, headerEnd: end };
+      } else if (opener === undefined) {
+        if (isJsonSpace(byte)) continue;
+        if (byte !== 0x7b && byte !== 0x5b) return { json: false };
+        opener = byte;
+        depth = 1;
+      } else if (inString) {
+        if (escaped) escaped = false;
+        else if (byte === 0x5c) escaped = true;
+        else if (byte === 0x22) inString = false;
+      } else if (byte === 0x22) inString = true;
+      else if (byte === 0x7b || byte === 0x5b) depth++;
+      else if ((byte === 0x7d || byte === 0x5d) && --depth === 0) end = position + i + 1;
+    }
+    position += chunk.length;
+  }
+  return end === undefined ? { json: false } : { json: true, array: opener === 0x5b };
+}
+
+/** What `invoke --async --input @file` uploads, and what its request says of itself. */
+interface FileInput {
+  readonly source: BodySource;
+  readonly headerLength: number | undefined;
+  /** Whether the request asks for binary outputs; undefined when the file was too large to parse here. */
+  readonly binaryOutputs: boolean | undefined;
+}
+
+async function prepareFileInput(
+  file: string,
+  handle: FileHandle,
+  headerLength: number | undefined,
+): Promise<FileInput> {
+  const { size } = await handle.stat();
+  if (size === 0) throw new UsageError(`${file} is empty; --input @file takes a V2 request body`);
+  const source = fileSource(file, handle, size);
+  if (headerLength !== undefined) {
+    if (headerLength > size)
+      throw new UsageError(
+        `--header-length ${headerLength} is past the end of ${file} (${size} bytes); it is the length of the body's JSON header`,
+      );
+    const header = parseJsonOrUndefined(Buffer.from(await source.read(0, headerLength)).toString("utf8"));
+    if (typeof header !== "object" || header === null || Array.isArray(header)) {
+      const sniffed = await sniffBody(source);
+      const hint =
+        !sniffed.json && sniffed.headerEnd !== undefined ? ` (it seems to be ${sniffed.headerEnd})` : "";
+      throw new UsageError(
+        `the first ${headerLength} bytes of ${file} are not a JSON object; --header-length must be the length of the body's JSON header in bytes${hint}`,
+      );
+    }
+    return { source, headerLength, binaryOutputs: asksBinaryOutputs(header) };
+  }
+  const sniffed = await sniffBody(source);
+  if (!sniffed.json) {
+    const hint =
+      sniffed.headerEnd === undefined
+        ? ""
+        : ` (its JSON header seems to end at byte ${sniffed.headerEnd}: --header-length ${sniffed.headerEnd})`;
+    throw new UsageError(
+      `${file} is not JSON; a binary-extension body (a JSON header, then the tensor data) needs --header-length N, the header's length in bytes${hint}`,
+    );
+  }
+  if (sniffed.array) {
+    // Only the "inputs" array, as sync invoke takes it: wrapped in memory, as sync invoke would send it.
+    const inputs = await readFile(file);
+    return {
+      source: bufferSource(Buffer.concat([Buffer.from('{"inputs":'), inputs, Buffer.from("}")])),
+      headerLength: undefined,
+      binaryOutputs: false,
+    };
+  }
+  if (size > PARSE_LIMIT_BYTES) return { source, headerLength: undefined, binaryOutputs: undefined };
+  let request: unknown;
+  try {
+    request = JSON.parse(await readFile(file, "utf8"));
+  } catch (error) {
+    throw new UsageError(
+      `${file} is not valid JSON (${(error as Error).message}); fix it, or pass --header-length N if it is a binary-extension body`,
+    );
+  }
+  return { source, headerLength: undefined, binaryOutputs: asksBinaryOutputs(request) };
+}
+
+/** `fetch failed` says nothing: the cause (ECONNREFUSED, a reset) does. */
+function networkError(error: unknown, what: string): Error {
+  const cause = (error as { cause?: { message?: string } }).cause?.message;
+  return new Error(`${what}: ${(error as Error).message}${cause ? ` (${cause})` : ""}`);
+}
+
+/** S3's XML error as `: Code: Message`, or the start of whatever else came. */
+function storeReason(text: string): string {
+  const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1];
+  const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1];
+  if (code !== undefined) return `: ${code}${message ? `: ${message}` : ""}`;
+  return text.trim() ? `: ${text.trim().slice(0, 200)}` : "";
+}
+
+/** One PUT of bytes [start, end) to a presigned URL: its ETag, or why it may be tried again. */
+async function putOnce(
+  url: string,
+  source: BodySource,
+  range: { start: number; end: number },
+  sent: (bytes: number) => void,
+  what: string,
+  signal: AbortSignal,
+): Promise<{ etag: string } | { retryable: string }> {
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      method: "PUT",
+      headers: { "content-length": String(range.end - range.start) },
+      body: rangeStream(source, range.start, range.end, sent),
+      duplex: "half",
+      signal: AbortSignal.any([signal, AbortSignal.timeout(TRANSFER_TIMEOUT_MS)]),
+    });
+  } catch (error) {
+    if (signal.aborted) throw error;
+    return { retryable: networkError(error, `${what} failed`).message };
+  }
+  const text = await response.text().catch(() => "");
+  if (response.ok) return { etag: response.headers.get("etag") ?? "" };
+  const reason = `${what} was refused: HTTP ${response.status}${storeReason(text)}`;
+  if (response.status < 500) throw new Error(reason);
+  return { retryable: reason };
+}
+
+/** PUTs bytes [start, end) to a presigned URL, again after a network error or a 5xx; answers the ETag. */
+async function putRange(
+  url: string,
+  source: BodySource,
+  range: { start: number; end: number },
+  meter: (bytes: number) => void,
+  what: string,
+  signal: AbortSignal,
+): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    let counted = 0;
+    const sent = (bytes: number) => {
+      counted += bytes;
+      meter(bytes);
+    };
+    const outcome = await putOnce(url, source, range, sent, what, signal);
+    if ("etag" in outcome) return outcome.etag;
+    meter(-counted);
+    if (attempt >= PUT_ATTEMPTS)
+      throw new Error(`${outcome.retryable} (${attempt} tries); run the command again`);
+    await new Promise((wake) => setTimeout(wake, 1000 * attempt));
+  }
+}
+
+/**
+ * Uploads a body through `POST /v2/uploads`: one presigned PUT up to PART_BYTES, parts of PART_BYTES
+ * (more past 10 000 of them), PARALLEL_PARTS at a time, above. Answers the `input_uri` to submit.
+ */
+async function uploadBody(target: Target, source: BodySource, apiKey: string | undefined): Promise<string> {
+  const partBytes = Math.max(PART_BYTES, Math.ceil(source.size / MAX_PARTS));
+  const parts = source.size <= PART_BYTES ? undefined : Math.ceil(source.size / partBytes);
+  const response = await call(target, "POST", "/v2/uploads", {
+    body: parts === undefined ? "" : JSON.stringify({ parts }),
+    apiKey,
+    timeoutMs: API_TIMEOUT_MS,
+  });
+  if (response.status !== 200) throw failure(response);
+  const ticket = expectBody(uploadTicketSchema, response, "POST /v2/uploads");
+  const bar = progress(source.size);
+  let sent = 0;
+  const meter = (bytes: number) => {
+    sent += bytes;
+    bar.update(sent);
+  };
+  const stop = new AbortController();
+  try {
+    if (parts === undefined) {
+      if (ticket.url === undefined) throw new Error("POST /v2/uploads answered no url for a single PUT");
+      await putRange(ticket.url, source, { start: 0, end: source.size }, meter, "the upload", stop.signal);
+      bar.done();
+      return ticket.input_uri;
+    }
+    const urls = ticket.part_urls ?? [];
+    if (urls.length !== parts || ticket.complete_url === undefined)
+      throw new Error(
+        `POST /v2/uploads answered ${urls.length} part URLs for ${parts} parts, or no complete_url`,
+      );
+    const etags: string[] = [];
+    let next = 0;
+    let done = 0;
+    let stored = 0;
+    const uploadParts = async () => {
+      while (next < parts && !stop.signal.aborted) {
+        const index = next++;
+        const start = index * partBytes;
+        const range = { start, end: Math.min(source.size, start + partBytes) };
+        const what = `part ${index + 1} of ${parts}`;
+        etags[index] = await putRange(urls[index] as string, source, range, meter, what, stop.signal);
+        if (!etags[index])
+          throw new Error(`${what}: the store answered no ETag, which completing the upload needs`);
+        done++;
+        stored += range.end - range.start;
+        if (!process.stderr.isTTY)
+          console.error(
+            `uploaded part ${index + 1}/${parts} (${done} of ${parts} done, ${byteCount(stored, source.size)})`,
+          );
+      }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(PARALLEL_PARTS, parts) }, () =>
+        uploadParts().catch((error: unknown) => {
+          stop.abort();
+          throw error;
+        }),
+      ),
+    );
+    const completeXml = `<CompleteMultipartUpload>${etags
+      .map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${etag}</ETag></Part>`)
+      .join("")}</CompleteMultipartUpload>`;
+    const completed = await fetch(ticket.complete_url, {
+      method: "POST",
+      body: completeXml,
+      signal: AbortSignal.timeout(TRANSFER_TIMEOUT_MS),
+    }).catch((error: unknown) => {
+      throw networkError(error, "completing the upload failed");
+    });
+    const text = await completed.text();
+    // S3 may answer 200 with an <Error> body when completion fails after it started.
+    if (!completed.ok || text.includes("<Error>"))
+      throw new Error(`completing the upload was refused: HTTP ${completed.status}${storeReason(text)}`);
+    bar.done();
+    return ticket.input_uri;
+  } catch (error) {
+    stop.abort();
+    bar.abandon();
+    throw error;
+  }
+}
+
+/** Polls the job, with a growing interval up to POLL_MAX_MS, until it ends; status changes on stderr. */
+async function waitForJob(
+  target: Target,
+  id: string,
+  apiKey: string | undefined,
+  timeoutSeconds: number,
+): Promise<JobView> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  let interval = POLL_FIRST_MS;
+  let shown: string | undefined;
+  let failures = 0;
+  for (;;) {
+    const response = await call(target, "GET", `/v2/jobs/${id}`, { apiKey, timeoutMs: API_TIMEOUT_MS }).catch(
+      (error: unknown) => error as Error,
+    );
+    if (response instanceof Error || response.status >= 500 || response.status === 429) {
+      if (++failures >= POLL_FAILURES) throw response instanceof Error ? response : failure(response);
+    } else {
+      if (response.status !== 200) throw failure(response);
+      failures = 0;
+      const job = expectBody(jobViewSchema, response, `GET /v2/jobs/${id}`);
+      if (job.status !== shown) {
+        console.error(
+          shown === undefined
+            ? `job ${id} (${job.model_name} version ${job.model_version}): ${job.status}`
+            : `job ${id}: ${job.status}`,
+        );
+        shown = job.status;
+      }
+      if (job.status === "succeeded" || job.status === "failed") return job;
+    }
+    if (Date.now() + interval > deadline)
+      throw new Error(
+        `job ${id} is still ${shown ?? "not answering"} after ${timeoutSeconds} s; it goes on: GET /v2/jobs/${id} shows it (or give --wait-timeout more)`,
+      );
+    await new Promise((wake) => setTimeout(wake, interval));
+    interval = Math.min(POLL_MAX_MS, Math.round(interval * 1.5));
+  }
+}
+
+/**
+ * Delivers an ended job: its error (exit 1), or its result to `output`, or to stdout (pretty JSON, or
+ * binary only when stdout is not a terminal: exit 2 with the URL to fetch it otherwise).
+ */
+async function deliverJob(job: JobView, output: string | undefined): Promise<number> {
+  if (job.status === "failed") {
+    console.error(`maas invoke: job ${job.id} failed: ${job.error ?? "no reason recorded"}`);
+    return 1;
+  }
+  if (job.output_url === undefined)
+    throw new Error(`job ${job.id} is ${job.status} without an output_url; GET /v2/jobs/${job.id} again`);
+  const headerLength = job.inference_header_content_length;
+  const binary = `a binary-extension body: a JSON header of ${headerLength} bytes, then the tensor data`;
+  if (output === undefined && headerLength !== undefined && process.stdout.isTTY) {
+    console.error(
+      `maas invoke: job ${job.id}'s result is ${binary}, and stdout is a terminal: pass --output FILE or redirect stdout; or fetch it within ${job.expires_in ?? "the"} s: curl -o result.bin '${job.output_url}'`,
+    );
+    return 2;
+  }
+  const response = await fetch(job.output_url, { signal: AbortSignal.timeout(TRANSFER_TIMEOUT_MS) }).catch(
+    (error: unknown) => {
+      throw networkError(error, `fetching job ${job.id}'s result failed`);
+    },
+  );
+  if (!response.ok || response.body === null)
+    throw new Error(
+      `fetching job ${job.id}'s result was refused: HTTP ${response.status}${storeReason(await response.text())}`,
+    );
+  if (output !== undefined) {
+    try {
+      await writeFile(output, response.body);
+    } catch (error) {
+      await rm(output, { force: true });
+      throw error;
+    }
+    const { size } = await stat(output);
+    console.error(`wrote ${size} bytes to ${output}${headerLength === undefined ? "" : ` (${binary})`}`);
+    console.log(
+      JSON.stringify(
+        {
+          id: job.id,
+          model_name: job.model_name,
+          model_version: job.model_version,
+          status: job.status,
+          output,
+          output_bytes: size,
+          output_content_type: job.output_content_type,
+          ...(headerLength === undefined ? {} : { inference_header_content_length: headerLength }),
+        },
+        null,
+        2,
+      ),
+    );
+    return 0;
+  }
+  if (headerLength !== undefined) {
+    for await (const chunk of response.body) {
+      if (!process.stdout.write(chunk)) await once(process.stdout, "drain");
+    }
+    console.error(`wrote job ${job.id}'s result to stdout: ${binary}`);
+    return 0;
+  }
+  const text = await response.text();
+  const json = parseJsonOrUndefined(text);
+  console.log(json === undefined ? text : JSON.stringify(json, null, 2));
+  return 0;
+}
+
+/** An inline `--input`: a V2 request body, or only its "inputs" array. */
+function inlineBody(input: string): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(input);
+  } catch (error) {
+    throw new UsageError(
+      `--input is not JSON (${(error as Error).message}); pass a V2 request body, its "inputs" array, or @file`,
+    );
+  }
+  return JSON.stringify(Array.isArray(parsed) ? { inputs: parsed } : parsed);
+}
+
 async function invoke(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -444,20 +999,83 @@ async function invoke(args: string[]): Promise<number> {
       version: { type: "string" },
       api: { type: "string" },
       "api-key": { type: "string" },
+      async: { type: "boolean" },
+      "header-length": { type: "string" },
+      output: { type: "string" },
+      "wait-timeout": { type: "string" },
     },
   });
   const name = positionals[0];
   if (name === undefined || values.input === undefined)
     throw new UsageError("invoke needs a model name and --input");
-  const text = values.input.startsWith("@") ? await readFile(values.input.slice(1), "utf8") : values.input;
-  const parsed: unknown = JSON.parse(text);
-  const body = JSON.stringify(Array.isArray(parsed) ? { inputs: parsed } : parsed);
+  if (!MODEL_NAME_PATTERN.test(name)) throw new UsageError(`'${name}' is not a model name`);
+  const file = values.input.startsWith("@") ? values.input.slice(1) : undefined;
+  const asyncOnly = (["header-length", "output", "wait-timeout"] as const).filter((option) => values[option]);
+  if (!values.async && asyncOnly.length > 0)
+    throw new UsageError(`--${asyncOnly.join(", --")} go${asyncOnly.length === 1 ? "es" : ""} with --async`);
+  const headerLength = values["header-length"] === undefined ? undefined : Number(values["header-length"]);
+  if (headerLength !== undefined && (!Number.isSafeInteger(headerLength) || headerLength < 1))
+    throw new UsageError(
+      "--header-length must be a positive integer: the length of the body's JSON header in bytes",
+    );
+  if (headerLength !== undefined && file === undefined)
+    throw new UsageError("--header-length describes an @file; inline --input is JSON");
+  const timeoutSeconds = Number(values["wait-timeout"] ?? 3600);
+  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0)
+    throw new UsageError("--wait-timeout must be a positive number of seconds");
+  // Refused before a long upload and job rather than after them.
+  if (values.output !== undefined)
+    await access(dirname(resolve(values.output)), constants.W_OK).catch(() => {
+      throw new UsageError(
+        `cannot write --output ${values.output}: its folder does not exist or is not writable`,
+      );
+    });
+  const apiKey = values["api-key"];
   const target = await resolveTarget({ api: values.api, bucket: values.api === undefined ? undefined : "-" });
-  const path = `/v2/models/${name}${values.version ? `/versions/${values.version}` : ""}/infer`;
-  const response = await call(target, "POST", path, { body, apiKey: values["api-key"] });
-  if (response.status >= 300) throw failure(response);
-  console.log(JSON.stringify(response.json, null, 2));
-  return 0;
+  const path = `/v2/models/${name}${values.version ? `/versions/${encodeURIComponent(values.version)}` : ""}/infer`;
+
+  if (!values.async) {
+    const body = inlineBody(file === undefined ? values.input : await readFile(file, "utf8"));
+    const response = await call(target, "POST", path, { body, apiKey });
+    if (response.status >= 300) throw failure(response);
+    console.log(JSON.stringify(response.json, null, 2));
+    return 0;
+  }
+
+  let body: string;
+  if (file === undefined) {
+    body = inlineBody(values.input);
+  } else {
+    const handle = await open(file).catch((error: NodeJS.ErrnoException) => {
+      throw new UsageError(
+        `cannot read ${file} (${error.code ?? error.message}); --input @file names the request body`,
+      );
+    });
+    try {
+      const input = await prepareFileInput(file, handle, headerLength);
+      if (values.output === undefined && input.binaryOutputs === true && process.stdout.isTTY)
+        throw new UsageError(
+          `${file} asks for binary outputs, which a terminal cannot show: pass --output FILE or redirect stdout`,
+        );
+      const inputUri = await uploadBody(target, input.source, apiKey);
+      body = JSON.stringify({
+        input_uri: inputUri,
+        ...(input.headerLength === undefined ? {} : { inference_header_content_length: input.headerLength }),
+      });
+    } finally {
+      await handle.close();
+    }
+  }
+  const submitted = await call(target, "POST", path, {
+    body,
+    apiKey,
+    headers: { prefer: "respond-async" },
+    timeoutMs: API_TIMEOUT_MS,
+  });
+  if (submitted.status !== 202) throw failure(submitted);
+  const { id } = expectBody(submittedJobSchema, submitted, `POST ${path}`);
+  console.error(`job ${id} submitted; GET /v2/jobs/${id} shows it`);
+  return deliverJob(await waitForJob(target, id, apiKey, timeoutSeconds), values.output);
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -479,8 +1097,10 @@ export async function main(argv: string[]): Promise<number> {
     if (command === "invoke") return await invoke(rest);
     return await admin(command, rest);
   } catch (error) {
-    if (error instanceof UsageError) {
-      console.error(`maas ${command}: ${error.message}\n\n${HELP[command]}`);
+    // parseArgs refuses unknown options and missing values with ERR_PARSE_ARGS_* codes: usage errors too.
+    const code = (error as { code?: unknown }).code;
+    if (error instanceof UsageError || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_"))) {
+      console.error(`maas ${command}: ${(error as Error).message}\n\n${HELP[command]}`);
       return 2;
     }
     console.error(`maas ${command}: ${(error as Error).message}`);
