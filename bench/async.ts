@@ -41,19 +41,19 @@ function imageMeanModel(): Uint8Array {
 function binaryBody(images: number): { body: Buffer; headerLength: number } {
   const pixels = new Float32Array(images * 3 * 640 * 640);
   for (let i = 0; i < pixels.length; i++) pixels[i] = Math.sin(i * 0.37);
-  const header = Buffer.from(
-    JSON.stringify({
-      inputs: [
-        {
-          name: "image",
-          shape: [images, 3, 640, 640],
-          datatype: "FP32",
-          parameters: { binary_data_size: pixels.byteLength },
-        },
-      ],
-      parameters: { binary_data_output: true },
-    }),
-  );
+  const json = JSON.stringify({
+    inputs: [
+      {
+        name: "image",
+        shape: [images, 3, 640, 640],
+        datatype: "FP32",
+        parameters: { binary_data_size: pixels.byteLength },
+      },
+    ],
+    parameters: { binary_data_output: true },
+  });
+  // Padded with spaces to a multiple of 64 bytes, so the worker reads the tensor in place (binary-data.ts).
+  const header = Buffer.from(json.padEnd(Math.ceil(json.length / 64) * 64, " "));
   return { body: Buffer.concat([header, Buffer.from(pixels.buffer)]), headerLength: header.length };
 }
 

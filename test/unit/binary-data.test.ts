@@ -555,3 +555,35 @@ describe("tensorBytes", () => {
     expect(Buffer.from(bytes)).toEqual(float32Bytes([2, 3]));
   });
 });
+
+describe("parseInferBody on a body in shared memory", () => {
+  function sharedBody(headerLength: number): { bytes: Buffer; headerLength: number } {
+    const json = JSON.stringify({
+      inputs: [{ name: "x", shape: [4], datatype: "FP32", parameters: { binary_data_size: 16 } }],
+    });
+    const bytes = Buffer.from(new SharedArrayBuffer(headerLength + 16));
+    bytes.write(json.padEnd(headerLength, " "), 0, "latin1");
+    new Float32Array(bytes.buffer, headerLength, 4).set([1.5, -2, 3.25, 0]);
+    return { bytes, headerLength };
+  }
+
+  it("reads a tensor that starts 64-byte aligned in place, without a copy", () => {
+    const body = sharedBody(128);
+
+    const data = parseInferBody(body).inputs[0]!.data as Float32Array;
+
+    expect(data.buffer).toBe(body.bytes.buffer);
+    expect(data.byteOffset).toBe(128);
+    expect(Array.from(data)).toEqual([1.5, -2, 3.25, 0]);
+  });
+
+  it("copies a tensor that is not 64-byte aligned into shared memory of its own", () => {
+    const body = sharedBody(132);
+
+    const data = parseInferBody(body).inputs[0]!.data as Float32Array;
+
+    expect(data.buffer).not.toBe(body.bytes.buffer);
+    expect(data.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(Array.from(data)).toEqual([1.5, -2, 3.25, 0]);
+  });
+});

@@ -180,10 +180,23 @@ export class S3JobObjects implements JobObjects {
 
   async get(key: string): Promise<Buffer> {
     const [{ GetObjectCommand }, , client] = await this.#sdk;
-    const { Body } = await client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key }));
-    if (Body === undefined) throw new Error(`s3://${this.#bucket}/${key} has no body`);
-    const bytes = await Body.transformToByteArray();
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const { Body, ContentLength } = await client.send(
+      new GetObjectCommand({ Bucket: this.#bucket, Key: key }),
+    );
+    if (Body === undefined || ContentLength === undefined)
+      throw new Error(`s3://${this.#bucket}/${key} has no body or no length`);
+    // Read into shared memory: binary tensors aligned in it go to the session's worker without a copy.
+    const bytes = Buffer.from(new SharedArrayBuffer(ContentLength));
+    let offset = 0;
+    for await (const chunk of Body as AsyncIterable<Uint8Array>) {
+      if (offset + chunk.length > ContentLength)
+        throw new Error(`s3://${this.#bucket}/${key} is longer than its length`);
+      bytes.set(chunk, offset);
+      offset += chunk.length;
+    }
+    if (offset !== ContentLength)
+      throw new Error(`s3://${this.#bucket}/${key} ended after ${offset} of ${ContentLength} bytes`);
+    return bytes;
   }
 
   async put(key: string, body: string | Uint8Array, contentType: string, metadata?: Record<string, string>) {
