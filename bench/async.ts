@@ -12,30 +12,13 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startLocalStack } from "../local/stack.ts";
-import { ElemType, encodeModel } from "../models/onnx-builder.ts";
+import { buildImageMeanModel } from "../models/zoo.ts";
 import { formatMs, median, printTable } from "./stats.ts";
 
 const API_KEY = "bench-key-1";
 const IMAGES = Number(process.env.BENCH_ASYNC_IMAGES ?? 21);
 const ROUNDS = Number(process.env.BENCH_ASYNC_ROUNDS ?? 4);
 const PART_BYTES = 8 * 1024 * 1024;
-
-function imageMeanModel(): Uint8Array {
-  return encodeModel({
-    graphName: "image_mean",
-    inputs: [{ name: "image", elemType: ElemType.FLOAT, dims: ["batch", 3, 640, 640] }],
-    outputs: [{ name: "mean", elemType: ElemType.FLOAT, dims: ["batch", 1, 1, 1] }],
-    nodes: [
-      {
-        opType: "ReduceMean",
-        inputs: ["image"],
-        outputs: ["mean"],
-        attributes: { axes: { ints: [1, 2, 3] }, keepdims: { int: 1 } },
-      },
-    ],
-    opsetVersion: 13,
-  });
-}
 
 /** A binary tensor data extension body: the JSON header, then the images' float32 bytes. */
 function binaryBody(images: number): { body: Buffer; headerLength: number } {
@@ -128,7 +111,7 @@ async function main() {
     demo: false,
   });
   try {
-    await stack.publish("image-mean", 1, imageMeanModel(), { manifest: { pinOriginal: true } });
+    await stack.publish("image-mean", 1, buildImageMeanModel(), { manifest: { pinOriginal: true } });
     const { body, headerLength } = binaryBody(IMAGES);
     // Warm-up: the worker's session and the emulator's first large writes.
     await asyncInference(stack.url, body, headerLength);

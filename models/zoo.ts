@@ -63,3 +63,24 @@ export function buildFixedShapeModel(): Uint8Array {
     metadata: { description: "y = 2 * x for x of shape [2, 3]." },
   });
 }
+
+/**
+ * `image` FP32 [batch, 3, 640, 640] -> `mean` [batch, 1, 1, 1], each image's mean: a model whose work is
+ * reading every element of an image-sized input (binary tensors, asynchronous inference).
+ */
+export function buildImageMeanModel(): Uint8Array {
+  return encodeModel({
+    graphName: "image_mean",
+    inputs: [{ name: "image", elemType: ElemType.FLOAT, dims: ["batch", 3, 640, 640] }],
+    outputs: [{ name: "mean", elemType: ElemType.FLOAT, dims: ["batch", 1, 1, 1] }],
+    nodes: [
+      {
+        opType: "ReduceMean",
+        inputs: ["image"],
+        outputs: ["mean"],
+        attributes: { axes: { ints: [1, 2, 3] }, keepdims: { int: 1 } },
+      },
+    ],
+    opsetVersion: 13,
+  });
+}

@@ -6,7 +6,7 @@
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocalStack } from "../../local/stack.ts";
-import { ElemType, encodeModel } from "../../models/onnx-builder.ts";
+import { buildImageMeanModel } from "../../models/zoo.ts";
 import { decodeBinaryResponse, encodeBinaryRequest } from "../support/binary-v2.ts";
 import { startTestStack, stopTestStack, TEST_ADMIN_KEY, TEST_API_KEY } from "../support/local-stack.ts";
 
@@ -18,24 +18,6 @@ const IMAGE_SHAPE = [1, 3, 640, 640];
 
 let stack: LocalStack | undefined;
 let dataDir: string | undefined;
-
-/** out = mean of the image over its channels and pixels, per image: every element counts. */
-function imageMeanModel(): Uint8Array {
-  return encodeModel({
-    graphName: "image_mean",
-    inputs: [{ name: "image", elemType: ElemType.FLOAT, dims: ["batch", 3, 640, 640] }],
-    outputs: [{ name: "mean", elemType: ElemType.FLOAT, dims: ["batch", 1, 1, 1] }],
-    nodes: [
-      {
-        opType: "ReduceMean",
-        inputs: ["image"],
-        outputs: ["mean"],
-        attributes: { axes: { ints: [1, 2, 3] }, keepdims: { int: 1 } },
-      },
-    ],
-    opsetVersion: 13,
-  });
-}
 
 function api(path: string, init: RequestInit & { key?: string } = {}): Promise<Response> {
   const { key, ...rest } = init;
@@ -146,7 +128,7 @@ function imagePixels(batch = 1): Float32Array {
 }
 
 async function directMean(pixels: Float32Array, batch: number): Promise<Float32Array> {
-  const session = await ort.InferenceSession.create(imageMeanModel());
+  const session = await ort.InferenceSession.create(buildImageMeanModel());
   try {
     const { mean } = await session.run({ image: new ort.Tensor("float32", pixels, [batch, 3, 640, 640]) });
     return mean!.data as Float32Array;
@@ -157,7 +139,7 @@ async function directMean(pixels: Float32Array, batch: number): Promise<Float32A
 
 beforeAll(async () => {
   ({ stack, dataDir } = await startTestStack("async", { demo: true }));
-  await stack.publish("image-mean", 1, imageMeanModel(), { manifest: { pinOriginal: true } });
+  await stack.publish("image-mean", 1, buildImageMeanModel(), { manifest: { pinOriginal: true } });
 }, 120_000);
 
 afterAll(() => stopTestStack(stack, dataDir));

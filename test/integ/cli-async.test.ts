@@ -13,7 +13,7 @@ import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocalStack } from "../../local/stack.ts";
 import { writeStackFile } from "../../local/stack-file.ts";
-import { ElemType, encodeModel } from "../../models/onnx-builder.ts";
+import { buildImageMeanModel } from "../../models/zoo.ts";
 import { decodeBinaryResponse, encodeBinaryRequest } from "../support/binary-v2.ts";
 import { startTestStack, stopTestStack, TEST_ADMIN_KEY, TEST_API_KEY } from "../support/local-stack.ts";
 
@@ -59,24 +59,6 @@ async function maas(...args: string[]): Promise<CliResult> {
   }
 }
 
-/** mean = the mean of each image over its channels and pixels: every element of the input counts. */
-function imageMeanModel(): Uint8Array {
-  return encodeModel({
-    graphName: "image_mean",
-    inputs: [{ name: "image", elemType: ElemType.FLOAT, dims: ["batch", 3, 640, 640] }],
-    outputs: [{ name: "mean", elemType: ElemType.FLOAT, dims: ["batch", 1, 1, 1] }],
-    nodes: [
-      {
-        opType: "ReduceMean",
-        inputs: ["image"],
-        outputs: ["mean"],
-        attributes: { axes: { ints: [1, 2, 3] }, keepdims: { int: 1 } },
-      },
-    ],
-    opsetVersion: 13,
-  });
-}
-
 /** Deterministic pixels, different per image. */
 function imagePixels(batch: number): Float32Array {
   return Float32Array.from({ length: batch * 3 * 640 * 640 }, (_, i) => Math.sin(i * 0.37) + (i % 7) / 7);
@@ -93,7 +75,7 @@ function imageRequest(batch: number) {
 }
 
 async function directMean(pixels: Float32Array, batch: number): Promise<number[]> {
-  const session = await ort.InferenceSession.create(imageMeanModel());
+  const session = await ort.InferenceSession.create(buildImageMeanModel());
   try {
     const { mean } = await session.run({ image: new ort.Tensor("float32", pixels, [batch, 3, 640, 640]) });
     return Array.from(mean!.data as Float32Array);
@@ -130,7 +112,7 @@ beforeAll(async () => {
     adminKey: TEST_ADMIN_KEY,
     s3Credentials,
   });
-  await stack.publish(IMAGE_MODEL, 1, imageMeanModel(), { manifest: { pinOriginal: true } });
+  await stack.publish(IMAGE_MODEL, 1, buildImageMeanModel(), { manifest: { pinOriginal: true } });
 }, 120_000);
 
 afterAll(() => stopTestStack(stack, dataDir));
