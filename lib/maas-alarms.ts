@@ -4,6 +4,7 @@ import {
   Alarm,
   ComparisonOperator,
   type IMetric,
+  MathExpression,
   type MetricOptions,
   Stats,
   TreatMissingData,
@@ -44,6 +45,23 @@ export interface MaasAlarmsProps {
    */
   readonly modelLatencyThreshold?: Duration;
   /**
+   * Share of the API's requests answered 5xx, in percent, above which its alarm fires (two 5-minute
+   * periods in a row).
+   * @default 5
+   */
+  readonly apiErrorRateThreshold?: number;
+  /**
+   * The p99 of the inference function's end-to-end request latency (`RequestLatency`), every model
+   * together, in milliseconds: alarm when it passes `requestLatencyThreshold`.
+   * @default - no request latency alarm
+   */
+  readonly requestLatency?: IMetric;
+  /**
+   * p99 of `requestLatency` above which its alarm fires (two 5-minute periods in a row).
+   * @default Duration.seconds(5)
+   */
+  readonly requestLatencyThreshold?: Duration;
+  /**
    * Subscribe this address to an SNS topic that every alarm notifies.
    * @default - no topic: alarms only change state
    */
@@ -60,9 +78,9 @@ export interface EndpointMetrics {
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 /**
- * The alarms an operator of the service needs: anything in a dead-letter queue, API 5xx responses,
- * inference function errors and throttles, queue-fed function errors, SageMaker endpoint 5xx and
- * latency; optionally mailed through an SNS topic.
+ * The alarms an operator of the service needs: anything in a dead-letter queue, the API's 5xx rate,
+ * the inference function's p99 request latency, errors and throttles, queue-fed function errors,
+ * SageMaker endpoint 5xx and latency; optionally mailed through an SNS topic.
  */
 export class MaasAlarms extends Construct {
   public readonly alarms: readonly Alarm[];
@@ -77,6 +95,17 @@ export class MaasAlarms extends Construct {
     const latencyThreshold = props.modelLatencyThreshold ?? Duration.seconds(10);
     if (latencyThreshold.toMilliseconds() <= 0) {
       throw new Error("modelLatencyThreshold must be positive");
+    }
+
+    const errorRateThreshold = props.apiErrorRateThreshold ?? 5;
+    if (!(errorRateThreshold > 0 && errorRateThreshold <= 100)) {
+      throw new Error(
+        `apiErrorRateThreshold must be a percentage above 0 and at most 100, got ${errorRateThreshold}`,
+      );
+    }
+    const requestLatencyThreshold = props.requestLatencyThreshold ?? Duration.seconds(5);
+    if (requestLatencyThreshold.toMilliseconds() <= 0) {
+      throw new Error("requestLatencyThreshold must be positive");
     }
 
     const alarms: Alarm[] = [];
@@ -109,15 +138,39 @@ export class MaasAlarms extends Construct {
         `Messages reached the ${name} dead-letter queue: they failed ${name} on every receive; the function that drains it recorded each failure (see its log).`,
       );
     }
-    whenAny(
-      "Api5xx",
-      props.api.metricServerError({ period: Duration.minutes(5), statistic: Stats.SUM }),
-      "The API answered 5xx (handler crash, timeout or integration failure).",
-    );
+    // A rate, not a count: a 503 for a model still loading or a 504 for a slow one is an answer, not an outage.
+    const apiErrorRate = new Alarm(this, "Api5xxRate", {
+      metric: new MathExpression({
+        expression: "100 * errors / requests",
+        usingMetrics: {
+          errors: props.api.metricServerError({ period: Duration.minutes(5), statistic: Stats.SUM }),
+          requests: props.api.metricCount({ period: Duration.minutes(5), statistic: Stats.SUM }),
+        },
+        label: "5xx answers (% of requests)",
+        period: Duration.minutes(5),
+      }),
+      threshold: errorRateThreshold,
+      comparisonOperator: ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 2,
+      treatMissingData: TreatMissingData.NOT_BREACHING,
+      alarmDescription: `More than ${errorRateThreshold}% of the API's requests answered 5xx for 10 minutes: see the dashboard's failures by class (internal, timeout, not ready) and the inference function's log for the models and errors behind them.`,
+    });
+    alarms.push(apiErrorRate);
+    if (props.requestLatency !== undefined) {
+      const latency = new Alarm(this, "RequestLatency", {
+        metric: props.requestLatency,
+        threshold: requestLatencyThreshold.toMilliseconds(),
+        comparisonOperator: ComparisonOperator.GREATER_THAN_THRESHOLD,
+        evaluationPeriods: 2,
+        treatMissingData: TreatMissingData.NOT_BREACHING,
+        alarmDescription: `The inference function's p99 request latency was above ${requestLatencyThreshold.toHumanString()} for 10 minutes: find the slow model and phase on the dashboard's latency rows (artifact fetch and session create mean cold models: provisioned concurrency and preloading; run means a slow model: more memory, or the GPU endpoint).`,
+      });
+      alarms.push(latency);
+    }
     whenAny(
       "InferenceErrors",
       props.inference.metricErrors({ period: Duration.minutes(5), statistic: Stats.SUM }),
-      "The inference function failed invocations (crash or timeout, not 4xx answers).",
+      "The inference function failed invocations (crash or timeout, not 4xx answers): find the error in its log group (the dashboard's Lambda row shows when) and the model it served.",
     );
     whenAny(
       "InferenceThrottles",
@@ -128,7 +181,7 @@ export class MaasAlarms extends Construct {
       whenAny(
         `${name}Errors`,
         fn.metricErrors({ period: Duration.minutes(5), statistic: Stats.SUM }),
-        `The ${name} function failed invocations (crash or timeout); its messages are retried, then dead-lettered.`,
+        `The ${name} function failed invocations (crash or timeout): find the error in its log group; its messages are retried, then dead-lettered.`,
       );
     }
     if (props.endpoint !== undefined) {

@@ -18,7 +18,7 @@ export function defineMaas(app: App, context: MaasContext, env?: Environment): M
   const service = new MaasServiceStack(app, "MaasService", {
     env,
     description:
-      "serverless-maas service: REST API, inference/admin/register/optimize/jobs functions, alarms",
+      "serverless-maas service: REST API, inference/admin/register/optimize/jobs functions, alarms, dashboard",
     models: stateful.models,
     registry: stateful.registry,
     queues: stateful.queues,

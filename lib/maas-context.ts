@@ -1,4 +1,4 @@
-import type { StackProps } from "aws-cdk-lib";
+import { Duration, type StackProps } from "aws-cdk-lib";
 import { Period } from "aws-cdk-lib/aws-apigateway";
 import { Architecture } from "aws-cdk-lib/aws-lambda";
 import type { Node } from "constructs";
@@ -50,6 +50,10 @@ export const maasContextSchema = z
     quotaLimit: number.optional(),
     quotaPeriod: z.enum(["DAY", "WEEK", "MONTH"]).optional(),
     alarmEmail: z.string().optional(),
+    /** p99 request latency of the inference function (ms) above which its alarm fires. */
+    requestLatencyAlarmMs: number.optional(),
+    /** Share of API requests answered 5xx (percent) above which its alarm fires. */
+    apiErrorRateAlarmPercent: number.optional(),
     /** Days asynchronous inference keeps jobs, their inputs and results. */
     asyncRetentionDays: number.optional(),
     jobsMemoryMb: number.optional(),
@@ -121,6 +125,11 @@ export function serviceSettings(
           }
         : undefined,
     alarmEmail: context.alarmEmail,
+    requestLatencyThreshold:
+      context.requestLatencyAlarmMs === undefined
+        ? undefined
+        : Duration.millis(context.requestLatencyAlarmMs),
+    apiErrorRateThreshold: context.apiErrorRateAlarmPercent,
     jobsMemoryMb: context.jobsMemoryMb,
     jobsMaxConcurrency: context.jobsMaxConcurrency,
     apiGatewayCloudWatchRole: context.apiGatewayCloudWatchRole,

@@ -15,6 +15,7 @@ import {
 import { type ILogGroup, LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
 import { SESSION_WORKER_BUNDLE, SESSION_WORKER_SOURCE } from "#aws/onnx/session-protocol.ts";
+import { metricsEnvironment } from "./maas-metrics.ts";
 import { acknowledge, acknowledgeChild } from "./nag.ts";
 
 /** The onnxruntime-node binaries Lambda can load, by function architecture. */
@@ -50,6 +51,13 @@ export interface MaasFunctionProps
    * @default RetentionDays.ONE_MONTH
    */
   readonly logGroupRetention?: RetentionDays;
+  /**
+   * Powertools' service name for the function (`POWERTOOLS_SERVICE_NAME`: the `service` of its logs and
+   * cold start metric); with it, the function also gets `POWERTOOLS_METRICS_NAMESPACE` (the service's
+   * namespace). Metrics leave through the function's log group (EMF): no permission is added.
+   * @default - neither variable: the function emits no metrics
+   */
+  readonly metricsService?: string;
 }
 
 /** Lambda's own bounds for memory and /tmp, in MiB. */
@@ -80,6 +88,7 @@ export class MaasFunction extends NodejsFunction {
       withOnnxRuntime: withOnnxRuntimeProp,
       logGroupRetention,
       separateModules = [],
+      metricsService,
       ...functionProps
     } = props;
     const withOnnxRuntime = withOnnxRuntimeProp ?? true;
@@ -104,6 +113,11 @@ export class MaasFunction extends NodejsFunction {
       timeout: Duration.seconds(30),
       tracing: Tracing.ACTIVE,
       ...functionProps,
+      // The caller's variables win: they are the more specific.
+      environment: {
+        ...(metricsService === undefined ? {} : metricsEnvironment(metricsService)),
+        ...props.environment,
+      },
       architecture,
       memorySize,
       ephemeralStorageSize,

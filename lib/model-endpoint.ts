@@ -24,6 +24,9 @@ export const GPU_DOCKERFILE = "containers/gpu/Dockerfile";
 /** How the inference function addresses the endpoint's models (its `MAAS_SAGEMAKER_MODE`). */
 export type EndpointMode = "single-model" | "multi-model";
 
+/** Where SageMaker puts the endpoint's host metrics (the execution role may write there only). */
+const ENDPOINT_HOST_NAMESPACE = "/aws/sagemaker/Endpoints";
+
 /** The one production variant; the name SageMaker's own tools use for a single-variant endpoint. */
 export const VARIANT_NAME = "AllTraffic";
 
@@ -134,7 +137,7 @@ export class ModelEndpoint extends Construct {
       new PolicyStatement({
         actions: ["cloudwatch:PutMetricData"],
         resources: ["*"],
-        conditions: { StringEquals: { "cloudwatch:namespace": "/aws/sagemaker/Endpoints" } },
+        conditions: { StringEquals: { "cloudwatch:namespace": ENDPOINT_HOST_NAMESPACE } },
       }),
     );
     acknowledgeChild(
@@ -221,8 +224,20 @@ export class ModelEndpoint extends Construct {
 
   /** A metric of the endpoint's variant in `AWS/SageMaker`. */
   public metric(metricName: string, props?: MetricOptions): Metric {
+    return this.variantMetric("AWS/SageMaker", metricName, props);
+  }
+
+  /**
+   * A metric of the endpoint's hosts in `/aws/sagemaker/Endpoints` (CPUUtilization, MemoryUtilization,
+   * GPUUtilization, GPUMemoryUtilization, DiskUtilization), in percent.
+   */
+  public metricHost(metricName: string, props?: MetricOptions): Metric {
+    return this.variantMetric(ENDPOINT_HOST_NAMESPACE, metricName, props);
+  }
+
+  private variantMetric(namespace: string, metricName: string, props?: MetricOptions): Metric {
     return new Metric({
-      namespace: "AWS/SageMaker",
+      namespace,
       metricName,
       dimensionsMap: { EndpointName: this.endpoint.attrEndpointName, VariantName: VARIANT_NAME },
       period: Duration.minutes(5),

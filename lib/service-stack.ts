@@ -1,10 +1,12 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CfnOutput, Duration, Size, Stack, type StackProps } from "aws-cdk-lib";
+import { Aws, CfnOutput, Duration, Size, Stack, type StackProps } from "aws-cdk-lib";
+import { type IMetric, MathExpression, Stats } from "aws-cdk-lib/aws-cloudwatch";
 import { type Alias, Architecture, EventSourceMapping } from "aws-cdk-lib/aws-lambda";
 import { SqsEventSource, type SqsEventSourceProps } from "aws-cdk-lib/aws-lambda-event-sources";
 import type { IQueue } from "aws-cdk-lib/aws-sqs";
 import type { Construct } from "constructs";
+import { METRICS } from "#core/metrics/names.ts";
 import { MODEL_NAME_PATTERN } from "#core/model.ts";
 import { adminEnvironment } from "#lambdas/admin/config.ts";
 import { inferenceEnvironment } from "#lambdas/inference/config.ts";
@@ -15,7 +17,9 @@ import { InferenceApi, type InferenceQuota, type InferenceThrottle } from "./inf
 import { JobsQueue } from "./jobs-queue.ts";
 import type { JobsTable } from "./jobs-table.ts";
 import { MaasAlarms } from "./maas-alarms.ts";
+import { MaasDashboard } from "./maas-dashboard.ts";
 import { LAMBDA_EPHEMERAL_RANGE_MB, MaasFunction } from "./maas-function.ts";
+import { backendMetric, METRICS_SERVICES } from "./maas-metrics.ts";
 import { ENDPOINT_MODELS_PREFIX, type ModelBucket } from "./model-bucket.ts";
 import { ModelEndpoint, type ModelEndpointProps } from "./model-endpoint.ts";
 import type { ModelRegistryTable } from "./model-registry-table.ts";
@@ -87,6 +91,16 @@ export interface MaasServiceStackProps extends StackProps {
   readonly quota?: InferenceQuota;
   /** @default - alarms without notifications */
   readonly alarmEmail?: string;
+  /**
+   * p99 of the inference function's request latency (every model together) above which its alarm fires.
+   * @default Duration.seconds(5)
+   */
+  readonly requestLatencyThreshold?: Duration;
+  /**
+   * Share of the API's requests answered 5xx, in percent, above which its alarm fires.
+   * @default 5
+   */
+  readonly apiErrorRateThreshold?: number;
   /** @default true */
   readonly apiGatewayCloudWatchRole?: boolean;
   /**
@@ -147,8 +161,8 @@ interface Sizing {
 
 /**
  * The stateless service: the inference, admin, register, optimize and jobs functions, the REST API in
- * front of them, the jobs queue, the queues' event sources, alarms, and optionally the SageMaker
- * endpoint. Redeployed freely; state lives in the stateful stack.
+ * front of them, the jobs queue, the queues' event sources, alarms, the dashboard, and optionally the
+ * SageMaker endpoint. Redeployed freely; state lives in the stateful stack.
  */
 export class MaasServiceStack extends Stack {
   public readonly inference: MaasFunction;
@@ -164,6 +178,7 @@ export class MaasServiceStack extends Stack {
   public readonly endpoint?: ModelEndpoint;
   public readonly api: InferenceApi;
   public readonly alarms: MaasAlarms;
+  public readonly dashboard: MaasDashboard;
 
   constructor(scope: Construct, id: string, props: MaasServiceStackProps) {
     super(scope, id, props);
@@ -203,6 +218,7 @@ export class MaasServiceStack extends Stack {
       timeout: Duration.seconds(60),
       // Loaded on the first SageMaker-target request only: cold starts do not compile the SDK.
       separateModules: ["@aws-sdk/client-sagemaker-runtime"],
+      metricsService: METRICS_SERVICES.inference,
       environment: inferenceEnvironment({
         ...serving,
         preloadModels: sizing.preloadModels.length > 0 ? sizing.preloadModels.join(",") : undefined,
@@ -237,6 +253,7 @@ export class MaasServiceStack extends Stack {
       ephemeralStorageSize: Size.mebibytes(sizing.ephemeralMb),
       timeout: JOBS_TIMEOUT,
       separateModules: ["@aws-sdk/client-sagemaker-runtime"],
+      metricsService: METRICS_SERVICES.jobs,
       environment: {
         ...inferenceEnvironment({
           ...serving,
@@ -301,6 +318,7 @@ export class MaasServiceStack extends Stack {
       memorySize: sizing.memoryMb,
       ephemeralStorageSize: Size.mebibytes(registerEphemeralMb(sizing.maxModelBytes)),
       timeout: sizing.registerTimeout,
+      metricsService: METRICS_SERVICES.register,
       environment: registerEnvironment({
         registryTable: registry.table.tableName,
         optimizeQueueUrl: queues.optimizeQueue.queueUrl,
@@ -332,6 +350,7 @@ export class MaasServiceStack extends Stack {
       memorySize: sizing.memoryMb,
       ephemeralStorageSize: Size.mebibytes(optimizeEphemeralMb(sizing.optimizeMaxModelBytes)),
       timeout: sizing.optimizeTimeout,
+      metricsService: METRICS_SERVICES.optimize,
       environment: optimizeEnvironment({
         registryTable: registry.table.tableName,
         workDir: "/tmp/maas-optimize",
@@ -388,7 +407,27 @@ export class MaasServiceStack extends Stack {
       inference: this.inference,
       workers: { Optimize: this.optimize, Jobs: this.jobsWorker },
       endpoint,
+      requestLatency: requestLatencyP99(endpoint !== undefined),
+      requestLatencyThreshold: props.requestLatencyThreshold,
+      apiErrorRateThreshold: props.apiErrorRateThreshold,
       alarmEmail: props.alarmEmail,
+    });
+    this.dashboard = new MaasDashboard(this, "Dashboard", {
+      functions: {
+        Inference: this.inference,
+        Jobs: this.jobsWorker,
+        Register: this.register,
+        Optimize: this.optimize,
+        Admin: this.admin,
+      },
+      queues: {
+        Register: { queue: queues.registerQueue, deadLetterQueue: queues.registerDeadLetterQueue },
+        Optimize: { queue: queues.optimizeQueue, deadLetterQueue: queues.optimizeDeadLetterQueue },
+        Jobs: { queue: this.jobsQueue.queue, deadLetterQueue: this.jobsQueue.deadLetterQueue },
+      },
+      api: this.api.api,
+      endpoint,
+      alarms: this.alarms.alarms,
     });
 
     this.acknowledgeSynchronousInvocation(this.inference, "API Gateway invokes it synchronously");
@@ -406,6 +445,10 @@ export class MaasServiceStack extends Stack {
     new CfnOutput(this, "AdminInvokeArn", {
       value: this.api.api.arnForExecuteApi("*", "/admin/*", this.api.api.deploymentStage.stageName),
       description: "Grant execute-api:Invoke on this ARN to the principals that administer models",
+    });
+    new CfnOutput(this, "DashboardUrl", {
+      value: `https://console.aws.amazon.com/cloudwatch/home?region=${Aws.REGION}#dashboards:name=${this.dashboard.dashboard.dashboardName}`,
+      description: "The service's CloudWatch dashboard",
     });
     if (endpoint) {
       new CfnOutput(this, "SageMakerEndpointName", {
@@ -450,6 +493,22 @@ export class MaasServiceStack extends Stack {
     acknowledge(fn, "Serverless-LambdaDLQ", `No dead-letter target: ${how}.`);
     acknowledge(fn, "Serverless-LambdaAsyncFailureDestination", `Never invoked asynchronously: ${how}.`);
   }
+}
+
+/**
+ * p99 of every model's end-to-end latency, per backend (the series with the `backend` dimension alone);
+ * with an endpoint, the slower of the two backends.
+ */
+function requestLatencyP99(withEndpoint: boolean): IMetric {
+  const p99 = { statistic: Stats.p(99), period: Duration.minutes(5) };
+  const lambda = backendMetric(METRICS.latency, "lambda", p99);
+  if (!withEndpoint) return lambda;
+  return new MathExpression({
+    expression: "MAX([lambda, sagemaker])",
+    usingMetrics: { lambda, sagemaker: backendMetric(METRICS.latency, "sagemaker", p99) },
+    label: "Request latency p99 (slower backend)",
+    period: Duration.minutes(5),
+  });
 }
 
 function resolveSizing(props: MaasServiceStackProps): Sizing {

@@ -10,6 +10,8 @@
  * What it reproduces from API Gateway:
  * - access like a usage plan: `GET /v2/health/live|ready` are open, `/admin/*` takes `x-api-key: <adminKey>`
  *   only, everything else `x-api-key: <apiKey>` only; otherwise 403 `{"message":"Forbidden"}`.
+ * - not from API Gateway: with `metrics`, `GET /metrics` answers that Prometheus text itself, to the admin
+ *   key only (in AWS metrics go to CloudWatch; there is no such route).
  *   `/` has no resource (only `/{proxy+}` exists): 403 `{"message":"Missing Authentication Token"}`.
  * - 413 `{"message":"Request Entity Too Large: ..."}` past `maxBodyBytes` (API Gateway's 10 MiB), or when the
  *   Lambda event carrying the body (JSON, base64 for binary) would exceed `maxLambdaPayloadBytes` (Lambda's 6 MiB
@@ -43,6 +45,7 @@ import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
 import * as z from "zod";
+import { PROMETHEUS_CONTENT_TYPE } from "#core/metrics/prometheus.ts";
 import { safeDecode } from "#core/v2/routes.ts";
 import { readBody } from "../containers/gpu/read-body.ts";
 
@@ -57,8 +60,10 @@ export interface GatewayOptions {
   readonly adminHandler?: ProxyHandler;
   /** Opens every route except `/admin/*` (the usage plan's API key). */
   readonly apiKey: string;
-  /** Opens `/admin/*` only (stands in for IAM auth). */
+  /** Opens `/admin/*` only (stands in for IAM auth), and `/metrics`. */
   readonly adminKey: string;
+  /** Prometheus text exposition for `GET /metrics` (admin key); without it the path goes to `handler`. */
+  readonly metrics?: () => string;
   /** @default 10 MiB, API Gateway REST's payload limit */
   readonly maxBodyBytes?: number;
   /** Largest invocation event and function result, each way; @default 6 MiB, Lambda's synchronous payload limit */
@@ -99,6 +104,7 @@ const DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000;
 const DEFAULT_BODY_TIMEOUT_MS = 10_000;
 const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
 const OPEN_ROUTES = new Set(["GET /v2/health/live", "GET /v2/health/ready"]);
+const METRICS_PATH = "/metrics";
 const ACCOUNT_ID = "000000000000";
 const REGION = "us-east-1";
 // How long a refused body is drained before the answer goes out anyway (with Connection: close).
@@ -161,6 +167,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const settings: Settings = {
     handler: options.handler,
     adminHandler: options.adminHandler,
+    metrics: options.metrics,
     apiKey: options.apiKey,
     adminKey: options.adminKey,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
@@ -221,6 +228,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 interface Settings {
   readonly handler: ProxyHandler;
   readonly adminHandler: ProxyHandler | undefined;
+  readonly metrics: (() => string) | undefined;
   readonly apiKey: string;
   readonly adminKey: string;
   readonly maxBodyBytes: number;
@@ -265,6 +273,8 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
   const presentedKey = findHeader(headers.single, "x-api-key");
   const access = checkAccess(settings, method, path, presentedKey);
   if (access === "denied") return discardAndSend(req, res, 403, "Forbidden", "ForbiddenException");
+  if (access === "metrics" && settings.metrics !== undefined)
+    return sendMetrics(settings.metrics, req, res, method);
 
   const declaredLength = Number(req.headers["content-length"] ?? "0");
   if (declaredLength > settings.maxBodyBytes)
@@ -369,12 +379,27 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
   sendProxyResult(res, outcome.result);
 }
 
-type Access = "open" | "inference" | "admin" | "denied";
+type Access = "open" | "inference" | "admin" | "metrics" | "denied";
 
 function checkAccess(settings: Settings, method: string, path: string, key: string | undefined): Access {
   if (OPEN_ROUTES.has(`${method} ${path}`)) return "open";
   if (path === "/admin" || path.startsWith("/admin/")) return key === settings.adminKey ? "admin" : "denied";
+  if (path === METRICS_PATH && settings.metrics !== undefined)
+    return key === settings.adminKey ? "metrics" : "denied";
   return key === settings.apiKey ? "inference" : "denied";
+}
+
+/** `GET /metrics`: the Prometheus text, answered here rather than by a function. */
+function sendMetrics(metrics: () => string, req: IncomingMessage, res: ServerResponse, method: string): void {
+  if (method !== "GET" && method !== "HEAD") {
+    res.setHeader("allow", "GET, HEAD");
+    discardAndSend(req, res, 405, "Method Not Allowed", "MethodNotAllowedException");
+    return;
+  }
+  req.resume();
+  const body = Buffer.from(metrics(), "utf8");
+  res.writeHead(200, { "Content-Type": PROMETHEUS_CONTENT_TYPE, "Content-Length": body.length });
+  res.end(method === "HEAD" ? undefined : body);
 }
 
 interface HeaderMaps {

@@ -6,6 +6,7 @@ import { SQSClient } from "@aws-sdk/client-sqs";
 import { Upload } from "@aws-sdk/lib-storage";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import { AdminService } from "#core/admin/admin-service.ts";
+import { InferenceStatistics } from "#core/metrics/statistics.ts";
 import type { ModelVersion } from "#core/model.ts";
 import { manifestKey, modelKey } from "#core/registry/manifest.ts";
 import { isServable } from "#core/registry/registry.ts";
@@ -87,6 +88,8 @@ export interface PublishOptions {
 
 export interface LocalStack {
   readonly url: string;
+  /** What the inference function counted: `GET /metrics` and `.../stats` answer from it. */
+  readonly statistics: InferenceStatistics;
   readonly emulators: Emulators;
   readonly gateway: Gateway;
   readonly inference: InferenceParts;
@@ -260,13 +263,17 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       new AdminService(createAdminDeps(loadAdminConfig(environments.admin), s3, dynamo)),
       new Logger({ serviceName: "maas-admin", logLevel }),
     );
+    // One set of counters for the whole stack: /metrics and the statistics extension read them.
+    const statistics = new InferenceStatistics();
     const gateway = await startGateway({
       port: options.port,
       ...(options.host === undefined ? {} : { host: options.host }),
       handler: createInferenceHandler(inference.service, inferenceLogger, {
         ...(inference.jobs === undefined ? {} : { jobs: inference.jobs }),
+        statistics,
       }),
       adminHandler: admin,
+      metrics: () => statistics.prometheus(),
       apiKey: options.apiKey,
       adminKey: options.adminKey,
     });
@@ -319,6 +326,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
     return {
       url: gateway.url,
+      statistics,
       emulators,
       gateway,
       inference,

@@ -9,8 +9,17 @@ import {
   jsonText,
   type ProxyHandler,
 } from "#aws/lambda/api-gateway.ts";
+import { EmfMetricsSink } from "#aws/metrics/emf-sink.ts";
 import { MaasError, ResponseTooLargeError } from "#core/errors.ts";
 import type { AsyncInference } from "#core/jobs/async-inference.ts";
+import {
+  bodyBytes,
+  type InferenceMetric,
+  type MetricsSink,
+  newInferenceMetric,
+  settleOutcome,
+} from "#core/metrics/inference-metric.ts";
+import { InferenceStatistics, STATISTICS_EXTENSION } from "#core/metrics/statistics.ts";
 import {
   BINARY_CONTENT_TYPE,
   type EncodedResponse,
@@ -32,6 +41,13 @@ export interface InferenceHandlerOptions {
   readonly corsOrigins?: readonly string[];
   /** Asynchronous inference; without it its routes answer 501. */
   readonly jobs?: AsyncInference;
+  /** Gets each synchronous infer request's metric once its response has been handed back. */
+  readonly metrics?: MetricsSink;
+  /**
+   * Counts every infer request too, and answers the statistics extension (`.../stats`) from its
+   * counters; without it those routes answer 501.
+   */
+  readonly statistics?: InferenceStatistics;
 }
 
 /** RFC 7240's `Prefer: respond-async`, among other preferences. */
@@ -130,10 +146,26 @@ export function createInferenceHandler(
       "asynchronous inference is not configured in this deployment (MAAS_JOBS_TABLE, MAAS_JOBS_QUEUE_URL, MAAS_ASYNC_BUCKET)",
     );
   };
-  async function answer(route: V2Route, event: APIGatewayProxyEvent, context: Context, log: AccessLog) {
+  const statistics = options.statistics;
+  const metricsSink = options.metrics;
+  const serverMetadata = () => {
+    const metadata = service.serverMetadata();
+    return statistics === undefined
+      ? metadata
+      : { ...metadata, extensions: [...metadata.extensions, STATISTICS_EXTENSION] };
+  };
+  async function stats(route: Extract<V2Route, { kind: "stats" }>) {
+    if (statistics === undefined)
+      throw new MaasError(501, "not_implemented", "statistics are not kept in this deployment");
+    return statistics.modelStats(await service.statisticsScope(route.model, route.version));
+  }
+  /** Whether the next infer request is this environment's first. */
+  let coldStart = true;
+
+  async function answer(route: V2Route, event: APIGatewayProxyEvent) {
     switch (route.kind) {
       case "server-metadata":
-        return json(200, service.serverMetadata());
+        return json(200, serverMetadata());
       case "live":
         return json(200, { live: true });
       case "ready":
@@ -148,33 +180,46 @@ export function createInferenceHandler(
         return json(200, await asyncJobs().upload(bodyText(event)));
       case "job":
         return json(200, await asyncJobs().status(route.id, callerKey(event)));
+      case "stats":
+        return json(200, await stats(route));
       case "infer": {
-        if (prefersAsync(event)) {
-          const job = await asyncJobs().submit(
-            route.model,
-            route.version,
-            inferBody(event),
-            callerKey(event),
-          );
-          return json(202, job, { location: `/v2/jobs/${job.id}`, "preference-applied": "respond-async" });
-        }
-        const { response, version, backend, variant, binaryOutputs } = await service.infer(
-          route.model,
-          route.version,
-          inferBody(event),
-          // A second to spare: the 504 must reach API Gateway before Lambda's own timeout ends the call.
-          Date.now() + context.getRemainingTimeInMillis() - 1_000,
-        );
-        log.version = version.version;
-        log.backend = backend;
-        log.variant = variant;
-        return inferResult(encodeInferResponse(response, binaryOutputs), response.maxBytes, {
-          "x-maas-backend": backend,
-          "x-maas-model-version": String(version.version),
-          "x-maas-variant": variant,
-        });
+        // Synchronous infer requests go to inferNow; this one asked for a job.
+        const job = await asyncJobs().submit(route.model, route.version, inferBody(event), callerKey(event));
+        return json(202, job, { location: `/v2/jobs/${job.id}`, "preference-applied": "respond-async" });
       }
     }
+  }
+
+  /** A synchronous infer request, its phases measured into `metric`. */
+  async function inferNow(
+    route: Extract<V2Route, { kind: "infer" }>,
+    event: APIGatewayProxyEvent,
+    context: Context,
+    log: AccessLog,
+    metric: InferenceMetric,
+  ): Promise<APIGatewayProxyResult> {
+    const decoding = performance.now();
+    const body = inferBody(event);
+    metric.inputDecodeUs = (performance.now() - decoding) * 1000;
+    const { response, version, backend, variant, binaryOutputs } = await service.infer(
+      route.model,
+      route.version,
+      body,
+      // A second to spare: the 504 must reach API Gateway before Lambda's own timeout ends the call.
+      Date.now() + context.getRemainingTimeInMillis() - 1_000,
+      metric,
+    );
+    log.version = version.version;
+    log.backend = backend;
+    log.variant = variant;
+    const encoding = performance.now();
+    const result = inferResult(encodeInferResponse(response, binaryOutputs), response.maxBytes, {
+      "x-maas-backend": backend,
+      "x-maas-model-version": String(version.version),
+      "x-maas-variant": variant,
+    });
+    metric.outputEncodeUs = (performance.now() - encoding) * 1000;
+    return result;
   }
 
   return async (event, context) => {
@@ -191,29 +236,55 @@ export function createInferenceHandler(
       latencyMs: 0,
     };
     let result: APIGatewayProxyResult;
+    let metric: InferenceMetric | undefined;
     try {
       const route = matchV2Route(event.httpMethod, event.path);
       if ("model" in route) {
         log.model = route.model;
         if (route.version !== undefined) log.reference = route.version;
       }
-      result = await answer(route, event, context, log);
+      if (route.kind === "infer" && !prefersAsync(event)) {
+        metric = newInferenceMetric();
+        metric.coldStart = coldStart;
+        coldStart = false;
+        result = await inferNow(route, event, context, log, metric);
+      } else {
+        result = await answer(route, event);
+      }
     } catch (error) {
       logger.addContext(context);
       result = errorResponse(error, logger);
     }
     if (corsOrigins.length > 0) result.headers = { ...result.headers, ...corsHeaders(event, corsOrigins) };
+    const elapsedMs = performance.now() - started;
     log.status = result.statusCode;
-    log.latencyMs = Math.round((performance.now() - started) * 1000) / 1000;
-    // The access log line is written once the response is on its way, not before it: Lambda's runtime
-    // posts the response and then queues its next poll behind this, so the line is always written
-    // before the environment can freeze. Formatting it was a tenth of a warm request.
+    log.latencyMs = Math.round(elapsedMs * 1000) / 1000;
+    if (metric !== undefined) metric.totalUs = elapsedMs * 1000;
+    // The access log line and the metric are written once the response is on its way, not before it:
+    // Lambda's runtime posts the response and then queues its next poll behind this, so they are always
+    // written before the environment can freeze. Formatting the line was a tenth of a warm request.
     setImmediate(() => {
       logger.addContext(context);
       logger.info("request", log);
+      if (metric !== undefined) record(metric, event, result);
     });
     return result;
   };
+
+  /** Completes the metric from the request and its response, then hands it to the sinks. */
+  function record(metric: InferenceMetric, event: APIGatewayProxyEvent, result: APIGatewayProxyResult): void {
+    settleOutcome(metric, result.statusCode);
+    metric.requestBytes = bodyBytes(event.body, event.isBase64Encoded);
+    metric.responseBytes = bodyBytes(result.body, result.isBase64Encoded);
+    metric.timestamp = Date.now();
+    try {
+      statistics?.record(metric);
+      metricsSink?.record(metric);
+    } catch (error) {
+      // A metric writer's fault must not become the function's: the response has gone already.
+      logger.warn("metric not recorded", { error: String(error) });
+    }
+  }
 }
 
 const defaultLogger = new Logger({ serviceName: "maas-inference" });
@@ -229,6 +300,9 @@ function createDefaultHandler(): { handler: ProxyHandler; service: InferenceServ
   const handler = createInferenceHandler(service, defaultLogger, {
     corsOrigins: parseList(config.MAAS_CORS_ORIGINS),
     ...(jobs === undefined ? {} : { jobs }),
+    // CloudWatch through EMF; the statistics extension answers for this environment's requests only.
+    metrics: new EmfMetricsSink({ functionName: process.env.AWS_LAMBDA_FUNCTION_NAME }),
+    statistics: new InferenceStatistics(),
   });
   return { handler, service, preload: parseList(config.MAAS_PRELOAD_MODELS) };
 }

@@ -652,7 +652,7 @@ describe("alarms", () => {
   it("alarm on any message in either publish dead-letter queue", () => {
     const alarmOn = (queue: typeof stateful.queues.registerDeadLetterQueue) => {
       const name = stateful.getLogicalId(queue.node.defaultChild as CfnResource);
-      return alarms().find((candidate) => render(candidate.Properties.Dimensions).includes(name));
+      return alarms().find((candidate) => render(candidate.Properties.Dimensions ?? []).includes(name));
     };
     const anyMessage = { Namespace: "AWS/SQS", Threshold: 0, ComparisonOperator: "GreaterThanThreshold" };
     expect(alarmOn(stateful.queues.registerDeadLetterQueue)?.Properties).toMatchObject({
@@ -673,7 +673,7 @@ describe("alarms", () => {
 
   it("alarm when a job reaches the jobs dead-letter queue, which the worker drains", () => {
     const name = idOf(service.jobsQueue.deadLetterQueue);
-    const alarm = alarms().find((candidate) => render(candidate.Properties.Dimensions).includes(name));
+    const alarm = alarms().find((candidate) => render(candidate.Properties.Dimensions ?? []).includes(name));
     expect(alarm?.Properties).toMatchObject({
       Namespace: "AWS/SQS",
       MetricName: "NumberOfMessagesReceived",
@@ -684,11 +684,16 @@ describe("alarms", () => {
     });
   });
 
-  it("alarm on API 5xx, on inference errors and throttles, and on optimize and jobs worker errors", () => {
-    const metrics = alarms().map((alarm) => `${alarm.Properties.Namespace} ${alarm.Properties.MetricName}`);
+  it("alarm on the API's 5xx rate, inference latency, errors and throttles, and on optimize and jobs worker errors", () => {
+    const metrics = alarms().map((alarm) =>
+      alarm.Properties.Metrics
+        ? `math ${(alarm.Properties.Metrics as { Expression?: string }[]).find((query) => query.Expression)?.Expression}`
+        : `${alarm.Properties.Namespace} ${alarm.Properties.MetricName}`,
+    );
     expect(metrics.sort()).toEqual(
       [
-        "AWS/ApiGateway 5XXError",
+        "math 100 * errors / requests",
+        "ServerlessMaaS RequestLatency",
         "AWS/Lambda Errors",
         "AWS/Lambda Errors",
         "AWS/Lambda Errors",
@@ -700,7 +705,7 @@ describe("alarms", () => {
     );
     for (const alarm of alarms()) expect(alarm.Properties.AlarmActions).toBeUndefined();
     const optimizeErrors = alarms().find((alarm) =>
-      render(alarm.Properties.Dimensions).includes(idOf(service.optimize)),
+      render(alarm.Properties.Dimensions ?? []).includes(idOf(service.optimize)),
     );
     expect(optimizeErrors?.Properties).toMatchObject({
       MetricName: "Errors",
@@ -708,7 +713,7 @@ describe("alarms", () => {
       Threshold: 0,
     });
     const jobsErrors = alarms().find((alarm) =>
-      render(alarm.Properties.Dimensions).includes(idOf(service.jobsWorker)),
+      render(alarm.Properties.Dimensions ?? []).includes(idOf(service.jobsWorker)),
     );
     expect(jobsErrors?.Properties).toMatchObject({ MetricName: "Errors", Statistic: "Sum", Threshold: 0 });
   });
@@ -722,7 +727,7 @@ describe("alarms", () => {
     const fullAlarms = Object.values(
       fullTemplate.findResources("AWS::CloudWatch::Alarm"),
     ) as TemplateResource[];
-    expect(fullAlarms).toHaveLength(8);
+    expect(fullAlarms).toHaveLength(9);
     for (const alarm of fullAlarms) {
       expect(alarm.Properties.AlarmActions).toEqual([{ Ref: topic }]);
       expect(alarm.Properties.OKActions).toEqual([{ Ref: topic }]);

@@ -1,13 +1,17 @@
 import { App, Duration, Size, Stack } from "aws-cdk-lib";
+import { Template } from "aws-cdk-lib/assertions";
 import { InlineCode, Function as LambdaFunction, Runtime } from "aws-cdk-lib/aws-lambda";
+import { Queue } from "aws-cdk-lib/aws-sqs";
 import { describe, expect, it } from "vitest";
 import { InferenceApi, type InferenceApiProps } from "../../lib/inference-api.ts";
-import { MaasAlarms } from "../../lib/maas-alarms.ts";
+import { MaasAlarms, type MaasAlarmsProps } from "../../lib/maas-alarms.ts";
 import { readMaasContext } from "../../lib/maas-context.ts";
+import { MaasDashboard, type MaasDashboardProps } from "../../lib/maas-dashboard.ts";
 import { MaasFunction } from "../../lib/maas-function.ts";
 import { MaasServiceStack, type MaasServiceStackProps } from "../../lib/service-stack.ts";
 import { MaasStatefulStack } from "../../lib/stateful-stack.ts";
 import { maasStacks, ROOT, testApp } from "./support.ts";
+import { render } from "./template-helpers.ts";
 
 const MiB = 1024 * 1024;
 const ENTRY = `${ROOT}/test/infra/fixtures/echo-handler.ts`;
@@ -224,18 +228,80 @@ describe("InferenceApi rejects invalid throttling, quota and CORS", () => {
 });
 
 describe("MaasAlarms", () => {
-  it("rejects an alarm address that is not an email address", () => {
+  const alarms = (props: Partial<MaasAlarmsProps>) => {
     const { api: restApi } = api({});
     const stack = Stack.of(restApi);
-    expect(
-      () =>
-        new MaasAlarms(stack, "Alarms", {
-          deadLetterQueues: {},
-          api: restApi,
-          inference: inlineFunction(stack, "Fn"),
-          alarmEmail: "ops.example.com",
-        }),
-    ).toThrow("alarmEmail 'ops.example.com' is not an email address");
+    return new MaasAlarms(stack, "Alarms", {
+      deadLetterQueues: {},
+      api: restApi,
+      inference: inlineFunction(stack, "Fn"),
+      ...props,
+    });
+  };
+
+  it("rejects an alarm address that is not an email address", () => {
+    expect(() => alarms({ alarmEmail: "ops.example.com" })).toThrow(
+      "alarmEmail 'ops.example.com' is not an email address",
+    );
+  });
+
+  it("rejects a 5xx rate threshold that is not a percentage", () => {
+    expect(() => alarms({ apiErrorRateThreshold: 0 })).toThrow(
+      "apiErrorRateThreshold must be a percentage above 0 and at most 100, got 0",
+    );
+    expect(() => alarms({ apiErrorRateThreshold: 150 })).toThrow(
+      "apiErrorRateThreshold must be a percentage above 0 and at most 100, got 150",
+    );
+  });
+
+  it("rejects a request latency threshold of zero", () => {
+    expect(() => alarms({ requestLatencyThreshold: Duration.millis(0) })).toThrow(
+      "requestLatencyThreshold must be positive",
+    );
+  });
+
+  it("reads its thresholds from context, and refuses a value that is not a number", () => {
+    expect(() => service({ apiErrorRateThreshold: 101 })).toThrow(
+      "apiErrorRateThreshold must be a percentage above 0 and at most 100, got 101",
+    );
+    const app = testApp({ context: { requestLatencyAlarmMs: "slow" } });
+    expect(() => readMaasContext(app.node)).toThrow(/^invalid context: requestLatencyAlarmMs: /);
+  });
+});
+
+describe("MaasDashboard", () => {
+  const dashboard = (props: Partial<MaasDashboardProps>) => {
+    const { api: restApi } = api({});
+    const stack = Stack.of(restApi);
+    return new MaasDashboard(stack, "Dashboard", {
+      functions: { Fn: inlineFunction(stack, "Fn") },
+      queues: {
+        Work: { queue: new Queue(stack, "Queue"), deadLetterQueue: new Queue(stack, "DeadLetters") },
+      },
+      api: restApi,
+      ...props,
+    });
+  };
+
+  it("rejects a period that is not a whole number of minutes", () => {
+    expect(() => dashboard({ period: Duration.seconds(90) })).toThrow(
+      "period must be a whole number of minutes, got 90 s",
+    );
+  });
+
+  it("rejects a percentile CloudWatch would not understand", () => {
+    expect(() => dashboard({ percentiles: ["p50", "median"] })).toThrow(
+      "percentiles: 'median' is not a percentile statistic (p50, p99, p99.9)",
+    );
+    expect(() => dashboard({ percentiles: [] })).toThrow("percentiles must name at least one percentile");
+  });
+
+  it("graphs the percentiles it is given instead of p50, p90 and p99", () => {
+    const stack = Stack.of(dashboard({ percentiles: ["p95"] }));
+    const [resource] = Object.values(Template.fromStack(stack).findResources("AWS::CloudWatch::Dashboard"));
+    const body = render(resource?.Properties.DashboardBody);
+    expect(body).toContain(`MetricName=\\"RequestLatency\\"', 'p95', 300)`);
+    expect(body).not.toMatch(/'p(50|90|99)'/);
   });
 });
 

@@ -193,7 +193,7 @@ describe("local stack: V2 routes", () => {
     expect(metadata).toEqual({
       name: "serverless-maas",
       version: expect.any(String),
-      extensions: ["model_repository", "binary_tensor_data"],
+      extensions: ["model_repository", "binary_tensor_data", "statistics"],
     });
     expect(await okJson(live)).toEqual({ live: true });
     expect(await okJson(ready)).toEqual({ ready: true });

@@ -274,6 +274,38 @@ describe("local API gateway: access like a usage plan", () => {
     expect(response.status).toBe(403);
   });
 
+  it("answers GET /metrics itself with the admin key, and refuses the inference key and no key", async () => {
+    let invoked = false;
+    const { url } = await start({
+      metrics: () => '# TYPE up counter\nup{model="m"} 1\n',
+      handler: async () => {
+        invoked = true;
+        return { statusCode: 200, body: "" };
+      },
+    });
+
+    const admin = await fetch(`${url}/metrics`, { headers: { "x-api-key": ADMIN_KEY } });
+    const inference = await fetch(`${url}/metrics`, { headers: { "x-api-key": API_KEY } });
+    const anonymous = await fetch(`${url}/metrics`);
+    const post = await fetch(`${url}/metrics`, { method: "POST", headers: { "x-api-key": ADMIN_KEY } });
+
+    expect(admin.status).toBe(200);
+    expect(admin.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+    expect(await admin.text()).toBe('# TYPE up counter\nup{model="m"} 1\n');
+    expect([inference.status, await inference.json()]).toEqual([403, { message: "Forbidden" }]);
+    expect(anonymous.status).toBe(403);
+    expect([post.status, post.headers.get("allow")]).toEqual([405, "GET, HEAD"]);
+    expect(invoked).toBe(false);
+  });
+
+  it("passes /metrics to the handler when it serves no metrics", async () => {
+    const { url } = await start();
+
+    const { event } = await echoed(await fetch(`${url}/metrics`, { headers: { "x-api-key": API_KEY } }));
+
+    expect(event.path).toBe("/metrics");
+  });
+
   it("answers 403 Missing Authentication Token for / (no resource matches it)", async () => {
     const { url } = await start();
 

@@ -12,6 +12,8 @@ import { ServingArtifacts } from "#aws/onnx/serving-artifacts.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
 import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { SageMakerRunner } from "#aws/sagemaker/runner.ts";
+import type { InferenceMetric, MetricsSink } from "#core/metrics/inference-metric.ts";
+import { InferenceStatistics } from "#core/metrics/statistics.ts";
 import type { ArtifactRef, ModelVersion, Variant } from "#core/model.ts";
 import { inspectModel } from "#core/onnx/inspect.ts";
 import type { ModelEntries, ModelRegistry, ModelSummary } from "#core/registry/registry.ts";
@@ -19,6 +21,7 @@ import { InferenceService } from "#core/v2/inference-service.ts";
 import { createInferenceHandler, type ProxyHandler } from "#lambdas/inference/handler.ts";
 import { lambdaContext as localLambdaContext } from "../../local/gateway.ts";
 import { buildIrisModel } from "../../models/iris.ts";
+import { buildMlpModel } from "../../models/mlp.ts";
 import { ElemType, encodeModel, floatTensor } from "../../models/onnx-builder.ts";
 import { buildFixedShapeModel } from "../../models/zoo.ts";
 import { proxyEvent as restProxyEvent } from "../infra/events.ts";
@@ -772,5 +775,187 @@ describe("inference service: preload", () => {
 
     expect(outcomes[0]).toEqual({ name: "fixed", version: 1 });
     expect(outcomes[1]).toMatchObject({ name: "missing", error: expect.stringMatching(/not found/) });
+  });
+});
+
+describe("inference handler: metrics", () => {
+  class CapturingSink implements MetricsSink {
+    readonly records: InferenceMetric[] = [];
+    record(metric: Readonly<InferenceMetric>): void {
+      this.records.push({ ...metric });
+    }
+  }
+
+  const metered = buildMlpModel({ layers: [4, 3], seed: 11, name: "metered" });
+  const meteredBody = JSON.stringify({
+    inputs: [{ name: "input", shape: [2, 4], datatype: "FP32", data: [1, 2, 3, 4, 5, 6, 7, 8] }],
+  });
+  let sink: CapturingSink;
+  let statistics: InferenceStatistics;
+  let metering: ProxyHandler;
+
+  beforeAll(() => {
+    publish("metered", 1, metered);
+    sink = new CapturingSink();
+    statistics = new InferenceStatistics();
+    metering = createInferenceHandler(service, logger, { metrics: sink, statistics });
+  });
+
+  /** Calls the metering handler; `recordedBeforeReturn` is what the sink had when the response came back. */
+  async function meter(event: APIGatewayProxyEvent) {
+    sink.records.length = 0;
+    const result = await metering(event, lambdaContext());
+    const recordedBeforeReturn = sink.records.length;
+    await new Promise((recorded) => setImmediate(recorded));
+    return { result, recordedBeforeReturn, records: [...sink.records] };
+  }
+
+  it("records a success once its response is returned, with its version, phases, rows and bytes", async () => {
+    const first = await meter(proxyEvent("POST", "/v2/models/metered/infer", { body: meteredBody }));
+    const second = await meter(proxyEvent("POST", "/v2/models/metered/infer", { body: meteredBody }));
+
+    expect(first.result.statusCode).toBe(200);
+    expect(first.recordedBeforeReturn).toBe(0);
+    expect(first.records).toHaveLength(1);
+    const [loaded] = first.records as [InferenceMetric];
+    expect(loaded).toMatchObject({
+      model: "metered",
+      version: 1,
+      backend: "lambda",
+      outcome: "success",
+      reason: undefined,
+      batchSize: 2,
+      coldStart: true,
+      requestBytes: Buffer.byteLength(meteredBody),
+      responseBytes: Buffer.byteLength(first.result.body),
+    });
+    for (const phase of ["registryUs", "inputDecodeUs", "inferUs", "outputEncodeUs"] as const)
+      expect(loaded[phase], phase).toBeGreaterThan(0);
+    // The first request loaded the model; the second found its session.
+    expect(loaded.artifactFetchUs).toBeGreaterThan(0);
+    expect(loaded.sessionCreateUs).toBeGreaterThan(0);
+    expect(
+      loaded.registryUs +
+        loaded.inputDecodeUs +
+        loaded.artifactFetchUs +
+        loaded.sessionCreateUs +
+        loaded.queueUs +
+        loaded.inferUs +
+        loaded.outputEncodeUs,
+    ).toBeLessThanOrEqual(loaded.totalUs);
+    expect(loaded.timestamp).toBeGreaterThan(0);
+    const [warm] = second.records as [InferenceMetric];
+    expect(second.recordedBeforeReturn).toBe(0);
+    expect(warm).toMatchObject({ model: "metered", outcome: "success", coldStart: false });
+    expect([warm.artifactFetchUs, warm.sessionCreateUs]).toEqual([0, 0]);
+    expect(warm.queueUs).toBeGreaterThanOrEqual(0);
+  });
+
+  it("records a failure once its response is returned, with its reason and the version it resolved", async () => {
+    const wrongShape = JSON.stringify({
+      inputs: [{ name: "input", shape: [1, 3], datatype: "FP32", data: [1, 2, 3] }],
+    });
+
+    const { result, recordedBeforeReturn, records } = await meter(
+      proxyEvent("POST", "/v2/models/metered/versions/1/infer", { body: wrongShape }),
+    );
+
+    expect(result.statusCode).toBe(400);
+    expect(recordedBeforeReturn).toBe(0);
+    expect(records).toEqual([
+      expect.objectContaining({
+        model: "metered",
+        version: 1,
+        backend: "lambda",
+        outcome: "failure",
+        reason: "caller_error",
+        requestBytes: Buffer.byteLength(wrongShape),
+        responseBytes: Buffer.byteLength(result.body),
+      }),
+    ]);
+    expect(records[0]?.totalUs).toBeGreaterThan(0);
+  });
+
+  it("records a failed version's 503 against that version, and an unknown model's 404 without a model", async () => {
+    const failed = await meter(proxyEvent("POST", "/v2/models/iris/versions/3/infer", { body: irisBody() }));
+    const unknown = await meter(proxyEvent("POST", "/v2/models/nope/infer", { body: irisBody() }));
+
+    expect(failed.result.statusCode).toBe(503);
+    expect(failed.records).toEqual([
+      expect.objectContaining({ model: "iris", version: 3, outcome: "failure", reason: "not_ready" }),
+    ]);
+    expect(unknown.result.statusCode).toBe(404);
+    expect(unknown.records).toEqual([
+      expect.objectContaining({ model: undefined, version: undefined, reason: "caller_error" }),
+    ]);
+  });
+
+  it("records no metric for other routes", async () => {
+    const metadata = await meter(proxyEvent("GET", "/v2/models/metered"));
+    const ready = await meter(proxyEvent("GET", "/v2/models/metered/ready"));
+
+    expect([metadata.result.statusCode, ready.result.statusCode]).toEqual([200, 200]);
+    expect([...metadata.records, ...ready.records]).toEqual([]);
+  });
+
+  it("answers the statistics extension from what it recorded, and lists it in server metadata", async () => {
+    const counted = createInferenceHandler(service, logger, { statistics: new InferenceStatistics() });
+    const send = async (event: APIGatewayProxyEvent) => {
+      const result = await counted(event, lambdaContext());
+      await new Promise((recorded) => setImmediate(recorded));
+      return result;
+    };
+    const wrongShape = JSON.stringify({
+      inputs: [{ name: "input", shape: [1, 3], datatype: "FP32", data: [1, 2, 3] }],
+    });
+    await send(proxyEvent("POST", "/v2/models/metered/infer", { body: meteredBody }));
+    await send(proxyEvent("POST", "/v2/models/metered/versions/1/infer", { body: meteredBody }));
+    await send(proxyEvent("POST", "/v2/models/metered/infer", { body: wrongShape }));
+    await send(proxyEvent("POST", "/v2/models/iris/versions/3/infer", { body: irisBody() }));
+
+    const version = await send(proxyEvent("GET", "/v2/models/metered/versions/1/stats"));
+    const model = await send(proxyEvent("GET", "/v2/models/iris/stats"));
+    const unknown = await send(proxyEvent("GET", "/v2/models/nope/stats"));
+    const server = await send(proxyEvent("GET", "/v2"));
+    const without = await call(proxyEvent("GET", "/v2/models/metered/versions/1/stats"));
+
+    expect(version.statusCode).toBe(200);
+    const stats = JSON.parse(version.body) as { model_stats: Record<string, unknown>[] };
+    expect(stats.model_stats).toHaveLength(1);
+    expect(stats.model_stats[0]).toMatchObject({
+      name: "metered",
+      version: "1",
+      inference_count: 4,
+      execution_count: 2,
+      inference_stats: { success: { count: 2 }, fail: { count: 1 }, cache_hit: { count: 0, ns: 0 } },
+      batch_stats: [],
+    });
+    const modelStats = JSON.parse(model.body) as {
+      model_stats: { version: string; inference_stats: unknown }[];
+    };
+    expect(modelStats.model_stats.map((stat) => stat.version)).toEqual(["1", "2", "3"]);
+    expect(modelStats.model_stats[2]?.inference_stats).toMatchObject({ fail: { count: 1 } });
+    expect(unknown.statusCode).toBe(404);
+    expect((JSON.parse(server.body) as { extensions: string[] }).extensions).toContain("statistics");
+    // A handler that keeps no statistics says so.
+    expect(without.result.statusCode).toBe(501);
+  });
+
+  it("answers its request whatever a sink throws", async () => {
+    const throwing = createInferenceHandler(service, logger, {
+      metrics: {
+        record: () => {
+          throw new Error("sink down");
+        },
+      },
+    });
+
+    const result = await throwing(
+      proxyEvent("POST", "/v2/models/metered/infer", { body: meteredBody }),
+      lambdaContext(),
+    );
+    await new Promise((recorded) => setImmediate(recorded));
+
+    expect(result.statusCode).toBe(200);
   });
 });

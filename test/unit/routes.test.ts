@@ -28,6 +28,9 @@ describe("matchV2Route", () => {
     ["GET", "/v2/models/iris/versions/3/ready", { kind: "model-ready", model: "iris", version: "3" }],
     ["POST", "/v2/models/iris/infer", { kind: "infer", model: "iris", version: undefined }],
     ["POST", "/v2/models/iris/versions/3/infer", { kind: "infer", model: "iris", version: "3" }],
+    ["GET", "/v2/models/stats", { kind: "stats" }],
+    ["GET", "/v2/models/iris/stats", { kind: "stats", model: "iris", version: undefined }],
+    ["GET", "/v2/models/iris/versions/3/stats", { kind: "stats", model: "iris", version: "3" }],
   ])("matches %s %s", (method, path, route) => {
     expect(matchV2Route(method, path)).toEqual(route);
   });

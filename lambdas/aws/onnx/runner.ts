@@ -2,7 +2,7 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import type * as Ort from "onnxruntime-node";
 import type { ArtifactRef, ServableVersion } from "#core/model.ts";
-import { DEFAULT_DEADLINE_MS, type ModelRunner, type RunOptions } from "#core/runner.ts";
+import { DEFAULT_DEADLINE_MS, type ModelRunner, type RunOptions, type RunTimings } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { LocalArtifact } from "./artifact-cache.ts";
 import { type ServingArtifacts, VariantUnavailableError } from "./serving-artifacts.ts";
@@ -80,7 +80,7 @@ export class OnnxRunner implements ModelRunner {
   }
 
   async load(version: ServableVersion): Promise<void> {
-    await this.#withSession(version, async () => {});
+    await this.#withSession(version, async () => {}, undefined);
   }
 
   async run(
@@ -90,33 +90,60 @@ export class OnnxRunner implements ModelRunner {
     options: RunOptions = {},
   ): Promise<NamedTensor[]> {
     const deadline = options.deadline ?? Date.now() + this.#deadlineMs;
-    const run = (session: WorkerSession) => session.run(inputs, outputs, deadline);
+    const timings = options.timings;
+    const run = (session: WorkerSession) => session.run(inputs, outputs, deadline, timings);
     try {
       // Awaited rather than returned: an async function that returns a promise takes two more ticks.
-      return await this.#withSession(version, run);
+      return await this.#withSession(version, run, timings);
     } catch (error) {
       // Queued behind a run that passed its deadline (or a worker that died): once more, on a new session.
       if (!(error instanceof SessionLostError)) throw error;
-      return await this.#withSession(version, run);
+      return await this.#withSession(version, run, timings);
     }
   }
 
   /** `work` on the session of what serves the version; the original's when a selected variant is gone. */
-  async #withSession<T>(version: ServableVersion, work: (session: WorkerSession) => Promise<T>): Promise<T> {
+  async #withSession<T>(
+    version: ServableVersion,
+    work: (session: WorkerSession) => Promise<T>,
+    timings: RunTimings | undefined,
+  ): Promise<T> {
     try {
-      return await this.#use(version, this.#serving.ref(version), work);
+      return await this.#use(version, this.#serving.ref(version), work, timings);
     } catch (error) {
       if (!(error instanceof VariantUnavailableError)) throw error;
-      return await this.#use(version, this.#serving.ref(version), work);
+      return await this.#use(version, this.#serving.ref(version), work, timings);
     }
   }
 
-  #use<T>(version: ServableVersion, ref: ArtifactRef, work: (session: WorkerSession) => Promise<T>) {
+  /**
+   * `timings`, when given, gets the artifact's fetch and the session's creation if this call loads the
+   * version (the pool calls `locate` only then): creation is the time from the artifact to the session.
+   */
+  #use<T>(
+    version: ServableVersion,
+    ref: ArtifactRef,
+    work: (session: WorkerSession) => Promise<T>,
+    timings: RunTimings | undefined,
+  ) {
+    let located = 0;
     return this.#sessions.use(
       ref.sha256,
       ref.bytes,
-      () => this.#serving.load(version, ref),
+      timings === undefined
+        ? () => this.#serving.load(version, ref)
+        : async () => {
+            const started = performance.now();
+            try {
+              return await this.#serving.load(version, ref);
+            } finally {
+              located = performance.now();
+              timings.artifactFetchUs += (located - started) * 1000;
+            }
+          },
       async (session) => {
+        if (located !== 0 && timings !== undefined)
+          timings.sessionCreateUs += (performance.now() - located) * 1000;
         try {
           return await work(session);
         } finally {

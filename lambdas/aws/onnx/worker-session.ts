@@ -2,6 +2,7 @@ import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
 import type * as Ort from "onnxruntime-node";
 import { BackendUnavailableError, DeadlineExceededError } from "#core/errors.ts";
+import type { RunTimings } from "#core/runner.ts";
 import { ortRunError } from "#core/tensor/ort-tensors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { LocalArtifact } from "./artifact-cache.ts";
@@ -75,6 +76,10 @@ interface PendingRun {
   readonly outputs: readonly string[];
   /** What was left of the deadline when the run was asked for. */
   readonly budgetMs: number;
+  /** Where the run's queue wait and its time in the worker are added, if the caller measures them. */
+  readonly timings: RunTimings | undefined;
+  /** performance.now() when the run was asked for, then when it was posted to the worker (with timings only). */
+  mark: number;
   readonly resolve: (outputs: NamedTensor[]) => void;
   readonly reject: (error: Error) => void;
   timer?: NodeJS.Timeout;
@@ -184,13 +189,28 @@ export class WorkerSession implements SessionDescription {
 
   /**
    * Runs the model on `inputs` (copied to the worker) for `outputs`; `deadline` is a Date.now() time
-   * by which the run, its wait in the queue included, must have answered.
+   * by which the run, its wait in the queue included, must have answered. `timings` gets the wait before
+   * the run was posted to the worker (queue) and the time from then to its outputs (infer).
    */
-  run(inputs: readonly NamedTensor[], outputs: readonly string[], deadline: number): Promise<NamedTensor[]> {
+  run(
+    inputs: readonly NamedTensor[],
+    outputs: readonly string[],
+    deadline: number,
+    timings?: RunTimings,
+  ): Promise<NamedTensor[]> {
     if (this.#lost !== undefined) return Promise.reject(this.#lost);
     return new Promise<NamedTensor[]>((resolve, reject) => {
       const budgetMs = Math.max(0, deadline - Date.now());
-      const pending: PendingRun = { id: this.#nextId++, inputs, outputs, budgetMs, resolve, reject };
+      const pending: PendingRun = {
+        id: this.#nextId++,
+        inputs,
+        outputs,
+        budgetMs,
+        timings,
+        mark: timings === undefined ? 0 : performance.now(),
+        resolve,
+        reject,
+      };
       pending.timer = setTimeout(() => this.#expire(pending), budgetMs);
       this.#queue.push(pending);
       this.#next();
@@ -210,6 +230,11 @@ export class WorkerSession implements SessionDescription {
     const pending = this.#queue.shift();
     if (pending === undefined) return;
     this.#running = pending;
+    if (pending.timings !== undefined) {
+      const posted = performance.now();
+      pending.timings.queueUs += (posted - pending.mark) * 1000;
+      pending.mark = posted;
+    }
     const request: SessionWorkerRequest = {
       kind: "run",
       id: pending.id,
@@ -229,6 +254,7 @@ export class WorkerSession implements SessionDescription {
     if (pending === undefined || !("id" in reply) || reply.id !== pending.id) return;
     this.#running = undefined;
     clearTimeout(pending.timer);
+    if (pending.timings !== undefined) pending.timings.inferUs += (performance.now() - pending.mark) * 1000;
     if (reply.kind === "ran") pending.resolve(reply.outputs);
     else if (reply.kind === "failed") pending.reject(ortRunError(new Error(reply.error.message)));
     this.#next();

@@ -77,6 +77,10 @@ export const PROMETHEUS = {
   computeInput: "nv_inference_compute_input_duration_us",
   computeInfer: "nv_inference_compute_infer_duration_us",
   computeOutput: "nv_inference_compute_output_duration_us",
+  /** Resolving the model and version in the registry (cached). */
+  registryDuration: "maas_registry_duration_us",
+  /** With a `reason` label only: infer requests that failed before a model version was resolved. */
+  unresolvedFailure: "maas_unresolved_request_failure_total",
   coldStarts: "maas_cold_start_total",
   artifactFetchDuration: "maas_artifact_fetch_duration_us",
   sessionCreateDuration: "maas_session_create_duration_us",

@@ -1,4 +1,6 @@
-import { ModelNotReadyError, ResponseTooLargeError } from "#core/errors.ts";
+import { ModelNotFoundError, ModelNotReadyError, ResponseTooLargeError } from "#core/errors.ts";
+import type { InferenceMetric } from "#core/metrics/inference-metric.ts";
+import type { StatisticsScope } from "#core/metrics/statistics.ts";
 import type {
   ModelSignature,
   ModelVersion,
@@ -201,15 +203,28 @@ export class InferenceService {
   /**
    * `body`: JSON text, or bytes with a JSON header (the binary tensor data extension).
    * `latest`: a Date.now() time the caller must answer by (Lambda's remaining time), if sooner than ours.
+   * `metric`: filled in as the request goes (its model version once resolved, the registry, input
+   * decoding and run phases), for the caller to record once it has answered.
    */
   async infer(
     name: string,
     reference: string | undefined,
     body: InferBody,
     latest = Number.POSITIVE_INFINITY,
+    metric?: InferenceMetric,
   ): Promise<InferOutcome> {
     const deadline = Math.min(Date.now() + this.#deadlineMs, latest);
+    let mark = metric === undefined ? 0 : performance.now();
     const version = await resolveVersion(this.#deps.registry, name, reference);
+    if (metric !== undefined) {
+      const now = performance.now();
+      metric.registryUs = (now - mark) * 1000;
+      mark = now;
+      // Known from here on, servable or not: a failed version's 503s count against it.
+      metric.model = name;
+      metric.version = version.version;
+      metric.backend = version.target;
+    }
     assertServable(version);
     const runner = this.#runnerFor(version);
     const request = parseInferBody(body);
@@ -219,8 +234,16 @@ export class InferenceService {
     // Before running: a response that cannot be sent is not worth the model's time or memory.
     assertOutputsCanFit(version.signature, outputs, request.inputs, inputSpecs, this.#maxResponseBytes);
     const inputs = request.inputs.map(decodeInput);
+    if (metric !== undefined) {
+      const now = performance.now();
+      metric.inputDecodeUs += (now - mark) * 1000;
+      mark = now;
+      metric.batchSize = request.inputs[0]?.shape[0] ?? 1;
+    }
 
-    const results = await runner.run(version, inputs, outputs, { deadline });
+    const results = await runner.run(version, inputs, outputs, { deadline, timings: metric });
+    // A runner that reports no phases of its own (SageMaker's): its whole call is the run.
+    if (metric !== undefined && metric.inferUs === 0) metric.inferUs = (performance.now() - mark) * 1000;
     return {
       version,
       backend: runner.backend,
@@ -234,6 +257,22 @@ export class InferenceService {
         maxBytes: this.#maxResponseBytes,
       },
     };
+  }
+
+  /**
+   * The model versions a statistics request covers (the statistics extension): every version of every
+   * model, every version of `name`, or the one `reference` names (a number or an alias). 404 for a model
+   * or version the registry does not know.
+   */
+  async statisticsScope(name: string | undefined, reference: string | undefined): Promise<StatisticsScope> {
+    if (name === undefined) return this.#deps.registry.listModels();
+    if (reference !== undefined) {
+      const version = await resolveVersion(this.#deps.registry, name, reference);
+      return [{ name, versions: [version.version] }];
+    }
+    const { versions } = await this.#deps.registry.getModel(name);
+    if (versions.length === 0) throw new ModelNotFoundError(`model '${name}' not found`);
+    return [{ name, versions: versions.map((record) => record.version) }];
   }
 
   /**

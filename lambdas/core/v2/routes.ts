@@ -10,6 +10,8 @@ export type V2Route =
   | { readonly kind: "model-metadata"; readonly model: string; readonly version?: string }
   | { readonly kind: "model-ready"; readonly model: string; readonly version?: string }
   | { readonly kind: "infer"; readonly model: string; readonly version?: string }
+  /** The statistics extension: every model's, one model's (every version), or one version's. */
+  | { readonly kind: "stats"; readonly model?: string; readonly version?: string }
   | { readonly kind: "upload" }
   | { readonly kind: "job"; readonly id: string };
 
@@ -18,12 +20,14 @@ const FIXED: Record<string, { method: string; route: V2Route }> = {
   "/v2/health/live": { method: "GET", route: { kind: "live" } },
   "/v2/health/ready": { method: "GET", route: { kind: "ready" } },
   "/v2/models": { method: "GET", route: { kind: "list-models" } },
+  // As Triton has it: this shadows the metadata of a model named "stats" (its other routes still work).
+  "/v2/models/stats": { method: "GET", route: { kind: "stats" } },
   "/v2/uploads": { method: "POST", route: { kind: "upload" } },
 };
 
 const JOB_PATH = /^\/v2\/jobs\/([^/]+)$/;
 
-const MODEL_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?$/;
+const MODEL_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer|stats))?$/;
 
 interface PathMatch {
   readonly path: string;
@@ -69,6 +73,7 @@ function matchPath(method: string, rawPath: string): PathMatch {
   const version = rawVersion === undefined ? undefined : safeDecode(rawVersion);
   if (action === "infer") return { path, method: "POST", route: { kind: "infer", model, version } };
   if (action === "ready") return { path, method: "GET", route: { kind: "model-ready", model, version } };
+  if (action === "stats") return { path, method: "GET", route: { kind: "stats", model, version } };
   return { path, method: "GET", route: { kind: "model-metadata", model, version } };
 }
 
