@@ -70,4 +70,6 @@ const result =
     : mode === "handler"
       ? await handler(first, second, Number(third))
       : await transfer(first, second);
+// The handler writes its access log and metrics (EMF, on stdout) after answering: the result line comes last.
+await new Promise((written) => setImmediate(written));
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: the serving path against raw onnxruntime-node, measured in one run.
  *   warm: the inference handler (API Gateway event in, response out; no HTTP) vs session.run alone,
+ *         with its metrics (EMF, statistics) as Lambda runs it, and without them (`unmetered`),
  *         for the demo model and a ~50 MB MLP, each side alone in a process that hosts only the
  *         function (bench/warm-child.ts), in alternating pairs of processes.
  *   cold: a new process per sample: import + registry read + download from the local S3 emulator +
@@ -64,10 +65,11 @@ async function main() {
       `warm path: p50 of each side alone in its process, median of ${WARM_PAIRS} alternating pairs of processes (${ort.env.versions.node} onnxruntime-node)\n`,
     );
     const artifactDir = await mkdtemp(join(tmpdir(), "maas-warm-"));
-    const sides: Record<WarmSide, WarmResult[][]> = { raw: [], handler: [] };
+    const sides: Record<WarmSide, WarmResult[][]> = { raw: [], handler: [], unmetered: [] };
     for (let pair = 0; pair < WARM_PAIRS; pair++) {
-      // ABBA: neither side always runs first.
-      const order: WarmSide[] = pair % 2 === 0 ? ["raw", "handler"] : ["handler", "raw"];
+      // ABC, then CBA: no side always runs first.
+      const forward: WarmSide[] = ["raw", "handler", "unmetered"];
+      const order = pair % 2 === 0 ? forward : forward.toReversed();
       for (const side of order) {
         sides[side].push(
           await runChild<WarmResult[]>(
@@ -94,6 +96,18 @@ async function main() {
           (handler50 / raw50).toFixed(3),
           formatMs(of("handler", i, "p99")),
         ];
+      }),
+    );
+    console.log(
+      "\nmetrics on (EMF through Powertools, statistics; as Lambda runs it) against off, same build, same pairs:\n",
+    );
+    printTable(
+      ["model", "overhead off ms", "overhead on ms", "on / off overhead"],
+      models.map((model, i) => {
+        const raw50 = of("raw", i, "p50");
+        const off = of("unmetered", i, "p50") - raw50;
+        const on = of("handler", i, "p50") - raw50;
+        return [model.name, formatMs(off), formatMs(on), (on / off).toFixed(3)];
       }),
     );
 
@@ -135,7 +149,16 @@ async function buildBundles(): Promise<Bundles> {
     platform: "node",
     format: "esm",
     target: "node22",
-    external: ["onnxruntime-node", "@aws-sdk/client-sagemaker-runtime"] as string[],
+    external: [
+      "onnxruntime-node",
+      "@aws-sdk/client-sagemaker-runtime",
+      "@aws-sdk/client-s3",
+      "@aws-sdk/client-dynamodb",
+      "@aws-sdk/lib-dynamodb",
+      "@aws-sdk/client-sqs",
+      "@aws-sdk/s3-request-presigner",
+      "@aws-sdk/lib-storage",
+    ] as string[],
     banner: {
       js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
     },

@@ -11,7 +11,9 @@
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { APIGatewayProxyEvent } from "aws-lambda";
 import * as ort from "onnxruntime-node";
+import { EmfMetricsSink } from "#aws/metrics/emf-sink.ts";
 import { createOrtSession } from "#aws/onnx/runner.ts";
+import { InferenceStatistics } from "#core/metrics/statistics.ts";
 import { servingArtifact } from "#core/model.ts";
 import { isServable } from "#core/registry/registry.ts";
 import { loadInferenceConfig } from "#lambdas/inference/config.ts";
@@ -27,7 +29,8 @@ export interface WarmModel {
   readonly iterations: number;
 }
 
-export type WarmSide = "raw" | "handler";
+/** `handler`: wired as Lambda runs it (EMF metrics, statistics); `unmetered`: the same without them. */
+export type WarmSide = "raw" | "handler" | "unmetered";
 
 export interface WarmResult {
   readonly name: string;
@@ -99,7 +102,16 @@ async function measure(model: WarmModel, side: WarmSide): Promise<WarmResult> {
       }
       await session.release();
     } else {
-      const handler = createInferenceHandler(service, logger);
+      const handler = createInferenceHandler(
+        service,
+        logger,
+        side === "handler"
+          ? {
+              metrics: new EmfMetricsSink({ functionName: "maas-inference-bench" }),
+              statistics: new InferenceStatistics(),
+            }
+          : {},
+      );
       for (let i = 0; i < Math.min(50, model.iterations) + 1; i++) {
         const result = await handler(event, lambdaContext("warmup", Date.now()));
         if (result.statusCode !== 200)
@@ -130,7 +142,8 @@ const logger = new Logger({ serviceName: "maas-inference", logLevel: "INFO" });
 const parts = createInferenceParts(loadInferenceConfig(process.env), defaultClients());
 const results: WarmResult[] = [];
 const side = process.argv[3] as WarmSide;
-if (side !== "raw" && side !== "handler") throw new Error("usage: warm-child.mjs <models JSON> raw|handler");
+if (side !== "raw" && side !== "handler" && side !== "unmetered")
+  throw new Error("usage: warm-child.mjs <models JSON> raw|handler|unmetered");
 for (const model of JSON.parse(process.argv[2] ?? "[]") as WarmModel[])
   results.push(await measure(model, side));
 process.stdout.write(`${JSON.stringify(results)}\n`);
