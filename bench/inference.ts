@@ -17,6 +17,7 @@ import { type BuildOptions, build } from "esbuild";
 import * as ort from "onnxruntime-node";
 import { sessionOptions } from "#aws/onnx/runner.ts";
 import { SESSION_WORKER_BUNDLE, SESSION_WORKER_SOURCE } from "#aws/onnx/session-protocol.ts";
+import { LAZY_MODULES } from "../lib/lazy-modules.ts";
 import { LOCAL_BUCKET, LOCAL_TABLE, type LocalStack, startLocalStack } from "../local/stack.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { buildMlpModel, MLP_50MB_LAYERS } from "../models/mlp.ts";
@@ -149,16 +150,7 @@ async function buildBundles(): Promise<Bundles> {
     platform: "node",
     format: "esm",
     target: "node22",
-    external: [
-      "onnxruntime-node",
-      "@aws-sdk/client-sagemaker-runtime",
-      "@aws-sdk/client-s3",
-      "@aws-sdk/client-dynamodb",
-      "@aws-sdk/lib-dynamodb",
-      "@aws-sdk/client-sqs",
-      "@aws-sdk/s3-request-presigner",
-      "@aws-sdk/lib-storage",
-    ] as string[],
+    external: ["onnxruntime-node", ...LAZY_MODULES] as string[],
     banner: {
       js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
     },

@@ -16,6 +16,7 @@ import { registerEnvironment } from "#lambdas/register/config.ts";
 import { InferenceApi, type InferenceQuota, type InferenceThrottle } from "./inference-api.ts";
 import { JobsQueue } from "./jobs-queue.ts";
 import type { JobsTable } from "./jobs-table.ts";
+import { LAZY_MODULES } from "./lazy-modules.ts";
 import { MaasAlarms } from "./maas-alarms.ts";
 import { MaasDashboard } from "./maas-dashboard.ts";
 import { LAMBDA_EPHEMERAL_RANGE_MB, MaasFunction } from "./maas-function.ts";
@@ -164,21 +165,6 @@ interface Sizing {
  * front of them, the jobs queue, the queues' event sources, alarms, the dashboard, and optionally the
  * SageMaker endpoint. Redeployed freely; state lives in the stateful stack.
  */
-/**
- * Loaded on first use only, so cold starts do not parse them: the SageMaker client (sagemaker-target
- * requests) and asynchronous inference's clients (its routes and jobs). Bundled in, these took the
- * inference handler's import from 85 to 247 ms.
- */
-const LAZY_MODULES = [
-  "@aws-sdk/client-sagemaker-runtime",
-  "@aws-sdk/client-s3",
-  "@aws-sdk/client-dynamodb",
-  "@aws-sdk/lib-dynamodb",
-  "@aws-sdk/client-sqs",
-  "@aws-sdk/s3-request-presigner",
-  "@aws-sdk/lib-storage",
-] as const;
-
 export class MaasServiceStack extends Stack {
   public readonly inference: MaasFunction;
   /** The alias the API invokes; carries the provisioned concurrency. */

@@ -19,6 +19,7 @@ import {
   loadRegisterConfig,
 } from "#lambdas/register/handler.ts";
 import { type FunctionAsset, functionAssets } from "../../lib/asset-report.ts";
+import { LAZY_MODULES } from "../../lib/lazy-modules.ts";
 import type { MaasFunction } from "../../lib/maas-function.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 import { startLocalSageMaker } from "../../local/sagemaker-runtime.ts";
@@ -310,15 +311,7 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
 
   it("keeps asynchronous inference's AWS clients beside the inference handler, not in it", async () => {
     const asset = deployed(stacks.service.inference).asset;
-    for (const name of [
-      "@aws-sdk/client-s3",
-      "@aws-sdk/client-dynamodb",
-      "@aws-sdk/lib-dynamodb",
-      "@aws-sdk/client-sqs",
-      "@aws-sdk/s3-request-presigner",
-      "@aws-sdk/lib-storage",
-    ])
-      expect(asset.files).toContain(`node_modules/${name}/index.mjs`);
+    for (const name of LAZY_MODULES) expect(asset.files).toContain(`node_modules/${name}/index.mjs`);
     // Bundled in, they took the handler's import from 85 to 247 ms: a cold start never compiles them.
     const handlerCode = await readFile(join(asset.directory, "index.mjs"), "utf8");
     // Commands the service never names: only the SDK packages themselves carry them.
