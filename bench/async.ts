@@ -1,21 +1,7 @@
-/**
- * `npm run bench:async`: asynchronous inference of a ~100 MB input through the local stack, against the
- * bare S3 transfer of the same bytes, in one run.
- *   bare:  POST /v2/uploads for presigned parts, then the parts' PUTs and the completion (8 MiB parts,
- *          as the local S3 emulator takes at most about 11 MiB per request)
- *   async: the same upload, then infer with `Prefer: respond-async`, polling GET /v2/jobs/<id> until it
- *          ends, and the GET of its presigned result
- * The model averages each image (ReduceMean over 3x640x640), so the worker's time is its S3 read, its
- * binary decode and the model's pass over every byte. Rounds alternate (ABBA); medians are printed.
- */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { startLocalStack } from "../local/stack.ts";
 import { buildImageMeanModel } from "../models/zoo.ts";
+import { BENCH_API_KEY, startBenchStack } from "./bench-stack.ts";
 import { formatMs, median, printTable } from "./stats.ts";
 
-const API_KEY = "bench-key-1";
 const IMAGES = Number(process.env.BENCH_ASYNC_IMAGES ?? 21);
 const ROUNDS = Number(process.env.BENCH_ASYNC_ROUNDS ?? 4);
 const PART_BYTES = 8 * 1024 * 1024;
@@ -43,7 +29,7 @@ function binaryBody(images: number): { body: Buffer; headerLength: number } {
 async function api(url: string, path: string, init: RequestInit = {}): Promise<Response> {
   const response = await fetch(`${url}${path}`, {
     ...init,
-    headers: { "x-api-key": API_KEY, "content-type": "application/json", ...init.headers },
+    headers: { "x-api-key": BENCH_API_KEY, "content-type": "application/json", ...init.headers },
   });
   if (!response.ok && response.status !== 202)
     throw new Error(`${path} answered ${response.status}: ${await response.text()}`);
@@ -100,16 +86,7 @@ async function asyncInference(url: string, body: Buffer, headerLength: number): 
 }
 
 async function main() {
-  const dataDir = await mkdtemp(join(tmpdir(), "maas-bench-async-"));
-  const stack = await startLocalStack({
-    dataDir,
-    port: 0,
-    s3Port: 0,
-    apiKey: API_KEY,
-    adminKey: "bench-admin-1",
-    logLevel: "SILENT",
-    demo: false,
-  });
+  const { stack, close } = await startBenchStack("async", { demo: false });
   try {
     await stack.publish("image-mean", 1, buildImageMeanModel(), { manifest: { pinOriginal: true } });
     const { body, headerLength } = binaryBody(IMAGES);
@@ -143,8 +120,7 @@ async function main() {
       ],
     );
   } finally {
-    await stack.close();
-    await rm(dataDir, { recursive: true, force: true });
+    await close();
   }
 }
 

@@ -19,10 +19,11 @@ import { loadInferenceConfig } from "#lambdas/inference/config.ts";
 import { createInferenceHandler, type ProxyHandler } from "#lambdas/inference/handler.ts";
 import { createInferenceParts, defaultClients } from "#lambdas/inference/service.ts";
 import { lambdaContext } from "../local/gateway.ts";
-import { LOCAL_TABLE, type LocalStack, startLocalStack } from "../local/stack.ts";
+import { LOCAL_TABLE } from "../local/stack.ts";
 import { uniform } from "../models/mlp.ts";
 import { ElemType, encodeModel, floatTensor } from "../models/onnx-builder.ts";
-import { formatMs, median, percentile, printTable } from "./stats.ts";
+import { optimizerIdle, startBenchStack } from "./bench-stack.ts";
+import { formatMs, median, muteStdout, percentile, printTable } from "./stats.ts";
 
 const ITERATIONS = Number(process.env.BENCH_BINARY_ITERATIONS ?? 200);
 const ROUNDS = Number(process.env.BENCH_BINARY_ROUNDS ?? 4);
@@ -201,15 +202,6 @@ async function verify(
   return { json: responseBytes(json).byteLength, binary: responseBytes(binary).byteLength };
 }
 
-/** Replaces stdout's writer while measuring, so handler logs cost their formatting but stay off the table. */
-function muteStdout(): () => void {
-  const write = process.stdout.write;
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  return () => {
-    process.stdout.write = write;
-  };
-}
-
 /** `iterations` timed calls of one form, in ms. */
 async function measure(handler: ProxyHandler, request: RequestForm, iterations: number): Promise<number[]> {
   const times: number[] = [];
@@ -227,29 +219,12 @@ async function measure(handler: ProxyHandler, request: RequestForm, iterations: 
 }
 
 /** Waits until the model's version 1 has been through the optimizer, whose runs would share our cores. */
-async function optimizerIdle(stack: LocalStack, name: string): Promise<void> {
-  const deadline = Date.now() + 300_000;
-  while ((await stack.registry.getVersionConsistent(name, 1))?.optimizedAt === undefined) {
-    if (Date.now() > deadline) throw new Error(`${name} was not optimized in time`);
-    await new Promise((wake) => setTimeout(wake, 100));
-  }
-}
-
 async function main() {
-  const dataDir = await mkdtemp(join(tmpdir(), "maas-bench-binary-"));
+  const { stack, close } = await startBenchStack("binary", { demo: false });
   const artifactDir = await mkdtemp(join(tmpdir(), "maas-binary-artifacts-"));
-  const stack = await startLocalStack({
-    dataDir,
-    port: 0,
-    s3Port: 0,
-    apiKey: "bench-key-1",
-    adminKey: "bench-admin-1",
-    logLevel: "SILENT",
-    demo: false,
-  });
   try {
     await stack.publish(MODEL, 1, buildModel(), { manifest: { pinOriginal: true } });
-    await optimizerIdle(stack, MODEL);
+    await optimizerIdle(stack, [MODEL]);
 
     // The function's own wiring, pointed at the emulators, with an artifact directory of its own.
     const { region, credentials, s3Endpoint, dynamoEndpoint } = stack.emulators;
@@ -316,8 +291,7 @@ async function main() {
       await parts.sessions.close();
     }
   } finally {
-    await stack.close();
-    await rm(dataDir, { recursive: true, force: true });
+    await close();
     await rm(artifactDir, { recursive: true, force: true });
   }
 }

@@ -18,9 +18,10 @@ import * as ort from "onnxruntime-node";
 import { sessionOptions } from "#aws/onnx/runner.ts";
 import { SESSION_WORKER_BUNDLE, SESSION_WORKER_SOURCE } from "#aws/onnx/session-protocol.ts";
 import { LAZY_MODULES } from "../lib/lazy-modules.ts";
-import { LOCAL_BUCKET, LOCAL_TABLE, type LocalStack, startLocalStack } from "../local/stack.ts";
+import { LOCAL_BUCKET, LOCAL_TABLE } from "../local/stack.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { buildMlpModel, MLP_50MB_LAYERS } from "../models/mlp.ts";
+import { optimizerIdle, startBenchStack } from "./bench-stack.ts";
 import { formatMs, median, printTable } from "./stats.ts";
 import type { WarmModel, WarmResult, WarmSide } from "./warm-child.ts";
 
@@ -35,15 +36,7 @@ interface BenchModel extends WarmModel {
 }
 
 async function main() {
-  const dataDir = await mkdtemp(join(tmpdir(), "maas-bench-"));
-  const stack = await startLocalStack({
-    dataDir,
-    port: 0,
-    s3Port: 0,
-    apiKey: "bench-key-1",
-    adminKey: "bench-admin-1",
-    logLevel: "SILENT",
-  });
+  const { stack, dataDir, close } = await startBenchStack("serving");
   try {
     const models: BenchModel[] = [
       { name: "iris", bytes: buildIrisModel(), input: "features", dims: [1, 4], iterations: WARM_ITERATIONS },
@@ -117,19 +110,7 @@ async function main() {
     if (mlp?.artifact === undefined) throw new Error("mlp50 did not register");
     await coldBench(bundles, env, dataDir, models[1]!, mlp.artifact.key);
   } finally {
-    await stack.close();
-    await rm(dataDir, { recursive: true, force: true });
-  }
-}
-
-/** Waits until each model's version 1 has been through the optimizer. */
-async function optimizerIdle(stack: LocalStack, names: readonly string[]): Promise<void> {
-  const deadline = Date.now() + 300_000;
-  for (const name of names) {
-    while ((await stack.registry.getVersionConsistent(name, 1))?.optimizedAt === undefined) {
-      if (Date.now() > deadline) throw new Error(`${name} was not optimized in time`);
-      await new Promise((wake) => setTimeout(wake, 100));
-    }
+    await close();
   }
 }
 

@@ -1,15 +1,7 @@
-/**
- * `npm run bench:publish`: upload-to-servable through the local stack, for a ~10 MB and a ~200 MB
- * model. The baseline, measured in the same run, is the S3 upload of the same bytes alone (to a key
- * nothing watches); the ratio says how much registration adds on top of moving the bytes.
- */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Upload } from "@aws-sdk/lib-storage";
 import { modelKey } from "#core/registry/manifest.ts";
-import { startLocalStack } from "../local/stack.ts";
 import { buildMlpModel } from "../models/mlp.ts";
+import { startBenchStack } from "./bench-stack.ts";
 import { formatMs, median, printTable } from "./stats.ts";
 
 const SAMPLES = Number(process.env.BENCH_PUBLISH_SAMPLES ?? 3);
@@ -18,16 +10,7 @@ const MODELS = [
   { label: "MLP ~200 MB", layers: [1024, 4096, 4096, 4096, 4096, 1024] },
 ];
 
-const dataDir = await mkdtemp(join(tmpdir(), "maas-bench-publish-"));
-const stack = await startLocalStack({
-  dataDir,
-  port: 0,
-  s3Port: 0,
-  apiKey: "bench-key-1",
-  adminKey: "bench-admin-1",
-  logLevel: "SILENT",
-  demo: false,
-});
+const { stack, close } = await startBenchStack("publish", { demo: false });
 const s3 = stack.emulators.s3Client();
 const upload = (key: string, body: Uint8Array) =>
   new Upload({
@@ -79,6 +62,5 @@ try {
   console.log(`upload to servable through the local stack: median of ${SAMPLES} versions each\n`);
   printTable(["model", "S3 upload alone ms", "upload to servable ms", "registration adds ms", "ratio"], rows);
 } finally {
-  await stack.close();
-  await rm(dataDir, { recursive: true, force: true });
+  await close();
 }

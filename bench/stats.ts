@@ -22,3 +22,12 @@ export function printTable(headers: readonly string[], rows: readonly (readonly 
   console.log(`|${widths.map((width) => "-".repeat(width + 2)).join("|")}|`);
   for (const row of rows) console.log(line(row));
 }
+
+/** Replaces stdout's writer while measuring, so handler logs cost their formatting but stay off the results. */
+export function muteStdout(): () => void {
+  const write = process.stdout.write;
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  return () => {
+    process.stdout.write = write;
+  };
+}

@@ -20,7 +20,7 @@ import { loadInferenceConfig } from "#lambdas/inference/config.ts";
 import { createInferenceHandler } from "#lambdas/inference/handler.ts";
 import { createInferenceParts, defaultClients } from "#lambdas/inference/service.ts";
 import { lambdaContext } from "../local/gateway.ts";
-import { median, percentile } from "./stats.ts";
+import { median, muteStdout, percentile } from "./stats.ts";
 
 export interface WarmModel {
   readonly name: string;
@@ -64,15 +64,6 @@ function inferEvent(
 /** Deterministic, varied inputs: constant inputs can flatter some kernels. */
 function inputValues(count: number): number[] {
   return Array.from({ length: count }, (_, i) => Math.sin(i * 0.37) * 2);
-}
-
-/** Replaces stdout's writer while measuring, so handler logs cost their formatting but stay off the result line. */
-function muteStdout(): () => void {
-  const write = process.stdout.write;
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  return () => {
-    process.stdout.write = write;
-  };
 }
 
 /**

@@ -22,6 +22,7 @@ import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import type { HttpRequest } from "@smithy/types";
 import * as z from "zod";
+import { retryPolicy } from "#aws/http/retry.ts";
 import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
 import { manifestKey, modelKey, parseManifest } from "#core/registry/manifest.ts";
 import { DEFAULT_DATA_DIR, type LocalStackInfo, readStackFile } from "../local/stack-file.ts";
@@ -510,7 +511,8 @@ const PART_BYTES = 8 * 1024 * 1024;
 /** S3's most parts in one multipart upload. */
 const MAX_PARTS = 10_000;
 const PARALLEL_PARTS = 4;
-const PUT_ATTEMPTS = 3;
+/** A part's PUT is tried 3 times, with the AWS clients' full-jitter backoff (1 s base, 4 s cap). */
+const PUT_RETRY = retryPolicy({ maxAttempts: 3 }, { baseMs: 1_000, capMs: 4_000 });
 /** What one read of the input file takes: the most of it in memory per part in flight. */
 const READ_CHUNK_BYTES = 256 * 1024;
 /** A JSON file up to this size is parsed before it is uploaded, to refuse a malformed one here. */
@@ -778,9 +780,9 @@ async function putRange(
     const outcome = await putOnce(url, source, range, sent, what, signal);
     if ("etag" in outcome) return outcome.etag;
     meter(-counted);
-    if (attempt >= PUT_ATTEMPTS)
+    if (attempt >= PUT_RETRY.maxAttempts)
       throw new Error(`${outcome.retryable} (${attempt} tries); run the command again`);
-    await new Promise((wake) => setTimeout(wake, 1000 * attempt));
+    await PUT_RETRY.sleep(PUT_RETRY.delayMs(attempt));
   }
 }
 

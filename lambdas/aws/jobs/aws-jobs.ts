@@ -110,11 +110,11 @@ const PART_BYTES = 8 * 1024 * 1024;
 
 export class S3JobObjects implements JobObjects {
   readonly #bucket: string;
-  readonly #loaded: () => Promise<[S3Sdk, Presigner, import("@aws-sdk/client-s3").S3Client]>;
+  readonly #sdk: () => Promise<[S3Sdk, Presigner, import("@aws-sdk/client-s3").S3Client]>;
 
   constructor(bucket: string, config: S3ClientConfig) {
     this.#bucket = bucket;
-    this.#loaded = lazy(async () => {
+    this.#sdk = lazy(async () => {
       const [sdk, presigner] = await Promise.all([
         import("@aws-sdk/client-s3"),
         import("@aws-sdk/s3-request-presigner"),
@@ -123,19 +123,15 @@ export class S3JobObjects implements JobObjects {
     });
   }
 
-  get #sdk() {
-    return this.#loaded();
-  }
-
   async presignPut(key: string, expiresSeconds: number): Promise<string> {
-    const [{ PutObjectCommand }, { getSignedUrl }, client] = await this.#sdk;
+    const [{ PutObjectCommand }, { getSignedUrl }, client] = await this.#sdk();
     return getSignedUrl(client, new PutObjectCommand({ Bucket: this.#bucket, Key: key }), {
       expiresIn: expiresSeconds,
     });
   }
 
   async presignMultipart(key: string, parts: number, expiresSeconds: number) {
-    const [sdk, { getSignedUrl }, client] = await this.#sdk;
+    const [sdk, { getSignedUrl }, client] = await this.#sdk();
     const { UploadId } = await client.send(
       new sdk.CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: key }),
     );
@@ -159,14 +155,14 @@ export class S3JobObjects implements JobObjects {
   }
 
   async presignGet(key: string, expiresSeconds: number): Promise<string> {
-    const [{ GetObjectCommand }, { getSignedUrl }, client] = await this.#sdk;
+    const [{ GetObjectCommand }, { getSignedUrl }, client] = await this.#sdk();
     return getSignedUrl(client, new GetObjectCommand({ Bucket: this.#bucket, Key: key }), {
       expiresIn: expiresSeconds,
     });
   }
 
   async size(key: string): Promise<number | undefined> {
-    const [{ HeadObjectCommand }, , client] = await this.#sdk;
+    const [{ HeadObjectCommand }, , client] = await this.#sdk();
     try {
       const head = await client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }));
       return head.ContentLength ?? 0;
@@ -179,7 +175,7 @@ export class S3JobObjects implements JobObjects {
   }
 
   async get(key: string): Promise<Buffer> {
-    const [{ GetObjectCommand }, , client] = await this.#sdk;
+    const [{ GetObjectCommand }, , client] = await this.#sdk();
     const { Body, ContentLength } = await client.send(
       new GetObjectCommand({ Bucket: this.#bucket, Key: key }),
     );
@@ -200,7 +196,7 @@ export class S3JobObjects implements JobObjects {
   }
 
   async put(key: string, body: string | Uint8Array, contentType: string, metadata?: Record<string, string>) {
-    const [, , client] = await this.#sdk;
+    const [, , client] = await this.#sdk();
     const { Upload } = await import("@aws-sdk/lib-storage");
     await new Upload({
       client,

@@ -7,7 +7,13 @@ import {
   redactInternals,
 } from "#core/errors.ts";
 import { assertServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
-import { encodeInferResponse, type InferBody, parseInferBody } from "#core/v2/binary-data.ts";
+import {
+  BINARY_CONTENT_TYPE,
+  encodeInferResponse,
+  HEADER_LENGTH_HEADER,
+  type InferBody,
+  parseInferBody,
+} from "#core/v2/binary-data.ts";
 import type { InferenceService } from "#core/v2/inference-service.ts";
 import { parseJsonBody } from "#core/v2/parse.ts";
 import { JOB_KEYS, type Job, type JobObjects, type JobQueue, type JobStatus, type JobStore } from "./jobs.ts";
@@ -145,7 +151,7 @@ export class AsyncInference {
       await this.#options.objects.put(
         key,
         typeof body === "string" ? body : body.bytes,
-        typeof body === "string" ? "application/json" : "application/octet-stream",
+        typeof body === "string" ? "application/json" : BINARY_CONTENT_TYPE,
       );
       input = { key, ...(typeof body === "string" ? {} : { headerLength: body.headerLength }) };
     }
@@ -255,7 +261,7 @@ export interface JobRunnerOptions {
   readonly now?: () => number;
 }
 
-export type JobOutcome = "succeeded" | "failed" | "retry" | "skipped";
+export type JobOutcome = "succeeded" | "failed" | "skipped";
 
 /**
  * Runs queued jobs, at least once each: a job already ended is skipped, its result is written once
@@ -294,11 +300,9 @@ export class JobRunner {
       const output =
         "json" in encoded
           ? { key, contentType: "application/json" }
-          : { key, contentType: "application/octet-stream", headerLength: encoded.headerLength };
+          : { key, contentType: BINARY_CONTENT_TYPE, headerLength: encoded.headerLength };
       await objects.put(key, "json" in encoded ? encoded.json : encoded.bytes, output.contentType, {
-        ...(output.headerLength === undefined
-          ? {}
-          : { "inference-header-content-length": String(output.headerLength) }),
+        ...(output.headerLength === undefined ? {} : { [HEADER_LENGTH_HEADER]: String(output.headerLength) }),
       });
       // False when the dead-letter consumer ended the job meanwhile: its record stands.
       const recorded = await store.update(id, ["running"], {

@@ -1,5 +1,4 @@
 import { InvalidRequestError, ResponseTooLargeError } from "#core/errors.ts";
-import type { V2Datatype } from "#core/model.ts";
 import { elementCount, formatShape } from "#core/tensor/shape.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { parseInferRequestBody, parseTensorDocument, validateInferRequest } from "./parse.ts";
@@ -8,6 +7,7 @@ import {
   inferResponseJson,
   isV2Datatype,
   outputJson,
+  responseHead,
   type TensorResponse,
   typedArrayOf,
 } from "./tensor-codec.ts";
@@ -40,22 +40,6 @@ export interface BinaryBody {
   readonly bytes: Uint8Array;
   readonly headerLength: number;
 }
-
-/** Bytes per element of every fixed-size datatype; BYTES elements carry their own lengths. */
-const ELEMENT_BYTES: Record<Exclude<V2Datatype, "BYTES">, number> = {
-  BOOL: 1,
-  UINT8: 1,
-  INT8: 1,
-  UINT16: 2,
-  INT16: 2,
-  FP16: 2,
-  UINT32: 4,
-  INT32: 4,
-  FP32: 4,
-  UINT64: 8,
-  INT64: 8,
-  FP64: 8,
-};
 
 /** `Inference-Header-Content-Length`, checked against the body it describes. */
 export function parseHeaderLength(value: string, bodyBytes: number): number {
@@ -147,7 +131,7 @@ function decodeBinaryTensor(tensor: WireTensor, bytes: Uint8Array, kind: string)
   if (!isV2Datatype(datatype)) throw new InvalidRequestError(`${name}: unsupported datatype ${datatype}`);
   const count = elementCount(shape);
   if (datatype === "BYTES") return decodeBytesElements(name, bytes, count);
-  const expected = count * ELEMENT_BYTES[datatype];
+  const expected = count * typedArrayOf(datatype).BYTES_PER_ELEMENT;
   if (bytes.length !== expected)
     throw new InvalidRequestError(
       `${name}: binary_data_size is ${bytes.length} bytes but ${datatype} of shape ${formatShape(shape)} takes ${expected}`,
@@ -266,11 +250,7 @@ export function encodeInferResponse(
       parameters: { binary_data_size: data.length },
     });
   });
-  let head = `{"model_name":${JSON.stringify(response.model_name)}`;
-  if (response.model_version !== undefined)
-    head += `,"model_version":${JSON.stringify(response.model_version)}`;
-  if (response.id !== undefined) head += `,"id":${JSON.stringify(response.id)}`;
-  const header = Buffer.from(`${head},"outputs":[${outputs.join(",")}]}`);
+  const header = Buffer.from(`${responseHead(response)},"outputs":[${outputs.join(",")}]}`);
   const total = header.length + dataBytes;
   if (total > limit) throw new ResponseTooLargeError(`the response is ${total} bytes; it would`, limit);
   return { bytes: Buffer.concat([header, ...chunks], total), headerLength: header.length };

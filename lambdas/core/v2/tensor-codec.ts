@@ -391,13 +391,21 @@ function tensorJson(tensor: NamedTensor): string {
   return `{"name":${JSON.stringify(tensor.name)},"datatype":"${datatype}","shape":[${tensor.dims.join(",")}],"data":${fast}}`;
 }
 
-/** An infer response's JSON text: the document JSON.stringify gives of the encoded response, FP32 data in short form. */
-export function inferResponseJson(response: TensorResponse): string {
-  // Written in the order the response object has its keys, as JSON.stringify would.
+/**
+ * A response's JSON up to its outputs, `{"model_name":...,"model_version":...,"id":...`, in the order
+ * the response object has its keys, as JSON.stringify would write them.
+ */
+export function responseHead(response: TensorResponse): string {
   let head = `{"model_name":${JSON.stringify(response.model_name)}`;
   if (response.model_version !== undefined)
     head += `,"model_version":${JSON.stringify(response.model_version)}`;
   if (response.id !== undefined) head += `,"id":${JSON.stringify(response.id)}`;
+  return head;
+}
+
+/** An infer response's JSON text: the document JSON.stringify gives of the encoded response, FP32 data in short form. */
+export function inferResponseJson(response: TensorResponse): string {
+  const head = responseHead(response);
   if (response.maxBytes === undefined) return `${head},"outputs":${tensorListJson(response.outputs)}}`;
   return limitedOutputsJson(`${head},"outputs":[`, response.outputs, response.maxBytes);
 }
