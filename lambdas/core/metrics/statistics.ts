@@ -42,7 +42,6 @@ export type StatisticsScope = readonly { readonly name: string; readonly version
 class VersionCounters {
   successCount = 0;
   successUs = 0;
-  failCount = 0;
   failUs = 0;
   queueUs = 0;
   computeInputUs = 0;
@@ -58,10 +57,15 @@ class VersionCounters {
   responseBytes = 0;
   coldStarts = 0;
   readonly failures = zeroByReason();
+
+  /** Failures of every reason. */
+  get failCount(): number {
+    return FAILURE_REASONS.reduce((sum, reason) => sum + this.failures[reason], 0);
+  }
 }
 
 function zeroByReason(): Record<FailureReason, number> {
-  return { caller_error: 0, not_ready: 0, throttled: 0, timeout: 0, internal: 0 };
+  return Object.fromEntries(FAILURE_REASONS.map((reason) => [reason, 0])) as Record<FailureReason, number>;
 }
 
 const ZERO = new VersionCounters();
@@ -90,7 +94,6 @@ export class InferenceStatistics implements MetricsSink {
     counters.responseBytes += metric.responseBytes;
     if (metric.coldStart) counters.coldStarts++;
     if (metric.outcome === "failure") {
-      counters.failCount++;
       counters.failUs += metric.totalUs;
       counters.failures[metric.reason ?? "internal"]++;
       return;
