@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: the serving path against raw onnxruntime-node, measured in one run.
  *   warm: the inference handler (API Gateway event in, response out; no HTTP) vs session.run alone,
- *         with its metrics (EMF, statistics) as Lambda runs it, and without them (`unmetered`),
+ *         with its metrics (EMF, statistics) and X-Ray tracing (every request sampled) as Lambda runs
+ *         it, and without them (`unmetered`),
  *         for the demo model and a ~50 MB MLP, each side alone in a process that hosts only the
  *         function (bench/warm-child.ts), in alternating pairs of processes.
  *   cold: a new process per sample: import + registry read + download from the local S3 emulator +
@@ -93,7 +94,7 @@ async function main() {
       }),
     );
     console.log(
-      "\nmetrics on (EMF through Powertools, statistics; as Lambda runs it) against off, same build, same pairs:\n",
+      "\nmetrics and tracing on (EMF through Powertools, statistics, X-Ray with every request sampled) against off, same build, same pairs:\n",
     );
     printTable(
       ["model", "overhead off ms", "overhead on ms", "on / off overhead"],

@@ -13,6 +13,7 @@ import type { APIGatewayProxyEvent } from "aws-lambda";
 import * as ort from "onnxruntime-node";
 import { EmfMetricsSink } from "#aws/metrics/emf-sink.ts";
 import { createOrtSession } from "#aws/onnx/runner.ts";
+import { XRayRequestTracing } from "#aws/tracing/xray.ts";
 import { InferenceStatistics } from "#core/metrics/statistics.ts";
 import { servingArtifact } from "#core/model.ts";
 import { isServable } from "#core/registry/registry.ts";
@@ -29,7 +30,10 @@ export interface WarmModel {
   readonly iterations: number;
 }
 
-/** `handler`: wired as Lambda runs it (EMF metrics, statistics); `unmetered`: the same without them. */
+/**
+ * `handler`: wired as Lambda runs it (EMF metrics, statistics), and X-Ray tracing with every request
+ * sampled (Lambda samples 1 a second and 5% of the rest); `unmetered`: the same without them.
+ */
 export type WarmSide = "raw" | "handler" | "unmetered";
 
 export interface WarmResult {
@@ -60,6 +64,10 @@ function inferEvent(
     requestContext: {} as APIGatewayProxyEvent["requestContext"],
   };
 }
+
+const SAMPLED = {
+  _X_AMZN_TRACE_ID: "Root=1-6755c0de-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1",
+};
 
 /** Deterministic, varied inputs: constant inputs can flatter some kernels. */
 function inputValues(count: number): number[] {
@@ -100,6 +108,8 @@ async function measure(model: WarmModel, side: WarmSide): Promise<WarmResult> {
           ? {
               metrics: new EmfMetricsSink({ functionName: "maas-inference-bench" }),
               statistics: new InferenceStatistics(),
+              // Sent to a port nobody reads, as UDP to the daemon costs the function the same.
+              tracing: new XRayRequestTracing({ daemonAddress: "127.0.0.1:2000", env: SAMPLED }),
             }
           : {},
       );

@@ -5,6 +5,7 @@
  *   maas variant <name> <version> <kind>
  *   maas invoke <name> [--version V] --input JSON|@file
  *   maas invoke <name> [--version V] --async --input @file|JSON [--header-length N] [--output F]
+ *   maas capture <name> [--version V] [--since D] [--limit N] [--follow] | --version V --set P | --off
  * `invoke --async` uploads the file (presigned PUT, or parts past 8 MiB), submits a job with
  * `Prefer: respond-async`, polls GET /v2/jobs/<id> and downloads the result: stdout carries only the result.
  * Locally every default comes from <data dir>/stack.json, written by `npm start`. In AWS: --bucket,
@@ -14,8 +15,15 @@ import { once } from "node:events";
 import { constants } from "node:fs";
 import { access, type FileHandle, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from "@aws-sdk/client-s3";
 import { defaultProvider } from "@aws-sdk/credential-provider-node";
 import { Upload } from "@aws-sdk/lib-storage";
 import { Hash } from "@smithy/hash-node";
@@ -23,7 +31,8 @@ import { SignatureV4 } from "@smithy/signature-v4";
 import type { HttpRequest } from "@smithy/types";
 import * as z from "zod";
 import { retryPolicy } from "#aws/http/retry.ts";
-import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
+import { CAPTURE_PREFIX, captureHourPrefix } from "#core/capture/payload-capture.ts";
+import { type CaptureSettings, MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
 import { manifestKey, modelKey, parseManifest } from "#core/registry/manifest.ts";
 import { DEFAULT_DATA_DIR, type LocalStackInfo, readStackFile } from "../local/stack-file.ts";
 
@@ -40,6 +49,8 @@ Commands:
   alias <name> <alias> <ver>  point an alias at a version (promote)
   rollback <name> [alias]     move an alias back to its previous version (default: default)
   invoke <name> --input JSON  run an inference request
+  capture <name> --since 1h   print a model's captured requests and responses (JSON Lines); --follow
+                              tails them; --set PERCENT / --off switch a version's capture
 
 Every command takes --help. Locally the stack started by \`npm start\` is found through
 <data dir>/stack.json (MAAS_DATA_DIR, default .maas); in AWS pass --bucket and --api.`,
@@ -85,6 +96,29 @@ Sends a V2 infer request: --input is the request body, or only its "inputs" arra
   --wait-timeout S   stop waiting after S seconds (default 3600; exit 1; the job goes on)
   --api URL, --api-key K   the API and its key (default: the local stack's)
 Exit code: 0 when the inference succeeded, 1 when it failed (the error is printed), 2 on a usage error.`,
+  capture: `maas capture <name> [--version V] [--since D] [--limit N] [--follow] [options]
+maas capture <name> --version V --set PERCENT [--no-requests] [--no-responses] [--json] [options]
+maas capture <name> --version V --off [--json] [options]
+
+Prints a model's captured exchanges as JSON Lines on stdout, oldest first: one exchange a line, in
+SageMaker Data Capture's format, as the inference function wrote them (a moment after each response)
+to capture/<name>/<version>/<yyyy>/<mm>/<dd>/<hh>/ in the model bucket (hours in UTC).
+  --version V       only this version (default: every version of the model with captures)
+  --since D         from how long ago: a whole number and s, m, h or d (30m, 1h, 2d; default 1h;
+                    at most 366d)
+  --limit N         print only the last N exchanges of that window
+  --follow          then print new exchanges as they are written (the bucket is polled every 2 s),
+                    until Ctrl-C
+  --set PERCENT     capture PERCENT (0 to 100) of the version's infer requests, sampled; inference
+                    sees it within the registry cache's TTL. It overrides the manifest's "capture"
+  --no-requests, --no-responses   with --set: leave that side of each exchange out
+  --off             capture none of the version's exchanges any more (what was captured stays)
+  --json            with --set or --off: print the version's admin record
+  --bucket B        the model bucket in AWS (default: the local stack's)
+  --api URL         the API, for --set and --off (default: the local stack's)
+  --region R, --profile P   AWS region and profile (default: the standard AWS configuration)
+A line that is not a capture line is reported on stderr and skipped. No captures in the window: nothing
+on stdout, a note on stderr, exit code 0. Exit code 1 on an error, 2 on a usage error.`,
 };
 
 /** Where a command sends its work: the API and the model bucket, and the AWS region and profile. */
@@ -352,6 +386,7 @@ interface VersionRecord {
   readonly warnings?: readonly string[];
   readonly optimizedAt?: string;
   readonly optimizeError?: string;
+  readonly capture?: CaptureSettings;
 }
 
 /**
@@ -1080,6 +1115,376 @@ async function invoke(args: string[]): Promise<number> {
   return deliverJob(await waitForJob(target, id, apiKey, timeoutSeconds), values.output);
 }
 
+/** How often `capture --follow` lists the bucket. */
+const CAPTURE_POLL_MS = 2_000;
+const HOUR_MS = 3_600_000;
+/** After the hour turns, --follow still lists the previous hour this long: its last writes land late. */
+const CAPTURE_LATE_MS = 5 * 60_000;
+/** A year: every hour of the window is listed once per version. */
+const MAX_SINCE_MS = 366 * 24 * HOUR_MS;
+/** Capture objects read at once. */
+const CAPTURE_READS = 8;
+const DURATION_UNIT_MS = { s: 1_000, m: 60_000, h: HOUR_MS, d: 24 * HOUR_MS } as const;
+
+/** The fields of a capture line (lambdas/core/capture/payload-capture.ts captureLine) that the CLI reads. */
+const captureLineSchema = z.object({
+  captureData: z.object({
+    endpointInput: z.object({ mode: z.literal("INPUT"), data: z.string() }).optional(),
+    endpointOutput: z.object({ mode: z.literal("OUTPUT"), data: z.string() }).optional(),
+  }),
+  eventMetadata: z.object({
+    eventId: z.string().min(1),
+    inferenceTime: z.iso.datetime(),
+    model: z.string(),
+    version: z.number().int().positive(),
+  }),
+  eventVersion: z.string(),
+});
+
+/** A captured exchange as read back: its line is printed as it was written. */
+interface CaptureRecord {
+  readonly time: number;
+  readonly eventId: string;
+  readonly line: string;
+}
+
+/** What was printed from one hour prefix: its objects (written once, never changed) and its events. */
+interface HourSeen {
+  readonly keys: Set<string>;
+  readonly eventIds: Set<string>;
+}
+
+/** `30m`, `1h`, `2d` in milliseconds. */
+function parseDuration(text: string, option: string): number {
+  const match = /^(\d{1,9})([smhd])$/.exec(text);
+  const ms =
+    match === null ? 0 : Number(match[1]) * DURATION_UNIT_MS[match[2] as keyof typeof DURATION_UNIT_MS];
+  if (ms <= 0)
+    throw new UsageError(
+      `${option} '${text}' is not a duration: a positive whole number and a unit, s, m, h or d (30m, 1h, 2d)`,
+    );
+  return ms;
+}
+
+/** The versions of a model that have captures: the version folders under capture/<name>/. */
+async function capturedVersions(target: Target, model: string, signal?: AbortSignal): Promise<number[]> {
+  const base = `${CAPTURE_PREFIX}${model}/`;
+  const versions: number[] = [];
+  let token: string | undefined;
+  do {
+    const page = await target.s3.send(
+      new ListObjectsV2Command({
+        Bucket: target.bucket,
+        Prefix: base,
+        Delimiter: "/",
+        ContinuationToken: token,
+      }),
+      { abortSignal: signal },
+    );
+    for (const { Prefix } of page.CommonPrefixes ?? []) {
+      const version = Prefix?.slice(base.length, -1) ?? "";
+      if (VERSION_PATTERN.test(version)) versions.push(Number(version));
+    }
+    token = page.NextContinuationToken;
+  } while (token !== undefined);
+  return versions.sort((a, b) => a - b);
+}
+
+/** The hour prefixes of these versions from the hour of `from` to the hour of `to`. */
+function hourPrefixes(model: string, versions: readonly number[], from: number, to: number): string[] {
+  const prefixes: string[] = [];
+  for (const version of versions)
+    for (let hour = Math.floor(from / HOUR_MS) * HOUR_MS; hour <= to; hour += HOUR_MS)
+      prefixes.push(captureHourPrefix(model, version, hour));
+  return prefixes;
+}
+
+async function listCaptureKeys(target: Target, prefix: string, signal?: AbortSignal): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await target.s3.send(
+      new ListObjectsV2Command({ Bucket: target.bucket, Prefix: prefix, ContinuationToken: token }),
+      { abortSignal: signal },
+    );
+    for (const { Key } of page.Contents ?? []) if (Key?.endsWith(".jsonl")) keys.push(Key);
+    token = page.NextContinuationToken;
+  } while (token !== undefined);
+  return keys;
+}
+
+/** Why a line is not a capture line, in a few words. */
+function captureLineProblem(line: string): string | CaptureRecord {
+  const json = parseJsonOrUndefined(line);
+  if (json === undefined) return "not JSON";
+  const parsed = captureLineSchema.safeParse(json);
+  if (!parsed.success) {
+    const [issue] = parsed.error.issues;
+    return `not a capture line (${issue?.path.join(".") || "the line"}: ${issue?.message})`;
+  }
+  const { eventId, inferenceTime } = parsed.data.eventMetadata;
+  return { time: Date.parse(inferenceTime), eventId, line };
+}
+
+/** One capture object's exchanges; a malformed line is reported on stderr and skipped. */
+async function readCaptureObject(
+  target: Target,
+  key: string,
+  signal?: AbortSignal,
+): Promise<CaptureRecord[]> {
+  let text: string;
+  try {
+    const object = await target.s3.send(new GetObjectCommand({ Bucket: target.bucket, Key: key }), {
+      abortSignal: signal,
+    });
+    text = (await object.Body?.transformToString("utf8")) ?? "";
+  } catch (error) {
+    // Expired by the lifecycle rule between the listing and the read.
+    if ((error as { name?: string }).name === "NoSuchKey") return [];
+    throw error;
+  }
+  const records: CaptureRecord[] = [];
+  for (const [index, raw] of text.split("\n").entries()) {
+    const line = raw.trim();
+    if (line === "") continue;
+    const record = captureLineProblem(line);
+    if (typeof record === "string")
+      console.error(`maas capture: skipped line ${index + 1} of ${key}: ${record}`);
+    else records.push(record);
+  }
+  return records;
+}
+
+/** The exchanges of these objects, CAPTURE_READS objects at a time. */
+async function readCaptureObjects(
+  target: Target,
+  keys: readonly string[],
+  signal?: AbortSignal,
+): Promise<CaptureRecord[]> {
+  const records: CaptureRecord[] = [];
+  let next = 0;
+  const reader = async () => {
+    while (next < keys.length) records.push(...(await readCaptureObject(target, keys[next++]!, signal)));
+  };
+  await Promise.all(Array.from({ length: Math.min(CAPTURE_READS, keys.length) }, reader));
+  return records;
+}
+
+/** Records in [from, until] not seen before (by event id: a retried write can repeat one), oldest first. */
+function freshRecords(
+  records: readonly CaptureRecord[],
+  seen: (eventId: string) => boolean,
+  from: number,
+  until: number,
+) {
+  const fresh = new Map<string, CaptureRecord>();
+  for (const record of records)
+    if (record.time >= from && record.time <= until && !seen(record.eventId) && !fresh.has(record.eventId))
+      fresh.set(record.eventId, record);
+  return [...fresh.values()].sort((a, b) => a.time - b.time);
+}
+
+async function printLines(records: readonly CaptureRecord[]): Promise<void> {
+  for (const { line } of records) if (!process.stdout.write(`${line}\n`)) await once(process.stdout, "drain");
+}
+
+/** Reads every capture of these hour prefixes; answers what it read, per prefix. */
+async function readHours(
+  target: Target,
+  prefixes: readonly string[],
+  signal?: AbortSignal,
+  seen: ReadonlyMap<string, HourSeen> = new Map(),
+): Promise<Map<string, { keys: string[]; records: CaptureRecord[] }>> {
+  const read = new Map<string, { keys: string[]; records: CaptureRecord[] }>();
+  for (const prefix of prefixes) {
+    const known = seen.get(prefix)?.keys;
+    const keys = (await listCaptureKeys(target, prefix, signal)).filter((key) => !known?.has(key));
+    read.set(prefix, { keys, records: await readCaptureObjects(target, keys, signal) });
+  }
+  return read;
+}
+
+/**
+ * Polls the current hour's prefixes (and the previous hour's, for CAPTURE_LATE_MS after it turns) and
+ * prints what is new, until `signal`. Keeps the keys and event ids of those hours only.
+ */
+async function followCaptures(
+  target: Target,
+  model: string,
+  version: number | undefined,
+  from: number,
+  seen: Map<string, HourSeen>,
+  signal: AbortSignal,
+): Promise<void> {
+  for (;;) {
+    try {
+      await sleep(CAPTURE_POLL_MS, undefined, { signal });
+      const now = Date.now();
+      const versions = version === undefined ? await capturedVersions(target, model, signal) : [version];
+      const prefixes = hourPrefixes(model, versions, Math.max(from, now - CAPTURE_LATE_MS), now);
+      for (const prefix of seen.keys()) if (!prefixes.includes(prefix)) seen.delete(prefix);
+      const read = await readHours(target, prefixes, signal, seen);
+      const printed = (eventId: string) => [...seen.values()].some((hour) => hour.eventIds.has(eventId));
+      const all = [...read.values()].flatMap((hour) => hour.records);
+      await printLines(freshRecords(all, printed, from, Number.POSITIVE_INFINITY));
+      // Marked once printed: a poll that failed half way is read again whole.
+      for (const [prefix, { keys, records }] of read) {
+        const hour = seen.get(prefix) ?? { keys: new Set<string>(), eventIds: new Set<string>() };
+        seen.set(prefix, hour);
+        for (const key of keys) hour.keys.add(key);
+        for (const record of records) hour.eventIds.add(record.eventId);
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      console.error(`maas capture: ${(error as Error).message}; trying again in ${CAPTURE_POLL_MS / 1000} s`);
+    }
+  }
+}
+
+/** `captures 50% of its exchanges: requests and responses`, or `captures nothing`. */
+function describeCapture(capture: CaptureSettings | undefined): string {
+  if (capture === undefined || capture.samplePercent === 0 || !(capture.requests || capture.responses))
+    return "captures nothing";
+  const sides =
+    capture.requests && capture.responses
+      ? "requests and responses"
+      : capture.requests
+        ? "requests only"
+        : "responses only";
+  return `captures ${capture.samplePercent}% of its exchanges: ${sides}`;
+}
+
+/** `capture --set` and `--off`: the admin API's PUT and DELETE .../capture. */
+async function switchCapture(
+  values: Record<string, string | boolean | undefined>,
+  model: string,
+  version: string,
+): Promise<number> {
+  let body: string | undefined;
+  if (values.set !== undefined) {
+    const text = values.set as string;
+    const percent = /^\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
+    if (!(percent >= 0 && percent <= 100))
+      throw new UsageError(`--set '${text}' is not a percentage: a number from 0 to 100`);
+    if (values["no-requests"] && values["no-responses"])
+      throw new UsageError("--no-requests with --no-responses leaves nothing to capture: use --off");
+    body = JSON.stringify({
+      samplePercent: percent,
+      requests: !values["no-requests"],
+      responses: !values["no-responses"],
+    });
+  }
+  // Only the API is needed: in AWS --api alone will do, without --bucket.
+  const target = await resolveTarget({
+    ...values,
+    bucket: (values.bucket as string | undefined) ?? (values.api === undefined ? undefined : "-"),
+  });
+  const path = `/admin/models/${model}/versions/${version}/capture`;
+  const response = await call(target, body === undefined ? "DELETE" : "PUT", path, { body });
+  if (response.status >= 300) throw failure(response);
+  const record = response.json as VersionRecord;
+  if (values.json) console.log(JSON.stringify(record, null, 2));
+  else
+    console.log(
+      `${model} version ${version} ${describeCapture(record.capture)}; inference sees it within the registry cache's TTL`,
+    );
+  return 0;
+}
+
+async function capture(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      version: { type: "string" },
+      since: { type: "string" },
+      limit: { type: "string" },
+      follow: { type: "boolean" },
+      set: { type: "string" },
+      off: { type: "boolean" },
+      "no-requests": { type: "boolean" },
+      "no-responses": { type: "boolean" },
+      json: { type: "boolean" },
+      ...TARGET_OPTIONS,
+    },
+  });
+  const [model, ...extra] = positionals;
+  if (model === undefined) throw new UsageError("capture needs a model name");
+  if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0]}'`);
+  if (!MODEL_NAME_PATTERN.test(model))
+    throw new UsageError(
+      `'${model}' is not a valid model name: lower-case letters, digits, '-', '_', '.' (at most 64)`,
+    );
+  if (values.version !== undefined && !VERSION_PATTERN.test(values.version))
+    throw new UsageError(
+      `--version '${values.version}' is not a version number (captures are kept per version number, not alias)`,
+    );
+  const switching = values.set !== undefined || values.off === true;
+  const misplaced = switching
+    ? (["since", "limit", "follow"] as const).filter((option) => values[option] !== undefined)
+    : (["no-requests", "no-responses", "json"] as const).filter((option) => values[option] !== undefined);
+  if (misplaced.length > 0)
+    throw new UsageError(
+      switching
+        ? `--${misplaced.join(", --")} read${misplaced.length === 1 ? "s" : ""} captures: not with --set or --off`
+        : `--${misplaced.join(", --")} go${misplaced.length === 1 ? "es" : ""} with --set or --off only`,
+    );
+  if (switching) {
+    if (values.set !== undefined && values.off) throw new UsageError("--set and --off cannot go together");
+    if (values.off && (values["no-requests"] || values["no-responses"]))
+      throw new UsageError("--no-requests and --no-responses go with --set, not --off");
+    if (values.version === undefined)
+      throw new UsageError(
+        `--${values.off ? "off" : "set"} needs --version: capture is switched per version`,
+      );
+    return switchCapture(values, model, values.version);
+  }
+
+  const since = parseDuration(values.since ?? "1h", "--since");
+  if (since > MAX_SINCE_MS)
+    throw new UsageError(
+      `--since '${values.since}' is too far back: at most 366d (each hour is one listing)`,
+    );
+  const limit = values.limit === undefined ? undefined : Number(values.limit);
+  if (limit !== undefined && !(/^\d+$/.test(values.limit ?? "") && Number.isSafeInteger(limit) && limit > 0))
+    throw new UsageError(`--limit '${values.limit}' is not a positive whole number`);
+  const target = await resolveTarget(values);
+  const version = values.version === undefined ? undefined : Number(values.version);
+  const now = Date.now();
+  const from = now - since;
+  const versions = version === undefined ? await capturedVersions(target, model) : [version];
+  const read = await readHours(target, hourPrefixes(model, versions, from, now));
+  const all = [...read.values()].flatMap((hour) => hour.records);
+  // A follower takes what was written while it read: they are past `now`, and its polls skip these objects.
+  const records = freshRecords(all, () => false, from, values.follow ? Number.POSITIVE_INFINITY : now);
+  await printLines(limit === undefined ? records : records.slice(-limit));
+  const which = `${model}${version === undefined ? "" : ` version ${version}`}`;
+  if (records.length === 0)
+    console.error(
+      `maas capture: no captures of ${which} in the last ${values.since ?? "1h"} (\`maas versions ${model} --json\` shows each version's capture)`,
+    );
+  if (!values.follow) return 0;
+
+  const seen = new Map<string, HourSeen>();
+  for (const [prefix, hour] of read)
+    seen.set(prefix, {
+      keys: new Set(hour.keys),
+      eventIds: new Set(hour.records.map((record) => record.eventId)),
+    });
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  console.error(`maas capture: following ${which}; Ctrl-C stops`);
+  try {
+    await followCaptures(target, model, version, from, seen, stop.signal);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === "--help" || command === "-h" || command === "help") {
@@ -1097,6 +1502,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (command === "publish") return await publish(rest);
     if (command === "invoke") return await invoke(rest);
+    if (command === "capture") return await capture(rest);
     return await admin(command, rest);
   } catch (error) {
     // parseArgs refuses unknown options and missing values with ERR_PARSE_ARGS_* codes: usage errors too.

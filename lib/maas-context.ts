@@ -56,6 +56,8 @@ export const maasContextSchema = z
     apiErrorRateAlarmPercent: number.optional(),
     /** Days asynchronous inference keeps jobs, their inputs and results. */
     asyncRetentionDays: number.optional(),
+    /** Days captured requests and responses (`capture/`) are kept. */
+    captureRetentionDays: number.optional(),
     jobsMemoryMb: number.optional(),
     jobsMaxConcurrency: number.optional(),
     apiGatewayCloudWatchRole: flag.optional(),
@@ -93,7 +95,12 @@ export function readMaasContext(node: Node): MaasContext {
 
 /** The stateful stack's settings from context; what context leaves out keeps the constructs' defaults. */
 export function statefulSettings(context: MaasContext): Omit<MaasStatefulStackProps, keyof StackProps> {
-  return { modelBucket: { jobRetentionDays: context.asyncRetentionDays } };
+  return {
+    modelBucket: {
+      jobRetentionDays: context.asyncRetentionDays,
+      captureRetentionDays: context.captureRetentionDays,
+    },
+  };
 }
 
 /** The service stack's settings from context; what context leaves out keeps the stack's defaults. */

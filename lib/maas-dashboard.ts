@@ -231,6 +231,16 @@ export class MaasDashboard extends Construct {
     );
 
     row(
+      "Asynchronous jobs",
+      `Job runs by \`${METRIC_DIMENSIONS.outcome}\` (succeeded, failed, retried, dead-lettered, skipped), how long each ran, and how long it waited in the queue.`,
+      [
+        graph("Job runs", [sum(METRICS.jobs)], 8),
+        graph("Job duration", spread(METRICS.jobDuration), 8, ms),
+        graph("Job queue wait", spread(METRICS.jobQueueWait), 8, ms),
+      ],
+    );
+
+    row(
       "Queues",
       "SQS's own figures: messages waiting and in flight, the age of the oldest, and what reached each dead-letter queue.",
       Object.entries(props.queues).map(([name, { queue, deadLetterQueue }]) => {

@@ -2,6 +2,7 @@ import { Duration } from "aws-cdk-lib";
 import { Grant, type IGrantable } from "aws-cdk-lib/aws-iam";
 import { BlockPublicAccess, Bucket, BucketEncryption, ObjectOwnership } from "aws-cdk-lib/aws-s3";
 import { Construct } from "constructs";
+import { CAPTURE_PREFIX } from "#core/capture/payload-capture.ts";
 import { JOB_KEYS } from "#core/jobs/jobs.ts";
 import { acknowledge, acknowledgeGrantWildcard } from "./nag.ts";
 
@@ -33,6 +34,11 @@ export interface ModelBucketProps {
    */
   readonly jobRetentionDays?: number;
   /**
+   * How long captured requests and responses (under `capture/`) are kept.
+   * @default 30
+   */
+  readonly captureRetentionDays?: number;
+  /**
    * Write S3 server access logs to a bucket of their own.
    * @default true
    */
@@ -58,6 +64,8 @@ export class ModelBucket extends Construct {
   public readonly accessLogsBucket?: Bucket;
   /** Days a job's objects (and its record) are kept. */
   public readonly jobRetentionDays: number;
+  /** Days captured requests and responses are kept. */
+  public readonly captureRetentionDays: number;
 
   constructor(scope: Construct, id: string, props: ModelBucketProps = {}) {
     super(scope, id);
@@ -75,6 +83,12 @@ export class ModelBucket extends Construct {
     if (!Number.isInteger(this.jobRetentionDays) || this.jobRetentionDays < 1) {
       throw new Error(
         `jobRetentionDays must be a whole number of days, at least 1, got ${this.jobRetentionDays}`,
+      );
+    }
+    this.captureRetentionDays = props.captureRetentionDays ?? 30;
+    if (!Number.isInteger(this.captureRetentionDays) || this.captureRetentionDays < 1) {
+      throw new Error(
+        `captureRetentionDays must be a whole number of days, at least 1, got ${this.captureRetentionDays}`,
       );
     }
     if (props.serverAccessLogs === false && props.accessLogsExpiration !== undefined) {
@@ -119,6 +133,13 @@ export class ModelBucket extends Construct {
         },
         // S3 refuses this flag in a rule that also expires current versions by age.
         { prefix: JOB_KEYS.prefix, expiredObjectDeleteMarker: true },
+        // Captured payloads are the callers' data: kept for their audit window, then gone, versions too.
+        {
+          prefix: CAPTURE_PREFIX,
+          expiration: Duration.days(this.captureRetentionDays),
+          noncurrentVersionExpiration: Duration.days(1),
+        },
+        { prefix: CAPTURE_PREFIX, expiredObjectDeleteMarker: true },
       ],
     });
   }
@@ -199,6 +220,23 @@ export class ModelBucket extends Construct {
    */
   public grantWriteJobResults(grantee: IGrantable): Grant {
     return this.grantOnPrefix(grantee, ["s3:PutObject", "s3:AbortMultipartUpload"], JOB_KEYS.resultPrefix);
+  }
+
+  /** Write captured requests and responses (`capture/*`): the inference function's payload capture. */
+  public grantWriteCapture(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:PutObject"], CAPTURE_PREFIX);
+  }
+
+  /** Read and list captured requests and responses (`capture/`): for `maas capture` and auditors. */
+  public grantReadCapture(grantee: IGrantable): Grant {
+    const read = this.grantOnPrefix(grantee, ["s3:GetObject"], CAPTURE_PREFIX);
+    const list = Grant.addToPrincipal({
+      grantee,
+      actions: ["s3:ListBucket"],
+      resourceArns: [this.bucket.bucketArn],
+      conditions: { StringLike: { "s3:prefix": [`${CAPTURE_PREFIX}*`] } },
+    });
+    return read.combine(list);
   }
 
   /**

@@ -14,6 +14,7 @@ import { Grant, type IGrantable, PolicyStatement, Role, ServicePrincipal } from 
 import { LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import { CfnEndpoint, CfnEndpointConfig, CfnModel } from "aws-cdk-lib/aws-sagemaker";
 import { Construct } from "constructs";
+import { METRICS_NAMESPACE } from "#core/metrics/names.ts";
 import { ENDPOINT_MODELS_PREFIX, type ModelBucket } from "./model-bucket.ts";
 import { acknowledgeChild } from "./nag.ts";
 
@@ -132,30 +133,40 @@ export class ModelEndpoint extends Construct {
     props.models.grantReadEndpointModels(this.role);
     this.logGroup.grantWrite(this.role);
     this.logGroup.grant(this.role, "logs:CreateLogGroup", "logs:DescribeLogStreams");
-    // Instance metrics (CPU, GPU, memory, disk) of the endpoint's hosts.
+    // Instance metrics (CPU, GPU, memory, disk) of the endpoint's hosts, and the container's own request
+    // and batch metrics (MAAS_CLOUDWATCH_METRICS) in the service's namespace.
     this.role.addToPrincipalPolicy(
       new PolicyStatement({
         actions: ["cloudwatch:PutMetricData"],
         resources: ["*"],
-        conditions: { StringEquals: { "cloudwatch:namespace": ENDPOINT_HOST_NAMESPACE } },
+        conditions: {
+          StringEquals: { "cloudwatch:namespace": [ENDPOINT_HOST_NAMESPACE, METRICS_NAMESPACE] },
+        },
       }),
     );
     acknowledgeChild(
       this.role,
       "DefaultPolicy",
       "AwsSolutions-IAM5[Resource::*]",
-      "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker's endpoint namespace by condition.",
+      "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker's endpoint namespace and the service's metrics namespace by condition.",
     );
 
+    // The container publishes its request and batch metrics itself: SageMaker's logs carry no EMF header.
+    const metrics = { MAAS_CLOUDWATCH_METRICS: "1", AWS_REGION: Aws.REGION };
     const container: CfnModel.ContainerDefinitionProperty =
       this.mode === "single-model"
         ? {
             image: this.image.imageUri,
             mode: "SingleModel",
             // SageMaker copies model data only at endpoint creation: the container fetches each archive on first use.
-            environment: { MAAS_MODEL_S3_URI: this.modelPrefixUri, AWS_REGION: Aws.REGION },
+            environment: { MAAS_MODEL_S3_URI: this.modelPrefixUri, ...metrics },
           }
-        : { image: this.image.imageUri, mode: "MultiModel", modelDataUrl: this.modelPrefixUri };
+        : {
+            image: this.image.imageUri,
+            mode: "MultiModel",
+            modelDataUrl: this.modelPrefixUri,
+            environment: metrics,
+          };
     this.model = new CfnModel(this, "Model", {
       executionRoleArn: this.role.roleArn,
       primaryContainer: container,

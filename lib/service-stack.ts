@@ -226,6 +226,7 @@ export class MaasServiceStack extends Stack {
         corsOrigins: props.corsOrigins?.length ? props.corsOrigins.join(",") : undefined,
         jobsQueueUrl: this.jobsQueue.queue.queueUrl,
         asyncRetentionDays: models.jobRetentionDays,
+        captureBucket: models.bucket.bucketName,
       }),
     });
     this.inferenceAlias = this.inference.addAlias("live", {
@@ -242,6 +243,7 @@ export class MaasServiceStack extends Stack {
     models.grantWriteJobInputs(this.inference);
     models.grantReadJobInputs(this.inference);
     models.grantReadJobResults(this.inference);
+    models.grantWriteCapture(this.inference);
     jobs.grantSubmitJobs(this.inference);
     this.jobsQueue.grantSubmit(this.inference);
 

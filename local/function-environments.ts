@@ -51,6 +51,7 @@ export function localFunctionEnvironments(
       jobsTable: resources.jobsTable,
       jobsQueueUrl: resources.jobsQueueUrl,
       asyncBucket: resources.bucket,
+      captureBucket: resources.bucket,
     }),
     ...INFERENCE_ENV.pick(env, [
       "registryTable",

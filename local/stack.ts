@@ -6,6 +6,8 @@ import { SQSClient } from "@aws-sdk/client-sqs";
 import { Upload } from "@aws-sdk/lib-storage";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import { AdminService } from "#core/admin/admin-service.ts";
+import { PipelineStatistics } from "#core/metrics/pipeline-statistics.ts";
+import type { RequestTracing, Span } from "#core/metrics/span.ts";
 import { InferenceStatistics } from "#core/metrics/statistics.ts";
 import type { ModelVersion } from "#core/model.ts";
 import { manifestKey, modelKey } from "#core/registry/manifest.ts";
@@ -77,6 +79,11 @@ export interface LocalStackOptions {
    * that is down; a later stack on the same data directory runs them. @default true
    */
   readonly runJobs?: boolean;
+  /**
+   * Traces infer requests as the function does in Lambda (X-Ray there), with the inference function's
+   * S3 and DynamoDB calls. @default none
+   */
+  readonly tracing?: RequestTracing;
 }
 
 export interface PublishOptions {
@@ -90,6 +97,8 @@ export interface LocalStack {
   readonly url: string;
   /** What the inference function counted: `GET /metrics` and `.../stats` answer from it. */
   readonly statistics: InferenceStatistics;
+  /** What the register, optimize and jobs functions counted: `GET /metrics` answers from it too. */
+  readonly pipelineStatistics: PipelineStatistics;
   readonly emulators: Emulators;
   readonly gateway: Gateway;
   readonly inference: InferenceParts;
@@ -156,9 +165,11 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     stoppers.push(() => sagemaker.close());
     // The functions' own client set-up, pointed at the emulators: the inference function's signed
     // HTTP clients and the SDK clients of the others (and of the stack's own writes), as in AWS.
+    const { tracing } = options;
+    const onCall = tracing === undefined ? undefined : (span: Span) => tracing.recordCall(span);
     const clients = defaultClients({
-      s3: { region, credentials, endpoint: emulators.s3Endpoint },
-      dynamo: { region, credentials, endpoint: emulators.dynamoEndpoint },
+      s3: { region, credentials, endpoint: emulators.s3Endpoint, onCall },
+      dynamo: { region, credentials, endpoint: emulators.dynamoEndpoint, onCall },
       sagemaker: { region, credentials, endpoint: sagemaker.url },
       sqsEndpoint: emulators.s3Endpoint,
     });
@@ -193,11 +204,16 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       inferenceLogger,
     );
     stoppers.push(() => inference.sessions.close());
+    // Before the emulators stop: captured exchanges still on their way to the bucket.
+    stoppers.push(async () => inference.capture?.drain());
     const registry = new DynamoModelRegistry(dynamo, LOCAL_TABLE);
+    // The worker functions' outcomes, counted for /metrics instead of written as EMF lines.
+    const pipelineStatistics = new PipelineStatistics();
 
     const register = createRegisterHandler(
       createRegistrationDeps(loadRegisterConfig(environments.register), { s3, dynamo, sqs }),
       new Logger({ serviceName: "maas-register", logLevel }),
+      { metrics: pipelineStatistics },
     );
     // Each queue's event source mapping: a poller that hands its batches to the function.
     const pollQueue = (queue: string, handler: QueuePollerOptions["handler"], batchSize?: number) => {
@@ -221,7 +237,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const optimize = createOptimizeHandler(
       createOptimizerDeps(optimizeConfig, { s3, dynamo }),
       new Logger({ serviceName: "maas-optimize", logLevel }),
-      optimizeHandlerOptions(optimizeConfig),
+      { ...optimizeHandlerOptions(optimizeConfig), metrics: pipelineStatistics },
     );
     // One benchmark at a time, as a batch size of 1 on the event source mapping.
     pollQueue(OPTIMIZE_QUEUE, (event) => optimize(event), 1);
@@ -240,6 +256,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       const { queue } = jobsWorker;
       const jobs = createJobsHandler(jobsWorker.runner, jobsLogger, {
         deadLetterQueueArn: emulators.queueArn(JOBS_DEAD_LETTER_QUEUE),
+        metrics: pipelineStatistics,
+        jobs: jobsWorker.jobs,
         ...(queue === undefined
           ? {}
           : { retryAfter: (handle, seconds) => queue.retryAfter(handle, seconds) }),
@@ -271,9 +289,12 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       handler: createInferenceHandler(inference.service, inferenceLogger, {
         ...(inference.jobs === undefined ? {} : { jobs: inference.jobs }),
         statistics,
+        serverTiming: true,
+        ...(inference.capture === undefined ? {} : { capture: inference.capture }),
+        ...(tracing === undefined ? {} : { tracing }),
       }),
       adminHandler: admin,
-      metrics: () => statistics.prometheus(),
+      metrics: () => statistics.prometheus() + pipelineStatistics.prometheus(),
       apiKey: options.apiKey,
       adminKey: options.adminKey,
     });
@@ -327,6 +348,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     return {
       url: gateway.url,
       statistics,
+      pipelineStatistics,
       emulators,
       gateway,
       inference,

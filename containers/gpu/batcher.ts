@@ -1,3 +1,5 @@
+import type { BatchExecution } from "#core/metrics/statistics.ts";
+import type { RunTimings } from "#core/runner.ts";
 import type { NamedTensor, TensorData } from "#core/tensor/tensor.ts";
 
 /** Runs a model once: the container's onnxruntime session, or a stand-in in tests. */
@@ -12,8 +14,16 @@ export interface BatcherOptions {
   readonly maxConcurrentBatches: number;
   /** Whether the model takes any first dimension on every input and gives it back on every output. */
   readonly batchable: boolean;
+  /** Told of every run that produced outputs, after its callers are answered; must not throw. */
+  readonly onExecution?: (execution: ExecutionTimings) => void;
   readonly now?: () => number;
 }
+
+/** One run that produced outputs, as Triton counts an execution; its model is the batcher's. */
+export type ExecutionTimings = Omit<BatchExecution, "model" | "version">;
+
+/** What the batcher measures for one request: its wait, and the run that answered it. */
+export type RequestTimings = Pick<RunTimings, "queueUs" | "inferUs">;
 
 export interface BatcherStats {
   /** Requests submitted. */
@@ -33,6 +43,7 @@ interface Pending {
   readonly outputs: readonly string[];
   readonly rows: number;
   readonly enqueuedAt: number;
+  readonly timings: RequestTimings | undefined;
   readonly resolve: (tensors: NamedTensor[]) => void;
   readonly reject: (error: unknown) => void;
 }
@@ -62,7 +73,12 @@ export class DynamicBatcher {
     this.#now = options.now ?? performance.now.bind(performance);
   }
 
-  submit(inputs: readonly NamedTensor[], outputs: readonly string[]): Promise<NamedTensor[]> {
+  /** Runs a request in the next batch it fits; `timings`, when given, receives its wait and run. */
+  submit(
+    inputs: readonly NamedTensor[],
+    outputs: readonly string[],
+    timings?: RequestTimings,
+  ): Promise<NamedTensor[]> {
     this.stats.requests += 1;
     return new Promise((resolve, reject) => {
       const rows = batchRows(inputs);
@@ -70,7 +86,15 @@ export class DynamicBatcher {
         this.#options.batchable && this.#options.maxBatchSize > 1 && rows !== undefined
           ? compatibilityKey(inputs, outputs)
           : `solo:${this.#soloCount++}`;
-      const pending: Pending = { inputs, outputs, rows: rows ?? 1, enqueuedAt: this.#now(), resolve, reject };
+      const pending: Pending = {
+        inputs,
+        outputs,
+        rows: rows ?? 1,
+        enqueuedAt: this.#now(),
+        timings,
+        resolve,
+        reject,
+      };
       const queue = this.#queues.get(key);
       if (queue === undefined) this.#queues.set(key, [pending]);
       else queue.push(pending);
@@ -154,7 +178,10 @@ export class DynamicBatcher {
     if (batch.length === 1) return this.#runAlone(batch[0]!);
     this.stats.mergedRuns += 1;
     const first = batch[0]!;
+    const startedAt = this.#now();
     let parts: NamedTensor[][];
+    let ranAt: number;
+    let ranFor: number;
     try {
       const merged = first.inputs.map((input) =>
         concatRows(
@@ -162,7 +189,9 @@ export class DynamicBatcher {
           batch.map((item) => item.inputs.find((candidate) => candidate.name === input.name)!),
         ),
       );
+      ranAt = this.#now();
       const results = await this.#run(merged, first.outputs);
+      ranFor = this.#now() - ranAt;
       parts = splitRows(
         results,
         batch.map((item) => item.rows),
@@ -177,21 +206,51 @@ export class DynamicBatcher {
       }
       return () => undefined;
     }
+    const execution: ExecutionTimings = {
+      batchSize: rows,
+      queueUs: (startedAt - first.enqueuedAt) * 1000,
+      computeInputUs: (ranAt - startedAt) * 1000,
+      computeInferUs: ranFor * 1000,
+      computeOutputUs: (this.#now() - ranAt - ranFor) * 1000,
+    };
+    for (const item of batch) measure(item, startedAt, ranFor);
     return () => {
       batch.forEach((item, index) => {
         item.resolve(parts[index]!);
       });
+      this.#options.onExecution?.(execution);
     };
   }
 
   async #runAlone(item: Pending): Promise<() => void> {
+    const startedAt = this.#now();
     try {
       const outputs = await this.#run(item.inputs, item.outputs);
-      return () => item.resolve(outputs);
+      const ranFor = this.#now() - startedAt;
+      measure(item, startedAt, ranFor);
+      const execution: ExecutionTimings = {
+        batchSize: item.rows,
+        queueUs: (startedAt - item.enqueuedAt) * 1000,
+        computeInputUs: 0,
+        computeInferUs: ranFor * 1000,
+        computeOutputUs: 0,
+      };
+      return () => {
+        item.resolve(outputs);
+        this.#options.onExecution?.(execution);
+      };
     } catch (error) {
+      measure(item, startedAt, this.#now() - startedAt);
       return () => item.reject(error);
     }
   }
+}
+
+/** A request's wait until the run that answered it began, and that run's time (in ms, recorded in µs). */
+function measure(item: Pending, startedAt: number, ranForMs: number): void {
+  if (item.timings === undefined) return;
+  item.timings.queueUs = (startedAt - item.enqueuedAt) * 1000;
+  item.timings.inferUs = ranForMs * 1000;
 }
 
 function queuedRows(queue: readonly Pending[]): number {

@@ -64,6 +64,11 @@ export class ModelCache<M> {
     return this.#models.bytes;
   }
 
+  /** Whether the model for `key` is loaded. */
+  has(key: string): boolean {
+    return this.#models.has(key);
+  }
+
   /** Loaded models, least recently used first. */
   list(): CachedModel<M>[] {
     return Array.from(this.#models.values(), ({ key, value, bytes, pinned }) => ({

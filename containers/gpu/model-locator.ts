@@ -8,6 +8,11 @@ const ARCHIVE_SUFFIX = /\.(tar\.gz|tgz)$/;
 /** A TargetModel is a relative path under the model prefix: no absolute paths, no `..`. */
 const SAFE_TARGET = /^(?!\/)(?!.*(^|\/)\.\.(\/|$))[\w.\-/]{1,1024}$/;
 
+/** A target's name without its archive suffix: the directory SageMaker extracts it into. */
+export function targetStem(target: string): string {
+  return target.replace(ARCHIVE_SUFFIX, "");
+}
+
 async function isFile(path: string): Promise<boolean> {
   return (await stat(path).catch(() => undefined))?.isFile() ?? false;
 }
@@ -56,7 +61,7 @@ export class ModelLocator {
   async locate(target: string | undefined): Promise<string> {
     if (target === undefined) return this.#locateSingle();
     if (!SAFE_TARGET.test(target)) throw new ModelNotFoundError(`'${target}' is not a valid target model`);
-    const stem = target.replace(ARCHIVE_SUFFIX, "");
+    const stem = targetStem(target);
     for (const directory of this.#directories) {
       if (await isDirectory(join(directory, stem))) {
         try {

@@ -100,6 +100,16 @@ export interface UploadSource {
   readonly etag: string;
 }
 
+/** A version's payload capture (SageMaker Data Capture's equivalent). */
+export interface CaptureSettings {
+  /** Of the version's infer requests, the share captured: 0 to 100. */
+  readonly samplePercent: number;
+  /** Capture the request bodies. */
+  readonly requests: boolean;
+  /** Capture the response bodies. */
+  readonly responses: boolean;
+}
+
 export interface ModelVersion {
   readonly name: string;
   readonly version: number;
@@ -129,6 +139,8 @@ export interface ModelVersion {
   };
   readonly description?: string;
   readonly tags?: Readonly<Record<string, string>>;
+  /** Sampled capture of its requests and responses to S3: from the manifest, or set by an operator. */
+  readonly capture?: CaptureSettings;
   readonly source?: UploadSource;
   /** The last upload refused because this version already existed. */
   readonly rejectedUpload?: { readonly etag: string; readonly at: string; readonly reason: string };

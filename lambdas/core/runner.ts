@@ -1,3 +1,4 @@
+import type { Span } from "#core/metrics/span.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { ServableVersion } from "./model.ts";
 
@@ -17,6 +18,8 @@ export interface RunTimings {
   artifactFetchUs: number;
   /** Creating the session, when this run loaded the model; 0 otherwise. */
   sessionCreateUs: number;
+  /** Where each phase also goes as a span, when the request is traced. */
+  readonly spans: Span[] | undefined;
 }
 
 export interface RunOptions {

@@ -55,6 +55,10 @@ export const INFERENCE_ENV = defineEnv({
   asyncMaxInputBytes: ["MAAS_ASYNC_MAX_INPUT_BYTES", z._default(positiveInt, 1024 ** 3)],
   /** How long jobs, their inputs and results are kept (the bucket's lifecycle rule says the same). */
   asyncRetentionDays: ["MAAS_ASYNC_RETENTION_DAYS", z._default(positiveInt, 7)],
+  /** Where versions that opt in have their requests and responses captured (`capture/`); unset: none are. */
+  captureBucket: ["MAAS_CAPTURE_BUCKET", z.optional(z.string().check(z.minLength(1)))],
+  /** Captured exchanges waiting for their write to S3; more are dropped (and counted), never queued. */
+  captureBufferBytes: ["MAAS_CAPTURE_BUFFER_BYTES", z._default(positiveInt, 16 * MiB)],
 });
 
 /** The environment a stack gives the inference function. */

@@ -10,6 +10,8 @@ import {
   type ProxyHandler,
 } from "#aws/lambda/api-gateway.ts";
 import { EmfMetricsSink } from "#aws/metrics/emf-sink.ts";
+import { XRayRequestTracing } from "#aws/tracing/xray.ts";
+import type { PayloadCapture } from "#core/capture/payload-capture.ts";
 import { MaasError, ResponseTooLargeError } from "#core/errors.ts";
 import type { AsyncInference } from "#core/jobs/async-inference.ts";
 import {
@@ -19,7 +21,9 @@ import {
   newInferenceMetric,
   settleOutcome,
 } from "#core/metrics/inference-metric.ts";
+import type { RequestTrace, RequestTracing, Span } from "#core/metrics/span.ts";
 import { InferenceStatistics, STATISTICS_EXTENSION } from "#core/metrics/statistics.ts";
+import type { CaptureSettings } from "#core/model.ts";
 import {
   BINARY_CONTENT_TYPE,
   type EncodedResponse,
@@ -35,6 +39,9 @@ import { createInferenceParts, defaultClients } from "./service.ts";
 
 export type { ProxyHandler };
 
+/** When this module (and every import before it) had loaded: a cold start's initialization, as the process saw it. */
+const MODULE_LOADED_MS = performance.now();
+
 /** Builds the API Gateway (REST, proxy integration) handler around an inference service. */
 export interface InferenceHandlerOptions {
   /** Origins whose browsers may read responses (`*` for any); from MAAS_CORS_ORIGINS. */
@@ -48,6 +55,15 @@ export interface InferenceHandlerOptions {
    * counters; without it those routes answer 501.
    */
   readonly statistics?: InferenceStatistics;
+  /** Traces sampled infer requests (X-Ray in Lambda): their phases and AWS calls, sent after the response. */
+  readonly tracing?: RequestTracing;
+  /**
+   * Answers `x-maas-timing: 1` on an infer request with a `server-timing` header of its phases (the
+   * local stack; a deployment leaves it off, so callers cannot time the service's internals).
+   */
+  readonly serverTiming?: boolean;
+  /** Captures sampled exchanges of the versions that opt in; without it none are. */
+  readonly capture?: PayloadCapture;
 }
 
 /** RFC 7240's `Prefer: respond-async`, among other preferences. */
@@ -84,6 +100,24 @@ type AccessLog = {
   status: number;
   latencyMs: number;
 };
+
+/** The request header that asks for `server-timing` (when the handler answers it). */
+export const TIMING_HEADER = "x-maas-timing";
+
+/** `server-timing` (W3C Server Timing): the request's phases in milliseconds, in the order they run. */
+export function serverTiming(metric: InferenceMetric): string {
+  const phases: [string, number][] = [
+    ["registry", metric.registryUs],
+    ["fetch", metric.artifactFetchUs],
+    ["session", metric.sessionCreateUs],
+    ["decode", metric.inputDecodeUs],
+    ["queue", metric.queueUs],
+    ["infer", metric.inferUs],
+    ["encode", metric.outputEncodeUs],
+    ["total", metric.totalUs],
+  ];
+  return phases.map(([name, us]) => `${name};dur=${(us / 1000).toFixed(3)}`).join(", ");
+}
 
 /** A comma-separated environment list. */
 function parseList(value: string | undefined): string[] {
@@ -148,6 +182,8 @@ export function createInferenceHandler(
   };
   const statistics = options.statistics;
   const metricsSink = options.metrics;
+  const tracing = options.tracing;
+  const payloadCapture = options.capture;
   const serverMetadata = () => {
     const metadata = service.serverMetadata();
     return statistics === undefined
@@ -197,10 +233,12 @@ export function createInferenceHandler(
     context: Context,
     log: AccessLog,
     metric: InferenceMetric,
-  ): Promise<APIGatewayProxyResult> {
+  ): Promise<{ result: APIGatewayProxyResult; capture: CaptureSettings | undefined }> {
     const decoding = performance.now();
     const body = inferBody(event);
-    metric.inputDecodeUs = (performance.now() - decoding) * 1000;
+    const decoded = performance.now();
+    metric.inputDecodeUs = (decoded - decoding) * 1000;
+    metric.spans?.push({ name: "body decode", start: decoding, end: decoded });
     const { response, version, backend, variant, binaryOutputs } = await service.infer(
       route.model,
       route.version,
@@ -218,8 +256,10 @@ export function createInferenceHandler(
       "x-maas-model-version": String(version.version),
       "x-maas-variant": variant,
     });
-    metric.outputEncodeUs = (performance.now() - encoding) * 1000;
-    return result;
+    const encoded = performance.now();
+    metric.outputEncodeUs = (encoded - encoding) * 1000;
+    metric.spans?.push({ name: "output encode", start: encoding, end: encoded });
+    return { result, capture: payloadCapture?.sampled(version.capture) ? version.capture : undefined };
   }
 
   return async (event, context) => {
@@ -237,6 +277,8 @@ export function createInferenceHandler(
     };
     let result: APIGatewayProxyResult;
     let metric: InferenceMetric | undefined;
+    let trace: RequestTrace | undefined;
+    let capture: CaptureSettings | undefined;
     try {
       const route = matchV2Route(event.httpMethod, event.path);
       if ("model" in route) {
@@ -246,8 +288,11 @@ export function createInferenceHandler(
       if (route.kind === "infer" && !prefersAsync(event)) {
         metric = newInferenceMetric();
         metric.coldStart = coldStart;
+        if (coldStart) metric.initUs = MODULE_LOADED_MS * 1000;
         coldStart = false;
-        result = await inferNow(route, event, context, log, metric);
+        trace = tracing?.begin();
+        metric.spans = trace?.spans;
+        ({ result, capture } = await inferNow(route, event, context, log, metric));
       } else {
         result = await answer(route, event);
       }
@@ -259,7 +304,12 @@ export function createInferenceHandler(
     const elapsedMs = performance.now() - started;
     log.status = result.statusCode;
     log.latencyMs = Math.round(elapsedMs * 1000) / 1000;
-    if (metric !== undefined) metric.totalUs = elapsedMs * 1000;
+    if (metric !== undefined) {
+      metric.totalUs = elapsedMs * 1000;
+      if (options.serverTiming && header(event, TIMING_HEADER) === "1")
+        result.headers = { ...result.headers, "server-timing": serverTiming(metric) };
+    }
+    if (trace !== undefined) tracing?.end(trace);
     // The access log line and the metric are written once the response is on its way, not before it:
     // Lambda's runtime posts the response and then queues its next poll behind this, so they are always
     // written before the environment can freeze. Formatting the line was a tenth of a warm request.
@@ -267,9 +317,75 @@ export function createInferenceHandler(
       logger.addContext(context);
       logger.info("request", log);
       if (metric !== undefined) record(metric, event, result);
+      if (trace !== undefined) sendTrace(trace, started, started + elapsedMs, metric, result.statusCode);
+      if (capture !== undefined) offerCapture(capture, event, result, log);
     });
     return result;
   };
+
+  function sendTrace(
+    trace: RequestTrace,
+    start: number,
+    end: number,
+    metric: InferenceMetric | undefined,
+    status: number,
+  ): void {
+    try {
+      tracing?.send(
+        trace,
+        { name: "infer", start, end },
+        {
+          status,
+          ...(metric?.model === undefined ? {} : { model: metric.model }),
+          ...(metric?.version === undefined ? {} : { version: metric.version }),
+          ...(metric?.backend === undefined ? {} : { backend: metric.backend }),
+        },
+      );
+    } catch (error) {
+      logger.warn("trace not sent", { error: String(error) });
+    }
+  }
+
+  /** A sampled exchange to its version's capture: JSON as text, binary tensor bodies as base64. */
+  function offerCapture(
+    settings: CaptureSettings,
+    event: APIGatewayProxyEvent,
+    result: APIGatewayProxyResult,
+    log: AccessLog,
+  ): void {
+    if (payloadCapture === undefined || log.model === undefined || log.version === undefined) return;
+    try {
+      const requestHeaderLength = header(event, HEADER_LENGTH_HEADER);
+      const responseHeaderLength = result.headers?.[HEADER_LENGTH_HEADER];
+      const offered = payloadCapture.offer({
+        model: log.model,
+        version: log.version,
+        backend: log.backend ?? "",
+        variant: log.variant ?? "",
+        settings,
+        request:
+          requestHeaderLength === undefined
+            ? { body: bodyText(event), base64: false, headerLength: undefined }
+            : {
+                body: event.isBase64Encoded
+                  ? (event.body ?? "")
+                  : Buffer.from(event.body ?? "").toString("base64"),
+                base64: true,
+                headerLength: Number(requestHeaderLength),
+              },
+        response: {
+          body: result.body,
+          base64: result.isBase64Encoded === true,
+          headerLength: responseHeaderLength === undefined ? undefined : Number(responseHeaderLength),
+        },
+        time: Date.now(),
+      });
+      if (!offered)
+        logger.warn("capture buffer full: exchange dropped", { model: log.model, version: log.version });
+    } catch (error) {
+      logger.warn("capture failed", { error: String(error) });
+    }
+  }
 
   /** Completes the metric from the request and its response, then hands it to the sinks. */
   function record(metric: InferenceMetric, event: APIGatewayProxyEvent, result: APIGatewayProxyResult): void {
@@ -296,15 +412,29 @@ function createDefaultHandler(): { handler: ProxyHandler; service: InferenceServ
   // hand-checked fast path). About 10 ms of a cold start.
   z.config({ jitless: true });
   const config = loadInferenceConfig(process.env);
-  const { service, jobs } = createInferenceParts(config, defaultClients(), defaultLogger);
+  const tracing = lambdaTracing(process.env);
+  const onCall = tracing === undefined ? {} : { onCall: (span: Span) => tracing.recordCall(span) };
+  const clients = defaultClients({ s3: onCall, dynamo: onCall });
+  const { service, jobs, capture } = createInferenceParts(config, clients, defaultLogger);
   const handler = createInferenceHandler(service, defaultLogger, {
     corsOrigins: parseList(config.MAAS_CORS_ORIGINS),
     ...(jobs === undefined ? {} : { jobs }),
     // CloudWatch through EMF; the statistics extension answers for this environment's requests only.
     metrics: new EmfMetricsSink({ functionName: process.env.AWS_LAMBDA_FUNCTION_NAME }),
     statistics: new InferenceStatistics(),
+    ...(tracing === undefined ? {} : { tracing }),
+    ...(capture === undefined ? {} : { capture }),
   });
   return { handler, service, preload: parseList(config.MAAS_PRELOAD_MODELS) };
+}
+
+/**
+ * X-Ray, when the function has active tracing (Lambda then sets AWS_XRAY_DAEMON_ADDRESS) and
+ * Powertools' POWERTOOLS_TRACE_ENABLED does not turn it off.
+ */
+function lambdaTracing(env: Record<string, string | undefined>): XRayRequestTracing | undefined {
+  if (env.AWS_XRAY_DAEMON_ADDRESS === undefined || env.POWERTOOLS_TRACE_ENABLED === "false") return undefined;
+  return new XRayRequestTracing({ daemonAddress: env.AWS_XRAY_DAEMON_ADDRESS, env });
 }
 
 /** The Lambda entry point: wired from the environment on first use, then reused while warm. */

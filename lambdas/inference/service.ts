@@ -11,8 +11,10 @@ import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { DynamoHttpTable } from "#aws/registry/dynamo-http-table.ts";
 import { RegistryReader } from "#aws/registry/reader.ts";
 import { S3CopyRestorer } from "#aws/s3/artifact-restorer.ts";
+import { S3CaptureStore } from "#aws/s3/capture-store.ts";
 import { S3HttpArtifactSource } from "#aws/s3/http-source.ts";
 import { LazySageMakerClient, SageMakerRunner } from "#aws/sagemaker/runner.ts";
+import { PayloadCapture } from "#core/capture/payload-capture.ts";
 import { AsyncInference } from "#core/jobs/async-inference.ts";
 import { CachedModelRegistry } from "#core/registry/cached-registry.ts";
 import type { ModelRunner } from "#core/runner.ts";
@@ -120,6 +122,8 @@ export interface InferenceParts {
   readonly runner: ModelRunner;
   /** Undefined when the deployment has no jobs table, queue and bucket. */
   readonly jobs: AsyncInference | undefined;
+  /** Undefined when the deployment names no capture bucket. */
+  readonly capture: PayloadCapture | undefined;
 }
 
 /**
@@ -189,5 +193,14 @@ export function createInferenceParts(
     sessions,
     runner,
     jobs: createAsyncInference(config, clients, registry),
+    capture:
+      config.MAAS_CAPTURE_BUCKET === undefined
+        ? undefined
+        : new PayloadCapture({
+            store: new S3CaptureStore(clients.s3, config.MAAS_CAPTURE_BUCKET),
+            maxBufferBytes: config.MAAS_CAPTURE_BUFFER_BYTES,
+            // The error names the bucket and key at most: payloads never reach the logs.
+            onError: (error) => logger?.warn("capture not written", { error: String(error) }),
+          }),
   };
 }

@@ -5,7 +5,18 @@ import * as z from "zod";
 import { DynamoJobStore, S3JobObjects, SqsJobQueue } from "#aws/jobs/aws-jobs.ts";
 import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts";
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
+import { EmfPipelineMetricsSink } from "#aws/metrics/pipeline-emf-sink.ts";
 import { JobRunner } from "#core/jobs/async-inference.ts";
+import {
+  DISCARD_PIPELINE_METRICS,
+  elapsedUs,
+  type JobMetric,
+  type JobReads,
+  jobQueueUs,
+  ObservedJobStore,
+  type PipelineMetricsSink,
+  recordPipelineMetric,
+} from "#core/metrics/pipeline-metric.ts";
 import {
   createInferenceParts,
   defaultClients,
@@ -28,6 +39,8 @@ export interface JobsWorker {
   readonly parts: InferenceParts;
   /** The jobs queue, to bring a failed job's message back sooner than its visibility timeout. */
   readonly queue: SqsJobQueue | undefined;
+  /** The records the runner read, for each run's metric (model, version, queueing time). */
+  readonly jobs: JobReads;
 }
 
 /**
@@ -49,8 +62,9 @@ export function createJobsWorker(config: JobsConfig, clients: InferenceClients, 
     clients,
     logger,
   );
+  const jobs = new ObservedJobStore(new DynamoJobStore(table, jobClientConfig(clients, "dynamodb")));
   const runner = new JobRunner({
-    store: new DynamoJobStore(table, jobClientConfig(clients, "dynamodb")),
+    store: jobs,
     objects: new S3JobObjects(bucket, jobClientConfig(clients, "s3")),
     service: parts.service,
     maxReceives: config.MAAS_JOBS_MAX_RECEIVES,
@@ -59,23 +73,50 @@ export function createJobsWorker(config: JobsConfig, clients: InferenceClients, 
     config.MAAS_JOBS_QUEUE_URL === undefined
       ? undefined
       : new SqsJobQueue(config.MAAS_JOBS_QUEUE_URL, jobClientConfig(clients, "sqs"));
-  return { runner, parts, queue };
+  return { runner, parts, queue, jobs };
+}
+
+export interface JobsHandlerOptions {
+  readonly deadLetterQueueArn?: string;
+  /** Brings a failed job's message back after `seconds` (the jobs queue's ChangeMessageVisibility). */
+  readonly retryAfter?: (receiptHandle: string, seconds: number) => Promise<void>;
+  /** Where each job message's outcome goes, after its run. @default - nowhere */
+  readonly metrics?: PipelineMetricsSink;
+  /** The jobs the runner read (`JobsWorker.jobs`): the metrics' model and version. @default - none: counted by outcome alone */
+  readonly jobs?: JobReads;
 }
 
 /**
  * The jobs queue's consumer: runs each job (JobRunner decides what a failure means; a throw is a batch
  * item failure for SQS to deliver again). A record from `deadLetterQueueArn` ends its job `failed`.
+ * Each job message's outcome goes to `options.metrics` once its run has ended.
  */
 export function createJobsHandler(
   runner: JobRunner,
   logger: Logger,
-  options: {
-    readonly deadLetterQueueArn?: string;
-    /** Brings a failed job's message back after `seconds` (the jobs queue's ChangeMessageVisibility). */
-    readonly retryAfter?: (receiptHandle: string, seconds: number) => Promise<void>;
-  } = {},
+  options: JobsHandlerOptions = {},
 ): SqsBatchHandler {
   let context: Context | undefined;
+  const metrics = options.metrics ?? DISCARD_PIPELINE_METRICS;
+  const count = (
+    job: { model_name: string; model_version: number } | undefined,
+    outcome: JobMetric["outcome"],
+    durationUs: number,
+    queueUs?: number,
+  ) =>
+    recordPipelineMetric(
+      metrics,
+      {
+        kind: "job",
+        model: job?.model_name,
+        version: job?.model_version,
+        outcome,
+        durationUs,
+        queueUs,
+      },
+      (error) => logger.warn("could not record a metric", { error: String(error) }),
+    );
+
   async function handleRecord(record: SQSRecord): Promise<void> {
     const parsed = jobMessageSchema.safeParse(record.body);
     if (!parsed.success) {
@@ -85,16 +126,28 @@ export function createJobsHandler(
     const { id } = parsed.data;
     const receives = Number(record.attributes.ApproximateReceiveCount ?? "1");
     if (options.deadLetterQueueArn !== undefined && record.eventSourceARN === options.deadLetterQueueArn) {
+      const started = performance.now();
       await runner.abandon(id, receives);
       logger.warn("job dead-lettered", { id, receives });
+      // Its run read nothing: one read for the model and version, on this rare path only.
+      const job = await options.jobs?.get(id).catch(() => undefined);
+      options.jobs?.take(id);
+      count(job, "dead-lettered", elapsedUs(started));
       return;
     }
-    const latest = Date.now() + (context?.getRemainingTimeInMillis() ?? 900_000) - FINISH_MARGIN_MS;
+    const runStarted = Date.now();
+    const latest = runStarted + (context?.getRemainingTimeInMillis() ?? 900_000) - FINISH_MARGIN_MS;
     const started = performance.now();
     try {
       const outcome = await runner.run(id, receives, latest);
-      logger.info("job handled", { id, outcome, receives, ms: Math.round(performance.now() - started) });
+      const durationUs = elapsedUs(started);
+      logger.info("job handled", { id, outcome, receives, ms: Math.round(durationUs / 1000) });
+      const job = options.jobs?.take(id);
+      const ran = outcome !== "skipped" && job !== undefined;
+      count(job, outcome, durationUs, ran ? jobQueueUs(job, runStarted) : undefined);
     } catch (error) {
+      const job = options.jobs?.take(id);
+      count(job, "retried", elapsedUs(started), job === undefined ? undefined : jobQueueUs(job, runStarted));
       const delay = retryDelaySeconds(receives);
       logger.error("job failed; the message will be retried", {
         id,
@@ -124,8 +177,10 @@ let defaultHandler: SqsBatchHandler | undefined;
 export const handler: SqsBatchHandler = (event, context) => {
   if (defaultHandler === undefined) {
     const config = loadJobsConfig(process.env);
-    const { runner, queue } = createJobsWorker(config, defaultClients(), defaultLogger);
+    const { runner, queue, jobs } = createJobsWorker(config, defaultClients(), defaultLogger);
     defaultHandler = createJobsHandler(runner, defaultLogger, {
+      metrics: new EmfPipelineMetricsSink(),
+      jobs,
       ...(queue === undefined ? {} : { retryAfter: (handle, seconds) => queue.retryAfter(handle, seconds) }),
       ...(config.MAAS_JOBS_DEAD_LETTER_QUEUE_ARN === undefined
         ? {}

@@ -6,10 +6,19 @@ import type { SQSRecord } from "aws-lambda";
 import * as z from "zod";
 import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts";
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
+import { EmfPipelineMetricsSink } from "#aws/metrics/pipeline-emf-sink.ts";
 import { OrtCandidateRuntime } from "#aws/onnx/candidate-runtime.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import { S3DecisionStore } from "#aws/s3/decision-store.ts";
 import { S3VariantStore } from "#aws/s3/variant-store.ts";
+import {
+  DISCARD_PIPELINE_METRICS,
+  elapsedUs,
+  optimizationMetricOutcome,
+  type PipelineMetricsSink,
+  recordPipelineMetric,
+} from "#core/metrics/pipeline-metric.ts";
+import type { OptimizationMetricOutcome } from "#core/metrics/pipeline-names.ts";
 import { MODEL_NAME_PATTERN } from "#core/model.ts";
 import {
   abandonOptimization,
@@ -77,6 +86,8 @@ export interface OptimizeHandlerOptions {
   readonly maxReceives?: number;
   /** Records from this queue are dead letters: their versions' optimization ends as failed. */
   readonly deadLetterQueueArn?: string;
+  /** Where each message's outcome goes, after its optimization. @default - nowhere */
+  readonly metrics?: PipelineMetricsSink;
 }
 
 /** The handler's options from the function's configuration. */
@@ -101,6 +112,7 @@ function receivesOf(record: SQSRecord): number {
  * a malformed message) is a batch item failure: retried by SQS, dead-lettered after `maxReceives`. On
  * the last receive a failure is recorded on the version instead, which ends `ready` on its original.
  * Records from the optimize dead-letter queue (what crashed or timed out every time) end the same way.
+ * Each message's outcome (or the throw) goes to `options.metrics` once its optimization has ended.
  */
 export function createOptimizeHandler(
   deps: OptimizerDeps,
@@ -108,13 +120,18 @@ export function createOptimizeHandler(
   options: OptimizeHandlerOptions = {},
 ): OptimizeHandler {
   const maxReceives = options.maxReceives ?? 3;
+  const metrics = options.metrics ?? DISCARD_PIPELINE_METRICS;
+  const onMetricError = (error: unknown) =>
+    logger.warn("could not record a metric", { error: String(error) });
 
   async function optimizeRecord(record: SQSRecord): Promise<void> {
     const deadLetter =
       options.deadLetterQueueArn !== undefined && record.eventSourceARN === options.deadLetterQueueArn;
+    const started = performance.now();
+    let target: { name: string; version: number } | undefined;
+    let outcome: OptimizationMetricOutcome = "error";
     try {
-      const target = optimizeMessage(record);
-      const started = performance.now();
+      target = optimizeMessage(record);
       const receives = receivesOf(record);
       const result = deadLetter
         ? await abandonOptimization(target, record.messageId, maxReceives, deps)
@@ -122,6 +139,7 @@ export function createOptimizeHandler(
             lastAttempt: receives >= maxReceives,
             attempts: receives,
           });
+      outcome = optimizationMetricOutcome(result);
       // A live attempt of another message holds the version: ask again after the visibility timeout,
       // when it has finished (a duplicate then) or its lease has run out.
       if (deadLetter && result.outcome === "in-progress") {
@@ -148,6 +166,18 @@ export function createOptimizeHandler(
         { messageId: record.messageId, error: withSourceMappedStack(error as Error) },
       );
       throw error;
+    } finally {
+      recordPipelineMetric(
+        metrics,
+        {
+          kind: "optimization",
+          model: target?.name,
+          version: target?.version,
+          outcome,
+          durationUs: elapsedUs(started),
+        },
+        onMetricError,
+      );
     }
   }
   return sqsBatchHandler(optimizeRecord, logger);
@@ -196,7 +226,7 @@ export const handler: OptimizeHandler = (event, context) => {
         dynamo: new DynamoDBClient({}),
       }),
       defaultLogger,
-      optimizeHandlerOptions(config),
+      { ...optimizeHandlerOptions(config), metrics: new EmfPipelineMetricsSink() },
     );
   }
   return defaultHandler(event, context);

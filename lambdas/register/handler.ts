@@ -9,12 +9,21 @@ import type { SQSRecord } from "aws-lambda";
 import * as z from "zod";
 import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts";
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
+import { EmfPipelineMetricsSink } from "#aws/metrics/pipeline-emf-sink.ts";
 import { createOrtSession } from "#aws/onnx/runner.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import { S3ArtifactWriter } from "#aws/s3/artifact-writer.ts";
 import { S3UploadStore } from "#aws/s3/upload-store.ts";
 import { S3EndpointModelStore } from "#aws/sagemaker/endpoint-models.ts";
 import { SqsOptimizeQueue } from "#aws/sqs/optimize-queue.ts";
+import {
+  DISCARD_PIPELINE_METRICS,
+  elapsedUs,
+  type PipelineMetricsSink,
+  recordPipelineMetric,
+  registrationErrorOutcome,
+} from "#core/metrics/pipeline-metric.ts";
+import { parseUploadKey } from "#core/registry/manifest.ts";
 import {
   type RegistrationDeps,
   RegistrationInProgressError,
@@ -61,29 +70,68 @@ export function uploadEvents(record: SQSRecord): UploadEvent[] {
 
 export type RegisterHandler = SqsBatchHandler;
 
+export interface RegisterHandlerOptions {
+  /** Where each upload's outcome goes, after its registration. @default - nowhere */
+  readonly metrics?: PipelineMetricsSink;
+}
+
+/** The model and version an upload's key names; none for a key that is not a model upload (never a label). */
+function uploadSubject(key: string): { model: string | undefined; version: number | undefined } {
+  try {
+    const { name, version } = parseUploadKey(key);
+    return { model: name, version };
+  } catch {
+    return { model: undefined, version: undefined };
+  }
+}
+
 /**
  * The register function: one S3 notification per SQS message, handled one after another, in order
  * (a version's manifest and model, or one upload notified twice, must not race). A message whose
  * registration throws (an infrastructure error, or a message that is not an S3 notification) is a
  * batch item failure, retried by SQS and dead-lettered after three receives; the rest of the batch goes on.
+ * Each upload's outcome (or the throw) goes to `metrics` once its registration has ended.
  */
-export function createRegisterHandler(deps: RegistrationDeps, logger: Logger): RegisterHandler {
+export function createRegisterHandler(
+  deps: RegistrationDeps,
+  logger: Logger,
+  options: RegisterHandlerOptions = {},
+): RegisterHandler {
+  const metrics = options.metrics ?? DISCARD_PIPELINE_METRICS;
+  const onMetricError = (error: unknown) =>
+    logger.warn("could not record a metric", { error: String(error) });
+
   async function registerMessage(record: SQSRecord): Promise<void> {
+    // The upload being registered when a throw ends the message (none if the message is not an S3 event).
+    let current: { key: string; started: number } | undefined;
     try {
       for (const upload of uploadEvents(record)) {
         const started = performance.now();
+        current = { key: upload.key, started };
         const result = await registerUpload(upload, deps);
-        const log = {
-          key: upload.key,
-          etag: upload.etag,
-          ...result,
-          ms: Math.round(performance.now() - started),
-        };
+        const durationUs = elapsedUs(started);
+        const log = { key: upload.key, etag: upload.etag, ...result, ms: Math.round(durationUs / 1000) };
         if (result.outcome === "rejected" || result.outcome === "failed")
           logger.warn("upload not registered", log);
         else logger.info("upload handled", log);
+        recordPipelineMetric(
+          metrics,
+          { kind: "registration", ...uploadSubject(upload.key), outcome: result.outcome, durationUs },
+          onMetricError,
+        );
+        current = undefined;
       }
     } catch (error) {
+      recordPipelineMetric(
+        metrics,
+        {
+          kind: "registration",
+          ...uploadSubject(current?.key ?? ""),
+          outcome: registrationErrorOutcome(error),
+          durationUs: current === undefined ? 0 : elapsedUs(current.started),
+        },
+        onMetricError,
+      );
       // Another worker is still on this version: an expected retry, not an error.
       if (error instanceof RegistrationInProgressError) {
         logger.info(error.message, { messageId: record.messageId });
@@ -141,6 +189,7 @@ export const handler: RegisterHandler = (event, context) => {
       sqs: new SQSClient({}),
     }),
     defaultLogger,
+    { metrics: new EmfPipelineMetricsSink() },
   );
   return defaultHandler(event, context);
 };

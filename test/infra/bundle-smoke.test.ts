@@ -1,11 +1,18 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { createSocket } from "node:dgram";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Logger } from "@aws-lambda-powertools/logger";
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+} from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { DynamoDBDocumentClient, GetCommand, PutCommand } from "@aws-sdk/lib-dynamodb";
 import type { CfnResource } from "aws-cdk-lib";
@@ -151,6 +158,7 @@ function lambdaEnvironment(fn: FunctionUnderTest, name: string, tmp: string): Re
     MAAS_JOBS_TABLE: JOBS_TABLE,
     MAAS_JOBS_QUEUE_URL: emulators.queueUrl(JOBS_QUEUE),
     MAAS_ASYNC_BUCKET: BUCKET,
+    MAAS_CAPTURE_BUCKET: BUCKET,
     MAAS_JOBS_DEAD_LETTER_QUEUE_ARN: emulators.queueArn(JOBS_DEAD_LETTER_QUEUE),
   };
   const fromTemplate = Object.fromEntries(
@@ -376,6 +384,57 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
       ]);
     } finally {
       await sagemaker.close();
+    }
+  });
+
+  it("inference sends a sampled request's trace to the X-Ray daemon and captures an opted-in version's exchange", async () => {
+    const daemon = createSocket("udp4");
+    const datagrams: string[] = [];
+    daemon.on("message", (message) => datagrams.push(message.toString("utf8")));
+    await new Promise<void>((bound) => daemon.bind(0, "127.0.0.1", bound));
+    const iris = await registry.getVersionConsistent("iris", 1);
+    if (iris === undefined) throw new Error("iris is not registered");
+    const capture = { samplePercent: 100, requests: true, responses: true };
+    expect(await registry.updateVersion("iris", 1, iris.status, { capture })).toBe(true);
+    try {
+      const result = await invoke<ProxyResult>(stacks.service.inference, irisInferEvent("iris"), {
+        AWS_XRAY_DAEMON_ADDRESS: `127.0.0.1:${(daemon.address() as AddressInfo).port}`,
+        _X_AMZN_TRACE_ID: "Root=1-6755c0de-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1",
+      });
+      expect(result.statusCode, result.body).toBe(200);
+      // The process has exited: what it sent after the response has gone.
+      for (let i = 0; i < 100 && datagrams.length === 0; i++)
+        await new Promise((wake) => setTimeout(wake, 10));
+      const [datagram] = datagrams;
+      const trace = JSON.parse(datagram?.slice(datagram.indexOf("\n") + 1) ?? "{}") as {
+        trace_id: string;
+        annotations: Record<string, unknown>;
+        subsegments: { name: string; subsegments?: { name: string }[] }[];
+      };
+      expect(trace).toMatchObject({
+        trace_id: "1-6755c0de-0123456789abcdef01234567",
+        annotations: { model: "iris" },
+      });
+      const fetch = trace.subsegments.find((subsegment) => subsegment.name === "artifact fetch");
+      expect(fetch?.subsegments?.map((call) => call.name)).toContain("S3");
+
+      const listed = await emulators
+        .s3Client()
+        .send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: "capture/iris/1/" }));
+      const keys = (listed.Contents ?? []).map((object) => object.Key as string);
+      expect(keys).toHaveLength(1);
+      const line = JSON.parse((await objectText(keys[0] as string)).trim()) as {
+        captureData: { endpointInput: { data: string }; endpointOutput: { data: string } };
+      };
+      expect(line.captureData.endpointInput.data).toBe(IRIS_REQUEST);
+      expect(JSON.parse(line.captureData.endpointOutput.data)).toMatchObject({ model_name: "iris" });
+    } finally {
+      daemon.close();
+      const current = await registry.getVersionConsistent("iris", 1);
+      if (current !== undefined)
+        await registry.updateVersion("iris", 1, current.status, {
+          capture: { ...capture, samplePercent: 0 },
+        });
     }
   });
 

@@ -112,6 +112,8 @@ describe("dashboard", () => {
       METRICS.batchQueueDelay,
       METRICS.registrationDuration,
       METRICS.optimizationDuration,
+      METRICS.jobDuration,
+      METRICS.jobQueueWait,
     ];
     for (const { name } of distributions) {
       for (const percentile of ["p50", "p90", "p99"]) expect(expressions).toContain(search(name, percentile));
@@ -123,6 +125,7 @@ describe("dashboard", () => {
       METRICS.coldStarts,
       METRICS.registrations,
       METRICS.optimizations,
+      METRICS.jobs,
     ]) {
       expect(expressions).toContain(search(name, "Sum"));
     }
@@ -143,6 +146,7 @@ describe("dashboard", () => {
       "## Payloads",
       "## GPU endpoint",
       "## Publishing",
+      "## Asynchronous jobs",
       "## Queues",
       "## API Gateway",
       "## Lambda",

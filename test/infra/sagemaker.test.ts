@@ -2,6 +2,7 @@ import { CfnResource } from "aws-cdk-lib";
 import { Template } from "aws-cdk-lib/assertions";
 import type { IConstruct } from "constructs";
 import { describe, expect, it } from "vitest";
+import { METRICS_NAMESPACE } from "#core/metrics/names.ts";
 import type { MaasFunction } from "../../lib/maas-function.ts";
 import type { MaasServiceStack } from "../../lib/service-stack.ts";
 import { maasStacks } from "./support.ts";
@@ -254,7 +255,8 @@ describe("SageMaker endpoint on a GPU instance (the default, ml.g5.xlarge)", () 
     expect(
       statements.find((statement) => statement.Action === "cloudwatch:PutMetricData")?.Condition,
     ).toEqual({
-      StringEquals: { "cloudwatch:namespace": "/aws/sagemaker/Endpoints" },
+      // SageMaker's own instance metrics, and the serving container's (names.ts METRICS_NAMESPACE).
+      StringEquals: { "cloudwatch:namespace": ["/aws/sagemaker/Endpoints", METRICS_NAMESPACE] },
     });
     gpuTemplate.hasResourceProperties("AWS::IAM::Role", {
       AssumeRolePolicyDocument: {
@@ -338,7 +340,11 @@ describe("SageMaker endpoint on a CPU instance", () => {
     expect(render(container.ModelDataUrl)).toMatch(
       /^s3:\/\/<PublishOutputRefModelsBucket\w+>\/sagemaker\/models\/$/,
     );
-    expect(container.Environment).toBeUndefined();
+    // The container publishes its batching and request figures to CloudWatch in its region.
+    expect(container.Environment).toEqual({
+      MAAS_CLOUDWATCH_METRICS: "1",
+      AWS_REGION: { Ref: "AWS::Region" },
+    });
     expect(endpoint.mode).toBe("multi-model");
   });
 

@@ -513,7 +513,7 @@ describe("least privilege", () => {
         if (resource === "*")
           expect(asArray(statement.Action).every((action) => action.startsWith("xray:"))).toBe(true);
         else if (resource.includes("*"))
-          expect(resource).toMatch(/\/(models|artifacts|async\/inputs|async\/results)\/\*$/);
+          expect(resource).toMatch(/\/(models|artifacts|async\/inputs|async\/results|capture)\/\*$/);
       }
     }
   });
@@ -562,7 +562,7 @@ describe("least privilege", () => {
     );
   });
 
-  it("lets inference take job inputs, record and queue jobs and sign for their results, and nothing more", () => {
+  it("lets inference take job inputs, record and queue jobs, sign for their results and write captures, and nothing more", () => {
     expect(permissionsOf(template, roleId(service.inference))).toEqual(
       [
         ...logsAndTraces(logGroupId(service.inference)),
@@ -570,6 +570,7 @@ describe("least privilege", () => {
         `s3:PutObject <${bucket()}>/async/inputs/*`,
         `s3:GetObject <${bucket()}>/async/inputs/*`,
         `s3:GetObject <${bucket()}>/async/results/*`,
+        `s3:PutObject <${bucket()}>/capture/*`,
         `dynamodb:GetItem <${jobsTable()}>`,
         `dynamodb:PutItem <${jobsTable()}>`,
         `dynamodb:UpdateItem <${jobsTable()}>`,

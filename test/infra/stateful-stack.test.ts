@@ -53,7 +53,7 @@ describe("model bucket", () => {
   it("expires asynchronous inference's objects after the retention days, their old versions and unfinished uploads after a day", () => {
     expect(JOB_KEYS.inputPrefix.startsWith(JOB_KEYS.prefix)).toBe(true);
     expect(JOB_KEYS.resultPrefix.startsWith(JOB_KEYS.prefix)).toBe(true);
-    expect(lifecycleRules().filter((rule) => rule.Prefix !== undefined)).toEqual([
+    expect(lifecycleRules().filter((rule) => rule.Prefix === "async/")).toEqual([
       {
         Prefix: "async/",
         ExpirationInDays: 7,
@@ -63,6 +63,29 @@ describe("model bucket", () => {
       },
       { Prefix: "async/", ExpiredObjectDeleteMarker: true, Status: "Enabled" },
     ]);
+  });
+
+  it("expires captured payloads after 30 days unless context says otherwise, their old versions after a day", () => {
+    expect(lifecycleRules().filter((rule) => rule.Prefix === "capture/")).toEqual([
+      {
+        Prefix: "capture/",
+        ExpirationInDays: 30,
+        NoncurrentVersionExpiration: { NoncurrentDays: 1 },
+        Status: "Enabled",
+      },
+      { Prefix: "capture/", ExpiredObjectDeleteMarker: true, Status: "Enabled" },
+    ]);
+    const { stateful: custom } = maasStacks({ context: { captureRetentionDays: "90" } });
+    const rules = lifecycleRules(
+      Template.fromStack(custom),
+      custom.getLogicalId(custom.models.bucket.node.defaultChild as Parameters<Stack["getLogicalId"]>[0]),
+    );
+    expect(rules.find((rule) => rule.Prefix === "capture/" && "ExpirationInDays" in rule)).toMatchObject({
+      ExpirationInDays: 90,
+    });
+    expect(() => maasStacks({ context: { captureRetentionDays: "0" } })).toThrow(
+      "captureRetentionDays must be a whole number of days, at least 1, got 0",
+    );
   });
 
   it("keeps job objects as many days as context says, the number the inference function is told", () => {

@@ -338,6 +338,21 @@ describe("EMF metrics sink (Powertools Metrics)", () => {
     expect(coldStarts[0]).not.toHaveProperty("model");
   });
 
+  it("writes a cold start's init duration by function name, on a line of its own", () => {
+    const sink = new EmfMetricsSink({ functionName: "maas-inference-fn" });
+
+    const documents = emitted(() => {
+      sink.record(success({ coldStart: true, initUs: 180_500 }));
+      sink.record(success());
+    });
+
+    const inits = documents.filter((document) => "InitDuration" in document);
+    expect(inits).toHaveLength(1);
+    expect(inits[0]).toMatchObject({ InitDuration: 180.5, function_name: "maas-inference-fn" });
+    expect(directive(inits[0]!).Dimensions).toEqual([["function_name"]]);
+    expect(directive(inits[0]!).Metrics).toEqual([{ Name: "InitDuration", Unit: "Milliseconds" }]);
+  });
+
   it("counts a request whose model version was never resolved by reason alone", () => {
     const sink = new EmfMetricsSink();
 

@@ -3,6 +3,7 @@ import type { Readable } from "node:stream";
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import type { AwsCredentialIdentity } from "@smithy/types";
+import type { Span } from "#core/metrics/span.ts";
 import { type RetryOptions, type RetryPolicy, retryPolicy } from "./retry.ts";
 
 /**
@@ -27,6 +28,8 @@ export interface AwsHttpOptions extends RetryOptions {
   readonly endpoint?: string;
   /** Per attempt: until the first response byte, and the longest pause inside a body. @default 5_000 */
   readonly timeoutMs?: number;
+  /** Told of every call once it has answered or failed, retries included: X-Ray's subsegments. */
+  readonly onCall?: ((span: Span) => void) | undefined;
 }
 
 export interface AwsRequest {
@@ -116,6 +119,7 @@ export class AwsHttpClient {
   readonly #signer: SignatureV4;
   readonly #timeoutMs: number;
   readonly #retry: RetryPolicy;
+  readonly #onCall: ((span: Span) => void) | undefined;
 
   constructor(
     service: AwsService,
@@ -148,6 +152,7 @@ export class AwsHttpClient {
     this.endpoint = new URL(configured || regionalEndpoint(service, region));
     this.#timeoutMs = options.timeoutMs ?? 5_000;
     this.#retry = retryPolicy(options, { baseMs: 100, capMs: 20_000 });
+    this.#onCall = options.onCall;
   }
 
   /** A 2xx answer with its body as a stream (S3 objects); anything else throws an AwsHttpError. */
@@ -175,18 +180,26 @@ export class AwsHttpClient {
     request: AwsRequest,
     read: (response: IncomingMessage) => Promise<B>,
   ): Promise<AwsResponse<B>> {
+    const started = this.#onCall === undefined ? 0 : performance.now();
     for (let attempt = 1; ; attempt++) {
       let failure: AwsHttpError;
       try {
         const response = await this.#send(request);
         if (response.statusCode !== undefined && response.statusCode >= 200 && response.statusCode < 300) {
-          return { status: response.statusCode, headers: response.headers, body: await read(response) };
+          const answer = {
+            status: response.statusCode,
+            headers: response.headers,
+            body: await read(response),
+          };
+          this.#reportCall(request, started, attempt, answer.status, undefined);
+          return answer;
         }
         failure = await this.#serviceError(request, response);
       } catch (error) {
         failure = this.#asAwsError(request, error);
       }
       if (!failure.retryable || attempt >= this.#retry.maxAttempts) {
+        this.#reportCall(request, started, attempt, failure.status, failure.code);
         if (attempt === 1) throw failure;
         throw new AwsHttpError(`${failure.message} (after ${attempt} attempts)`, failure, {
           cause: failure.cause,
@@ -194,6 +207,29 @@ export class AwsHttpClient {
       }
       await this.#retry.sleep(this.#retry.delayMs(attempt));
     }
+  }
+
+  #reportCall(
+    request: AwsRequest,
+    start: number,
+    attempts: number,
+    status: number | undefined,
+    errorCode: string | undefined,
+  ): void {
+    if (this.#onCall === undefined) return;
+    this.#onCall({
+      name: request.operation,
+      start,
+      end: performance.now(),
+      aws: {
+        service: this.service === "s3" ? "S3" : "DynamoDB",
+        operation: request.operation,
+        region: this.region,
+        status,
+        retries: attempts - 1,
+        ...(errorCode === undefined ? {} : { errorCode }),
+      },
+    });
   }
 
   /** One signed request, answered once its headers arrive within the timeout. */

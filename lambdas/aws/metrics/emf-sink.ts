@@ -37,7 +37,14 @@ export class EmfMetricsSink implements MetricsSink {
   record(metric: Readonly<InferenceMetric>): void {
     const metrics = this.#metrics;
     // Powertools' own first-invocation flag: one ColdStart per environment, by function name.
-    if (metric.coldStart) metrics.captureColdStartMetric(this.#functionName);
+    if (metric.coldStart) {
+      metrics.captureColdStartMetric(this.#functionName);
+      if (metric.initUs > 0) {
+        if (this.#functionName !== undefined) metrics.addDimension("function_name", this.#functionName);
+        add(metrics, METRICS.initDuration, metric.initUs / 1000);
+        metrics.publishStoredMetrics();
+      }
+    }
     if (metric.model === undefined || metric.version === undefined || metric.backend === undefined) {
       if (metric.reason === undefined) return;
       metrics.addDimension(METRIC_DIMENSIONS.reason, metric.reason);

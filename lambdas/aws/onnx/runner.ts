@@ -139,11 +139,15 @@ export class OnnxRunner implements ModelRunner {
             } finally {
               located = performance.now();
               timings.artifactFetchUs += (located - started) * 1000;
+              timings.spans?.push({ name: "artifact fetch", start: started, end: located });
             }
           },
       async (session) => {
-        if (located !== 0 && timings !== undefined)
-          timings.sessionCreateUs += (performance.now() - located) * 1000;
+        if (located !== 0 && timings !== undefined) {
+          const created = performance.now();
+          timings.sessionCreateUs += (created - located) * 1000;
+          timings.spans?.push({ name: "session create", start: located, end: created });
+        }
         try {
           return await work(session);
         } finally {

@@ -233,6 +233,7 @@ export class WorkerSession implements SessionDescription {
     if (pending.timings !== undefined) {
       const posted = performance.now();
       pending.timings.queueUs += (posted - pending.mark) * 1000;
+      pending.timings.spans?.push({ name: "queue", start: pending.mark, end: posted });
       pending.mark = posted;
     }
     const request: SessionWorkerRequest = {
@@ -254,7 +255,11 @@ export class WorkerSession implements SessionDescription {
     if (pending === undefined || !("id" in reply) || reply.id !== pending.id) return;
     this.#running = undefined;
     clearTimeout(pending.timer);
-    if (pending.timings !== undefined) pending.timings.inferUs += (performance.now() - pending.mark) * 1000;
+    if (pending.timings !== undefined) {
+      const ran = performance.now();
+      pending.timings.inferUs += (ran - pending.mark) * 1000;
+      pending.timings.spans?.push({ name: "run", start: pending.mark, end: ran });
+    }
     if (reply.kind === "ran") pending.resolve(reply.outputs);
     else if (reply.kind === "failed") pending.reject(ortRunError(new Error(reply.error.message)));
     this.#next();

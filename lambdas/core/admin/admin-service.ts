@@ -8,12 +8,14 @@ import {
 } from "#core/errors.ts";
 import {
   ALIAS_PATTERN,
+  type CaptureSettings,
   MODEL_NAME_PATTERN,
   type ModelVersion,
   ORIGINAL_VARIANT,
   servingVariantKind,
   VERSION_PATTERN,
 } from "#core/model.ts";
+import { captureSettingsSchema } from "#core/registry/manifest.ts";
 import { type AliasRecord, isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
 import { MAX_JSON_DEPTH, nestsDeeperThan } from "#core/v2/parse.ts";
 import { safeDecode } from "#core/v2/routes.ts";
@@ -40,6 +42,8 @@ export type AdminRoute =
   | { readonly kind: "get-version"; readonly model: string; readonly version: number }
   | { readonly kind: "delete-version"; readonly model: string; readonly version: number }
   | { readonly kind: "set-variant"; readonly model: string; readonly version: number }
+  | { readonly kind: "set-capture"; readonly model: string; readonly version: number }
+  | { readonly kind: "stop-capture"; readonly model: string; readonly version: number }
   | { readonly kind: "list-aliases"; readonly model: string }
   | { readonly kind: "get-alias"; readonly model: string; readonly alias: string }
   | { readonly kind: "set-alias"; readonly model: string; readonly alias: string }
@@ -47,7 +51,7 @@ export type AdminRoute =
   | { readonly kind: "rollback-alias"; readonly model: string; readonly alias: string };
 
 const ADMIN_PATH =
-  /^\/admin\/models(?:\/([^/]+)(?:\/(versions|aliases)(?:\/([^/]+)(?:\/(rollback|variant))?)?)?)?\/?$/;
+  /^\/admin\/models(?:\/([^/]+)(?:\/(versions|aliases)(?:\/([^/]+)(?:\/(rollback|variant|capture))?)?)?)?\/?$/;
 
 /** Matches an admin request; 404 for unknown paths and names, 405 for a known path and wrong method. */
 export function matchAdminRoute(method: string, path: string): AdminRoute {
@@ -77,6 +81,12 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
       allow(["PUT"]);
       return { kind: "set-variant", model, version };
     }
+    if (action === "capture") {
+      allow(["PUT", "DELETE"]);
+      return method === "PUT"
+        ? { kind: "set-capture", model, version }
+        : { kind: "stop-capture", model, version };
+    }
     allow(["GET", "DELETE"]);
     return method === "GET"
       ? { kind: "get-version", model, version }
@@ -93,7 +103,7 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
       `'${alias}' is not a valid alias: a lower-case letter, then letters, digits, '-' or '_' (at most 64)`,
     );
   }
-  if (action === "variant") throw new RouteNotFoundError(method, path);
+  if (action === "variant" || action === "capture") throw new RouteNotFoundError(method, path);
   if (action === "rollback") {
     allow(["POST"]);
     return { kind: "rollback-alias", model, alias };
@@ -105,6 +115,17 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
 
 const setAliasSchema = z.object({ version: z.number().int().positive() }).strict();
 const setVariantSchema = z.object({ kind: z.string().min(1).max(64) }).strict();
+
+/** Capture switched off: the registry keeps the field (its updates only set). */
+const CAPTURE_OFF: CaptureSettings = { samplePercent: 0, requests: false, responses: false };
+
+function captureBody(body: string): CaptureSettings {
+  const parsed = captureSettingsSchema.safeParse(
+    jsonBody(body, '{"samplePercent": 10, "requests": true, "responses": true}'),
+  );
+  if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
+  return parsed.data;
+}
 
 /** How many times a variant choice re-reads the version when a concurrent write changed its status. */
 const VARIANT_CHOICE_ATTEMPTS = 3;
@@ -142,6 +163,7 @@ function describeVersion(record: ModelVersion, aliases: readonly AliasRecord[] =
     ...(record.labels === undefined ? {} : { labels: record.labels }),
     ...(record.description === undefined ? {} : { description: record.description }),
     ...(record.tags === undefined ? {} : { tags: record.tags }),
+    ...(record.capture === undefined ? {} : { capture: record.capture }),
     ...(record.rejectedUpload === undefined ? {} : { rejectedUpload: record.rejectedUpload }),
     createdAt: record.createdAt,
     updatedAt: record.updatedAt,
@@ -182,6 +204,10 @@ export class AdminService {
         return this.#deleteVersion(route.model, route.version);
       case "set-variant":
         return { status: 200, body: await this.#setVariant(route.model, route.version, body) };
+      case "set-capture":
+        return { status: 200, body: await this.#setCapture(route.model, route.version, captureBody(body)) };
+      case "stop-capture":
+        return { status: 200, body: await this.#setCapture(route.model, route.version, CAPTURE_OFF) };
       case "list-aliases":
         await this.#versionsOf(route.model);
         return { status: 200, body: { name: route.model, aliases: await registry.listAliases(route.model) } };
@@ -259,6 +285,23 @@ export class AdminService {
       if (attempt >= VARIANT_CHOICE_ATTEMPTS) {
         throw new ConflictError(
           `version ${version} of model '${name}' kept changing while the variant was chosen; retry`,
+        );
+      }
+    }
+  }
+
+  /** An operator's capture settings for one version, whatever its manifest said. */
+  async #setCapture(name: string, version: number, capture: CaptureSettings) {
+    for (let attempt = 1; ; attempt++) {
+      const record = await this.#version(name, version);
+      const changes = { capture, updatedAt: this.#deps.now() };
+      if (await this.#deps.registry.updateVersion(name, version, record.status, changes)) {
+        const aliases = await this.#deps.registry.listAliases(name);
+        return describeVersion({ ...record, ...changes }, aliases);
+      }
+      if (attempt >= VARIANT_CHOICE_ATTEMPTS) {
+        throw new ConflictError(
+          `version ${version} of model '${name}' kept changing while its capture was set; retry`,
         );
       }
     }

@@ -1,6 +1,7 @@
 import type { ServingTarget } from "#core/model.ts";
 import type { RunTimings } from "#core/runner.ts";
 import { type FailureReason, failureReason } from "./names.ts";
+import type { Span } from "./span.ts";
 
 export type InferenceOutcome = "success" | "failure";
 
@@ -31,8 +32,12 @@ export interface InferenceMetric extends RunTimings {
   responseBytes: number;
   /** The first inference request this environment served. */
   coldStart: boolean;
+  /** On a cold start: the environment's initialization, from the runtime's start to the handler's module loaded; else 0. */
+  initUs: number;
   /** When the request was recorded, as a Date.now() time (Triton's last_inference). */
   timestamp: number;
+  /** The request's spans when it is traced (RequestTracing), else undefined. */
+  spans: Span[] | undefined;
 }
 
 /** Receives each infer request's metric after its response: it must not throw, and should not block. */
@@ -60,7 +65,9 @@ export function newInferenceMetric(): InferenceMetric {
     requestBytes: 0,
     responseBytes: 0,
     coldStart: false,
+    initUs: 0,
     timestamp: 0,
+    spans: undefined,
   };
 }
 

@@ -60,6 +60,12 @@ export const METRICS = {
   /** With the `outcome` dimension. */
   optimizations: { name: "Optimizations", unit: "Count" },
   optimizationDuration: { name: "OptimizationDuration", unit: "Milliseconds" },
+  /** Asynchronous jobs' runs, with the `outcome` dimension (pipeline-names.ts JOB_OUTCOMES). */
+  jobs: { name: "Jobs", unit: "Count" },
+  /** One receive's run, from the message to the job's record. */
+  jobDuration: { name: "JobDuration", unit: "Milliseconds" },
+  /** From the job's queueing (submission, or its retry's) to the run that picked it up. */
+  jobQueueWait: { name: "JobQueueWait", unit: "Milliseconds" },
 } as const;
 
 /**
@@ -86,6 +92,16 @@ export const PROMETHEUS = {
   sessionCreateDuration: "maas_session_create_duration_us",
   requestBytes: "maas_request_bytes_total",
   responseBytes: "maas_response_bytes_total",
+  /** Registration, optimization and job outcomes: `model`, `version` and `outcome` labels; durations in µs. */
   registrations: "maas_registration_total",
+  registrationDuration: "maas_registration_duration_us",
   optimizations: "maas_optimization_total",
+  optimizationDuration: "maas_optimization_duration_us",
+  jobs: "maas_job_total",
+  jobDuration: "maas_job_duration_us",
+  jobQueueDuration: "maas_job_queue_duration_us",
+  /** Batch executions by their size (a `batch_size` label): Triton has no family for its batch_stats. */
+  batchExecutions: "maas_batch_execution_total",
+  /** How long each batch execution's oldest request waited for batch-mates before the run began. */
+  batchQueueDuration: "maas_batch_queue_duration_us",
 } as const;

@@ -11,6 +11,15 @@ export interface DurationStat {
   readonly ns: number;
 }
 
+/** Triton's `$batch_stats`: the executions of one batch size and their compute phases. */
+export interface BatchStat {
+  readonly batch_size: number;
+  readonly count: number;
+  readonly compute_input: DurationStat;
+  readonly compute_infer: DurationStat;
+  readonly compute_output: DurationStat;
+}
+
 /** Triton's statistics extension `$model_stat` (docs/protocol/extension_statistics.md). */
 export interface ModelStat {
   readonly name: string;
@@ -27,7 +36,7 @@ export interface ModelStat {
     readonly compute_output: DurationStat;
     readonly cache_hit: DurationStat;
   };
-  readonly batch_stats: readonly never[];
+  readonly batch_stats: readonly BatchStat[];
 }
 
 /** `GET /v2/models[/<m>[/versions/<v>]]/stats`: `$stats_model_response`. */
@@ -37,6 +46,38 @@ export interface StatisticsResponse {
 
 /** Which versions a statistics request covers: each model with its versions. */
 export type StatisticsScope = readonly { readonly name: string; readonly versions: readonly number[] }[];
+
+/** One run of a batching server's model: the requests it merged counted once, as Triton's executions are. */
+export interface BatchExecution {
+  readonly model: string;
+  readonly version: number;
+  /** Inferences in the run: the rows of every request it merged. */
+  readonly batchSize: number;
+  /** How long its oldest request waited for batch-mates before the run began, in µs. */
+  readonly queueUs: number;
+  /** Stacking the requests' inputs, in µs. */
+  readonly computeInputUs: number;
+  readonly computeInferUs: number;
+  /** Splitting the outputs back into each request's rows, in µs. */
+  readonly computeOutputUs: number;
+}
+
+export interface InferenceStatisticsOptions {
+  /**
+   * Runs are batched and reported through recordExecution, so that N requests merged into one run count
+   * one execution of N inferences; a request's success then counts neither.
+   * @default false - each successful request is one execution of its own batch size (the inference function)
+   */
+  readonly batched?: boolean;
+}
+
+/** One batch size's executions; durations summed in µs. */
+class BatchSizeCounters {
+  count = 0;
+  computeInputUs = 0;
+  computeInferUs = 0;
+  computeOutputUs = 0;
+}
 
 /** One model version's counters since this process started; durations summed in µs. */
 class VersionCounters {
@@ -56,7 +97,9 @@ class VersionCounters {
   requestBytes = 0;
   responseBytes = 0;
   coldStarts = 0;
+  batchQueueUs = 0;
   readonly failures = zeroByReason();
+  readonly batches = new Map<number, BatchSizeCounters>();
 
   /** Failures of every reason. */
   get failCount(): number {
@@ -78,11 +121,17 @@ function duration(count: number, us: number): DurationStat {
  * In-memory counters per model and version, as Triton keeps them: the statistics extension's JSON and
  * Prometheus text with Triton's metric names. Successes count their phases (queue, compute input, infer
  * and output), as Triton's do; failures their count and duration, by reason. Bounded by the versions
- * the registry resolved: a request for an unknown name counts only under its reason.
+ * the registry resolved: a request for an unknown name counts only under its reason. A batching server
+ * (`batched`) reports its runs too, with their batch sizes (Triton's `batch_stats`).
  */
 export class InferenceStatistics implements MetricsSink {
   readonly #models = new Map<string, Map<number, VersionCounters>>();
   readonly #unresolved = zeroByReason();
+  readonly #batched: boolean;
+
+  constructor(options: InferenceStatisticsOptions = {}) {
+    this.#batched = options.batched ?? false;
+  }
 
   record(metric: Readonly<InferenceMetric>): void {
     if (metric.model === undefined || metric.version === undefined) {
@@ -107,9 +156,33 @@ export class InferenceStatistics implements MetricsSink {
     counters.registryUs += metric.registryUs;
     counters.artifactFetchUs += metric.artifactFetchUs;
     counters.sessionCreateUs += metric.sessionCreateUs;
-    counters.inferenceCount += metric.batchSize;
-    counters.executionCount++;
+    if (!this.#batched) {
+      counters.inferenceCount += metric.batchSize;
+      counters.executionCount++;
+    }
     counters.lastInference = Math.max(counters.lastInference, metric.timestamp);
+  }
+
+  /** A batching server's run that produced outputs (a failed run counts none, as in Triton). */
+  recordExecution(execution: Readonly<BatchExecution>): void {
+    const counters = this.#counters(execution.model, execution.version);
+    counters.executionCount++;
+    counters.inferenceCount += execution.batchSize;
+    counters.batchQueueUs += execution.queueUs;
+    let size = counters.batches.get(execution.batchSize);
+    if (size === undefined) {
+      size = new BatchSizeCounters();
+      counters.batches.set(execution.batchSize, size);
+    }
+    size.count++;
+    size.computeInputUs += execution.computeInputUs;
+    size.computeInferUs += execution.computeInferUs;
+    size.computeOutputUs += execution.computeOutputUs;
+  }
+
+  /** Every model version counted so far, as a scope (a server with no registry lists these). */
+  recorded(): StatisticsScope {
+    return Array.from(this.#models, ([name, versions]) => ({ name, versions: [...versions.keys()] }));
   }
 
   /** The statistics extension's response for `scope`; versions with no requests yet report zeros, as Triton's do. */
@@ -217,6 +290,7 @@ export class InferenceStatistics implements MetricsSink {
           value: this.#unresolved[reason],
         })),
       },
+      ...(this.#batched ? batchFamilies(entries, counter) : []),
     ]);
   }
 
@@ -239,6 +313,33 @@ export class InferenceStatistics implements MetricsSink {
   }
 }
 
+/** A batching server's families: its runs by batch size, and how long their oldest requests waited. */
+function batchFamilies(
+  entries: readonly { labels: string; counters: VersionCounters }[],
+  counter: (name: string, help: string, value: (counters: VersionCounters) => number) => PrometheusFamily,
+): PrometheusFamily[] {
+  return [
+    {
+      name: PROMETHEUS.batchExecutions,
+      help: "Number of model executions by batch size (inferences in the run)",
+      type: "counter",
+      samples: entries.flatMap(({ labels, counters }) =>
+        [...counters.batches.keys()]
+          .sort((a, b) => a - b)
+          .map((size) => ({
+            labels: `${labels},batch_size="${size}"`,
+            value: counters.batches.get(size)!.count,
+          })),
+      ),
+    },
+    counter(
+      PROMETHEUS.batchQueueDuration,
+      "Cumulative time each execution's oldest request waited for batch-mates, in microseconds",
+      (c) => c.batchQueueUs,
+    ),
+  ];
+}
+
 function modelStat(name: string, version: number, c: VersionCounters): ModelStat {
   return {
     name,
@@ -256,7 +357,15 @@ function modelStat(name: string, version: number, c: VersionCounters): ModelStat
       // No response cache: never a hit.
       cache_hit: duration(0, 0),
     },
-    batch_stats: [],
+    batch_stats: [...c.batches]
+      .sort(([a], [b]) => a - b)
+      .map(([size, batch]) => ({
+        batch_size: size,
+        count: batch.count,
+        compute_input: duration(batch.count, batch.computeInputUs),
+        compute_infer: duration(batch.count, batch.computeInferUs),
+        compute_output: duration(batch.count, batch.computeOutputUs),
+      })),
   };
 }
 

@@ -6,6 +6,15 @@ import { describeZodError, requestInputSchema } from "#core/v2/wire.ts";
 export const LOSSY_VARIANT_KINDS = ["int8-dynamic", "fp16"] as const;
 export type LossyVariantKind = (typeof LOSSY_VARIANT_KINDS)[number];
 
+/** A version's payload capture, as a manifest or an operator's admin call sets it. */
+export const captureSettingsSchema = z
+  .object({
+    samplePercent: z.number().min(0).max(100),
+    requests: z.boolean().default(true),
+    responses: z.boolean().default(true),
+  })
+  .strict();
+
 /**
  * The optional `models/<name>/<version>/maas.json` beside a model. Upload it before the model: it is
  * read when the model registers. One uploaded later updates only the descriptive fields.
@@ -22,6 +31,11 @@ const manifestSchema = z
       .array(z.object({ inputs: z.array(requestInputSchema).min(1) }))
       .max(64)
       .optional(),
+    /**
+     * Sampled capture of requests and responses to S3 (`capture/<model>/<version>/...`), for audits
+     * and drift checks; an operator can change it per version later.
+     */
+    capture: captureSettingsSchema.optional(),
     /** Serve the original upload even if an optimized variant passes the parity gate. */
     pinOriginal: z.boolean().optional(),
     optimize: z

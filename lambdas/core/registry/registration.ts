@@ -250,6 +250,7 @@ async function finish(
     ...(labels ? { labels } : {}),
     ...(description ? { description } : {}),
     ...(manifest.tags ? { tags: manifest.tags } : {}),
+    ...(manifest.capture ? { capture: manifest.capture } : {}),
     ...(inspection.warnings.length > 0 ? { warnings: inspection.warnings } : {}),
   };
   // Only the worker whose transition succeeds sends the optimize message.

@@ -131,6 +131,13 @@ export const modelVersionSchema = z.object({
   ),
   description: z.optional(z.string()),
   tags: z.optional(z.record(z.string(), z.string())),
+  capture: z.optional(
+    z.object({
+      samplePercent: z.number().check(z.minimum(0), z.maximum(100)),
+      requests: z.boolean(),
+      responses: z.boolean(),
+    }),
+  ),
   source: z.optional(z.object({ key: z.string(), etag: z.string() })),
   optimizeState: z.optional(z.enum(["pending", "queued"])),
   optimizeAttempt: z.optional(

@@ -219,6 +219,7 @@ export class InferenceService {
     if (metric !== undefined) {
       const now = performance.now();
       metric.registryUs = (now - mark) * 1000;
+      metric.spans?.push({ name: "registry", start: mark, end: now });
       mark = now;
       // Known from here on, servable or not: a failed version's 503s count against it.
       metric.model = name;
@@ -237,13 +238,18 @@ export class InferenceService {
     if (metric !== undefined) {
       const now = performance.now();
       metric.inputDecodeUs += (now - mark) * 1000;
+      metric.spans?.push({ name: "input decode", start: mark, end: now });
       mark = now;
       metric.batchSize = request.inputs[0]?.shape[0] ?? 1;
     }
 
     const results = await runner.run(version, inputs, outputs, { deadline, timings: metric });
     // A runner that reports no phases of its own (SageMaker's): its whole call is the run.
-    if (metric !== undefined && metric.inferUs === 0) metric.inferUs = (performance.now() - mark) * 1000;
+    if (metric !== undefined && metric.inferUs === 0) {
+      const ran = performance.now();
+      metric.inferUs = (ran - mark) * 1000;
+      metric.spans?.push({ name: "run", start: mark, end: ran });
+    }
     return {
       version,
       backend: runner.backend,
