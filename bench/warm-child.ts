@@ -65,9 +65,19 @@ function inferEvent(
   };
 }
 
-const SAMPLED = {
-  _X_AMZN_TRACE_ID: "Root=1-6755c0de-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1",
-};
+/** `_X_AMZN_TRACE_ID` as Lambda sets it per invocation: sampled on every `every`-th read (one per request). */
+function sampledOneIn(every: number): Record<string, string | undefined> {
+  let reads = 0;
+  return {
+    get _X_AMZN_TRACE_ID() {
+      reads++;
+      return `Root=1-6755c0de-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=${reads % every === 0 ? 1 : 0}`;
+    },
+  };
+}
+
+/** Requests per block while the metered and unmetered handlers alternate. */
+const BLOCK = 100;
 
 /** Deterministic, varied inputs: constant inputs can flatter some kernels. */
 function inputValues(count: number): number[] {
@@ -79,17 +89,17 @@ function inputValues(count: number): number[] {
  * (the file the handler serves, the handler's session options), or the handler. Sessions in one
  * process share its cores: an idle session's spinning threads would tax the other side's runs.
  */
-async function measure(model: WarmModel, side: WarmSide): Promise<WarmResult> {
+async function measure(model: WarmModel, side: "raw" | "handler"): Promise<WarmResult[]> {
   const { service, registry, artifacts } = parts;
   const count = model.dims.reduce((a, b) => a * b, 1);
   const values = inputValues(count);
   const event = inferEvent(model.name, model.input, model.dims, values);
   const record = await registry.getVersion(model.name, 1);
   if (record === undefined || !isServable(record)) throw new Error(`${model.name} is not servable`);
-  const times: number[] = [];
   const silence = muteStdout();
   try {
     if (side === "raw") {
+      const times: number[] = [];
       // What the handler serves: the optimizer's selected variant, or the upload itself.
       const session = await createOrtSession(await artifacts.load(servingArtifact(record)));
       const feeds = { [model.input]: new ort.Tensor("float32", Float32Array.from(values), [...model.dims]) };
@@ -100,51 +110,63 @@ async function measure(model: WarmModel, side: WarmSide): Promise<WarmResult> {
         times.push(performance.now() - start);
       }
       await session.release();
-    } else {
-      const handler = createInferenceHandler(
-        service,
-        logger,
-        side === "handler"
-          ? {
-              metrics: new EmfMetricsSink({ functionName: "maas-inference-bench" }),
-              statistics: new InferenceStatistics(),
-              // Sent to a port nobody reads, as UDP to the daemon costs the function the same.
-              tracing: new XRayRequestTracing({ daemonAddress: "127.0.0.1:2000", env: SAMPLED }),
-            }
-          : {},
-      );
+      return [{ name: model.name, side, p50: median(times), p99: percentile(times, 99) }];
+    }
+    const handlers = {
+      handler: createInferenceHandler(service, logger, {
+        metrics: new EmfMetricsSink({ functionName: "maas-inference-bench" }),
+        statistics: new InferenceStatistics(),
+        // Sent to a port nobody reads: UDP to the daemon costs the function the same.
+        tracing: new XRayRequestTracing({ daemonAddress: "127.0.0.1:2000", env: sampledOneIn(20) }),
+      }),
+      unmetered: createInferenceHandler(service, logger, {}),
+    };
+    const times = { handler: [] as number[], unmetered: [] as number[] };
+    for (const handler of Object.values(handlers)) {
       for (let i = 0; i < Math.min(50, model.iterations) + 1; i++) {
         const result = await handler(event, lambdaContext("warmup", Date.now()));
         if (result.statusCode !== 200)
           throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
         await new Promise((logged) => setImmediate(logged));
       }
-      for (let i = 0; i < model.iterations; i++) {
-        // Lambda hands the handler its context: building it is not the handler's time.
-        const context = lambdaContext("bench", Date.now());
-        const start = performance.now();
-        const result = await handler(event, context);
-        times.push(performance.now() - start);
-        // The handler writes its log line after answering: let it finish outside the timing.
-        await new Promise((logged) => setImmediate(logged));
-        if (result.statusCode !== 200)
-          throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
-      }
-      await parts.sessions.close();
     }
+    for (let done = 0; done < model.iterations; done += BLOCK) {
+      // AB, then BA: neither always runs first.
+      const order =
+        (done / BLOCK) % 2 === 0 ? (["handler", "unmetered"] as const) : (["unmetered", "handler"] as const);
+      for (const which of order) {
+        for (let i = 0; i < Math.min(BLOCK, model.iterations - done); i++) {
+          // Lambda hands the handler its context: building it is not the handler's time.
+          const context = lambdaContext("bench", Date.now());
+          const start = performance.now();
+          const result = await handlers[which](event, context);
+          times[which].push(performance.now() - start);
+          // The log line, metric and trace are written after the answer: outside the timing, as in
+          // Lambda, where they run before the environment's next invocation.
+          await new Promise((logged) => setImmediate(logged));
+          if (result.statusCode !== 200)
+            throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
+        }
+      }
+    }
+    await parts.sessions.close();
+    return (["handler", "unmetered"] as const).map((which) => ({
+      name: model.name,
+      side: which,
+      p50: median(times[which]),
+      p99: percentile(times[which], 99),
+    }));
   } finally {
     silence();
   }
-  return { name: model.name, side, p50: median(times), p99: percentile(times, 99) };
 }
 
 // Handler logs go nowhere, but are still formatted and written, as in Lambda.
 const logger = new Logger({ serviceName: "maas-inference", logLevel: "INFO" });
 const parts = createInferenceParts(loadInferenceConfig(process.env), defaultClients());
 const results: WarmResult[] = [];
-const side = process.argv[3] as WarmSide;
-if (side !== "raw" && side !== "handler" && side !== "unmetered")
-  throw new Error("usage: warm-child.mjs <models JSON> raw|handler|unmetered");
+const side = process.argv[3];
+if (side !== "raw" && side !== "handler") throw new Error("usage: warm-child.mjs <models JSON> raw|handler");
 for (const model of JSON.parse(process.argv[2] ?? "[]") as WarmModel[])
-  results.push(await measure(model, side));
+  results.push(...(await measure(model, side)));
 process.stdout.write(`${JSON.stringify(results)}\n`);

@@ -79,9 +79,12 @@ Makes <version> serve its variant <kind> (one the optimizer built: see \`maas ve
   alias: `maas alias <name> <alias> <version> [--api URL]\n\nPoints <alias> at <version>; the unversioned routes serve the alias 'default'.`,
   rollback: `maas rollback <name> [alias] [--api URL]\n\nMoves the alias (default: 'default') back to the version it pointed at before.`,
   invoke: `maas invoke <name> --input JSON|@file [--version V] [--api URL] [--api-key K]
+maas invoke <name> --text "some text" [--text "another"] [--top-k K] [--json] [options]
 maas invoke <name> --async --input @file|JSON [--header-length N] [--output FILE] [options]
 
-Sends a V2 infer request: --input is the request body, or only its "inputs" array.
+Sends a V2 infer request: --input is the request body, or only its "inputs" array. --text sends texts
+to a text task model (published with "task" in its manifest): a classifier's labels and scores are
+printed one line per text, best first (--top-k K labels each); embeddings, or --json, print the answer.
   --version V        a version number or an alias (default: the alias 'default')
   --async            run the request as a job (Prefer: respond-async), for inputs past the synchronous
                      limits (6 MB) or inferences past 29 s: an @file is uploaded first (one PUT up to
@@ -1027,12 +1030,65 @@ function inlineBody(input: string): string {
   return JSON.stringify(Array.isArray(parsed) ? { inputs: parsed } : parsed);
 }
 
+/** `maas invoke <m> --text "..." [--text "..."] [--top-k K]`: a text task's labels and scores, or embeddings. */
+async function invokeText(
+  name: string,
+  values: {
+    text?: string[];
+    "top-k"?: string;
+    json?: boolean;
+    version?: string;
+    api?: string;
+    "api-key"?: string;
+    input?: string;
+    async?: boolean;
+  },
+): Promise<number> {
+  if (!MODEL_NAME_PATTERN.test(name)) throw new UsageError(`'${name}' is not a model name`);
+  if (values.input !== undefined || values.async)
+    throw new UsageError("--text goes without --input and --async");
+  const texts = values.text ?? [];
+  const topK = values["top-k"] === undefined ? undefined : Number(values["top-k"]);
+  if (topK !== undefined && (!Number.isSafeInteger(topK) || topK < 1))
+    throw new UsageError("--top-k must be a positive integer");
+  const target = await resolveTarget({ api: values.api, bucket: values.api === undefined ? undefined : "-" });
+  const path = `/v2/models/${name}${values.version ? `/versions/${encodeURIComponent(values.version)}` : ""}/infer`;
+  const body = JSON.stringify({
+    inputs: [{ name: "text", datatype: "BYTES", shape: [texts.length], data: texts }],
+    ...(topK === undefined ? {} : { parameters: { top_k: topK } }),
+  });
+  const response = await call(target, "POST", path, { body, apiKey: values["api-key"] });
+  if (response.status >= 300) throw failure(response);
+  const outputs = (
+    response.json as { outputs: { name: string; shape: number[]; data: (string | number)[] }[] }
+  ).outputs;
+  const label = outputs.find((output) => output.name === "label");
+  const score = outputs.find((output) => output.name === "score");
+  if (values.json || label === undefined || score === undefined) {
+    console.log(JSON.stringify(response.json, null, 2));
+    return 0;
+  }
+  // One line per text: its labels, best first, with their scores.
+  const k = label.shape[1] ?? 1;
+  for (const [row, text] of texts.entries()) {
+    const ranked = Array.from(
+      { length: k },
+      (_, i) => `${label.data[row * k + i]} ${Number(score.data[row * k + i]).toFixed(4)}`,
+    );
+    console.log(`${ranked.join(", ")}\t${text}`);
+  }
+  return 0;
+}
+
 async function invoke(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
     options: {
       input: { type: "string" },
+      text: { type: "string", multiple: true },
+      "top-k": { type: "string" },
+      json: { type: "boolean" },
       version: { type: "string" },
       api: { type: "string" },
       "api-key": { type: "string" },
@@ -1043,8 +1099,9 @@ async function invoke(args: string[]): Promise<number> {
     },
   });
   const name = positionals[0];
+  if (name !== undefined && values.text !== undefined) return invokeText(name, values);
   if (name === undefined || values.input === undefined)
-    throw new UsageError("invoke needs a model name and --input");
+    throw new UsageError("invoke needs a model name and --input (or --text for a text model)");
   if (!MODEL_NAME_PATTERN.test(name)) throw new UsageError(`'${name}' is not a model name`);
   const file = values.input.startsWith("@") ? values.input.slice(1) : undefined;
   const asyncOnly = (["header-length", "output", "wait-timeout"] as const).filter((option) => values[option]);

@@ -125,6 +125,11 @@ export class InferenceApi extends Construct {
     const v2 = this.api.root.addResource("v2", cors ? { defaultCorsPreflightOptions: cors } : {});
     const serverMetadata = v2.addMethod("GET", inference, keyed);
     const v2Proxy = v2.addResource("{proxy+}").addMethod("ANY", inference, keyed);
+    // OpenAI's embeddings API (`/v1/embeddings`, `/v1/models`), on the same key.
+    const v1Proxy = this.api.root
+      .addResource("v1", cors ? { defaultCorsPreflightOptions: cors } : {})
+      .addResource("{proxy+}")
+      .addMethod("ANY", inference, keyed);
     const health = v2.addResource("health");
     const live = health.addResource("live").addMethod("GET", inference);
     const ready = health.addResource("ready").addMethod("GET", inference);
@@ -146,7 +151,7 @@ export class InferenceApi extends Construct {
 
     acknowledge(this.api, "AwsSolutions-APIG2", BODY_VALIDATION_REASON);
     acknowledge(this.api.deploymentStage, "AwsSolutions-APIG3", WAF_REASON);
-    for (const method of [serverMetadata, v2Proxy]) {
+    for (const method of [serverMetadata, v2Proxy, v1Proxy]) {
       acknowledge(method, "AwsSolutions-APIG4", API_KEY_REASON);
       acknowledge(method, "AwsSolutions-COG4", API_KEY_REASON);
     }

@@ -1,7 +1,7 @@
 /**
  * Packages the inference and jobs handlers load on first use only, bundled beside them rather than in
- * them, so that cold starts do not parse them: the SageMaker client (sagemaker-target requests) and
- * asynchronous inference's clients (its routes and jobs). Bundled in, these took the inference
+ * them, so that cold starts do not parse them: the SageMaker client (sagemaker-target requests),
+ * asynchronous inference's clients (its routes and jobs) and the tokenizer library (text tasks). Bundled in, these took the inference
  * handler's import from 85 to 247 ms. The bench bundles the handler the same way.
  */
 export const LAZY_MODULES = [
@@ -12,4 +12,6 @@ export const LAZY_MODULES = [
   "@aws-sdk/client-sqs",
   "@aws-sdk/s3-request-presigner",
   "@aws-sdk/lib-storage",
+  // Text task versions' tokenizers (issue 19): parsed only when a text model is first served.
+  "@huggingface/tokenizers",
 ] as const;

@@ -100,6 +100,26 @@ export interface UploadSource {
   readonly etag: string;
 }
 
+/**
+ * What a version does with text instead of tensors (issue 19): set by registration from the manifest's
+ * `task` once it has run the whole chain on a sample.
+ */
+export interface TaskConfig {
+  readonly kind: "text-classification" | "feature-extraction";
+  /** The content-addressed copy of the version's `tokenizer.json`. */
+  readonly tokenizer: ArtifactRef;
+  /** Rows are truncated to this many tokens. */
+  readonly maxLength: number;
+  /** The model output the task reads: logits or probabilities, or hidden states or embeddings. */
+  readonly output: string;
+  /** feature-extraction: how token states become one vector (when the output is per token). */
+  readonly pooling: "mean" | "cls";
+  /** feature-extraction: L2-normalize the embedding. */
+  readonly normalize: boolean;
+  /** text-classification: the output is already a probability distribution (no softmax on top). */
+  readonly probabilities: boolean;
+}
+
 /** A version's payload capture (SageMaker Data Capture's equivalent). */
 export interface CaptureSettings {
   /** Of the version's infer requests, the share captured: 0 to 100. */
@@ -141,6 +161,8 @@ export interface ModelVersion {
   readonly tags?: Readonly<Record<string, string>>;
   /** Sampled capture of its requests and responses to S3: from the manifest, or set by an operator. */
   readonly capture?: CaptureSettings;
+  /** Text in, labels or embeddings out, beside the tensor route. */
+  readonly task?: TaskConfig;
   readonly source?: UploadSource;
   /** The last upload refused because this version already existed. */
   readonly rejectedUpload?: { readonly etag: string; readonly at: string; readonly reason: string };

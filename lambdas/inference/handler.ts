@@ -25,6 +25,12 @@ import type { RequestTrace, RequestTracing, Span } from "#core/metrics/span.ts";
 import { InferenceStatistics, STATISTICS_EXTENSION } from "#core/metrics/statistics.ts";
 import type { CaptureSettings } from "#core/model.ts";
 import {
+  embeddingsResponse,
+  modelsResponse,
+  openAiError,
+  parseEmbeddingsRequest,
+} from "#core/tasks/openai.ts";
+import {
   BINARY_CONTENT_TYPE,
   type EncodedResponse,
   encodeInferResponse,
@@ -218,6 +224,13 @@ export function createInferenceHandler(
         return json(200, await asyncJobs().status(route.id, callerKey(event)));
       case "stats":
         return json(200, await stats(route));
+      case "openai-embeddings": {
+        const request = parseEmbeddingsRequest(bodyText(event));
+        const { embedding, tokenCount } = await service.embed(request.model, request.version, request.texts);
+        return json(200, embeddingsResponse(request.model, embedding, tokenCount, request.format));
+      }
+      case "openai-models":
+        return json(200, modelsResponse(await service.featureExtractionModels()));
       case "infer": {
         // Synchronous infer requests go to inferNow; this one asked for a job.
         const job = await asyncJobs().submit(route.model, route.version, inferBody(event), callerKey(event));
@@ -299,6 +312,11 @@ export function createInferenceHandler(
     } catch (error) {
       logger.addContext(context);
       result = errorResponse(error, logger);
+      // OpenAI's clients read their own error shape.
+      if (event.path.startsWith("/v1/")) {
+        const { error: message } = JSON.parse(result.body) as { error: string };
+        result.body = JSON.stringify(openAiError(result.statusCode, message));
+      }
     }
     if (corsOrigins.length > 0) result.headers = { ...result.headers, ...corsHeaders(event, corsOrigins) };
     const elapsedMs = performance.now() - started;

@@ -7,6 +7,7 @@ import { ArtifactCache } from "#aws/onnx/artifact-cache.ts";
 import { OnnxRunner, sessionOptions } from "#aws/onnx/runner.ts";
 import { ServingArtifacts } from "#aws/onnx/serving-artifacts.ts";
 import { SessionPool } from "#aws/onnx/session-pool.ts";
+import { CachedTokenizers } from "#aws/onnx/tokenizer-cache.ts";
 import { WorkerSession } from "#aws/onnx/worker-session.ts";
 import { DynamoHttpTable } from "#aws/registry/dynamo-http-table.ts";
 import { RegistryReader } from "#aws/registry/reader.ts";
@@ -185,6 +186,7 @@ export function createInferenceParts(
     server: { name: SERVER_NAME, version: SERVER_VERSION },
     maxResponseBytes: config.MAAS_MAX_RESPONSE_BYTES,
     deadlineMs: config.MAAS_INFERENCE_DEADLINE_MS,
+    tokenizers: new CachedTokenizers(artifacts),
   });
   return {
     service,

@@ -6,6 +6,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { SQSRecord } from "aws-lambda";
+import * as ort from "onnxruntime-node";
 import * as z from "zod";
 import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts";
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
@@ -30,6 +31,7 @@ import {
   registerUpload,
   type UploadEvent,
 } from "#core/registry/registration.ts";
+import type { OrtElementType, TensorData } from "#core/tensor/tensor.ts";
 import { loadRegisterConfig, type RegisterConfig } from "./config.ts";
 
 export { loadRegisterConfig, type RegisterConfig, registerConfigSchema } from "./config.ts";
@@ -166,6 +168,29 @@ export function createRegistrationDeps(config: RegisterConfig, clients: Register
     tryLoad: async (path) => {
       const session = await createOrtSession(path);
       await session.release();
+    },
+    runSample: async (path, inputs, outputs) => {
+      const session = await createOrtSession(path);
+      try {
+        const feeds = Object.fromEntries(
+          inputs.map((input) => [
+            input.name,
+            new ort.Tensor(input.type, input.data as never, [...input.dims]),
+          ]),
+        );
+        const results = await session.run(feeds, [...outputs]);
+        return outputs.map((name) => {
+          const tensor = results[name] as ort.Tensor;
+          return {
+            name,
+            type: tensor.type as OrtElementType,
+            dims: tensor.dims,
+            data: tensor.data as TensorData,
+          };
+        });
+      } finally {
+        await session.release();
+      }
     },
     readModel: (path) => readFile(path),
     writeModel: (path, bytes) => writeFile(path, bytes),

@@ -389,17 +389,18 @@ describe("REST API", () => {
       }),
     );
 
-  it("routes /v2 to inference with an API key, health probes without, /admin with IAM", () => {
+  it("routes /v2 and OpenAI's /v1 to inference with an API key, health probes without, /admin with IAM", () => {
     expect(methods().map(({ route, auth, apiKey }) => ({ route, auth, apiKey }))).toEqual(
       expect.arrayContaining([
         { route: "GET /v2", auth: "NONE", apiKey: true },
         { route: "ANY /v2/{proxy+}", auth: "NONE", apiKey: true },
+        { route: "ANY /v1/{proxy+}", auth: "NONE", apiKey: true },
         { route: "GET /v2/health/live", auth: "NONE", apiKey: false },
         { route: "GET /v2/health/ready", auth: "NONE", apiKey: false },
         { route: "ANY /admin/{proxy+}", auth: "AWS_IAM", apiKey: false },
       ]),
     );
-    expect(methods()).toHaveLength(5);
+    expect(methods()).toHaveLength(6);
   });
 
   it("proxies /v2 to the inference alias and /admin to the admin function (payload v1)", () => {
@@ -465,7 +466,7 @@ describe("REST API", () => {
     template.hasResourceProperties("AWS::ApiGateway::UsagePlanKey", { KeyType: "API_KEY" });
   });
 
-  it("applies context throttling, quota and CORS origins (preflight on /v2 only)", () => {
+  it("applies context throttling, quota and CORS origins (preflight on /v2 and /v1 only)", () => {
     fullTemplate.hasResourceProperties("AWS::ApiGateway::UsagePlan", {
       Throttle: { RateLimit: 50, BurstLimit: 80 },
       Quota: { Limit: 100000, Period: "WEEK" },
@@ -476,7 +477,7 @@ describe("REST API", () => {
       .filter((method) => method.Properties.HttpMethod === "OPTIONS")
       .map(cdkPath);
     expect(options.length).toBeGreaterThan(0);
-    expect(options.every((path) => path.includes("/v2"))).toBe(true);
+    expect(options.every((path) => path.includes("/v2") || path.includes("/v1"))).toBe(true);
     expect(render(fullTemplate.toJSON())).toContain("'https://app.example.com'");
   });
 

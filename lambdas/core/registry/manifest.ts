@@ -1,5 +1,6 @@
 import * as z from "zod";
 import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
+import { POOLINGS, TASK_KINDS } from "#core/tasks/task.ts";
 import { describeZodError, requestInputSchema } from "#core/v2/wire.ts";
 
 /** Variants whose outputs differ from the original's by construction: they serve only when a person says so. */
@@ -36,6 +37,22 @@ const manifestSchema = z
      * and drift checks; an operator can change it per version later.
      */
     capture: captureSettingsSchema.optional(),
+    /** What the model does with text or images on the V2 route (issue 19), beside the tensor route. */
+    task: z.enum(TASK_KINDS).optional(),
+    /** A file beside the model, uploaded before it: Hugging Face's tokenizer.json. Text tasks need one. */
+    tokenizer: z
+      .string()
+      .regex(
+        /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.json$/,
+        "a file name beside the model, such as tokenizer.json",
+      )
+      .optional(),
+    /** Tokens per row, past which a text is truncated. */
+    maxLength: z.number().int().min(1).max(8192).optional(),
+    /** feature-extraction: per-token states to one vector. @default "mean" */
+    pooling: z.enum(POOLINGS).optional(),
+    /** feature-extraction: L2-normalize the embedding. @default true */
+    normalize: z.boolean().optional(),
     /** Serve the original upload even if an optimized variant passes the parity gate. */
     pinOriginal: z.boolean().optional(),
     optimize: z
@@ -53,7 +70,26 @@ const manifestSchema = z
   .refine((manifest) => !(manifest.pinOriginal && (manifest.optimize?.allowLossy.length ?? 0) > 0), {
     message: "pinOriginal and optimize.allowLossy contradict each other: keep one",
     path: ["optimize", "allowLossy"],
-  });
+  })
+  .refine(
+    (manifest) =>
+      (manifest.task !== "text-classification" && manifest.task !== "feature-extraction") ||
+      manifest.tokenizer !== undefined,
+    {
+      message:
+        'a text task needs a tokenizer: "tokenizer": "tokenizer.json", uploaded beside the model before it',
+      path: ["tokenizer"],
+    },
+  )
+  .refine(
+    (manifest) =>
+      manifest.task !== undefined ||
+      (manifest.tokenizer ?? manifest.maxLength ?? manifest.pooling ?? manifest.normalize) === undefined,
+    {
+      message: 'tokenizer, maxLength, pooling and normalize belong to a task: name one in "task"',
+      path: ["task"],
+    },
+  );
 
 export type Manifest = z.infer<typeof manifestSchema>;
 

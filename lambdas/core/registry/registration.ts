@@ -15,6 +15,7 @@ import {
   parseUploadKey,
 } from "./manifest.ts";
 import type { ModelRegistryWriter } from "./registry.ts";
+import { checkTask, type TaskCheckDeps } from "./task-check.ts";
 
 /** One S3 object-created notification, reduced to what registration needs. */
 export interface UploadEvent {
@@ -80,6 +81,8 @@ export interface RegistrationDeps {
   readonly endpointModels?: EndpointModelStore;
   /** Loads the model in onnxruntime and releases it; throws with onnxruntime's reason on failure. */
   readonly tryLoad: (path: string) => Promise<void>;
+  /** Runs the model on inputs: a task version's sample (issue 19); without it task versions fail. */
+  readonly runSample?: TaskCheckDeps["runSample"];
   readonly readModel: (path: string) => Promise<Uint8Array>;
   /** Writes the model registration rewrote to serve, beside the download. */
   readonly writeModel: (path: string, bytes: Uint8Array) => Promise<void>;
@@ -240,6 +243,26 @@ async function finish(
   if (target === "sagemaker") await deps.endpointModels?.publish(event.bucket, served);
   const labels = manifest.labels ?? inspection.labels;
   const description = manifest.description ?? inspection.description;
+  const { runSample } = deps;
+  const checked =
+    manifest.task === undefined
+      ? undefined
+      : runSample === undefined
+        ? { failure: "this deployment's registration cannot run task samples" }
+        : await checkTask(
+            manifest,
+            inspection.signature,
+            labels,
+            { bucket: event.bucket, name, version, path: served.path },
+            {
+              head: (bucket, key) => deps.store.head(bucket, key),
+              readText: (bucket, key) => deps.store.readText(bucket, key),
+              copyToArtifact: (bucket, source, etag, target) =>
+                deps.store.copyToArtifact(bucket, source, etag, target),
+              runSample,
+            },
+          );
+  if (checked !== undefined && "failure" in checked) return fail(claimed, checked.failure, deps);
   const changes = {
     status: "ready" as const,
     target,
@@ -251,6 +274,7 @@ async function finish(
     ...(description ? { description } : {}),
     ...(manifest.tags ? { tags: manifest.tags } : {}),
     ...(manifest.capture ? { capture: manifest.capture } : {}),
+    ...(checked === undefined ? {} : { task: checked.task }),
     ...(inspection.warnings.length > 0 ? { warnings: inspection.warnings } : {}),
   };
   // Only the worker whose transition succeeds sends the optimize message.

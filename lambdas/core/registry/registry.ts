@@ -131,6 +131,17 @@ export const modelVersionSchema = z.object({
   ),
   description: z.optional(z.string()),
   tags: z.optional(z.record(z.string(), z.string())),
+  task: z.optional(
+    z.object({
+      kind: z.enum(["text-classification", "feature-extraction"]),
+      tokenizer: artifactSchema,
+      maxLength: z.int().check(z.positive()),
+      output: z.string(),
+      pooling: z.enum(["mean", "cls"]),
+      normalize: z.boolean(),
+      probabilities: z.boolean(),
+    }),
+  ),
   capture: z.optional(
     z.object({
       samplePercent: z.number().check(z.minimum(0), z.maximum(100)),

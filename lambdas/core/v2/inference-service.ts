@@ -1,4 +1,10 @@
-import { ModelNotFoundError, ModelNotReadyError, ResponseTooLargeError } from "#core/errors.ts";
+import {
+  InvalidRequestError,
+  MaasError,
+  ModelNotFoundError,
+  ModelNotReadyError,
+  ResponseTooLargeError,
+} from "#core/errors.ts";
 import type { InferenceMetric } from "#core/metrics/inference-metric.ts";
 import type { StatisticsScope } from "#core/metrics/statistics.ts";
 import type {
@@ -11,6 +17,24 @@ import type {
 import { servingVariantKind } from "#core/model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
 import { DEFAULT_DEADLINE_MS, type ModelRunner } from "#core/runner.ts";
+import {
+  EMBEDDING_OUTPUT,
+  LABEL_OUTPUT,
+  SCORE_OUTPUT,
+  TEXT_INPUT,
+  type TextBatch,
+} from "#core/tasks/task.ts";
+import {
+  hasTask,
+  isTextRequest,
+  type TaskVersion,
+  type TokenizerSource,
+  taskOutputs,
+  textsOf,
+  tokenizerFeeds,
+  topKOf,
+} from "#core/tasks/text-task.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
 import { BINARY_DATA_EXTENSION, binaryOutputsOf, type InferBody, parseInferBody } from "./binary-data.ts";
 import { checkInputs, selectOutputs } from "./signature.ts";
 import { decodeInput, ortTypeOf, outputJsonFloor, type TensorResponse } from "./tensor-codec.ts";
@@ -39,6 +63,8 @@ export interface InferenceServiceDeps {
    * @default 25 000 ms
    */
   readonly deadlineMs?: number;
+  /** Tokenizers of text task versions (issue 19); without it their text requests answer 501. */
+  readonly tokenizers?: TokenizerSource;
 }
 
 /** Lambda's synchronous response payload: 6 MB. */
@@ -68,6 +94,19 @@ function metadataParameters(variant: string, outputs: readonly TensorSpec[]): Mo
     classLabels[output.name] = output.classLabels;
   }
   return classLabels === undefined ? { variant } : { variant, class_labels: classLabels };
+}
+
+/** A task version's text route, as metadata shows it beside the tensors. */
+function describeTask(version: TaskVersion): NonNullable<ModelMetadataParameters["task"]> {
+  const { kind } = version.task;
+  const outputs =
+    kind === "text-classification"
+      ? [
+          { name: LABEL_OUTPUT, datatype: "BYTES", shape: [-1, -1] },
+          { name: SCORE_OUTPUT, datatype: "FP32", shape: [-1, -1] },
+        ]
+      : [{ name: EMBEDDING_OUTPUT, datatype: "FP32", shape: [-1, -1] }];
+  return { name: kind, inputs: [{ name: TEXT_INPUT, datatype: "BYTES", shape: [-1] }], outputs };
 }
 
 /** What a V2 metadata response shows of a declared shape: symbolic dims are -1. */
@@ -182,11 +221,86 @@ export class InferenceService {
       platform: "onnxruntime_onnx",
       inputs: version.signature.inputs.map(describeTensor),
       outputs: version.signature.outputs.map(describeTensor),
-      parameters: metadataParameters(
-        servedVariant(this.#deps.runners[version.target], version),
-        version.signature.outputs,
-      ),
+      parameters: {
+        ...metadataParameters(
+          servedVariant(this.#deps.runners[version.target], version),
+          version.signature.outputs,
+        ),
+        ...(hasTask(version) ? { task: describeTask(version) } : {}),
+      },
     };
+  }
+
+  /**
+   * Embeddings of `texts` from a feature-extraction version (OpenAI's `/v1/embeddings`): [N, D] row-major,
+   * with the tokens the texts took.
+   */
+  async embed(
+    name: string,
+    reference: string | undefined,
+    texts: readonly string[],
+    latest = Number.POSITIVE_INFINITY,
+    metric?: InferenceMetric,
+  ): Promise<{ version: ModelVersion; embedding: NamedTensor; tokenCount: number }> {
+    const deadline = Math.min(Date.now() + this.#deadlineMs, latest);
+    const mark = metric === undefined ? 0 : performance.now();
+    const version = await resolveVersion(this.#deps.registry, name, reference);
+    if (metric !== undefined) {
+      metric.registryUs = (performance.now() - mark) * 1000;
+      metric.model = name;
+      metric.version = version.version;
+      metric.backend = version.target;
+    }
+    assertServable(version);
+    if (!hasTask(version) || version.task.kind !== "feature-extraction") {
+      throw new InvalidRequestError(
+        `model '${name}' version ${version.version} is not a feature-extraction model: publish it with "task": "feature-extraction" in its manifest`,
+      );
+    }
+    const { outputs, batch } = await this.#runText(version, texts, 1, deadline, metric, performance.now());
+    return { version, embedding: outputs[0] as NamedTensor, tokenCount: batch.tokenCount };
+  }
+
+  /** The models whose default version is a servable feature-extraction one (OpenAI's `GET /v1/models`). */
+  async featureExtractionModels(): Promise<{ name: string; createdAt: string }[]> {
+    const found: { name: string; createdAt: string }[] = [];
+    for (const model of await this.#deps.registry.listModels()) {
+      const version = await resolveVersion(this.#deps.registry, model.name, undefined).catch(() => undefined);
+      if (version !== undefined && isServable(version) && version.task?.kind === "feature-extraction")
+        found.push({ name: model.name, createdAt: version.createdAt });
+    }
+    return found;
+  }
+
+  /** A text task's run: tokenize, run the model on what the tokenizer feeds, and read the task's outputs. */
+  async #runText(
+    version: TaskVersion,
+    texts: readonly string[],
+    topK: number,
+    deadline: number,
+    metric: InferenceMetric | undefined,
+    mark: number,
+  ): Promise<{ outputs: NamedTensor[]; batch: TextBatch }> {
+    const tokenizers = this.#deps.tokenizers;
+    if (tokenizers === undefined)
+      throw new MaasError(501, "not_implemented", "text tasks are not served by this deployment");
+    const tokenizer = await tokenizers.tokenizer(version.task.tokenizer);
+    const batch = tokenizer.encode(texts, version.task.maxLength);
+    if (metric !== undefined) {
+      const now = performance.now();
+      metric.inputDecodeUs += (now - mark) * 1000;
+      metric.spans?.push({ name: "tokenize", start: mark, end: now });
+      metric.batchSize = batch.batch;
+    }
+    const runner = this.#runnerFor(version);
+    const ran = performance.now();
+    const [output] = await runner.run(version, tokenizerFeeds(version, batch), [version.task.output], {
+      deadline,
+      timings: metric,
+    });
+    if (metric !== undefined && metric.inferUs === 0) metric.inferUs = (performance.now() - ran) * 1000;
+    if (output === undefined) throw new Error(`the model gave no output '${version.task.output}'`);
+    return { outputs: taskOutputs(version, output, batch, topK), batch };
   }
 
   /**
@@ -230,6 +344,24 @@ export class InferenceService {
     const runner = this.#runnerFor(version);
     const request = parseInferBody(body);
     const binaryOutputs = binaryOutputsOf(request);
+    if (hasTask(version) && isTextRequest(request)) {
+      const texts = textsOf(decodeInput(request.inputs[0] as RequestInput));
+      const topK = topKOf(request);
+      const { outputs } = await this.#runText(version, texts, topK, deadline, metric, mark);
+      return {
+        version,
+        backend: runner.backend,
+        variant: servedVariant(runner, version),
+        binaryOutputs,
+        response: {
+          model_name: name,
+          model_version: String(version.version),
+          ...(request.id === undefined ? {} : { id: request.id }),
+          outputs,
+          maxBytes: this.#maxResponseBytes,
+        },
+      };
+    }
     const inputSpecs = checkInputs(request.inputs, version.signature);
     const outputs = selectOutputs(request.outputs, version.signature);
     // Before running: a response that cannot be sent is not worth the model's time or memory.

@@ -13,7 +13,10 @@ export type V2Route =
   /** The statistics extension: every model's, one model's (every version), or one version's. */
   | { readonly kind: "stats"; readonly model?: string; readonly version?: string }
   | { readonly kind: "upload" }
-  | { readonly kind: "job"; readonly id: string };
+  | { readonly kind: "job"; readonly id: string }
+  /** OpenAI's embeddings API, for feature-extraction models. */
+  | { readonly kind: "openai-embeddings" }
+  | { readonly kind: "openai-models" };
 
 const FIXED: Record<string, { method: string; route: V2Route }> = {
   "/v2": { method: "GET", route: { kind: "server-metadata" } },
@@ -23,6 +26,8 @@ const FIXED: Record<string, { method: string; route: V2Route }> = {
   // As Triton has it: this shadows the metadata of a model named "stats" (its other routes still work).
   "/v2/models/stats": { method: "GET", route: { kind: "stats" } },
   "/v2/uploads": { method: "POST", route: { kind: "upload" } },
+  "/v1/embeddings": { method: "POST", route: { kind: "openai-embeddings" } },
+  "/v1/models": { method: "GET", route: { kind: "openai-models" } },
 };
 
 const JOB_PATH = /^\/v2\/jobs\/([^/]+)$/;

@@ -49,6 +49,12 @@ export interface ModelMetadataParameters {
   readonly variant: string;
   /** The labels of each output that has them (the last dimension of a classifier's scores), by output name. */
   readonly class_labels?: Readonly<Record<string, readonly string[]>>;
+  /** A task version's text route: the task, and the inputs and outputs it takes and gives beside the tensors. */
+  readonly task?: {
+    readonly name: string;
+    readonly inputs: readonly TensorMetadata[];
+    readonly outputs: readonly TensorMetadata[];
+  };
 }
 
 export interface ModelMetadataResponse {
