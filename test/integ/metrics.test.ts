@@ -5,6 +5,7 @@ import type { LocalStack } from "../../local/stack.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
 import { randomBytesModel } from "../support/crafted-models.ts";
 import { startTestStack, stopTestStack, TEST_ADMIN_KEY, TEST_API_KEY } from "../support/local-stack.ts";
+import { parsePrometheus } from "../support/metric-outputs.ts";
 
 /**
  * A scripted burst against the local stack (issue 18, done-when 1): successes and failures of two
@@ -58,18 +59,6 @@ function post(path: string, body: string): Promise<Response> {
 
 function get(path: string, key = TEST_API_KEY): Promise<Response> {
   return fetch(`${stack.url}${path}`, { headers: { "x-api-key": key } });
-}
-
-/** A Prometheus scrape's samples: `name{labels}` to value. */
-function parsePrometheus(text: string): Map<string, number> {
-  const samples = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (match === null) throw new Error(`not a Prometheus sample: ${line}`);
-    samples.set(`${match[1]}${match[2] ?? ""}`, Number(match[3]));
-  }
-  return samples;
 }
 
 async function stats(path: string): Promise<ModelStat[]> {

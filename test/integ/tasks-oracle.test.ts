@@ -1,7 +1,6 @@
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { AutoTokenizer, env, type Tensor as HfTensor, pipeline } from "@huggingface/transformers";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,12 +8,13 @@ import { classify, pool } from "#core/tasks/outputs.ts";
 import type { Pooling, TextBatch, TextTokenizer } from "#core/tasks/task.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
 import { buildBertClassifierModel, buildBertEmbeddingModel } from "../../models/bert.ts";
+import { BERT_FIXTURE, writeOracleModel } from "../support/hf-oracle.ts";
 
 // The reference implementation reads the same local files and never reaches the Hub.
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 
-const FIXTURE = fileURLToPath(new URL("../../models/fixtures/bert-uncased/", import.meta.url));
+const FIXTURE = BERT_FIXTURE;
 const LABELS = ["negative", "neutral", "positive", "mixed"];
 const MAX_LENGTH = 128;
 const TOLERANCE = 1e-5;
@@ -30,15 +30,8 @@ const TEXTS = [
 
 let root: string;
 
-/** A model folder the way transformers.js reads one: config.json, the tokenizer and onnx/model.onnx. */
 function writeModelDir(name: string, model: Uint8Array, config: object): string {
-  const dir = join(root, name);
-  mkdirSync(join(dir, "onnx"), { recursive: true });
-  writeFileSync(join(dir, "onnx", "model.onnx"), model);
-  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
-  for (const file of ["tokenizer.json", "tokenizer_config.json"])
-    copyFileSync(join(FIXTURE, file), join(dir, file));
-  return dir;
+  return writeOracleModel(root, name, model, config);
 }
 
 /** The service's side: the model's own inputs, by name, from the batch. */

@@ -1,8 +1,7 @@
 import { execFile } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { env, pipeline } from "@huggingface/transformers";
@@ -13,6 +12,7 @@ import type { LocalStack } from "../../local/stack.ts";
 import { writeStackFile } from "../../local/stack-file.ts";
 import { buildBertClassifierModel, buildBertEmbeddingModel } from "../../models/bert.ts";
 import { ROOT } from "../infra/support.ts";
+import { BERT_FIXTURE, writeOracleModel } from "../support/hf-oracle.ts";
 import { startTestStack, stopTestStack, TEST_ADMIN_KEY, TEST_API_KEY } from "../support/local-stack.ts";
 
 /**
@@ -24,7 +24,7 @@ import { startTestStack, stopTestStack, TEST_ADMIN_KEY, TEST_API_KEY } from "../
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 
-const FIXTURE = fileURLToPath(new URL("../../models/fixtures/bert-uncased/", import.meta.url));
+const FIXTURE = BERT_FIXTURE;
 const TOKENIZER = readFileSync(join(FIXTURE, "tokenizer.json"), "utf8");
 const LABELS = ["negative", "neutral", "positive"];
 const TEXTS = [
@@ -40,15 +40,8 @@ let oracleDir: string;
 const classifier = buildBertClassifierModel({ labels: LABELS.length, seed: 7 });
 const embedder = buildBertEmbeddingModel({ seed: 8 });
 
-/** A model folder as transformers.js reads one, for the reference pipelines. */
 function oracleModel(name: string, model: Uint8Array, config: object): string {
-  const dir = join(oracleDir, name);
-  mkdirSync(join(dir, "onnx"), { recursive: true });
-  writeFileSync(join(dir, "onnx", "model.onnx"), model);
-  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
-  for (const file of ["tokenizer.json", "tokenizer_config.json"])
-    copyFileSync(join(FIXTURE, file), join(dir, file));
-  return dir;
+  return writeOracleModel(oracleDir, name, model, config);
 }
 
 async function putTokenizer(name: string, version: number, text = TOKENIZER): Promise<void> {

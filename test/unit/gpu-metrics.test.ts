@@ -11,6 +11,7 @@ import { CloudWatchMetrics, type MetricDataSender } from "../../containers/gpu/c
 import { loadGpuServerConfig, metricsPort } from "../../containers/gpu/config.ts";
 import { type GpuServer, startGpuServer } from "../../containers/gpu/server.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
+import { parsePrometheus } from "../support/metric-outputs.ts";
 
 /** Every PutMetricData input a publisher sent, instead of CloudWatch. */
 function recordingSender(): MetricDataSender & { readonly sent: PutMetricDataCommandInput[] } {
@@ -39,18 +40,6 @@ function sentValues(
     found.set(key, values);
   }
   return found;
-}
-
-/** A Prometheus scrape's samples: `name{labels}` to value. */
-function parsePrometheus(text: string): Map<string, number> {
-  const samples = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (match === null) throw new Error(`not a Prometheus sample: ${line}`);
-    samples.set(`${match[1]}${match[2] ?? ""}`, Number(match[3]));
-  }
-  return samples;
 }
 
 // --- the container server with onnxruntime on CPU, and its metrics port ---------------------------

@@ -8,6 +8,7 @@ import {
 } from "#core/metrics/inference-metric.ts";
 import { METRICS_NAMESPACE, PROMETHEUS } from "#core/metrics/names.ts";
 import { InferenceStatistics } from "#core/metrics/statistics.ts";
+import { directive, emitted } from "../support/metric-outputs.ts";
 
 function metric(overrides: Partial<InferenceMetric>): InferenceMetric {
   return {
@@ -224,40 +225,6 @@ describe("EMF metrics sink (Powertools Metrics)", () => {
   afterEach(() => {
     vi.restoreAllMocks();
   });
-
-  /** The EMF documents `record` wrote to stdout, one JSON object a line; Powertools must warn of nothing. */
-  function emitted(record: () => void): Record<string, unknown>[] {
-    const lines: string[] = [];
-    const warnings: string[] = [];
-    vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
-      lines.push(String(chunk));
-      return true;
-    });
-    vi.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
-      warnings.push(String(chunk));
-      return true;
-    });
-    record();
-    vi.restoreAllMocks();
-    expect(warnings).toEqual([]);
-    return lines
-      .join("")
-      .split("\n")
-      .filter((line) => line.startsWith("{"))
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
-  }
-
-  function directive(document: Record<string, unknown>) {
-    return (
-      document._aws as {
-        CloudWatchMetrics: {
-          Namespace: string;
-          Dimensions: string[][];
-          Metrics: { Name: string; Unit: string }[];
-        }[];
-      }
-    ).CloudWatchMetrics[0]!;
-  }
 
   it("writes a success by model, version and backend, and its latency by backend alone, in milliseconds", () => {
     const sink = new EmfMetricsSink();

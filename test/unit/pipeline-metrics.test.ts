@@ -16,43 +16,9 @@ import { createJobsHandler } from "#lambdas/jobs/handler.ts";
 import { createOptimizeHandler } from "#lambdas/optimize/handler.ts";
 import { createRegisterHandler } from "#lambdas/register/handler.ts";
 import { s3ObjectCreatedBody, sqsEvent } from "../infra/events.ts";
+import { directive, emitted } from "../support/metric-outputs.ts";
 
 const silent = new Logger({ serviceName: "test", logLevel: "SILENT" });
-
-/** The EMF documents `record` wrote to stdout, one JSON object a line; Powertools must warn of nothing. */
-function emitted(record: () => void): Record<string, unknown>[] {
-  const lines: string[] = [];
-  const warnings: string[] = [];
-  vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
-    lines.push(String(chunk));
-    return true;
-  });
-  vi.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
-    warnings.push(String(chunk));
-    return true;
-  });
-  try {
-    record();
-  } finally {
-    vi.restoreAllMocks();
-  }
-  expect(warnings).toEqual([]);
-  const text = lines.join("");
-  const documents = text.split("\n").filter((line) => line.trim() !== "");
-  return documents.map((line) => JSON.parse(line) as Record<string, unknown>);
-}
-
-function directive(document: Record<string, unknown>) {
-  const { CloudWatchMetrics } = document._aws as {
-    CloudWatchMetrics: {
-      Namespace: string;
-      Dimensions: string[][];
-      Metrics: { Name: string; Unit: string }[];
-    }[];
-  };
-  expect(CloudWatchMetrics).toHaveLength(1);
-  return CloudWatchMetrics[0]!;
-}
 
 describe("EMF pipeline metrics sink (Powertools Metrics)", () => {
   afterEach(() => {

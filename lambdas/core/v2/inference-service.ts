@@ -344,23 +344,23 @@ export class InferenceService {
     const runner = this.#runnerFor(version);
     const request = parseInferBody(body);
     const binaryOutputs = binaryOutputsOf(request);
+    const answer = (outputs: NamedTensor[]): InferOutcome => ({
+      version,
+      backend: runner.backend,
+      variant: servedVariant(runner, version),
+      binaryOutputs,
+      response: {
+        model_name: name,
+        model_version: String(version.version),
+        ...(request.id === undefined ? {} : { id: request.id }),
+        outputs,
+        maxBytes: this.#maxResponseBytes,
+      },
+    });
     if (hasTask(version) && isTextRequest(request)) {
       const texts = textsOf(decodeInput(request.inputs[0] as RequestInput));
       const topK = topKOf(request);
-      const { outputs } = await this.#runText(version, texts, topK, deadline, metric, mark);
-      return {
-        version,
-        backend: runner.backend,
-        variant: servedVariant(runner, version),
-        binaryOutputs,
-        response: {
-          model_name: name,
-          model_version: String(version.version),
-          ...(request.id === undefined ? {} : { id: request.id }),
-          outputs,
-          maxBytes: this.#maxResponseBytes,
-        },
-      };
+      return answer((await this.#runText(version, texts, topK, deadline, metric, mark)).outputs);
     }
     const inputSpecs = checkInputs(request.inputs, version.signature);
     const outputs = selectOutputs(request.outputs, version.signature);
@@ -382,19 +382,7 @@ export class InferenceService {
       metric.inferUs = (ran - mark) * 1000;
       metric.spans?.push({ name: "run", start: mark, end: ran });
     }
-    return {
-      version,
-      backend: runner.backend,
-      variant: servedVariant(runner, version),
-      binaryOutputs,
-      response: {
-        model_name: name,
-        model_version: String(version.version),
-        ...(request.id === undefined ? {} : { id: request.id }),
-        outputs: results,
-        maxBytes: this.#maxResponseBytes,
-      },
-    };
+    return answer(results);
   }
 
   /**
