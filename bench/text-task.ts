@@ -18,6 +18,7 @@ import { Logger } from "@aws-lambda-powertools/logger";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from "aws-lambda";
 import * as z from "zod/mini";
+import { isServable } from "#core/registry/registry.ts";
 import type { TextBatch } from "#core/tasks/task.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
 import { createInferenceHandler, type ProxyHandler } from "#lambdas/inference/handler.ts";
@@ -178,7 +179,7 @@ async function publish(stack: LocalStack, model: string, hidden: number, index: 
       timeoutMs: 120_000,
     },
   );
-  if (version.status !== "ready") throw new Error(`${model} did not register: ${JSON.stringify(version)}`);
+  if (!isServable(version)) throw new Error(`${model} did not register: ${JSON.stringify(version)}`);
 }
 
 async function main() {
