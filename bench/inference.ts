@@ -2,7 +2,8 @@
  * `npm run bench`: the serving path against raw onnxruntime-node, measured in one run.
  *   warm: the inference handler (API Gateway event in, response out; no HTTP) vs session.run alone,
  *         with its metrics (EMF, statistics) and X-Ray tracing (1 request in 20 sampled) as Lambda runs
- *         it, and without them (`unmetered`, in the same process on the same session, alternating),
+ *         it, and without them (`unmetered`, in the same process on the same session, alternating;
+ *         BENCH_METERING=emf|stats|trace, comma-separated, meters with those alone),
  *         for the demo model and a ~50 MB MLP, each side alone in a process that hosts only the
  *         function (bench/warm-child.ts), in alternating pairs of processes.
  *   cold: a new process per sample: import + registry read + download from the local S3 emulator +
@@ -23,12 +24,12 @@ import { LOCAL_BUCKET, LOCAL_TABLE } from "../local/stack.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { buildMlpModel, MLP_50MB_LAYERS } from "../models/mlp.ts";
 import { optimizerIdle, startBenchStack } from "./bench-stack.ts";
-import { formatMs, median, printTable } from "./stats.ts";
+import { formatMs, median, percentile, printTable } from "./stats.ts";
 import type { WarmModel, WarmResult, WarmSide } from "./warm-child.ts";
 
 const run = promisify(execFile);
 const WARM_ITERATIONS = Number(process.env.BENCH_WARM_ITERATIONS ?? 2000);
-const MLP_ITERATIONS = Number(process.env.BENCH_MLP_ITERATIONS ?? 200);
+const MLP_ITERATIONS = Number(process.env.BENCH_MLP_ITERATIONS ?? 1000);
 const COLD_SAMPLES = Number(process.env.BENCH_COLD_SAMPLES ?? 9);
 const WARM_PAIRS = Number(process.env.BENCH_WARM_PAIRS ?? 3);
 
@@ -96,20 +97,36 @@ async function main() {
       }),
     );
     console.log(
-      "\nmetrics and tracing on (EMF through Powertools, statistics, X-Ray sampling 1 request in 20) against off, same build, same process and session, alternating blocks of 100 requests:\n",
+      "\nmetrics and tracing on (EMF through Powertools, statistics, X-Ray sampling 1 request in 20) against off, same build, same process and session, alternating blocks of 100 requests; on - off is the median over adjacent pairs of blocks of the difference of their medians, and the control the same between unmetered blocks a pair apart (the noise floor):\n",
     );
+    const diffs = (index: number, field: "pairedDiffs" | "controlDiffs") =>
+      sides.handler.flatMap((run) => run[index]?.[field] ?? []).map((ms) => ms * 1000);
+    const quartiles = (values: readonly number[]) =>
+      `${percentile(values, 25).toFixed(1)} to ${percentile(values, 75).toFixed(1)}`;
     printTable(
-      ["model", "overhead off ms", "overhead on ms", "on - off µs", "on / off overhead"],
+      [
+        "model",
+        "overhead off ms",
+        "on - off µs",
+        "its IQR µs",
+        "control µs",
+        "its IQR µs",
+        "on - off / overhead off",
+        "pairs",
+      ],
       models.map((model, i) => {
-        const raw50 = of("raw", i, "p50");
-        const off = of("unmetered", i, "p50") - raw50;
-        const on = of("handler", i, "p50") - raw50;
+        const off = of("unmetered", i, "p50") - of("raw", i, "p50");
+        const paired = diffs(i, "pairedDiffs");
+        const control = diffs(i, "controlDiffs");
         return [
           model.name,
           formatMs(off),
-          formatMs(on),
-          ((on - off) * 1000).toFixed(1),
-          (on / off).toFixed(3),
+          median(paired).toFixed(1),
+          quartiles(paired),
+          median(control).toFixed(1),
+          quartiles(control),
+          `${((median(paired) / 1000 / off) * 100).toFixed(1)}%`,
+          String(paired.length),
         ];
       }),
     );

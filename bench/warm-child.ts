@@ -41,6 +41,13 @@ export interface WarmResult {
   readonly side: WarmSide;
   readonly p50: number;
   readonly p99: number;
+  /**
+   * The metered handler only: per pair of adjacent blocks, its block's median less the unmetered
+   * block's (ms), so drift over the run cancels out; and the same between pairs of unmetered blocks
+   * (`controlDiffs`), the noise floor of that estimate.
+   */
+  readonly pairedDiffs?: readonly number[];
+  readonly controlDiffs?: readonly number[];
 }
 
 function inferEvent(
@@ -78,6 +85,7 @@ function sampledOneIn(every: number): Record<string, string | undefined> {
 
 /** Requests per block while the metered and unmetered handlers alternate. */
 const BLOCK = 100;
+const METERING = process.env.BENCH_METERING ?? "emf,stats,trace";
 
 /** Deterministic, varied inputs: constant inputs can flatter some kernels. */
 function inputValues(count: number): number[] {
@@ -114,14 +122,19 @@ async function measure(model: WarmModel, side: "raw" | "handler"): Promise<WarmR
     }
     const handlers = {
       handler: createInferenceHandler(service, logger, {
-        metrics: new EmfMetricsSink({ functionName: "maas-inference-bench" }),
-        statistics: new InferenceStatistics(),
+        ...(METERING.includes("emf")
+          ? { metrics: new EmfMetricsSink({ functionName: "maas-inference-bench" }) }
+          : {}),
+        ...(METERING.includes("stats") ? { statistics: new InferenceStatistics() } : {}),
         // Sent to a port nobody reads: UDP to the daemon costs the function the same.
-        tracing: new XRayRequestTracing({ daemonAddress: "127.0.0.1:2000", env: sampledOneIn(20) }),
+        ...(METERING.includes("trace")
+          ? { tracing: new XRayRequestTracing({ daemonAddress: "127.0.0.1:2000", env: sampledOneIn(20) }) }
+          : {}),
       }),
       unmetered: createInferenceHandler(service, logger, {}),
     };
     const times = { handler: [] as number[], unmetered: [] as number[] };
+    const blockMedians = { handler: [] as number[], unmetered: [] as number[] };
     for (const handler of Object.values(handlers)) {
       for (let i = 0; i < Math.min(50, model.iterations) + 1; i++) {
         const result = await handler(event, lambdaContext("warmup", Date.now()));
@@ -135,22 +148,35 @@ async function measure(model: WarmModel, side: "raw" | "handler"): Promise<WarmR
       const order =
         (done / BLOCK) % 2 === 0 ? (["handler", "unmetered"] as const) : (["unmetered", "handler"] as const);
       for (const which of order) {
+        const block: number[] = [];
         for (let i = 0; i < Math.min(BLOCK, model.iterations - done); i++) {
           // Lambda hands the handler its context: building it is not the handler's time.
           const context = lambdaContext("bench", Date.now());
           const start = performance.now();
           const result = await handlers[which](event, context);
-          times[which].push(performance.now() - start);
+          block.push(performance.now() - start);
           // The log line, metric and trace are written after the answer: outside the timing, as in
           // Lambda, where they run before the environment's next invocation.
           await new Promise((logged) => setImmediate(logged));
           if (result.statusCode !== 200)
             throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
         }
+        times[which].push(...block);
+        blockMedians[which].push(median(block));
       }
     }
     await parts.sessions.close();
+    const pairs = Math.min(blockMedians.handler.length, blockMedians.unmetered.length);
+    const pairedDiffs = Array.from(
+      { length: pairs },
+      (_, i) => (blockMedians.handler[i] as number) - (blockMedians.unmetered[i] as number),
+    );
+    const controlDiffs = Array.from(
+      { length: Math.floor(blockMedians.unmetered.length / 2) },
+      (_, i) => (blockMedians.unmetered[2 * i + 1] as number) - (blockMedians.unmetered[2 * i] as number),
+    );
     return (["handler", "unmetered"] as const).map((which) => ({
+      ...(which === "handler" ? { pairedDiffs, controlDiffs } : {}),
       name: model.name,
       side: which,
       p50: median(times[which]),

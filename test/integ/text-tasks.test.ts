@@ -261,6 +261,22 @@ describe("feature-extraction", () => {
   });
 });
 
+describe("optimization of a text model", () => {
+  it("checks variants on inputs from the version's own tokenizer, not random ids past its vocabulary", async () => {
+    const deadline = Date.now() + 90_000;
+    let record = await stack.registry.getVersionConsistent("sentiment", 1);
+    while (record?.optimizedAt === undefined && Date.now() < deadline) {
+      await new Promise((wake) => setTimeout(wake, 250));
+      record = await stack.registry.getVersionConsistent("sentiment", 1);
+    }
+    expect(record?.optimizedAt).toBeDefined();
+    expect(record?.optimizeError).toBeUndefined();
+    const compared = record?.variants.filter((variant) => variant.parity !== undefined) ?? [];
+    expect(compared.length).toBeGreaterThan(0);
+    for (const variant of compared) expect(variant.error).toBeUndefined();
+  });
+});
+
 describe("registration checks the whole chain", () => {
   it("fails a version whose tokenizer is not a tokenizer, whose labels do not match, or whose tokenizer is missing", async () => {
     await putTokenizer("broken", 1, '{"version": "1.0", "model": {"type": "Nonsense"}}');

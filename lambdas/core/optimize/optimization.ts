@@ -11,6 +11,8 @@ import {
   parseManifest,
 } from "#core/registry/manifest.ts";
 import { isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
+import { hasTask, type TaskVersion, tokenizerFeeds } from "#core/tasks/text-task.ts";
+import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import {
   DECISION_FORMAT,
@@ -495,7 +497,7 @@ async function buildAndSelect(
   try {
     const originalPath = join(dir, "original.onnx");
     await deps.store.download(version.artifact, originalPath);
-    const { feeds, benchFeed, source } = parityInputs(version, manifest, settings);
+    const { feeds, benchFeed, source } = await parityInputs(version, manifest, settings, deps);
     const outputs = version.signature.outputs.map((spec) => spec.name);
 
     const loadStarted = performance.now();
@@ -662,10 +664,51 @@ async function readManifest(version: ServableVersion, deps: OptimizerDeps): Prom
   }
 }
 
-function parityInputs(version: ServableVersion, manifest: Manifest, settings: OptimizerSettings) {
+/** Texts a text task version's parity inputs are tokenized from: random ids would index past its vocabulary. */
+const PARITY_TEXTS = [
+  "The quick brown fox jumps over the lazy dog.",
+  "Serverless inference keeps costs low when traffic is quiet.",
+  "I would not recommend this product to anyone; it broke after a day!",
+  "Café déjà vu: naïve résumés, 3 ½ pages, in São Paulo.",
+  "What time does the next train to the airport leave?",
+  "An excellent, thoughtful and very well written book.",
+  "Numbers like 42, 3.14 and 1e-9 tokenize into several pieces.",
+  "Short.",
+];
+
+/** Parity and benchmark feeds of a text task version, from its own tokenizer on fixed texts. */
+async function textParityInputs(version: TaskVersion, settings: OptimizerSettings, deps: OptimizerDeps) {
+  const { tokenizer: ref, maxLength } = version.task;
+  const json = await deps.store.readText(ref.bucket, ref.key);
+  if (json === undefined) throw new OptimizationError(`the version's tokenizer (${ref.key}) is missing`);
+  const tokenizer = await loadTextTokenizer(json);
+  const feed = (rows: number, offset: number) =>
+    tokenizerFeeds(
+      version,
+      tokenizer.encode(
+        Array.from(
+          { length: rows },
+          (_, row) => PARITY_TEXTS[(offset + row) % PARITY_TEXTS.length] as string,
+        ),
+        maxLength,
+      ),
+    );
+  const feeds = Array.from({ length: settings.parityFeeds }, (_, index) =>
+    feed(settings.parityBatch, index * 3),
+  );
+  return { feeds, benchFeed: feed(settings.benchmarkBatch, 0), source: "generated" as const };
+}
+
+async function parityInputs(
+  version: ServableVersion,
+  manifest: Manifest,
+  settings: OptimizerSettings,
+  deps: OptimizerDeps,
+) {
   try {
     const samples = manifestSampleInputs(manifest, version.signature);
     if (samples !== undefined) return { feeds: samples, benchFeed: samples[0]!, source: "samples" as const };
+    if (hasTask(version)) return await textParityInputs(version, settings, deps);
     const feeds = generateInputs(version.signature, {
       count: settings.parityFeeds,
       batch: settings.parityBatch,
