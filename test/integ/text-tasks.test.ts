@@ -261,6 +261,32 @@ describe("feature-extraction", () => {
   });
 });
 
+describe("OpenAI's embeddings route refuses bad bodies in OpenAI's error shape", () => {
+  it("answers 400 for a body nested too deep, one that is not JSON, and an input that is not text", async () => {
+    const send = async (body: string) => {
+      const response = await fetch(`${stack.url}/v1/embeddings`, {
+        method: "POST",
+        headers: { "x-api-key": TEST_API_KEY, "content-type": "application/json" },
+        body,
+      });
+      return {
+        status: response.status,
+        json: (await response.json()) as { error: { message: string; type: string } },
+      };
+    };
+    const deep = await send(`{"model":"minilm","input":${"[".repeat(100_000)}${"]".repeat(100_000)}}`);
+    expect(deep.status).toBe(400);
+    expect(deep.json.error).toMatchObject({
+      type: "invalid_request_error",
+      message: expect.stringMatching(/nests deeper/),
+    });
+    expect((await send("{not json")).status).toBe(400);
+    const numbers = await send('{"model":"minilm","input":[1,2,3]}');
+    expect(numbers.status).toBe(400);
+    expect(numbers.json.error.message).toMatch(/input/);
+  });
+});
+
 describe("optimization of a text model", () => {
   it("checks variants on inputs from the version's own tokenizer, not random ids past its vocabulary", async () => {
     const deadline = Date.now() + 90_000;

@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
 import { InvalidRequestError } from "#core/errors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "#core/v2/parse.ts";
 import { describeZodError } from "#core/v2/wire.ts";
 import { MAX_TEXTS } from "./text-task.ts";
 
@@ -27,6 +28,9 @@ export interface EmbeddingsRequest {
 
 /** `{"model": "name[:version]", "input": "text" | ["text", ...], "encoding_format"?}`. */
 export function parseEmbeddingsRequest(body: string): EmbeddingsRequest {
+  // As every JSON body: a body nested millions deep is refused by a linear scan, not by JSON.parse.
+  if (nestsDeeperThan(body, MAX_JSON_DEPTH))
+    throw new InvalidRequestError(`body nests deeper than ${MAX_JSON_DEPTH} levels`);
   let json: unknown;
   try {
     json = JSON.parse(body);
