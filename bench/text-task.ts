@@ -26,6 +26,7 @@ import { lambdaContext } from "../local/gateway.ts";
 import type { LocalStack } from "../local/stack.ts";
 import { buildBertClassifierModel } from "../models/bert.ts";
 import { optimizerIdle, startBenchStack } from "./bench-stack.ts";
+import { inferEvent } from "./events.ts";
 import { formatMs, median, muteStdout, percentile, printTable } from "./stats.ts";
 
 const ITERATIONS = Number(process.env.BENCH_TEXT_ITERATIONS ?? 200);
@@ -60,23 +61,6 @@ interface Case {
   readonly label: string;
   readonly rows: number;
   readonly events: Record<Route, APIGatewayProxyEvent>;
-}
-
-function inferEvent(model: string, body: unknown): APIGatewayProxyEvent {
-  return {
-    httpMethod: "POST",
-    path: `/v2/models/${model}/infer`,
-    resource: "/{proxy+}",
-    headers: { "content-type": "application/json" },
-    multiValueHeaders: {},
-    queryStringParameters: null,
-    multiValueQueryStringParameters: null,
-    pathParameters: { proxy: `v2/models/${model}/infer` },
-    stageVariables: null,
-    isBase64Encoded: false,
-    body: JSON.stringify(body),
-    requestContext: {} as APIGatewayProxyEvent["requestContext"],
-  };
 }
 
 function textBody(texts: readonly string[]) {

@@ -9,7 +9,6 @@
  * The bench alternates processes of both sides. Prints one JSON line: per model, p50 and p99 in ms.
  */
 import { Logger } from "@aws-lambda-powertools/logger";
-import type { APIGatewayProxyEvent } from "aws-lambda";
 import * as ort from "onnxruntime-node";
 import { EmfMetricsSink } from "#aws/metrics/emf-sink.ts";
 import { createOrtSession } from "#aws/onnx/runner.ts";
@@ -21,6 +20,7 @@ import { loadInferenceConfig } from "#lambdas/inference/config.ts";
 import { createInferenceHandler } from "#lambdas/inference/handler.ts";
 import { createInferenceParts, defaultClients } from "#lambdas/inference/service.ts";
 import { lambdaContext } from "../local/gateway.ts";
+import { inferEvent } from "./events.ts";
 import { median, muteStdout, percentile } from "./stats.ts";
 
 export interface WarmModel {
@@ -48,28 +48,6 @@ export interface WarmResult {
    */
   readonly pairedDiffs?: readonly number[];
   readonly controlDiffs?: readonly number[];
-}
-
-function inferEvent(
-  model: string,
-  input: string,
-  dims: readonly number[],
-  values: readonly number[],
-): APIGatewayProxyEvent {
-  return {
-    httpMethod: "POST",
-    path: `/v2/models/${model}/infer`,
-    resource: "/{proxy+}",
-    headers: { "content-type": "application/json" },
-    multiValueHeaders: {},
-    queryStringParameters: null,
-    multiValueQueryStringParameters: null,
-    pathParameters: { proxy: `v2/models/${model}/infer` },
-    stageVariables: null,
-    isBase64Encoded: false,
-    body: JSON.stringify({ inputs: [{ name: input, shape: dims, datatype: "FP32", data: values }] }),
-    requestContext: {} as APIGatewayProxyEvent["requestContext"],
-  };
 }
 
 /** `_X_AMZN_TRACE_ID` as Lambda sets it per invocation: sampled on every `every`-th read (one per request). */
@@ -101,7 +79,9 @@ async function measure(model: WarmModel, side: "raw" | "handler"): Promise<WarmR
   const { service, registry, artifacts } = parts;
   const count = model.dims.reduce((a, b) => a * b, 1);
   const values = inputValues(count);
-  const event = inferEvent(model.name, model.input, model.dims, values);
+  const event = inferEvent(model.name, {
+    inputs: [{ name: model.input, shape: model.dims, datatype: "FP32", data: values }],
+  });
   const record = await registry.getVersion(model.name, 1);
   if (record === undefined || !isServable(record)) throw new Error(`${model.name} is not servable`);
   const silence = muteStdout();
