@@ -1,8 +1,10 @@
 import { readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { classify, pool } from "#core/tasks/outputs.ts";
-import type { TextTokenizer } from "#core/tasks/task.ts";
+import type { TextBatch, TextTokenizer } from "#core/tasks/task.ts";
+import { type TaskVersion, taskOutputs } from "#core/tasks/text-task.ts";
 import { loadTextTokenizer, TokenizerError } from "#core/tasks/tokenizer.ts";
+import type { NamedTensor } from "#core/tensor/tensor.ts";
 
 const FIXTURE = new URL("../../models/fixtures/bert-uncased/", import.meta.url);
 const BERT_JSON = readFileSync(new URL("tokenizer.json", FIXTURE), "utf8");
@@ -320,5 +322,28 @@ describe("pool", () => {
     expect(() => pool(hidden, 2, 3, 2, BigInt64Array.of(1n), "mean", false)).toThrow(
       "attention mask: expected 6 values, got 1",
     );
+  });
+});
+
+describe("a text-classification version's outputs", () => {
+  const version = {
+    name: "sentiment",
+    version: 1,
+    labels: ["negative", "positive"],
+    task: { kind: "text-classification", output: "logits", probabilities: false },
+  } as unknown as TaskVersion;
+  const batch = { batch: 1, length: 3 } as unknown as TextBatch;
+  const logits: NamedTensor = { name: "logits", type: "float32", dims: [1, 2], data: Float32Array.of(0, 2) };
+
+  it("names the classes by the version's labels", () => {
+    const [label] = taskOutputs(version, logits, batch, 2);
+    expect(label?.data).toEqual(["positive", "negative"]);
+  });
+
+  it("falls back to class indices when a later manifest's labels no longer match the classes", () => {
+    const relabelled = { ...version, labels: ["only one"] } as TaskVersion;
+    const [label, score] = taskOutputs(relabelled, logits, batch, 1);
+    expect(label?.data).toEqual(["1"]);
+    expect((score?.data as Float32Array)[0]).toBeCloseTo(1 / (1 + Math.exp(-2)), 6);
   });
 });

@@ -86,7 +86,9 @@ export function taskOutputs(
   if (task.kind === "text-classification") {
     const width = output.dims.at(-1) ?? 0;
     const k = Math.min(topK, width);
-    const { labels, scores } = classify(values, batch.batch, width, version.labels, k, task.probabilities);
+    // A manifest uploaded after registration may change the labels: class indices then, not a 500.
+    const names = version.labels?.length === width ? version.labels : undefined;
+    const { labels, scores } = classify(values, batch.batch, width, names, k, task.probabilities);
     return [
       { name: LABEL_OUTPUT, type: "string", dims: [batch.batch, k], data: labels },
       { name: SCORE_OUTPUT, type: "float32", dims: [batch.batch, k], data: scores },
