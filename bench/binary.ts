@@ -23,6 +23,7 @@ import { LOCAL_TABLE } from "../local/stack.ts";
 import { uniform } from "../models/mlp.ts";
 import { ElemType, encodeModel, floatTensor } from "../models/onnx-builder.ts";
 import { optimizerIdle, startBenchStack } from "./bench-stack.ts";
+import { bytesInferEvent } from "./events.ts";
 import { formatMs, median, muteStdout, percentile, printTable } from "./stats.ts";
 
 const ITERATIONS = Number(process.env.BENCH_BINARY_ITERATIONS ?? 200);
@@ -71,31 +72,16 @@ interface RequestForm {
   readonly wireBytes: number;
 }
 
-function inferEvent(body: Uint8Array, headers: Record<string, string>): APIGatewayProxyEvent {
-  return {
-    httpMethod: "POST",
-    path: `/v2/models/${MODEL}/infer`,
-    resource: "/{proxy+}",
-    headers,
-    multiValueHeaders: {},
-    queryStringParameters: null,
-    multiValueQueryStringParameters: null,
-    pathParameters: { proxy: `v2/models/${MODEL}/infer` },
-    stageVariables: null,
-    // binaryMediaTypes "*/*": every body arrives base64-encoded, JSON included.
-    isBase64Encoded: true,
-    body: Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("base64"),
-    requestContext: {} as APIGatewayProxyEvent["requestContext"],
-  };
-}
-
 /** JSON numbers of the float32 values (as numpy's `tolist()` writes them), so both forms carry one tensor. */
 function jsonForm(image: Float32Array): RequestForm {
   const text = JSON.stringify({
     inputs: [{ name: "image", shape: IMAGE_DIMS, datatype: "FP32", data: Array.from(image) }],
   });
   const body = Buffer.from(text, "utf8");
-  return { event: inferEvent(body, { "content-type": "application/json" }), wireBytes: body.byteLength };
+  return {
+    event: bytesInferEvent(MODEL, body, { "content-type": "application/json" }),
+    wireBytes: body.byteLength,
+  };
 }
 
 function binaryForm(image: Float32Array): RequestForm {
@@ -118,7 +104,7 @@ function binaryForm(image: Float32Array): RequestForm {
   const data = new DataView(body.buffer, header.byteLength);
   for (let i = 0; i < image.length; i++) data.setFloat32(i * 4, image[i]!, true);
   return {
-    event: inferEvent(body, {
+    event: bytesInferEvent(MODEL, body, {
       "content-type": "application/octet-stream",
       "Inference-Header-Content-Length": String(header.byteLength),
     }),

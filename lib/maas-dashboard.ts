@@ -69,7 +69,7 @@ export interface MaasDashboardProps {
 }
 
 /** The phases of one request, in the order they run (`RequestLatency` is their end to end). */
-export const LATENCY_PHASES: readonly MaasMetric[] = [
+const LATENCY_PHASES: readonly MaasMetric[] = [
   METRICS.registryLatency,
   METRICS.queueLatency,
   METRICS.artifactFetchLatency,

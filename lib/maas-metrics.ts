@@ -1,6 +1,6 @@
 import { Duration } from "aws-cdk-lib";
 import { Metric, type MetricOptions, SearchExpression } from "aws-cdk-lib/aws-cloudwatch";
-import { METRIC_DIMENSIONS, type METRICS, METRICS_NAMESPACE } from "#core/metrics/names.ts";
+import { METRIC_DIMENSIONS, METRICS_NAMESPACE, type MetricSpec } from "#core/metrics/names.ts";
 import type { ServingTarget } from "#core/model.ts";
 
 /**
@@ -15,7 +15,7 @@ export const METRICS_SERVICES = {
 } as const;
 
 /** One figure of `lambdas/core/metrics/names.ts`. */
-export type MaasMetric = (typeof METRICS)[keyof typeof METRICS];
+export type MaasMetric = MetricSpec;
 
 /** What Powertools Metrics reads: the namespace its EMF lines go to and the service they are counted under. */
 export function metricsEnvironment(service: string): Record<string, string> {

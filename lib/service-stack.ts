@@ -39,9 +39,9 @@ export const OPTIMIZE_TMP_MODEL_COPIES = 4;
 /** Registration streams a large model's archive to the endpoint's model prefix within one invocation. */
 const MIN_REGISTER_TIMEOUT_WITH_SAGEMAKER = Duration.minutes(5);
 /** Lambda's longest: a job may be a large input on a slow model. */
-export const JOBS_TIMEOUT = Duration.minutes(15);
+const JOBS_TIMEOUT = Duration.minutes(15);
 /** One job's inference deadline: a minute of the timeout is kept to write its result and record its end. */
-export const JOBS_INFERENCE_DEADLINE = JOBS_TIMEOUT.minus(Duration.minutes(1));
+const JOBS_INFERENCE_DEADLINE = JOBS_TIMEOUT.minus(Duration.minutes(1));
 /** SQS keeps a message 14 days at most. */
 const MAX_QUEUE_RETENTION_DAYS = 14;
 

@@ -7,7 +7,7 @@
  */
 import type { Dimension, MetricDatum, PutMetricDataCommandInput } from "@aws-sdk/client-cloudwatch";
 import type { InferenceMetric, MetricsSink } from "#core/metrics/inference-metric.ts";
-import { METRIC_DIMENSIONS, METRICS, METRICS_NAMESPACE } from "#core/metrics/names.ts";
+import { METRIC_DIMENSIONS, METRICS, METRICS_NAMESPACE, type MetricSpec } from "#core/metrics/names.ts";
 import type { BatchExecution } from "#core/metrics/statistics.ts";
 
 /** What the publisher needs of CloudWatch: a CloudWatchClient sending PutMetricDataCommand, or a test's recorder. */
@@ -28,8 +28,6 @@ export interface CloudWatchMetricsOptions {
   /** @default Date.now */
   readonly now?: () => number;
 }
-
-type MetricSpec = (typeof METRICS)[keyof typeof METRICS];
 
 interface Series {
   readonly spec: MetricSpec;

@@ -4,7 +4,7 @@ import { z } from "zod";
 const positiveInt = z.coerce.number().int().positive();
 const port = z.coerce.number().int().min(0).max(65_535);
 /** Triton's metrics port, where a Prometheus scrape config for Triton already looks. */
-export const DEFAULT_METRICS_PORT = 8002;
+const DEFAULT_METRICS_PORT = 8002;
 const PROVIDERS = ["cuda", "webgpu", "cpu"] as const;
 export type ExecutionProviderName = (typeof PROVIDERS)[number];
 

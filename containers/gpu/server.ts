@@ -125,6 +125,8 @@ interface ModelLabel {
 /** A loaded model: its session, what it takes and gives, and its batcher. */
 interface ServedModel {
   readonly session: WorkerSession;
+  /** Its metrics' model and version, worked out once when it loads. */
+  readonly label: ModelLabel;
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
   readonly batchable: boolean;
@@ -235,6 +237,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       log("model loaded", { key, path, batchable, ms: Math.round(performance.now() - started) });
       return {
         session,
+        label,
         inputNames: session.inputNames,
         outputNames: session.outputNames,
         batchable,
@@ -283,7 +286,7 @@ export async function startGpuServer(options: GpuServerOptions): Promise<GpuServ
       }
     };
     const outputs = await cache.use(key, locateTimed, async (model) => {
-      Object.assign(metric, labelOf(key));
+      Object.assign(metric, model.label);
       // Only a request that waited for the model to load: the rest find it loaded and never locate it.
       if (located !== undefined) metric.sessionCreateUs = (performance.now() - located) * 1000;
       const missing = model.inputNames.filter((name) => !inputs.some((input) => input.name === name));

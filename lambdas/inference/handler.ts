@@ -108,7 +108,7 @@ type AccessLog = {
 };
 
 /** The request header that asks for `server-timing` (when the handler answers it). */
-export const TIMING_HEADER = "x-maas-timing";
+const TIMING_HEADER = "x-maas-timing";
 
 /** `server-timing` (W3C Server Timing): the request's phases in milliseconds, in the order they run. */
 export function serverTiming(metric: InferenceMetric): string {

@@ -6,11 +6,11 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { SQSRecord } from "aws-lambda";
-import * as ort from "onnxruntime-node";
 import * as z from "zod";
 import { type SqsBatchHandler, sqsBatchHandler } from "#aws/lambda/sqs-batch.ts";
 import { withSourceMappedStack } from "#aws/lambda/stack-map.ts";
 import { EmfPipelineMetricsSink } from "#aws/metrics/pipeline-emf-sink.ts";
+import { OrtCandidateRuntime } from "#aws/onnx/candidate-runtime.ts";
 import { createOrtSession } from "#aws/onnx/runner.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import { S3ArtifactWriter } from "#aws/s3/artifact-writer.ts";
@@ -31,7 +31,6 @@ import {
   registerUpload,
   type UploadEvent,
 } from "#core/registry/registration.ts";
-import type { OrtElementType, TensorData } from "#core/tensor/tensor.ts";
 import { loadRegisterConfig, type RegisterConfig } from "./config.ts";
 
 export { loadRegisterConfig, type RegisterConfig, registerConfigSchema } from "./config.ts";
@@ -170,24 +169,9 @@ export function createRegistrationDeps(config: RegisterConfig, clients: Register
       await session.release();
     },
     runSample: async (path, inputs, outputs) => {
-      const session = await createOrtSession(path);
+      const session = await new OrtCandidateRuntime().open(path);
       try {
-        const feeds = Object.fromEntries(
-          inputs.map((input) => [
-            input.name,
-            new ort.Tensor(input.type, input.data as never, [...input.dims]),
-          ]),
-        );
-        const results = await session.run(feeds, [...outputs]);
-        return outputs.map((name) => {
-          const tensor = results[name] as ort.Tensor;
-          return {
-            name,
-            type: tensor.type as OrtElementType,
-            dims: tensor.dims,
-            data: tensor.data as TensorData,
-          };
-        });
+        return await session.run(inputs, outputs);
       } finally {
         await session.release();
       }

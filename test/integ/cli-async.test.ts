@@ -1,23 +1,13 @@
-/**
- * `maas invoke --async` end to end against a local stack, as a user runs it: the CLI uploads the input
- * file (in parts past 8 MiB), submits the job, polls it and fetches the result. It runs as its own
- * process, finds the stack through <data dir>/stack.json (or --api and --api-key), and its stdout is a
- * pipe, never a terminal.
- */
-import { execFile } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocalStack } from "../../local/stack.ts";
-import { writeStackFile } from "../../local/stack-file.ts";
 import { buildImageMeanModel } from "../../models/zoo.ts";
 import { decodeBinaryResponse, encodeBinaryRequest } from "../support/binary-v2.ts";
-import { startTestStack, stopTestStack, TEST_ADMIN_KEY, TEST_API_KEY } from "../support/local-stack.ts";
+import { runMaasBytes, startCliStack } from "../support/cli.ts";
+import { stopTestStack, TEST_API_KEY } from "../support/local-stack.ts";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const IMAGE_MODEL = "cli-image-mean";
 const IRIS_ROWS = [
   [5.1, 3.5, 1.4, 0.2],
@@ -27,37 +17,8 @@ const IRIS_ROWS = [
 let stack: LocalStack | undefined;
 let dataDir: string | undefined;
 
-interface CliResult {
-  readonly code: number;
-  readonly stdout: Buffer;
-  readonly stderr: string;
-}
-
 /** Runs `maas <args>` as a user would, stdout kept as bytes: a binary result may come there. */
-async function maas(...args: string[]): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(
-      process.execPath,
-      ["--disable-warning=ExperimentalWarning", "--import", "tsx", "bin/maas.ts", ...args],
-      {
-        cwd: ROOT,
-        env: { ...process.env, MAAS_DATA_DIR: dataDir },
-        timeout: 120_000,
-        encoding: "buffer",
-        maxBuffer: 64 * 1024 * 1024,
-      },
-    );
-    return { code: 0, stdout, stderr: stderr.toString("utf8") };
-  } catch (error) {
-    const failed = error as { code?: number; stdout?: Buffer; stderr?: Buffer };
-    if (typeof failed.code !== "number") throw error;
-    return {
-      code: failed.code,
-      stdout: failed.stdout ?? Buffer.alloc(0),
-      stderr: failed.stderr?.toString("utf8") ?? "",
-    };
-  }
-}
+const maas = (...args: string[]) => runMaasBytes(dataDir, args, 120_000);
 
 /** Deterministic pixels, different per image. */
 function imagePixels(batch: number): Float32Array {
@@ -102,16 +63,7 @@ function meanOf(body: Buffer, headerLength: number): number[] {
 }
 
 beforeAll(async () => {
-  const s3Credentials = { accessKeyId: "MAASCLIASYNC", secretAccessKey: "cli-async-secret" };
-  ({ stack, dataDir } = await startTestStack("cli-async", { demo: true, s3Credentials }));
-  await writeStackFile(dataDir, {
-    url: stack.url,
-    s3Endpoint: stack.emulators.s3Endpoint,
-    bucket: stack.bucket,
-    apiKey: TEST_API_KEY,
-    adminKey: TEST_ADMIN_KEY,
-    s3Credentials,
-  });
+  ({ stack, dataDir } = await startCliStack("cli-async", { demo: true }));
   await stack.publish(IMAGE_MODEL, 1, buildImageMeanModel(), { manifest: { pinOriginal: true } });
 }, 120_000);
 

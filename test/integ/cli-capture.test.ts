@@ -4,21 +4,17 @@
  * capture through the admin API. The CLI runs as its own process and finds the stack through
  * <data dir>/stack.json, as `npm start` leaves it.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { captureHourPrefix } from "#core/capture/payload-capture.ts";
 import { isServable } from "#core/registry/registry.ts";
 import type { LocalStack } from "../../local/stack.ts";
-import { writeStackFile } from "../../local/stack-file.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
-import { startTestStack, stopTestStack, TEST_ADMIN_KEY, TEST_API_KEY } from "../support/local-stack.ts";
+import { CLI, ROOT, runMaas, startCliStack } from "../support/cli.ts";
+import { stopTestStack, TEST_API_KEY } from "../support/local-stack.ts";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const CLI = ["--disable-warning=ExperimentalWarning", "--import", "tsx", "bin/maas.ts"];
 /** Opted in through its manifest at 100%: every exchange is captured. */
 const CAPTURED = "cli-captured";
 /** Never opted in. */
@@ -30,12 +26,6 @@ const SENT = 3;
 let stack: LocalStack;
 let dataDir: string | undefined;
 
-interface CliResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 interface CaptureLine {
   captureData: {
     endpointInput?: { mode: string; data: string; encoding: string };
@@ -46,20 +36,7 @@ interface CaptureLine {
 }
 
 /** Runs `maas <args>` as a user would, against the stack named by the data dir's stack.json. */
-async function maas(...args: string[]): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [...CLI, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, MAAS_DATA_DIR: dataDir },
-      timeout: 60_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code?: number; stdout?: string; stderr?: string };
-    if (typeof failed.code !== "number") throw error;
-    return { code: failed.code, stdout: failed.stdout ?? "", stderr: failed.stderr ?? "" };
-  }
-}
+const maas = (...args: string[]) => runMaas(dataDir, args, 60_000);
 
 function lines(stdout: string): CaptureLine[] {
   return stdout
@@ -136,16 +113,7 @@ async function until(what: string, done: () => boolean, timeoutMs = 15_000): Pro
 let lastSentAt = 0;
 
 beforeAll(async () => {
-  const s3Credentials = { accessKeyId: "MAASCLICAPTURE", secretAccessKey: "cli-capture-secret" };
-  ({ stack, dataDir } = await startTestStack("cli-capture", { demo: false, s3Credentials }));
-  await writeStackFile(dataDir, {
-    url: stack.url,
-    s3Endpoint: stack.emulators.s3Endpoint,
-    bucket: stack.bucket,
-    apiKey: TEST_API_KEY,
-    adminKey: TEST_ADMIN_KEY,
-    s3Credentials,
-  });
+  ({ stack, dataDir } = await startCliStack("cli-capture", { demo: false }));
   const model = (seed: number) => buildMlpModel({ layers: [4, 8, 3], seed });
   await stack.publish(CAPTURED, 1, model(3), { manifest: { capture: { samplePercent: 100 } } });
   await stack.publish(QUIET, 1, model(5));

@@ -1,22 +1,13 @@
-/**
- * The `maas` CLI end to end against a local stack, as an operator runs it: publish and wait for the
- * optimizer, choose a variant and go back, list the versions. The CLI runs as its own process and
- * finds the stack through <data dir>/stack.json, as `npm start` leaves it.
- */
-import { execFile } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ModelVersion } from "#core/model.ts";
 import type { LocalStack } from "../../local/stack.ts";
-import { writeStackFile } from "../../local/stack-file.ts";
 import { buildMlpModel } from "../../models/mlp.ts";
-import { startTestStack, stopTestStack, TEST_ADMIN_KEY, TEST_API_KEY } from "../support/local-stack.ts";
+import { type CliResult, runMaas, startCliStack } from "../support/cli.ts";
+import { stopTestStack, TEST_API_KEY } from "../support/local-stack.ts";
 import { cosine } from "../support/numeric.ts";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const NAME = "cli-mlp";
 const WIDTH = 128;
 /** A 128x256 first layer: over the quantizer's 16 384 elements, so the optimizer builds int8-dynamic. */
@@ -35,27 +26,8 @@ const REQUEST = JSON.stringify({
 let dataDir: string;
 let stack: LocalStack;
 
-interface CliResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 /** Runs `maas <args>` as a user would, against the stack named by the data dir's stack.json. */
-async function maas(...args: string[]): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(
-      process.execPath,
-      ["--disable-warning=ExperimentalWarning", "--import", "tsx", "bin/maas.ts", ...args],
-      { cwd: ROOT, env: { ...process.env, MAAS_DATA_DIR: dataDir }, timeout: 150_000 },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code?: number; stdout?: string; stderr?: string };
-    if (typeof failed.code !== "number") throw error;
-    return { code: failed.code, stdout: failed.stdout ?? "", stderr: failed.stderr ?? "" };
-  }
-}
+const maas = (...args: string[]) => runMaas(dataDir, args, 150_000);
 
 /** Infers until the answer comes from `variant`: a choice reaches inference within its registry cache's TTL. */
 async function inferUntilServedBy(variant: string, timeoutMs = 15_000): Promise<number[]> {
@@ -80,16 +52,7 @@ async function inferUntilServedBy(variant: string, timeoutMs = 15_000): Promise<
 
 beforeAll(async () => {
   // Credentials of this data directory's own, as npm start makes them: the CLI must sign with them.
-  const s3Credentials = { accessKeyId: "MAASCLITEST", secretAccessKey: "cli-test-secret" };
-  ({ stack, dataDir } = await startTestStack("cli", { demo: false, s3Credentials }));
-  await writeStackFile(dataDir, {
-    url: stack.url,
-    s3Endpoint: stack.emulators.s3Endpoint,
-    bucket: stack.bucket,
-    apiKey: TEST_API_KEY,
-    adminKey: TEST_ADMIN_KEY,
-    s3Credentials,
-  });
+  ({ stack, dataDir } = await startCliStack("cli", { demo: false }));
   await writeFile(join(dataDir, `${NAME}.onnx`), MODEL);
 });
 

@@ -1,6 +1,7 @@
-import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
+import type { Metrics } from "@aws-lambda-powertools/metrics";
 import type { InferenceMetric, MetricsSink } from "#core/metrics/inference-metric.ts";
-import { METRIC_DIMENSIONS, METRICS, METRICS_NAMESPACE } from "#core/metrics/names.ts";
+import { METRIC_DIMENSIONS, METRICS } from "#core/metrics/names.ts";
+import { addMetric, serviceMetrics } from "./powertools-metrics.ts";
 
 export interface EmfMetricsSinkOptions {
   /** The `function_name` dimension of the cold start metric; unset, it has none. */
@@ -8,8 +9,6 @@ export interface EmfMetricsSinkOptions {
   /** @default "maas-inference" */
   readonly serviceName?: string;
 }
-
-type MetricSpec = (typeof METRICS)[keyof typeof METRICS];
 
 /**
  * Infer requests as CloudWatch metrics, written by Powertools Metrics as EMF log lines: one line per
@@ -25,12 +24,7 @@ export class EmfMetricsSink implements MetricsSink {
   readonly #functionName: string | undefined;
 
   constructor(options: EmfMetricsSinkOptions = {}) {
-    this.#metrics = new Metrics({
-      namespace: METRICS_NAMESPACE,
-      serviceName: options.serviceName ?? "maas-inference",
-    });
-    // Powertools adds `service` to every dimension set: the contract is model, version, backend only.
-    this.#metrics.clearDefaultDimensions();
+    this.#metrics = serviceMetrics(options.serviceName ?? "maas-inference");
     this.#functionName = options.functionName;
   }
 
@@ -41,14 +35,14 @@ export class EmfMetricsSink implements MetricsSink {
       metrics.captureColdStartMetric(this.#functionName);
       if (metric.initUs > 0) {
         if (this.#functionName !== undefined) metrics.addDimension("function_name", this.#functionName);
-        add(metrics, METRICS.initDuration, metric.initUs / 1000);
+        addMetric(metrics, METRICS.initDuration, metric.initUs / 1000);
         metrics.publishStoredMetrics();
       }
     }
     if (metric.model === undefined || metric.version === undefined || metric.backend === undefined) {
       if (metric.reason === undefined) return;
       metrics.addDimension(METRIC_DIMENSIONS.reason, metric.reason);
-      add(metrics, METRICS.failures, 1);
+      addMetric(metrics, METRICS.failures, 1);
       metrics.publishStoredMetrics();
       return;
     }
@@ -56,25 +50,25 @@ export class EmfMetricsSink implements MetricsSink {
     metrics.addDimension(METRIC_DIMENSIONS.model, metric.model);
     metrics.addDimension(METRIC_DIMENSIONS.version, version);
     metrics.addDimension(METRIC_DIMENSIONS.backend, metric.backend);
-    add(metrics, METRICS.requests, 1);
-    add(metrics, METRICS.requestBytes, metric.requestBytes);
-    add(metrics, METRICS.responseBytes, metric.responseBytes);
+    addMetric(metrics, METRICS.requests, 1);
+    addMetric(metrics, METRICS.requestBytes, metric.requestBytes);
+    addMetric(metrics, METRICS.responseBytes, metric.responseBytes);
     if (metric.outcome === "success") {
-      add(metrics, METRICS.successes, 1);
-      add(metrics, METRICS.latency, metric.totalUs / 1000);
-      add(metrics, METRICS.registryLatency, metric.registryUs / 1000);
-      add(metrics, METRICS.queueLatency, metric.queueUs / 1000);
-      add(metrics, METRICS.inputDecodeLatency, metric.inputDecodeUs / 1000);
-      add(metrics, METRICS.runLatency, metric.inferUs / 1000);
-      add(metrics, METRICS.outputEncodeLatency, metric.outputEncodeUs / 1000);
+      addMetric(metrics, METRICS.successes, 1);
+      addMetric(metrics, METRICS.latency, metric.totalUs / 1000);
+      addMetric(metrics, METRICS.registryLatency, metric.registryUs / 1000);
+      addMetric(metrics, METRICS.queueLatency, metric.queueUs / 1000);
+      addMetric(metrics, METRICS.inputDecodeLatency, metric.inputDecodeUs / 1000);
+      addMetric(metrics, METRICS.runLatency, metric.inferUs / 1000);
+      addMetric(metrics, METRICS.outputEncodeLatency, metric.outputEncodeUs / 1000);
       // Only the requests that loaded the model: a zero here would drag every percentile down.
       if (metric.artifactFetchUs > 0)
-        add(metrics, METRICS.artifactFetchLatency, metric.artifactFetchUs / 1000);
+        addMetric(metrics, METRICS.artifactFetchLatency, metric.artifactFetchUs / 1000);
       if (metric.sessionCreateUs > 0)
-        add(metrics, METRICS.sessionCreateLatency, metric.sessionCreateUs / 1000);
+        addMetric(metrics, METRICS.sessionCreateLatency, metric.sessionCreateUs / 1000);
       metrics.publishStoredMetrics();
       metrics.addDimension(METRIC_DIMENSIONS.backend, metric.backend);
-      add(metrics, METRICS.latency, metric.totalUs / 1000);
+      addMetric(metrics, METRICS.latency, metric.totalUs / 1000);
       metrics.publishStoredMetrics();
       return;
     }
@@ -85,11 +79,7 @@ export class EmfMetricsSink implements MetricsSink {
     metrics.addDimension(METRIC_DIMENSIONS.version, version);
     metrics.addDimension(METRIC_DIMENSIONS.backend, metric.backend);
     metrics.addDimension(METRIC_DIMENSIONS.reason, metric.reason ?? "internal");
-    add(metrics, METRICS.failures, 1);
+    addMetric(metrics, METRICS.failures, 1);
     metrics.publishStoredMetrics();
   }
-}
-
-function add(metrics: Metrics, spec: MetricSpec, value: number): void {
-  metrics.addMetric(spec.name, MetricUnit[spec.unit], value);
 }

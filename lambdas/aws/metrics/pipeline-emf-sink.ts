@@ -1,13 +1,12 @@
-import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
-import { METRIC_DIMENSIONS, METRICS, METRICS_NAMESPACE } from "#core/metrics/names.ts";
+import type { Metrics } from "@aws-lambda-powertools/metrics";
+import { METRIC_DIMENSIONS, METRICS, type MetricSpec } from "#core/metrics/names.ts";
 import type { PipelineMetric, PipelineMetricsSink } from "#core/metrics/pipeline-metric.ts";
+import { addMetric, serviceMetrics } from "./powertools-metrics.ts";
 
 export interface EmfPipelineMetricsSinkOptions {
   /** @default - Powertools' own (`POWERTOOLS_SERVICE_NAME`); it is no dimension */
   readonly serviceName?: string;
 }
-
-type MetricSpec = (typeof METRICS)[keyof typeof METRICS];
 
 /** Each kind's count and duration. */
 const FIGURES: Record<PipelineMetric["kind"], { count: MetricSpec; duration: MetricSpec }> = {
@@ -27,12 +26,7 @@ export class EmfPipelineMetricsSink implements PipelineMetricsSink {
   readonly #metrics: Metrics;
 
   constructor(options: EmfPipelineMetricsSinkOptions = {}) {
-    this.#metrics = new Metrics({
-      namespace: METRICS_NAMESPACE,
-      ...(options.serviceName === undefined ? {} : { serviceName: options.serviceName }),
-    });
-    // Powertools adds `service` to every dimension set: the contract is model, version, outcome only.
-    this.#metrics.clearDefaultDimensions();
+    this.#metrics = serviceMetrics(options.serviceName);
   }
 
   record(metric: Readonly<PipelineMetric>): void {
@@ -41,14 +35,10 @@ export class EmfPipelineMetricsSink implements PipelineMetricsSink {
     if (metric.version !== undefined) metrics.addDimension(METRIC_DIMENSIONS.version, String(metric.version));
     metrics.addDimension(METRIC_DIMENSIONS.outcome, metric.outcome);
     const { count, duration } = FIGURES[metric.kind];
-    add(metrics, count, 1);
-    add(metrics, duration, metric.durationUs / 1000);
+    addMetric(metrics, count, 1);
+    addMetric(metrics, duration, metric.durationUs / 1000);
     if (metric.kind === "job" && metric.queueUs !== undefined)
-      add(metrics, METRICS.jobQueueWait, metric.queueUs / 1000);
+      addMetric(metrics, METRICS.jobQueueWait, metric.queueUs / 1000);
     metrics.publishStoredMetrics();
   }
-}
-
-function add(metrics: Metrics, spec: MetricSpec, value: number): void {
-  metrics.addMetric(spec.name, MetricUnit[spec.unit], value);
 }

@@ -12,27 +12,22 @@ import type { ArtifactCache } from "./artifact-cache.ts";
  * kept for the versions that share it. A failed load is not remembered.
  */
 export class CachedTokenizers implements TokenizerSource {
-  readonly #artifacts: ArtifactCache;
-  readonly #tokenizers: LRUCache<string, Promise<TextTokenizer>>;
+  readonly #tokenizers: LRUCache<string, TextTokenizer, ArtifactRef>;
 
   constructor(artifacts: ArtifactCache, maxTokenizers = 16) {
-    this.#artifacts = artifacts;
-    this.#tokenizers = new LRUCache({ max: maxTokenizers });
+    // lru-cache shares one load among concurrent callers and keeps no failed one.
+    this.#tokenizers = new LRUCache({
+      max: maxTokenizers,
+      fetchMethod: async (_sha256, _stale, { context: ref }) => {
+        const local = await artifacts.load(ref);
+        const text =
+          typeof local === "string" ? await readFile(local, "utf8") : Buffer.from(local).toString("utf8");
+        return loadTextTokenizer(text);
+      },
+    });
   }
 
-  tokenizer(ref: ArtifactRef): Promise<TextTokenizer> {
-    const cached = this.#tokenizers.get(ref.sha256);
-    if (cached !== undefined) return cached;
-    const loading = this.#load(ref);
-    this.#tokenizers.set(ref.sha256, loading);
-    loading.catch(() => this.#tokenizers.delete(ref.sha256));
-    return loading;
-  }
-
-  async #load(ref: ArtifactRef): Promise<TextTokenizer> {
-    const local = await this.#artifacts.load(ref);
-    const text =
-      typeof local === "string" ? await readFile(local, "utf8") : Buffer.from(local).toString("utf8");
-    return loadTextTokenizer(text);
+  async tokenizer(ref: ArtifactRef): Promise<TextTokenizer> {
+    return (await this.#tokenizers.fetch(ref.sha256, { context: ref })) as TextTokenizer;
   }
 }

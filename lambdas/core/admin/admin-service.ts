@@ -127,7 +127,7 @@ function captureBody(body: string): CaptureSettings {
   return parsed.data;
 }
 
-/** How many times a variant choice re-reads the version when a concurrent write changed its status. */
+/** How many times an operator's change re-reads the version when a concurrent write changed its status. */
 const VARIANT_CHOICE_ATTEMPTS = 3;
 
 /**
@@ -275,34 +275,38 @@ export class AdminService {
     const parsed = setVariantSchema.safeParse(json);
     if (!parsed.success) throw new InvalidRequestError(describeZodError(parsed.error));
     const { kind } = parsed.data;
-    for (let attempt = 1; ; attempt++) {
-      const record = await this.#version(name, version);
-      const changes = chooseVariant(record, kind, this.#deps.now());
-      if (await this.#deps.registry.updateVersion(name, version, record.status, changes)) {
-        const aliases = await this.#deps.registry.listAliases(name);
-        return describeVersion({ ...record, ...changes }, aliases);
-      }
-      if (attempt >= VARIANT_CHOICE_ATTEMPTS) {
-        throw new ConflictError(
-          `version ${version} of model '${name}' kept changing while the variant was chosen; retry`,
-        );
-      }
-    }
+    return this.#change(name, version, "the variant was chosen", (record) =>
+      chooseVariant(record, kind, this.#deps.now()),
+    );
   }
 
   /** An operator's capture settings for one version, whatever its manifest said. */
-  async #setCapture(name: string, version: number, capture: CaptureSettings) {
+  #setCapture(name: string, version: number, capture: CaptureSettings) {
+    return this.#change(name, version, "its capture was set", () => ({
+      capture,
+      updatedAt: this.#deps.now(),
+    }));
+  }
+
+  /**
+   * Applies an operator's change to a version, written only while the version is in the status it was
+   * read in (re-read and retried a few times), and answers the version's admin record.
+   */
+  async #change(
+    name: string,
+    version: number,
+    what: string,
+    changesFor: (record: ModelVersion) => Partial<Omit<ModelVersion, "name" | "version">>,
+  ) {
     for (let attempt = 1; ; attempt++) {
       const record = await this.#version(name, version);
-      const changes = { capture, updatedAt: this.#deps.now() };
+      const changes = changesFor(record);
       if (await this.#deps.registry.updateVersion(name, version, record.status, changes)) {
         const aliases = await this.#deps.registry.listAliases(name);
         return describeVersion({ ...record, ...changes }, aliases);
       }
       if (attempt >= VARIANT_CHOICE_ATTEMPTS) {
-        throw new ConflictError(
-          `version ${version} of model '${name}' kept changing while its capture was set; retry`,
-        );
+        throw new ConflictError(`version ${version} of model '${name}' kept changing while ${what}; retry`);
       }
     }
   }

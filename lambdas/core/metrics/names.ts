@@ -33,6 +33,9 @@ export function failureReason(status: number): FailureReason {
   return "internal";
 }
 
+/** One figure of METRICS: its CloudWatch name and unit. */
+export type MetricSpec = (typeof METRICS)[keyof typeof METRICS];
+
 /** CloudWatch metric names (EMF), with their units. */
 export const METRICS = {
   requests: { name: "InferenceRequests", unit: "Count" },

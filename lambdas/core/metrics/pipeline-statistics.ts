@@ -1,6 +1,6 @@
 import { PROMETHEUS } from "./names.ts";
 import type { PipelineMetric, PipelineMetricsSink } from "./pipeline-metric.ts";
-import { type PrometheusFamily, renderPrometheus } from "./prometheus.ts";
+import { escapeLabel, type PrometheusFamily, renderPrometheus } from "./prometheus.ts";
 
 interface Series {
   readonly kind: PipelineMetric["kind"];
@@ -105,9 +105,4 @@ export class PipelineStatistics implements PipelineMetricsSink {
       ),
     ]);
   }
-}
-
-/** A label value as the text format escapes it: backslash, double quote and line feed. */
-function escapeLabel(value: string): string {
-  return value.replace(/[\\"\n]/g, (char) => (char === "\n" ? "\\n" : `\\${char}`));
 }

@@ -31,6 +31,11 @@ export function renderPrometheus(families: readonly PrometheusFamily[]): string 
   return `${lines.join("\n")}\n`;
 }
 
+/** A label value as the exposition format quotes it: backslash, double quote and newline escaped. */
+export function escapeLabel(value: string): string {
+  return value.replace(/[\\"\n]/g, (char) => (char === "\n" ? "\\n" : `\\${char}`));
+}
+
 function escapeHelp(help: string): string {
   return help.replace(/[\\\n]/g, (char) => (char === "\n" ? "\\n" : "\\\\"));
 }

@@ -1,6 +1,6 @@
 import type { InferenceMetric, MetricsSink } from "./inference-metric.ts";
 import { FAILURE_REASONS, type FailureReason, PROMETHEUS } from "./names.ts";
-import { type PrometheusFamily, renderPrometheus } from "./prometheus.ts";
+import { escapeLabel, type PrometheusFamily, renderPrometheus } from "./prometheus.ts";
 
 /** The name server metadata lists among its extensions while statistics are kept. */
 export const STATISTICS_EXTENSION = "statistics";
@@ -367,9 +367,4 @@ function modelStat(name: string, version: number, c: VersionCounters): ModelStat
         compute_output: duration(batch.count, batch.computeOutputUs),
       })),
   };
-}
-
-/** A label value as the text format escapes it: backslash, double quote and line feed. */
-function escapeLabel(value: string): string {
-  return value.replace(/[\\"\n]/g, (char) => (char === "\n" ? "\\n" : `\\${char}`));
 }

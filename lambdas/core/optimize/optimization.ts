@@ -684,7 +684,7 @@ async function textParityInputs(version: TaskVersion, settings: OptimizerSetting
   const tokenizer = await loadTextTokenizer(json);
   const feed = (rows: number, offset: number) =>
     tokenizerFeeds(
-      version,
+      version.signature,
       tokenizer.encode(
         Array.from(
           { length: rows },

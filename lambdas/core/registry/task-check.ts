@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { ModelSignature, TaskConfig, TensorSpec } from "#core/model.ts";
 import { type TextTokenizer, TOKENIZER_INPUTS } from "#core/tasks/task.ts";
+import { tokenizerFeeds } from "#core/tasks/text-task.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { Manifest } from "./manifest.ts";
@@ -20,15 +21,15 @@ export interface TaskCheckDeps {
 }
 
 /** A tokenizer.json past this size is refused before it is read: Hugging Face's largest are a few MB. */
-export const MAX_TOKENIZER_BYTES = 32 * 1024 * 1024;
-export const DEFAULT_MAX_LENGTH = 512;
+const MAX_TOKENIZER_BYTES = 32 * 1024 * 1024;
+const DEFAULT_MAX_LENGTH = 512;
 
 /** Texts the chain is run on: two rows, so padding and batching are part of the check. */
 const SAMPLE_TEXTS = ["Hello, world.", "Registration runs the tokenizer and the model together on a sample."];
 
 export type TaskCheck = { readonly task: TaskConfig } | { readonly failure: string };
 
-export function tokenizerArtifactKey(sha256: string): string {
+function tokenizerArtifactKey(sha256: string): string {
   return `artifacts/sha256/${sha256}.json`;
 }
 
@@ -98,18 +99,7 @@ export async function checkTask(
 
   const maxLength = manifest.maxLength ?? DEFAULT_MAX_LENGTH;
   const batch = tokenizer.encode(SAMPLE_TEXTS, maxLength);
-  const dims = [batch.batch, batch.length];
-  const data = {
-    input_ids: batch.inputIds,
-    attention_mask: batch.attentionMask,
-    token_type_ids: batch.tokenTypeIds,
-  };
-  const inputs: NamedTensor[] = fed.map((input) => ({
-    name: input.name,
-    type: "int64",
-    dims,
-    data: data[input.name as keyof typeof data],
-  }));
+  const inputs = tokenizerFeeds(signature, batch);
   let result: NamedTensor | undefined;
   try {
     [result] = await deps.runSample(model.path, inputs, [output.name]);

@@ -10,9 +10,8 @@ export type TaskKind = (typeof TASK_KINDS)[number];
 export const POOLINGS = ["mean", "cls"] as const;
 export type Pooling = (typeof POOLINGS)[number];
 
-/** The BYTES input a task request carries: one string per row. */
+/** The BYTES input a text task request carries: one string per row. */
 export const TEXT_INPUT = "text";
-export const IMAGE_INPUT = "image";
 
 /** A task's outputs on the V2 route. */
 export const LABEL_OUTPUT = "label";
@@ -21,7 +20,6 @@ export const EMBEDDING_OUTPUT = "embedding";
 
 /** The model inputs a tokenizer feeds, by name; a text model takes `input_ids` and any of the others. */
 export const TOKENIZER_INPUTS = ["input_ids", "attention_mask", "token_type_ids"] as const;
-export type TokenizerInput = (typeof TOKENIZER_INPUTS)[number];
 
 /** A batch of texts as the model takes them: row-major [batch, length], padded to the longest row. */
 export interface TextBatch {

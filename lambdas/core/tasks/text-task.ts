@@ -1,5 +1,5 @@
 import { InvalidRequestError } from "#core/errors.ts";
-import type { ArtifactRef, ServableVersion, TaskConfig } from "#core/model.ts";
+import type { ArtifactRef, ModelSignature, ServableVersion, TaskConfig } from "#core/model.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { InferRequest } from "#core/v2/wire.ts";
 import { classify, pool } from "./outputs.ts";
@@ -61,14 +61,14 @@ export function topKOf(request: InferRequest): number {
 }
 
 /** The model's inputs from the tokenizer's batch, by the names the model takes. */
-export function tokenizerFeeds(version: TaskVersion, batch: TextBatch): NamedTensor[] {
+export function tokenizerFeeds(signature: ModelSignature, batch: TextBatch): NamedTensor[] {
   const dims = [batch.batch, batch.length];
   const data = {
     input_ids: batch.inputIds,
     attention_mask: batch.attentionMask,
     token_type_ids: batch.tokenTypeIds,
   };
-  return version.signature.inputs
+  return signature.inputs
     .filter((spec) => (TOKENIZER_INPUTS as readonly string[]).includes(spec.name))
     .map((spec) => ({ name: spec.name, type: "int64", dims, data: data[spec.name as keyof typeof data] }));
 }

@@ -263,13 +263,18 @@ export class InferenceService {
 
   /** The models whose default version is a servable feature-extraction one (OpenAI's `GET /v1/models`). */
   async featureExtractionModels(): Promise<{ name: string; createdAt: string }[]> {
-    const found: { name: string; createdAt: string }[] = [];
-    for (const model of await this.#deps.registry.listModels()) {
-      const version = await resolveVersion(this.#deps.registry, model.name, undefined).catch(() => undefined);
-      if (version !== undefined && isServable(version) && version.task?.kind === "feature-extraction")
-        found.push({ name: model.name, createdAt: version.createdAt });
-    }
-    return found;
+    const models = await this.#deps.registry.listModels();
+    // Each model's default version at once: a cold cache would otherwise wait on one read after another.
+    const versions = await Promise.all(
+      models.map((model) =>
+        resolveVersion(this.#deps.registry, model.name, undefined).catch(() => undefined),
+      ),
+    );
+    return versions.flatMap((version, index) =>
+      version !== undefined && isServable(version) && version.task?.kind === "feature-extraction"
+        ? [{ name: (models[index] as { name: string }).name, createdAt: version.createdAt }]
+        : [],
+    );
   }
 
   /** A text task's run: tokenize, run the model on what the tokenizer feeds, and read the task's outputs. */
@@ -294,10 +299,15 @@ export class InferenceService {
     }
     const runner = this.#runnerFor(version);
     const ran = performance.now();
-    const [output] = await runner.run(version, tokenizerFeeds(version, batch), [version.task.output], {
-      deadline,
-      timings: metric,
-    });
+    const [output] = await runner.run(
+      version,
+      tokenizerFeeds(version.signature, batch),
+      [version.task.output],
+      {
+        deadline,
+        timings: metric,
+      },
+    );
     if (metric !== undefined && metric.inferUs === 0) metric.inferUs = (performance.now() - ran) * 1000;
     if (output === undefined) throw new Error(`the model gave no output '${version.task.output}'`);
     return { outputs: taskOutputs(version, output, batch, topK), batch };
