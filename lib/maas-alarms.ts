@@ -4,7 +4,6 @@ import {
   Alarm,
   ComparisonOperator,
   type IMetric,
-  MathExpression,
   type MetricOptions,
   Stats,
   TreatMissingData,
@@ -15,6 +14,7 @@ import { Topic } from "aws-cdk-lib/aws-sns";
 import { EmailSubscription } from "aws-cdk-lib/aws-sns-subscriptions";
 import type { IQueue } from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
+import { apiErrorRate } from "./maas-metrics.ts";
 import { acknowledge } from "./nag.ts";
 
 export interface MaasAlarmsProps {
@@ -139,23 +139,15 @@ export class MaasAlarms extends Construct {
       );
     }
     // A rate, not a count: a 503 for a model still loading or a 504 for a slow one is an answer, not an outage.
-    const apiErrorRate = new Alarm(this, "Api5xxRate", {
-      metric: new MathExpression({
-        expression: "100 * errors / requests",
-        usingMetrics: {
-          errors: props.api.metricServerError({ period: Duration.minutes(5), statistic: Stats.SUM }),
-          requests: props.api.metricCount({ period: Duration.minutes(5), statistic: Stats.SUM }),
-        },
-        label: "5xx answers (% of requests)",
-        period: Duration.minutes(5),
-      }),
+    const apiErrorRateAlarm = new Alarm(this, "Api5xxRate", {
+      metric: apiErrorRate(props.api, Duration.minutes(5), "5xx answers (% of requests)"),
       threshold: errorRateThreshold,
       comparisonOperator: ComparisonOperator.GREATER_THAN_THRESHOLD,
       evaluationPeriods: 2,
       treatMissingData: TreatMissingData.NOT_BREACHING,
       alarmDescription: `More than ${errorRateThreshold}% of the API's requests answered 5xx for 10 minutes: see the dashboard's failures by class (internal, timeout, not ready) and the inference function's log for the models and errors behind them.`,
     });
-    alarms.push(apiErrorRate);
+    alarms.push(apiErrorRateAlarm);
     if (props.requestLatency !== undefined) {
       const latency = new Alarm(this, "RequestLatency", {
         metric: props.requestLatency,

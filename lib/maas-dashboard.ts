@@ -7,7 +7,6 @@ import {
   type IAlarm,
   type IMetric,
   type IWidget,
-  MathExpression,
   type MetricOptions,
   Stats,
   TextWidget,
@@ -16,7 +15,7 @@ import type { IFunction } from "aws-cdk-lib/aws-lambda";
 import type { IQueue } from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
 import { FAILURE_REASONS, METRIC_DIMENSIONS, METRICS, METRICS_NAMESPACE } from "#core/metrics/names.ts";
-import { type MaasMetric, searchMetric } from "./maas-metrics.ts";
+import { apiErrorRate, type MaasMetric, searchMetric } from "./maas-metrics.ts";
 
 /** A work queue and the dead-letter queue its failures end in. */
 export interface QueueWithDeadLetters {
@@ -280,22 +279,7 @@ export class MaasDashboard extends Construct {
         ],
         8,
       ),
-      graph(
-        "5xx rate",
-        [
-          new MathExpression({
-            expression: "100 * errors / requests",
-            usingMetrics: {
-              errors: props.api.metricServerError(apiSum),
-              requests: props.api.metricCount(apiSum),
-            },
-            label: "5xx (% of requests)",
-            period,
-          }),
-        ],
-        8,
-        { unit: "%" },
-      ),
+      graph("5xx rate", [apiErrorRate(props.api, period, "5xx (% of requests)")], 8, { unit: "%" }),
       graph(
         "Latency",
         percentiles.flatMap((statistic) => [

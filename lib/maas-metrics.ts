@@ -1,5 +1,12 @@
 import { Duration } from "aws-cdk-lib";
-import { Metric, type MetricOptions, SearchExpression } from "aws-cdk-lib/aws-cloudwatch";
+import type { RestApi } from "aws-cdk-lib/aws-apigateway";
+import {
+  MathExpression,
+  Metric,
+  type MetricOptions,
+  SearchExpression,
+  Stats,
+} from "aws-cdk-lib/aws-cloudwatch";
 import { METRIC_DIMENSIONS, METRICS_NAMESPACE, type MetricSpec } from "#core/metrics/names.ts";
 import type { ServingTarget } from "#core/model.ts";
 
@@ -61,5 +68,16 @@ export function searchMetric(metric: MaasMetric, options: SearchOptions): Search
     expression: `SEARCH('${terms.join(" ")}', '${options.statistic}', ${options.period.toSeconds()})`,
     label: options.label,
     period: options.period,
+  });
+}
+
+/** The share of the API's requests answered 5xx, in percent, over `period`: what the dashboard graphs and the alarm watches. */
+export function apiErrorRate(api: RestApi, period: Duration, label: string): MathExpression {
+  const sum = { period, statistic: Stats.SUM };
+  return new MathExpression({
+    expression: "100 * errors / requests",
+    usingMetrics: { errors: api.metricServerError(sum), requests: api.metricCount(sum) },
+    label,
+    period,
   });
 }
