@@ -17,6 +17,7 @@ import type { Construct } from "constructs";
 import { SESSION_WORKER_BUNDLE, SESSION_WORKER_SOURCE } from "#aws/onnx/session-protocol.ts";
 import { metricsEnvironment } from "./maas-metrics.ts";
 import { acknowledge, acknowledgeChild } from "./nag.ts";
+import { sharpPackages } from "./sharp-packages.ts";
 
 /** The onnxruntime-node binaries Lambda can load, by function architecture. */
 export type OnnxRuntimeArch = "x64" | "arm64";
@@ -34,6 +35,12 @@ export interface MaasFunctionProps
    * @default true
    */
   readonly withOnnxRuntime?: boolean;
+  /**
+   * Ship sharp (external to the bundle, imported by image task versions only) with the linux binaries
+   * of this function's architecture only; another architecture's are fetched once with `npm pack`.
+   * @default false
+   */
+  readonly withSharp?: boolean;
   /**
    * Packages loaded only by dynamic `import()` on paths a cold start rarely takes (the SageMaker
    * client): each is bundled on its own into the asset's `node_modules`, so the handler's file does not
@@ -86,6 +93,7 @@ export class MaasFunction extends NodejsFunction {
   constructor(scope: Construct, id: string, props: MaasFunctionProps) {
     const {
       withOnnxRuntime: withOnnxRuntimeProp,
+      withSharp = false,
       logGroupRetention,
       separateModules = [],
       metricsService,
@@ -126,10 +134,12 @@ export class MaasFunction extends NodejsFunction {
       bundling: mergeBundling(
         props.bundling,
         withOnnxRuntime ? onnxRuntimeHooks(props.entry, ortArch) : [],
-        separateModules,
+        [...separateModules, ...(withSharp ? ["sharp"] : [])],
         separateModules.flatMap((name) =>
           separateModuleCommands(name, props.entry, props.bundling?.target ?? BUNDLE_TARGET),
         ),
+        // When bundling only: another architecture's binaries may have to be fetched.
+        () => (withSharp ? sharpCommands(props.entry, ortArch) : []),
       ),
     });
     this.withOnnxRuntime = withOnnxRuntime;
@@ -185,21 +195,22 @@ function validate(
 function mergeBundling(
   caller: BundlingOptions | undefined,
   onnxRuntimeCommands: string[],
-  separateModules: readonly string[],
+  externalModules: readonly string[],
   moduleCommands: string[],
+  bundlingCommands: () => string[],
 ): BundlingOptions {
   const format = caller?.format ?? OutputFormat.ESM;
   const banner =
     [format === OutputFormat.ESM ? ESM_REQUIRE_BANNER : undefined, caller?.banner]
       .filter(Boolean)
       .join("\n") || undefined;
-  const external = [...(onnxRuntimeCommands.length > 0 ? ["onnxruntime-node"] : []), ...separateModules];
+  const external = [...(onnxRuntimeCommands.length > 0 ? ["onnxruntime-node"] : []), ...externalModules];
   const callerHooks = caller?.commandHooks;
   const commandHooks: ICommandHooks = {
     beforeBundling: (inputDir, outputDir) => callerHooks?.beforeBundling(inputDir, outputDir) ?? [],
     beforeInstall: (inputDir, outputDir) => callerHooks?.beforeInstall(inputDir, outputDir) ?? [],
     afterBundling: (inputDir, outputDir) => [
-      ...[...onnxRuntimeCommands, ...moduleCommands].map((command) =>
+      ...[...onnxRuntimeCommands, ...moduleCommands, ...bundlingCommands()].map((command) =>
         command.replaceAll(OUTPUT_DIR, shellQuote(outputDir)),
       ),
       ...(callerHooks?.afterBundling(inputDir, outputDir) ?? []),
@@ -253,6 +264,19 @@ function onnxRuntimeHooks(entry: string, arch: OnnxRuntimeArch): string[] {
       `--outfile=${OUTPUT_DIR}/${SESSION_WORKER_BUNDLE}`,
     ].join(" "),
   ];
+}
+
+/** Shell commands that copy sharp, its dependencies and this architecture's binaries into the asset's node_modules. */
+function sharpCommands(entry: string, arch: OnnxRuntimeArch): string[] {
+  const q = shellQuote;
+  return sharpPackages(dirname(resolve(entry)), arch).flatMap(({ name, dir, files }) =>
+    files.map((file) => {
+      const target = join(`${OUTPUT_DIR}/node_modules/${name}`, dirname(file));
+      // The file part stays unquoted: libvips' library is a glob (its soname's version).
+      const source = file === "." ? `${q(dir)}/.` : `${q(dir)}/${file}`;
+      return `mkdir -p ${target} && cp -R ${source} ${target}/`;
+    }),
+  );
 }
 
 function esbuildBinary(entry: string): string {

@@ -219,6 +219,8 @@ export class MaasServiceStack extends Stack {
       timeout: Duration.seconds(60),
       // Loaded on first use only: cold starts do not compile the SageMaker and asynchronous clients.
       separateModules: [...LAZY_MODULES],
+      // Image task versions decode and resize their images with sharp, imported on their first request.
+      withSharp: true,
       metricsService: METRICS_SERVICES.inference,
       environment: inferenceEnvironment({
         ...serving,
@@ -256,6 +258,7 @@ export class MaasServiceStack extends Stack {
       ephemeralStorageSize: Size.mebibytes(sizing.ephemeralMb),
       timeout: JOBS_TIMEOUT,
       separateModules: [...LAZY_MODULES],
+      withSharp: true,
       metricsService: METRICS_SERVICES.jobs,
       environment: {
         ...inferenceEnvironment({
@@ -321,6 +324,8 @@ export class MaasServiceStack extends Stack {
       memorySize: sizing.memoryMb,
       ephemeralStorageSize: Size.mebibytes(registerEphemeralMb(sizing.maxModelBytes)),
       timeout: sizing.registerTimeout,
+      // Registration runs an image task's chain on generated images.
+      withSharp: true,
       metricsService: METRICS_SERVICES.register,
       environment: registerEnvironment({
         registryTable: registry.table.tableName,

@@ -101,10 +101,12 @@ export interface UploadSource {
 }
 
 /**
- * What a version does with text instead of tensors (issue 19): set by registration from the manifest's
- * `task` once it has run the whole chain on a sample.
+ * What a version does with text or images instead of tensors (issue 19): set by registration from the
+ * manifest's `task` once it has run the whole chain on a sample.
  */
-export interface TaskConfig {
+export type TaskConfig = TextTaskConfig | ImageTaskConfig;
+
+export interface TextTaskConfig {
   readonly kind: "text-classification" | "feature-extraction";
   /** The content-addressed copy of the version's `tokenizer.json`. */
   readonly tokenizer: ArtifactRef;
@@ -118,6 +120,32 @@ export interface TaskConfig {
   readonly normalize: boolean;
   /** text-classification: the output is already a probability distribution (no softmax on top). */
   readonly probabilities: boolean;
+}
+
+export interface ImageTaskConfig {
+  readonly kind: "image-classification";
+  /** The model input the pixels feed. */
+  readonly input: string;
+  /** How an encoded image becomes that input's rows. */
+  readonly image: ImageSpec;
+  /** The model output holding the class scores. */
+  readonly output: string;
+  /** The output is already a probability distribution (no softmax on top). */
+  readonly probabilities: boolean;
+}
+
+/** Pre-processing of an image: decode as RGB, resize, divide by `scale`, `(x - mean) / std`, lay out. */
+export interface ImageSpec {
+  /** [height, width] the image is resized to. */
+  readonly size: readonly [number, number];
+  /** stretch: to size, aspect ignored; cover: scaled to fill, then centre-cropped; contain: scaled to fit, padded with black. */
+  readonly resize: "stretch" | "cover" | "contain";
+  /** Per channel, in the order of `channels`. */
+  readonly mean: readonly [number, number, number];
+  readonly std: readonly [number, number, number];
+  readonly scale: number;
+  readonly layout: "NCHW" | "NHWC";
+  readonly channels: "RGB" | "BGR";
 }
 
 /** A version's payload capture (SageMaker Data Capture's equivalent). */

@@ -47,11 +47,37 @@ describe("function assets (arm64)", () => {
 
   it("give inference, register, optimize and jobs onnxruntime's linux arm64 binding and library", () => {
     for (const name of ["Inference", "Register", "Optimize", "Jobs"]) {
-      expect(nativeBinaries(byFunction(name), "arm64").sort()).toEqual([
+      const binaries = nativeBinaries(byFunction(name), "arm64").filter((file) =>
+        file.includes("onnxruntime"),
+      );
+      expect(binaries.sort()).toEqual([
         "node_modules/onnxruntime-node/bin/napi-v6/linux/arm64/libonnxruntime.so.1",
         "node_modules/onnxruntime-node/bin/napi-v6/linux/arm64/onnxruntime_binding.node",
       ]);
     }
+  });
+
+  it("give inference, register and jobs sharp with its linux arm64 binding and libvips, and no other function", () => {
+    const sharpIn = (name: string) =>
+      byFunction(name).files.filter(
+        (file) => file.startsWith("node_modules/sharp/") || file.includes("/@img/"),
+      );
+    for (const name of ["Inference", "Register", "Jobs"]) {
+      const asset = byFunction(name);
+      expect(
+        nativeBinaries(asset, "arm64")
+          .filter((file) => file.includes("@img/"))
+          .map((file) => file.replace(/\d+\.\d+\.\d+/g, "<version>"))
+          .sort(),
+      ).toEqual([
+        "node_modules/@img/sharp-libvips-linux-arm64/lib/libvips-cpp.so.<version>",
+        "node_modules/@img/sharp-linux-arm64/lib/sharp-linux-arm64-<version>.node",
+      ]);
+      expect(asset.files).toContain("node_modules/sharp/dist/index.mjs");
+      // Imported on an image model's first request only: not compiled into the handler.
+      expect(readFileSync(join(asset.directory, "index.mjs"), "utf8")).not.toContain("sharp-libvips");
+    }
+    for (const name of ["Optimize", "Admin"]) expect(sharpIn(name), name).toEqual([]);
   });
 
   it("keep onnxruntime out of the admin bundle, which never loads it", () => {

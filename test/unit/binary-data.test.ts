@@ -11,7 +11,7 @@ import {
   parseInferBody,
   tensorBytes,
 } from "#core/v2/binary-data.ts";
-import { inferResponseJson, type TensorResponse } from "#core/v2/tensor-codec.ts";
+import { decodeInput, inferResponseJson, type TensorResponse } from "#core/v2/tensor-codec.ts";
 import type { InferRequest } from "#core/v2/wire.ts";
 import { thrownBy } from "../support/rejection.ts";
 
@@ -157,7 +157,9 @@ describe("parseInferBody with binary data", () => {
     expect(Array.from(h!.data as Uint16Array)).toEqual([0x3c00, 0x8000, 0x7e01]);
     expect(b!.data).toBeInstanceOf(Uint8Array);
     expect(Array.from(b!.data as Uint8Array)).toEqual([1, 0, 1]);
-    expect(s!.data).toEqual(strings);
+    // BYTES stay bytes (an image task's JPEG); decodeInput reads them as the UTF-8 text onnxruntime takes.
+    expect((s!.data as Uint8Array[]).map((element) => Buffer.from(element).toString())).toEqual(strings);
+    expect(decodeInput(s!).data).toEqual(strings);
   });
 
   it("puts fixed-size inputs in shared memory that the session's worker reads in place", () => {
@@ -289,9 +291,12 @@ describe("parseInferBody with binary data", () => {
       );
     });
 
-    it("a BYTES element that is not UTF-8", () => {
+    it("a BYTES element that is not UTF-8, once decoded for a model that takes text", () => {
       const data = bytesElements(Buffer.from("fine"), Uint8Array.of(0xc3, 0x28));
-      const error = parseError(binaryBody({ inputs: [binaryInput("s", "BYTES", [2], data.length)] }, data));
+      const [input] = parseInferBody(
+        binaryBody({ inputs: [binaryInput("s", "BYTES", [2], data.length)] }, data),
+      ).inputs;
+      const error = thrownBy(() => decodeInput(input!), InvalidRequestError);
 
       expect(error.message).toBe("input 's' element 1: BYTES elements must be UTF-8 text here");
     });
@@ -525,7 +530,7 @@ describe("encodeBinaryRequest", () => {
       { name: "s", datatype: "BYTES", shape: [2] },
     ]);
     request.inputs.forEach((input, i) => {
-      expect(input.data, input.name).toEqual(inputs[i]!.data);
+      expect(decodeInput(input).data, input.name).toEqual(inputs[i]!.data);
     });
     expect(Object.is((request.inputs[0]!.data as Float32Array)[1], -0)).toBe(true);
     const binary = binaryOutputsOf(request);

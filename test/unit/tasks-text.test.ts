@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { classify, pool } from "#core/tasks/outputs.ts";
 import type { TextBatch, TextTokenizer } from "#core/tasks/task.ts";
-import { type TaskVersion, taskOutputs } from "#core/tasks/text-task.ts";
+import { type TextTaskVersion, taskOutputs } from "#core/tasks/text-task.ts";
 import { loadTextTokenizer, TokenizerError } from "#core/tasks/tokenizer.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 
@@ -331,7 +331,7 @@ describe("a text-classification version's outputs", () => {
     version: 1,
     labels: ["negative", "positive"],
     task: { kind: "text-classification", output: "logits", probabilities: false },
-  } as unknown as TaskVersion;
+  } as unknown as TextTaskVersion;
   const batch = { batch: 1, length: 3 } as unknown as TextBatch;
   const logits: NamedTensor = { name: "logits", type: "float32", dims: [1, 2], data: Float32Array.of(0, 2) };
 
@@ -341,7 +341,7 @@ describe("a text-classification version's outputs", () => {
   });
 
   it("falls back to class indices when a later manifest's labels no longer match the classes", () => {
-    const relabelled = { ...version, labels: ["only one"] } as TaskVersion;
+    const relabelled = { ...version, labels: ["only one"] } as TextTaskVersion;
     const [label, score] = taskOutputs(relabelled, logits, batch, 1);
     expect(label?.data).toEqual(["1"]);
     expect((score?.data as Float32Array | undefined)?.[0]).toBeCloseTo(1 / (1 + Math.exp(-2)), 6);

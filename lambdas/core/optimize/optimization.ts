@@ -11,7 +11,7 @@ import {
   parseManifest,
 } from "#core/registry/manifest.ts";
 import { isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
-import { hasTask, type TaskVersion, tokenizerFeeds } from "#core/tasks/text-task.ts";
+import { isTextTask, type TextTaskVersion, tokenizerFeeds } from "#core/tasks/text-task.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import {
@@ -677,7 +677,7 @@ const PARITY_TEXTS = [
 ];
 
 /** Parity and benchmark feeds of a text task version, from its own tokenizer on fixed texts. */
-async function textParityInputs(version: TaskVersion, settings: OptimizerSettings, deps: OptimizerDeps) {
+async function textParityInputs(version: TextTaskVersion, settings: OptimizerSettings, deps: OptimizerDeps) {
   const { tokenizer: ref, maxLength } = version.task;
   const json = await deps.store.readText(ref.bucket, ref.key);
   if (json === undefined) throw new OptimizationError(`the version's tokenizer (${ref.key}) is missing`);
@@ -708,7 +708,7 @@ async function parityInputs(
   try {
     const samples = manifestSampleInputs(manifest, version.signature);
     if (samples !== undefined) return { feeds: samples, benchFeed: samples[0]!, source: "samples" as const };
-    if (hasTask(version)) return await textParityInputs(version, settings, deps);
+    if (isTextTask(version)) return await textParityInputs(version, settings, deps);
     const feeds = generateInputs(version.signature, {
       count: settings.parityFeeds,
       batch: settings.parityBatch,

@@ -1,6 +1,6 @@
 import * as z from "zod";
 import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
-import { POOLINGS, TASK_KINDS } from "#core/tasks/task.ts";
+import { IMAGE_CHANNELS, IMAGE_LAYOUTS, IMAGE_RESIZES, POOLINGS, TASK_KINDS } from "#core/tasks/task.ts";
 import { describeZodError, requestInputSchema } from "#core/v2/wire.ts";
 
 /** Variants whose outputs differ from the original's by construction: they serve only when a person says so. */
@@ -53,6 +53,22 @@ const manifestSchema = z
     pooling: z.enum(POOLINGS).optional(),
     /** feature-extraction: L2-normalize the embedding. @default true */
     normalize: z.boolean().optional(),
+    /**
+     * image-classification: how an encoded image becomes the model's input. Fields left out take the
+     * defaults in IMAGE_DEFAULTS; `size` left out takes the model's own fixed height and width, if any.
+     */
+    image: z
+      .object({
+        size: z.tuple([z.number().int().min(1).max(4096), z.number().int().min(1).max(4096)]).optional(),
+        resize: z.enum(IMAGE_RESIZES).optional(),
+        mean: z.tuple([z.number(), z.number(), z.number()]).optional(),
+        std: z.tuple([z.number().positive(), z.number().positive(), z.number().positive()]).optional(),
+        scale: z.number().positive().optional(),
+        layout: z.enum(IMAGE_LAYOUTS).optional(),
+        channels: z.enum(IMAGE_CHANNELS).optional(),
+      })
+      .strict()
+      .optional(),
     /** Serve the original upload even if an optimized variant passes the parity gate. */
     pinOriginal: z.boolean().optional(),
     optimize: z
@@ -89,7 +105,20 @@ const manifestSchema = z
       message: 'tokenizer, maxLength, pooling and normalize belong to a task: name one in "task"',
       path: ["task"],
     },
-  );
+  )
+  .refine(
+    (manifest) =>
+      manifest.task !== "image-classification" ||
+      (manifest.tokenizer ?? manifest.maxLength ?? manifest.pooling ?? manifest.normalize) === undefined,
+    {
+      message: "tokenizer, maxLength, pooling and normalize belong to text tasks, not image-classification",
+      path: ["task"],
+    },
+  )
+  .refine((manifest) => manifest.image === undefined || manifest.task === "image-classification", {
+    message: 'image belongs to "task": "image-classification"',
+    path: ["image"],
+  });
 
 export type Manifest = z.infer<typeof manifestSchema>;
 

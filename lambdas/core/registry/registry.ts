@@ -7,6 +7,7 @@ import {
   V2_DATATYPES,
   VERSION_PATTERN,
 } from "#core/model.ts";
+import { IMAGE_CHANNELS, IMAGE_LAYOUTS, IMAGE_RESIZES, POOLINGS } from "#core/tasks/task.ts";
 
 /** Read side of the model registry, as the serving path sees it. */
 export interface ModelRegistry {
@@ -132,15 +133,32 @@ export const modelVersionSchema = z.object({
   description: z.optional(z.string()),
   tags: z.optional(z.record(z.string(), z.string())),
   task: z.optional(
-    z.object({
-      kind: z.enum(["text-classification", "feature-extraction"]),
-      tokenizer: artifactSchema,
-      maxLength: z.int().check(z.positive()),
-      output: z.string(),
-      pooling: z.enum(["mean", "cls"]),
-      normalize: z.boolean(),
-      probabilities: z.boolean(),
-    }),
+    z.discriminatedUnion("kind", [
+      z.object({
+        kind: z.enum(["text-classification", "feature-extraction"]),
+        tokenizer: artifactSchema,
+        maxLength: z.int().check(z.positive()),
+        output: z.string(),
+        pooling: z.enum(POOLINGS),
+        normalize: z.boolean(),
+        probabilities: z.boolean(),
+      }),
+      z.object({
+        kind: z.literal("image-classification"),
+        input: z.string(),
+        image: z.object({
+          size: z.tuple([z.int().check(z.positive()), z.int().check(z.positive())]),
+          resize: z.enum(IMAGE_RESIZES),
+          mean: z.tuple([z.number(), z.number(), z.number()]),
+          std: z.tuple([z.number(), z.number(), z.number()]),
+          scale: z.number(),
+          layout: z.enum(IMAGE_LAYOUTS),
+          channels: z.enum(IMAGE_CHANNELS),
+        }),
+        output: z.string(),
+        probabilities: z.boolean(),
+      }),
+    ]),
   ),
   capture: z.optional(
     z.object({

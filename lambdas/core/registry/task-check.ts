@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
-import type { ModelSignature, TaskConfig, TensorSpec } from "#core/model.ts";
-import { type TextTokenizer, TOKENIZER_INPUTS } from "#core/tasks/task.ts";
+import type { ImageSpec, ModelSignature, TaskConfig, TensorSpec } from "#core/model.ts";
+import { preprocessImages, sampleImages } from "#core/tasks/image.ts";
+import { IMAGE_DEFAULTS, type TextTokenizer, TOKENIZER_INPUTS } from "#core/tasks/task.ts";
 import { tokenizerFeeds } from "#core/tasks/text-task.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
@@ -42,12 +43,7 @@ export async function checkTask(
 ): Promise<TaskCheck | undefined> {
   const kind = manifest.task;
   if (kind === undefined) return undefined;
-  if (kind === "image-classification") {
-    return {
-      failure:
-        "image-classification is not served by this release yet; text-classification and feature-extraction are",
-    };
-  }
+  if (kind === "image-classification") return checkImageTask(manifest, signature, labels, model.path, deps);
   const file = manifest.tokenizer ?? "tokenizer.json";
   const key = `models/${model.name}/${model.version}/${file}`;
   const head = await deps.head(model.bucket, key);
@@ -133,6 +129,92 @@ export async function checkTask(
       pooling: manifest.pooling ?? "mean",
       normalize: manifest.normalize ?? true,
       probabilities,
+    },
+  };
+}
+
+/**
+ * An image classifier: one FP32 input of rank 4 with 3 channels where the layout puts them, a fixed
+ * height and width (if any) equal to the image size, and an FP32 [batch, classes] output; then the
+ * whole chain on two generated images (a PNG and a JPEG).
+ */
+async function checkImageTask(
+  manifest: Manifest,
+  signature: ModelSignature,
+  labels: readonly string[] | undefined,
+  path: string,
+  deps: TaskCheckDeps,
+): Promise<TaskCheck> {
+  const [input, ...more] = signature.inputs;
+  if (input === undefined || more.length > 0 || input.datatype !== "FP32" || input.shape.length !== 4) {
+    return {
+      failure: `an image-classification model takes one FP32 input [batch, 3, height, width] or [batch, height, width, 3]; this one takes ${describe(signature.inputs)}`,
+    };
+  }
+  const given = manifest.image ?? {};
+  // Without a layout in the manifest, the input's shape says where the 3 channels are.
+  const layout =
+    given.layout ?? (input.shape[1] !== 3 && input.shape[3] === 3 ? "NHWC" : IMAGE_DEFAULTS.layout);
+  const [channels, height, width] =
+    layout === "NCHW"
+      ? [input.shape[1], input.shape[2], input.shape[3]]
+      : [input.shape[3], input.shape[1], input.shape[2]];
+  if (typeof channels === "number" && channels !== 3) {
+    return {
+      failure: `input '${input.name}' has ${channels} channels where the ${layout} layout puts them; images have 3 (set image.layout if the model takes the other one)`,
+    };
+  }
+  const fixed =
+    typeof height === "number" && typeof width === "number" ? ([height, width] as const) : undefined;
+  const size = given.size ?? fixed ?? IMAGE_DEFAULTS.size;
+  if (fixed !== undefined && (size[0] !== fixed[0] || size[1] !== fixed[1])) {
+    return {
+      failure: `image.size is [${size.join(", ")}] but input '${input.name}' takes ${fixed[0]} x ${fixed[1]} images: leave image.size out or make them agree`,
+    };
+  }
+  const output = signature.outputs.find((spec) => spec.datatype === "FP32" && spec.shape.length === 2);
+  if (output === undefined) {
+    return {
+      failure: `an image-classification model outputs FP32 scores [batch, classes]; this one outputs ${describe(signature.outputs)}`,
+    };
+  }
+  const image: ImageSpec = {
+    size: [size[0], size[1]],
+    resize: given.resize ?? IMAGE_DEFAULTS.resize,
+    mean: given.mean ?? IMAGE_DEFAULTS.mean,
+    std: given.std ?? IMAGE_DEFAULTS.std,
+    scale: given.scale ?? IMAGE_DEFAULTS.scale,
+    layout,
+    channels: given.channels ?? IMAGE_DEFAULTS.channels,
+  };
+  const images = await sampleImages();
+  const batch = await preprocessImages(images, image);
+  let result: NamedTensor | undefined;
+  try {
+    [result] = await deps.runSample(
+      path,
+      [{ name: input.name, type: "float32", dims: batch.dims, data: batch.data }],
+      [output.name],
+    );
+  } catch (error) {
+    return {
+      failure: `the model did not run on a sample image pre-processed as the manifest says (${batch.dims.join(" x ")}): ${(error as Error).message}`,
+    };
+  }
+  if (result === undefined || result.type !== "float32" || result.dims[0] !== images.length) {
+    return { failure: `the model's '${output.name}' did not give one row per sample image` };
+  }
+  const classes = result.dims.at(-1) ?? 0;
+  if (labels !== undefined && labels.length !== classes) {
+    return { failure: `labels has ${labels.length} entries; the classifier outputs ${classes} classes` };
+  }
+  return {
+    task: {
+      kind: "image-classification",
+      input: input.name,
+      image,
+      output: output.name,
+      probabilities: rowsAreDistributions(result.data as Float32Array, images.length, classes),
     },
   };
 }

@@ -12,6 +12,22 @@ export type Pooling = (typeof POOLINGS)[number];
 
 /** The BYTES input a text task request carries: one string per row. */
 export const TEXT_INPUT = "text";
+/** The BYTES input an image task request carries: one encoded JPEG, PNG or WebP per row. */
+export const IMAGE_INPUT = "image";
+
+export const IMAGE_RESIZES = ["stretch", "cover", "contain"] as const;
+export const IMAGE_LAYOUTS = ["NCHW", "NHWC"] as const;
+export const IMAGE_CHANNELS = ["RGB", "BGR"] as const;
+/** A manifest's `image` fields left out: ImageNet's statistics at 224 x 224, as torchvision's models take. */
+export const IMAGE_DEFAULTS = {
+  size: [224, 224],
+  resize: "stretch",
+  mean: [0.485, 0.456, 0.406],
+  std: [0.229, 0.224, 0.225],
+  scale: 255,
+  layout: "NCHW",
+  channels: "RGB",
+} as const;
 
 /** A task's outputs on the V2 route. */
 export const LABEL_OUTPUT = "label";

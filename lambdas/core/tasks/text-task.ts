@@ -1,10 +1,18 @@
 import { InvalidRequestError } from "#core/errors.ts";
-import type { ArtifactRef, ModelSignature, ServableVersion, TaskConfig } from "#core/model.ts";
+import type {
+  ArtifactRef,
+  ImageTaskConfig,
+  ModelSignature,
+  ServableVersion,
+  TaskConfig,
+  TextTaskConfig,
+} from "#core/model.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { InferRequest } from "#core/v2/wire.ts";
 import { classify, pool } from "./outputs.ts";
 import {
   EMBEDDING_OUTPUT,
+  IMAGE_INPUT,
   LABEL_OUTPUT,
   SCORE_OUTPUT,
   TEXT_INPUT,
@@ -13,8 +21,10 @@ import {
   TOKENIZER_INPUTS,
 } from "./task.ts";
 
-/** A text task's version: its record holds the task registration checked. */
+/** A task's version: its record holds the task registration checked. */
 export type TaskVersion = ServableVersion & { readonly task: TaskConfig };
+export type TextTaskVersion = ServableVersion & { readonly task: TextTaskConfig };
+export type ImageTaskVersion = ServableVersion & { readonly task: ImageTaskConfig };
 
 /** Loads a version's tokenizer from its artifact, once per sha256. */
 export interface TokenizerSource {
@@ -28,10 +38,22 @@ export function hasTask(version: ServableVersion): version is TaskVersion {
   return version.task !== undefined;
 }
 
-/** Whether a request for a task version is a task request: one BYTES input named `text`. */
-export function isTextRequest(request: InferRequest): boolean {
+export function isTextTask(version: ServableVersion): version is TextTaskVersion {
+  return version.task !== undefined && version.task.kind !== "image-classification";
+}
+
+export function isImageTask(version: ServableVersion): version is ImageTaskVersion {
+  return version.task?.kind === "image-classification";
+}
+
+/**
+ * Whether a request for a task version is a task request: one input named `text` (text tasks) or
+ * `image` (image tasks); any other request takes the tensor route.
+ */
+export function isTaskRequest(version: TaskVersion, request: InferRequest): boolean {
   const [first] = request.inputs;
-  return request.inputs.length === 1 && first?.name === TEXT_INPUT && first.datatype === "BYTES";
+  const name = version.task.kind === "image-classification" ? IMAGE_INPUT : TEXT_INPUT;
+  return request.inputs.length === 1 && first?.name === name;
 }
 
 /** The texts of a task request: a BYTES tensor of shape [N] or [N, 1], N at least one. */
@@ -73,9 +95,29 @@ export function tokenizerFeeds(signature: ModelSignature, batch: TextBatch): Nam
     .map((spec) => ({ name: spec.name, type: "int64", dims, data: data[spec.name as keyof typeof data] }));
 }
 
+/** `label` and `score` [rows, k] from a classifier's output [rows, width]: its labels, or class indices. */
+export function classificationOutputs(
+  version: ServableVersion,
+  output: NamedTensor,
+  rows: number,
+  topK: number,
+  probabilities: boolean,
+): NamedTensor[] {
+  if (output.type !== "float32") throw new Error(`output '${output.name}' is ${output.type}, not float32`);
+  const width = output.dims.at(-1) ?? 0;
+  const k = Math.min(topK, width);
+  // A manifest uploaded after registration may change the labels: class indices then, not a 500.
+  const names = version.labels?.length === width ? version.labels : undefined;
+  const { labels, scores } = classify(output.data as Float32Array, rows, width, names, k, probabilities);
+  return [
+    { name: LABEL_OUTPUT, type: "string", dims: [rows, k], data: labels },
+    { name: SCORE_OUTPUT, type: "float32", dims: [rows, k], data: scores },
+  ];
+}
+
 /** The task's outputs from the model's: labels and scores, or one embedding per text. */
 export function taskOutputs(
-  version: TaskVersion,
+  version: TextTaskVersion,
   output: NamedTensor,
   batch: TextBatch,
   topK: number,
@@ -83,17 +125,8 @@ export function taskOutputs(
   const { task } = version;
   if (output.type !== "float32") throw new Error(`output '${task.output}' is ${output.type}, not float32`);
   const values = output.data as Float32Array;
-  if (task.kind === "text-classification") {
-    const width = output.dims.at(-1) ?? 0;
-    const k = Math.min(topK, width);
-    // A manifest uploaded after registration may change the labels: class indices then, not a 500.
-    const names = version.labels?.length === width ? version.labels : undefined;
-    const { labels, scores } = classify(values, batch.batch, width, names, k, task.probabilities);
-    return [
-      { name: LABEL_OUTPUT, type: "string", dims: [batch.batch, k], data: labels },
-      { name: SCORE_OUTPUT, type: "float32", dims: [batch.batch, k], data: scores },
-    ];
-  }
+  if (task.kind === "text-classification")
+    return classificationOutputs(version, output, batch.batch, topK, task.probabilities);
   const width = output.dims.at(-1) ?? 0;
   // Per-token states are pooled; a model that outputs one vector per text is used as it is.
   const perToken = output.dims.length === 3;

@@ -10,6 +10,7 @@ import {
   responseHead,
   type TensorResponse,
   typedArrayOf,
+  utf8Text,
 } from "./tensor-codec.ts";
 import type { InferRequest, RequestInput } from "./wire.ts";
 
@@ -125,12 +126,21 @@ function binaryDataSize(tensor: WireTensor): number | undefined {
   return size;
 }
 
-function decodeBinaryTensor(tensor: WireTensor, bytes: Uint8Array, kind: string): ArrayBufferView | string[] {
+function decodeBinaryTensor(
+  tensor: WireTensor,
+  bytes: Uint8Array,
+  kind: string,
+): ArrayBufferView | readonly (string | Uint8Array)[] {
   const { datatype, shape } = tensor;
   const name = `${kind} '${tensor.name}'`;
   if (!isV2Datatype(datatype)) throw new InvalidRequestError(`${name}: unsupported datatype ${datatype}`);
   const count = elementCount(shape);
-  if (datatype === "BYTES") return decodeBytesElements(name, bytes, count);
+  if (datatype === "BYTES") {
+    const elements = decodeBytesElements(name, bytes, count);
+    return kind === "input"
+      ? elements
+      : elements.map((element, index) => utf8Text(element, `${name} element ${index}`));
+  }
   const expected = count * typedArrayOf(datatype).BYTES_PER_ELEMENT;
   if (bytes.length !== expected)
     throw new InvalidRequestError(
@@ -165,38 +175,33 @@ function sharedElements(bytes: Uint8Array): Uint8Array {
   return copy;
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
-/** BYTES elements: a 4-byte little-endian length, then that many bytes, which must be UTF-8 (onnxruntime-node takes strings). `name`: `input 'x'`. */
-function decodeBytesElements(name: string, bytes: Uint8Array, count: number): string[] {
+/**
+ * BYTES elements: a 4-byte little-endian length, then that many bytes. `name`: `input 'x'`. They stay
+ * bytes: an image task's input is raw JPEG or PNG; decodeInput reads the others as UTF-8 text.
+ */
+function decodeBytesElements(name: string, bytes: Uint8Array, count: number): Uint8Array[] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const strings: string[] = [];
+  const elements: Uint8Array[] = [];
   let offset = 0;
   while (offset < bytes.length) {
     if (offset + 4 > bytes.length)
       throw new InvalidRequestError(
-        `${name} element ${strings.length}: its 4-byte length is cut off by the end of the binary data`,
+        `${name} element ${elements.length}: its 4-byte length is cut off by the end of the binary data`,
       );
     const length = view.getUint32(offset, true);
     offset += 4;
     if (offset + length > bytes.length)
       throw new InvalidRequestError(
-        `${name} element ${strings.length}: its length is ${length} bytes, past the end of the binary data`,
+        `${name} element ${elements.length}: its length is ${length} bytes, past the end of the binary data`,
       );
-    try {
-      strings.push(utf8.decode(bytes.subarray(offset, offset + length)));
-    } catch {
-      throw new InvalidRequestError(
-        `${name} element ${strings.length}: BYTES elements must be UTF-8 text here`,
-      );
-    }
+    elements.push(bytes.subarray(offset, offset + length));
     offset += length;
   }
-  if (strings.length !== count)
+  if (elements.length !== count)
     throw new InvalidRequestError(
-      `${name}: binary data holds ${strings.length} BYTES elements but its shape needs ${count}`,
+      `${name}: binary data holds ${elements.length} BYTES elements but its shape needs ${count}`,
     );
-  return strings;
+  return elements;
 }
 
 /** Which outputs a request asks for as binary data: an output's own `binary_data`, else the request's `binary_data_output`. */

@@ -17,17 +17,24 @@ import type {
 import { servingVariantKind } from "#core/model.ts";
 import { assertServable, isServable, type ModelRegistry, resolveVersion } from "#core/registry/registry.ts";
 import { DEFAULT_DEADLINE_MS, type ModelRunner } from "#core/runner.ts";
+import { imagesOf, preprocessImages } from "#core/tasks/image.ts";
 import {
   EMBEDDING_OUTPUT,
+  IMAGE_INPUT,
   LABEL_OUTPUT,
   SCORE_OUTPUT,
   TEXT_INPUT,
   type TextBatch,
 } from "#core/tasks/task.ts";
 import {
+  classificationOutputs,
   hasTask,
-  isTextRequest,
+  type ImageTaskVersion,
+  isImageTask,
+  isTaskRequest,
+  isTextTask,
   type TaskVersion,
+  type TextTaskVersion,
   type TokenizerSource,
   taskOutputs,
   textsOf,
@@ -96,17 +103,18 @@ function metadataParameters(variant: string, outputs: readonly TensorSpec[]): Mo
   return classLabels === undefined ? { variant } : { variant, class_labels: classLabels };
 }
 
-/** A task version's text route, as metadata shows it beside the tensors. */
+/** A task version's text or image route, as metadata shows it beside the tensors. */
 function describeTask(version: TaskVersion): NonNullable<ModelMetadataParameters["task"]> {
   const { kind } = version.task;
   const outputs =
-    kind === "text-classification"
-      ? [
+    kind === "feature-extraction"
+      ? [{ name: EMBEDDING_OUTPUT, datatype: "FP32", shape: [-1, -1] }]
+      : [
           { name: LABEL_OUTPUT, datatype: "BYTES", shape: [-1, -1] },
           { name: SCORE_OUTPUT, datatype: "FP32", shape: [-1, -1] },
-        ]
-      : [{ name: EMBEDDING_OUTPUT, datatype: "FP32", shape: [-1, -1] }];
-  return { name: kind, inputs: [{ name: TEXT_INPUT, datatype: "BYTES", shape: [-1] }], outputs };
+        ];
+  const input = kind === "image-classification" ? IMAGE_INPUT : TEXT_INPUT;
+  return { name: kind, inputs: [{ name: input, datatype: "BYTES", shape: [-1] }], outputs };
 }
 
 /** What a V2 metadata response shows of a declared shape: symbolic dims are -1. */
@@ -170,6 +178,20 @@ function boundDim(
     if (axis >= 0) return (inputs[i] as RequestInput).shape[axis];
   }
   return undefined;
+}
+
+/** A task's pre-processing (tokenizing, image decoding) as the request's input decode phase. */
+function recordPreprocessing(
+  metric: InferenceMetric | undefined,
+  span: string,
+  mark: number,
+  batchSize: number,
+): void {
+  if (metric === undefined) return;
+  const now = performance.now();
+  metric.inputDecodeUs += (now - mark) * 1000;
+  metric.spans?.push({ name: span, start: mark, end: now });
+  metric.batchSize = batchSize;
 }
 
 /** The Open Inference Protocol, independent of how requests arrive (API Gateway, tests, benches). */
@@ -252,7 +274,7 @@ export class InferenceService {
       metric.backend = version.target;
     }
     assertServable(version);
-    if (!hasTask(version) || version.task.kind !== "feature-extraction") {
+    if (!isTextTask(version) || version.task.kind !== "feature-extraction") {
       throw new InvalidRequestError(
         `model '${name}' version ${version.version} is not a feature-extraction model: publish it with "task": "feature-extraction" in its manifest`,
       );
@@ -279,7 +301,7 @@ export class InferenceService {
 
   /** A text task's run: tokenize, run the model on what the tokenizer feeds, and read the task's outputs. */
   async #runText(
-    version: TaskVersion,
+    version: TextTaskVersion,
     texts: readonly string[],
     topK: number,
     deadline: number,
@@ -291,26 +313,44 @@ export class InferenceService {
       throw new MaasError(501, "not_implemented", "text tasks are not served by this deployment");
     const tokenizer = await tokenizers.tokenizer(version.task.tokenizer);
     const batch = tokenizer.encode(texts, version.task.maxLength);
-    if (metric !== undefined) {
-      const now = performance.now();
-      metric.inputDecodeUs += (now - mark) * 1000;
-      metric.spans?.push({ name: "tokenize", start: mark, end: now });
-      metric.batchSize = batch.batch;
-    }
-    const runner = this.#runnerFor(version);
+    recordPreprocessing(metric, "tokenize", mark, batch.batch);
+    const feeds = tokenizerFeeds(version.signature, batch);
+    const output = await this.#runTaskModel(version, feeds, deadline, metric);
+    return { outputs: taskOutputs(version, output, batch, topK), batch };
+  }
+
+  /** An image task's run: decode and pre-process each image, run the model, and read labels and scores. */
+  async #runImages(
+    version: ImageTaskVersion,
+    images: readonly Uint8Array[],
+    topK: number,
+    deadline: number,
+    metric: InferenceMetric | undefined,
+    mark: number,
+  ): Promise<NamedTensor[]> {
+    const { task } = version;
+    const batch = await preprocessImages(images, task.image);
+    recordPreprocessing(metric, "image decode", mark, images.length);
+    const feed: NamedTensor = { name: task.input, type: "float32", dims: batch.dims, data: batch.data };
+    const output = await this.#runTaskModel(version, [feed], deadline, metric);
+    return classificationOutputs(version, output, images.length, topK, task.probabilities);
+  }
+
+  /** Runs a task version's model on the task's feeds for the one output the task reads. */
+  async #runTaskModel(
+    version: TaskVersion,
+    feeds: NamedTensor[],
+    deadline: number,
+    metric: InferenceMetric | undefined,
+  ): Promise<NamedTensor> {
     const ran = performance.now();
-    const [output] = await runner.run(
-      version,
-      tokenizerFeeds(version.signature, batch),
-      [version.task.output],
-      {
-        deadline,
-        timings: metric,
-      },
-    );
+    const [output] = await this.#runnerFor(version).run(version, feeds, [version.task.output], {
+      deadline,
+      timings: metric,
+    });
     if (metric !== undefined && metric.inferUs === 0) metric.inferUs = (performance.now() - ran) * 1000;
     if (output === undefined) throw new Error(`the model gave no output '${version.task.output}'`);
-    return { outputs: taskOutputs(version, output, batch, topK), batch };
+    return output;
   }
 
   /**
@@ -367,10 +407,17 @@ export class InferenceService {
         maxBytes: this.#maxResponseBytes,
       },
     });
-    if (hasTask(version) && isTextRequest(request)) {
-      const texts = textsOf(decodeInput(request.inputs[0] as RequestInput));
+    if (hasTask(version) && isTaskRequest(version, request)) {
+      const input = request.inputs[0] as RequestInput;
       const topK = topKOf(request);
-      return answer((await this.#runText(version, texts, topK, deadline, metric, mark)).outputs);
+      if (isImageTask(version)) {
+        const images = imagesOf(input.shape, input.datatype, input.data);
+        return answer(await this.#runImages(version, images, topK, deadline, metric, mark));
+      }
+      const texts = textsOf(decodeInput(input));
+      return answer(
+        (await this.#runText(version as TextTaskVersion, texts, topK, deadline, metric, mark)).outputs,
+      );
     }
     const inputSpecs = checkInputs(request.inputs, version.signature);
     const outputs = selectOutputs(request.outputs, version.signature);

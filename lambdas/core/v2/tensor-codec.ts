@@ -13,7 +13,8 @@ interface Codec {
   readonly ort: OrtElementType;
   /** The typed array onnxruntime takes the data in (FP16 as its raw bits, BOOL as bytes); none for BYTES. */
   readonly array?: TypedArrayConstructor;
-  decode(values: readonly unknown[], fail: Fail): TensorData;
+  /** `name`: the input's, for errors. */
+  decode(values: readonly unknown[], fail: Fail, name: string): TensorData;
   encode(data: TensorData): unknown[];
 }
 
@@ -189,17 +190,34 @@ const boolCodec: Codec = {
   encode: (data) => Array.from(data as Uint8Array, (value) => value !== 0),
 };
 
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** A BYTES element's bytes as text; `element` (`input 'x' element 2`) names it in the error. */
+export function utf8Text(bytes: Uint8Array, element: string): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw new InvalidRequestError(`${element}: BYTES elements must be UTF-8 text here`);
+  }
+}
+
 const bytesCodec: Codec = {
   datatype: "BYTES",
   ort: "string",
-  decode(values, fail) {
-    for (let i = 0; i < values.length; i++) {
-      const value = values[i];
+  decode(values, fail, name) {
+    // Elements from the binary data extension are bytes: onnxruntime-node takes them as UTF-8 text.
+    const texts = values.some((value) => value instanceof Uint8Array)
+      ? values.map((value, i) =>
+          value instanceof Uint8Array ? utf8Text(value, `input '${name}' element ${i}`) : value,
+        )
+      : values;
+    for (let i = 0; i < texts.length; i++) {
+      const value = texts[i];
       // onnxruntime cuts strings at NUL; refusing them beats silently truncating.
       if (typeof value !== "string" || value.includes("\u0000"))
         throw fail(i, value, "a string without NUL characters");
     }
-    return values as readonly string[];
+    return texts as readonly string[];
   },
   encode: (data) => [...(data as readonly string[])],
 };
@@ -322,7 +340,12 @@ export function decodeInput(input: RequestInput): NamedTensor {
     new InvalidRequestError(
       `input '${input.name}' element ${index}: expected ${expected} for ${codec.datatype}, got ${describe(value)}`,
     );
-  return { name: input.name, type: codec.ort, dims: input.shape, data: codec.decode(values, fail) };
+  return {
+    name: input.name,
+    type: codec.ort,
+    dims: input.shape,
+    data: codec.decode(values, fail, input.name),
+  };
 }
 
 /** Encodes an onnxruntime output as a V2 response output with flat row-major data. */
