@@ -12,6 +12,8 @@
  * request after it (the tokenizer load), and a last line `tokenizer.encode` alone on the same texts.
  *   BENCH_TEXT_ITERATIONS (default 200) per form per block, BENCH_TEXT_ROUNDS (default 10) blocks per
  *   form, BENCH_TEXT_HIDDEN (default "16,256") the models' hidden widths.
+ * The same run then measures the image route against the tensor route, and each task library's cold
+ * import and first use, in fresh processes: bench/image-task.ts.
  */
 import { readFileSync } from "node:fs";
 import { Logger } from "@aws-lambda-powertools/logger";
@@ -27,6 +29,14 @@ import type { LocalStack } from "../local/stack.ts";
 import { buildBertClassifierModel } from "../models/bert.ts";
 import { optimizerIdle, startBenchStack } from "./bench-stack.ts";
 import { inferEvent } from "./events.ts";
+import {
+  benchColdLibraries,
+  benchImageRoute,
+  IMAGE_MODEL,
+  type ImageRouteFigures,
+  printImageRoute,
+  publishImageModel,
+} from "./image-task.ts";
 import { formatMs, median, muteStdout, percentile, printTable } from "./stats.ts";
 
 const ITERATIONS = Number(process.env.BENCH_TEXT_ITERATIONS ?? 200);
@@ -179,10 +189,8 @@ async function main() {
   try {
     const models = HIDDEN.map((hidden) => ({ hidden, name: `text-bench-h${hidden}` }));
     for (const [index, { name, hidden }] of models.entries()) await publish(stack, name, hidden, index);
-    await optimizerIdle(
-      stack,
-      models.map((model) => model.name),
-    );
+    await publishImageModel(stack);
+    await optimizerIdle(stack, [...models.map((model) => model.name), IMAGE_MODEL]);
 
     // Handler logs go nowhere, but are still formatted and written, as in Lambda.
     const logger = new Logger({ serviceName: "maas-inference", logLevel: "INFO" });
@@ -190,6 +198,7 @@ async function main() {
     const rows: string[][] = [];
     const firsts: string[] = [];
     const ratios: string[] = [];
+    let images: ImageRouteFigures;
     const silence = muteStdout();
     try {
       for (const { name, hidden } of models) {
@@ -242,6 +251,7 @@ async function main() {
             );
         }
       }
+      images = await benchImageRoute(handler);
     } finally {
       silence();
     }
@@ -276,6 +286,8 @@ async function main() {
     );
     console.log(`\nOne-time loads:\n${firsts.map((line) => `  ${line}`).join("\n")}`);
     console.log(`\nText route at most 1.3 × the tensor route? ${ratios.join(", ")}`);
+    printImageRoute(images);
+    await benchColdLibraries();
   } finally {
     await close();
   }

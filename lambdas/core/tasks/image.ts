@@ -76,7 +76,7 @@ async function decodeRgb(sharp: Sharp, bytes: Uint8Array, spec: ImageSpec, eleme
     const { data, info } = await sharp(bytes, { limitInputPixels: MAX_IMAGE_PIXELS, failOn: "error" })
       // Phones store a photo sideways with an EXIF orientation: the caller means the picture as shown.
       .autoOrient()
-      // Bilinear, as torchvision's and PIL's default pre-processing.
+      // Bilinear, as torchvision's and PIL's default pre-processing (the same values when shrinking).
       .resize(width, height, {
         fit: FITS[spec.resize],
         kernel: "linear",
@@ -149,7 +149,8 @@ export function imagesOf(shape: readonly number[], datatype: string, data: unkno
 const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
 
 function base64Image(text: string, row: number): Uint8Array {
-  const payload = text.startsWith("data:") ? text.slice(text.indexOf(",") + 1) : text;
+  // The base64 tool wraps its output at 76 columns: line breaks are not part of the image.
+  const payload = (text.startsWith("data:") ? text.slice(text.indexOf(",") + 1) : text).replace(/\s+/g, "");
   if (payload.length === 0 || !BASE64.test(payload)) {
     throw new InvalidRequestError(
       `input '${IMAGE_INPUT}' element ${row}: in JSON an image is base64 text (or send raw bytes through the binary data extension)`,

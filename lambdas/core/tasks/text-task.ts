@@ -53,7 +53,9 @@ export function isImageTask(version: ServableVersion): version is ImageTaskVersi
 export function isTaskRequest(version: TaskVersion, request: InferRequest): boolean {
   const [first] = request.inputs;
   const name = version.task.kind === "image-classification" ? IMAGE_INPUT : TEXT_INPUT;
-  return request.inputs.length === 1 && first?.name === name;
+  if (request.inputs.length !== 1 || first?.name !== name) return false;
+  // A model whose own tensor input has the task input's name keeps its tensor route for tensors.
+  return first.datatype === "BYTES" || !version.signature.inputs.some((input) => input.name === name);
 }
 
 /** The texts of a task request: a BYTES tensor of shape [N] or [N, 1], N at least one. */

@@ -1,0 +1,56 @@
+/**
+ * One task library's cold start, in a fresh process (bundled by bench/image-task.ts as the function's
+ * asset is, the library external; run with plain node):
+ *   sharp <image file> <height> <width>   import sharp, then pre-process the image as an image task's
+ *                                         first request does (preprocessImages), then once more warm
+ *   tokenizers <tokenizer.json>           import @huggingface/tokenizers, then build the tokenizer and
+ *                                         encode a sentence (loadTextTokenizer), then encode once more
+ * Prints one JSON line of timings in milliseconds: importMs, firstUseMs, warmMs.
+ */
+import { readFile } from "node:fs/promises";
+import type { ImageSpec } from "#core/model.ts";
+import { preprocessImages } from "#core/tasks/image.ts";
+import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
+
+const [mode, file = "", height = "48", width = "192"] = process.argv.slice(2);
+
+async function timed(work: () => Promise<unknown>): Promise<number> {
+  const start = performance.now();
+  await work();
+  return performance.now() - start;
+}
+
+async function sharp(path: string) {
+  const image = await readFile(path);
+  const spec: ImageSpec = {
+    size: [Number(height), Number(width)],
+    resize: "stretch",
+    mean: [0.5, 0.5, 0.5],
+    std: [0.5, 0.5, 0.5],
+    scale: 255,
+    layout: "NCHW",
+    channels: "BGR",
+  };
+  const importMs = await timed(() => import("sharp"));
+  const firstUseMs = await timed(() => preprocessImages([image], spec));
+  const warmMs = await timed(() => preprocessImages([image], spec));
+  return { importMs, firstUseMs, warmMs };
+}
+
+async function tokenizers(path: string) {
+  const json = await readFile(path, "utf8");
+  const sentence = ["The new coffee shop on the corner serves a surprisingly good espresso."];
+  const importMs = await timed(() => import("@huggingface/tokenizers"));
+  let encode: () => unknown = () => undefined;
+  const firstUseMs = await timed(async () => {
+    const tokenizer = await loadTextTokenizer(json);
+    encode = () => tokenizer.encode(sentence, 512);
+    encode();
+  });
+  const warmMs = await timed(async () => encode());
+  return { importMs, firstUseMs, warmMs };
+}
+
+if (mode !== "sharp" && mode !== "tokenizers") throw new Error(`unknown mode '${mode}'`);
+const result = mode === "sharp" ? await sharp(file) : await tokenizers(file);
+process.stdout.write(`${JSON.stringify(result)}\n`);
