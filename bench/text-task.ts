@@ -11,7 +11,9 @@
  * measuring. A line per model gives the first tensor request (the session load) and the first text
  * request after it (the tokenizer load), and a last line `tokenizer.encode` alone on the same texts.
  *   BENCH_TEXT_ITERATIONS (default 200) per form per block, BENCH_TEXT_ROUNDS (default 10) blocks per
- *   form, BENCH_TEXT_HIDDEN (default "16,256") the models' hidden widths.
+ *   form, BENCH_TEXT_MODELS (default "h16,h256,h384l6") the models: `h<hidden>` the attention-free
+ *   stand-ins, `h<hidden>l<layers>` with that many self-attention layers (h384l6 is all-MiniLM-L6-v2's
+ *   shape and cost); those run a tenth of the iterations per block, each call taking milliseconds.
  * The same run then measures the image route against the tensor route, and each task library's cold
  * import and first use, in fresh processes: bench/image-task.ts.
  */
@@ -41,8 +43,17 @@ import { formatMs, median, muteStdout, percentile, printTable } from "./stats.ts
 
 const ITERATIONS = Number(process.env.BENCH_TEXT_ITERATIONS ?? 200);
 const ROUNDS = Number(process.env.BENCH_TEXT_ROUNDS ?? 10);
-const HIDDEN = (process.env.BENCH_TEXT_HIDDEN ?? "16,256").split(",").map(Number);
-const WARMUP = Math.min(50, ITERATIONS);
+const MODELS = (process.env.BENCH_TEXT_MODELS ?? "h16,h256,h384l6").split(",").map((spec) => {
+  const match = /^h(\d+)(?:l(\d+))?$/.exec(spec);
+  if (match === null) throw new Error(`BENCH_TEXT_MODELS: '${spec}' is not h<hidden> or h<hidden>l<layers>`);
+  const layers = Number(match[2] ?? 0);
+  return {
+    label: spec,
+    hidden: Number(match[1]),
+    layers,
+    iterations: layers > 0 ? Math.max(10, Math.round(ITERATIONS / 10)) : ITERATIONS,
+  };
+});
 
 const TOKENS = 32;
 const LABELS = ["negative", "neutral", "positive"];
@@ -150,7 +161,12 @@ async function measure(handler: ProxyHandler, event: APIGatewayProxyEvent, itera
 }
 
 /** Publishes the classifier with its tokenizer, the original pinned so that it serves what we built. */
-async function publish(stack: LocalStack, model: string, hidden: number, index: number): Promise<void> {
+async function publish(
+  stack: LocalStack,
+  model: string,
+  shape: { hidden: number; layers: number },
+  index: number,
+): Promise<void> {
   await stack.emulators.s3Client().send(
     new PutObjectCommand({
       Bucket: stack.bucket,
@@ -162,7 +178,7 @@ async function publish(stack: LocalStack, model: string, hidden: number, index: 
   const version = await stack.publish(
     model,
     1,
-    buildBertClassifierModel({ labels: LABELS.length, hidden, seed: 7 }),
+    buildBertClassifierModel({ labels: LABELS.length, ...shape, heads: 12, seed: 7 }),
     {
       manifest: {
         task: "text-classification",
@@ -187,8 +203,8 @@ async function main() {
 
   const { stack, close } = await startBenchStack("text-task", { demo: false });
   try {
-    const models = HIDDEN.map((hidden) => ({ hidden, name: `text-bench-h${hidden}` }));
-    for (const [index, { name, hidden }] of models.entries()) await publish(stack, name, hidden, index);
+    const models = MODELS.map((model) => ({ ...model, name: `text-bench-${model.label}` }));
+    for (const [index, model] of models.entries()) await publish(stack, model.name, model, index);
     await publishImageModel(stack);
     await optimizerIdle(stack, [...models.map((model) => model.name), IMAGE_MODEL]);
 
@@ -201,7 +217,7 @@ async function main() {
     let images: ImageRouteFigures;
     const silence = muteStdout();
     try {
-      for (const { name, hidden } of models) {
+      for (const { name, label, iterations } of models) {
         const cases: Case[] = [
           {
             label: "1 × 32 tokens",
@@ -226,16 +242,16 @@ async function main() {
         for (const sample of cases) {
           const times: Record<Route, number[]> = { text: [], tensor: [] };
           for (const route of ["text", "tensor"] as const)
-            await measure(handler, sample.events[route], WARMUP);
+            await measure(handler, sample.events[route], Math.min(50, iterations));
           for (let round = 0; round < ROUNDS; round++) {
             const order: Route[] = round % 2 === 0 ? ["text", "tensor"] : ["tensor", "text"];
             for (const route of order)
-              times[route].push(...(await measure(handler, sample.events[route], ITERATIONS)));
+              times[route].push(...(await measure(handler, sample.events[route], iterations)));
           }
           const p50 = { text: median(times.text), tensor: median(times.tensor) };
           const share = (p50.text - p50.tensor) / p50.text;
           rows.push([
-            `h${hidden}`,
+            label,
             sample.label,
             formatMs(p50.tensor),
             formatMs(percentile(times.tensor, 99)),
@@ -244,10 +260,10 @@ async function main() {
             (p50.text / p50.tensor).toFixed(2),
             `${(share * 100).toFixed(0)}%`,
           ]);
-          ratios.push(`h${hidden} ${sample.label}: ${(p50.text / p50.tensor).toFixed(2)}×`);
+          ratios.push(`${label} ${sample.label}: ${(p50.text / p50.tensor).toFixed(2)}×`);
           if (sample === one)
             firsts.push(
-              `h${hidden}: first tensor request ${formatMs(firstTensor)} ms (session load), first text request after it ${formatMs(firstText)} ms (tokenizer load), warm text p50 ${formatMs(p50.text)} ms`,
+              `${label}: first tensor request ${formatMs(firstTensor)} ms (session load), first text request after it ${formatMs(firstText)} ms (tokenizer load), warm text p50 ${formatMs(p50.text)} ms`,
             );
         }
       }
@@ -257,7 +273,7 @@ async function main() {
     }
 
     console.log(
-      `\nBERT-shaped classifier (seed 7, ${LABELS.length} labels), bert-base-uncased tokenizer; handler only (event in, response out), ${ROUNDS} alternating blocks × ${ITERATIONS} calls per form\n`,
+      `\nBERT-shaped classifier (seed 7, ${LABELS.length} labels), bert-base-uncased tokenizer; handler only (event in, response out), ${ROUNDS} alternating blocks × ${ITERATIONS} calls per form (a tenth for models with attention layers)\n`,
     );
     printTable(
       [

@@ -61,6 +61,8 @@ export const maasContextSchema = z
     jobsMemoryMb: number.optional(),
     jobsMaxConcurrency: number.optional(),
     apiGatewayCloudWatchRole: flag.optional(),
+    /** The web console at <api>/console/ (static files from the bucket; every call it makes is authorized). */
+    console: flag.default(true),
     /** Off by default: a SageMaker endpoint bills per instance-hour even when idle. */
     sagemaker: flag.default(false),
     sagemakerInstanceType: z.string().optional(),
@@ -123,6 +125,7 @@ export function serviceSettings(
     provisionedConcurrency: context.provisionedConcurrency,
     preloadModels: context.preloadModels,
     corsOrigins: context.corsOrigins,
+    console: context.console,
     throttle,
     quota:
       context.quotaLimit !== undefined

@@ -18,6 +18,7 @@ import { JobsQueue } from "./jobs-queue.ts";
 import type { JobsTable } from "./jobs-table.ts";
 import { LAZY_MODULES } from "./lazy-modules.ts";
 import { MaasAlarms } from "./maas-alarms.ts";
+import { MaasConsole } from "./maas-console.ts";
 import { MaasDashboard } from "./maas-dashboard.ts";
 import { LAMBDA_EPHEMERAL_RANGE_MB, MaasFunction } from "./maas-function.ts";
 import { backendMetric, METRICS_SERVICES } from "./maas-metrics.ts";
@@ -86,6 +87,11 @@ export interface MaasServiceStackProps extends StackProps {
   readonly preloadModels?: readonly string[];
   /** @default [] (no CORS) */
   readonly corsOrigins?: readonly string[];
+  /**
+   * Serve the web console at `<api>/console/` (issue 20).
+   * @default true
+   */
+  readonly console?: boolean;
   /** @default InferenceApi's default throttle */
   readonly throttle?: InferenceThrottle;
   /** @default - no quota */
@@ -178,6 +184,8 @@ export class MaasServiceStack extends Stack {
   /** The SageMaker endpoint, when `sagemaker` is set. */
   public readonly endpoint?: ModelEndpoint;
   public readonly api: InferenceApi;
+  /** The web console, unless `console` is false. */
+  public readonly console?: MaasConsole;
   public readonly alarms: MaasAlarms;
   public readonly dashboard: MaasDashboard;
 
@@ -405,6 +413,7 @@ export class MaasServiceStack extends Stack {
       corsOrigins: props.corsOrigins,
       cloudWatchRole: props.apiGatewayCloudWatchRole,
     });
+    if (props.console ?? true) this.console = new MaasConsole(this, "Console", { api: this.api.api });
     this.alarms = new MaasAlarms(this, "Alarms", {
       deadLetterQueues: { Register: queues.registerDeadLetterQueue },
       drainedDeadLetterQueues: {

@@ -32,10 +32,17 @@
  *   (`*\/*`, lib/inference-api.ts) make API Gateway send them; response bodies are base64-decoded when
  *   `isBase64Encoded`; `Content-Type` defaults to application/json.
  * Paths are served without the stage prefix (`/v2/...`); `requestContext.path` carries `/<stage>/v2/...`.
+ *
+ * Also not from API Gateway, and open without a key: with `console`, `GET /console/` and its assets (the web
+ * console, static files with a tight Content-Security-Policy; every API call the page makes still takes the keys);
+ * with `storage`, presigned S3 requests under `/<bucket>/` (the upload URLs the admin API hands the console) are
+ * forwarded unchanged to the S3 endpoint, whose signature gate checks them, so a browser uploads from the console's
+ * own origin.
  */
 import { randomUUID } from "node:crypto";
 import {
   createServer,
+  request as httpRequest,
   type IncomingMessage,
   type Server,
   type ServerResponse,
@@ -43,6 +50,7 @@ import {
 } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
+import { gzipSync } from "node:zlib";
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-lambda";
 import * as z from "zod";
 import { PROMETHEUS_CONTENT_TYPE } from "#core/metrics/prometheus.ts";
@@ -82,6 +90,22 @@ export interface GatewayOptions {
   readonly integrationTimeoutMs?: number;
   /** Where handler failures are reported (CloudWatch's role); @default console.error */
   readonly onHandlerError?: (error: unknown, event: APIGatewayProxyEvent) => void;
+  /** The web console, served under `/console/` without a key. @default none (the path goes to `handler`) */
+  readonly console?: StaticSite;
+  /** Forwards presigned requests for this bucket's objects (`/<bucket>/...`) to its S3 endpoint. @default none */
+  readonly storage?: { readonly bucket: string; readonly endpoint: string };
+}
+
+/** A static site's files by their path under its prefix (`index.html`, `main-4F2A.js`), loaded on first use. */
+export interface StaticSite {
+  files(): Promise<ReadonlyMap<string, StaticFile>>;
+}
+
+export interface StaticFile {
+  readonly body: Buffer;
+  readonly contentType: string;
+  /** Its name carries its content's hash: cached for a year. */
+  readonly immutable: boolean;
 }
 
 export interface Gateway {
@@ -105,6 +129,18 @@ const DEFAULT_BODY_TIMEOUT_MS = 10_000;
 const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
 const OPEN_ROUTES = new Set(["GET /v2/health/live", "GET /v2/health/ready"]);
 const METRICS_PATH = "/metrics";
+const CONSOLE_PATH = "/console";
+/**
+ * The console's own policy: its scripts, styles and API calls from this origin only (images of the try-it panel
+ * are local blobs and data URLs), never framed, no base or form targets.
+ */
+export const CONSOLE_SECURITY_HEADERS = {
+  "Content-Security-Policy":
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; " +
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  "X-Content-Type-Options": "nosniff",
+  "Referrer-Policy": "no-referrer",
+} as const;
 const ACCOUNT_ID = "000000000000";
 const REGION = "us-east-1";
 // How long a refused body is drained before the answer goes out anyway (with Connection: close).
@@ -178,6 +214,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     stage: options.stage ?? "local",
     integrationTimeoutMs: options.integrationTimeoutMs ?? DEFAULT_INTEGRATION_TIMEOUT_MS,
     onHandlerError: options.onHandlerError ?? ((error) => console.error("[gateway] handler failed:", error)),
+    console: options.console === undefined ? undefined : gzippedSite(options.console),
+    storage: options.storage,
   };
   const host = options.host ?? "127.0.0.1";
   const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
@@ -239,6 +277,8 @@ interface Settings {
   readonly stage: string;
   readonly integrationTimeoutMs: number;
   readonly onHandlerError: (error: unknown, event: APIGatewayProxyEvent) => void;
+  readonly console: (() => Promise<ReadonlyMap<string, GzippedFile>>) | undefined;
+  readonly storage: { readonly bucket: string; readonly endpoint: string } | undefined;
 }
 
 async function handleRequest(settings: Settings, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -260,6 +300,17 @@ async function handleRequest(settings: Settings, req: IncomingMessage, res: Serv
     );
   const target = new URL(url, "http://gateway.local");
   const path = target.pathname;
+
+  if (settings.console !== undefined && (path === CONSOLE_PATH || path.startsWith(`${CONSOLE_PATH}/`)))
+    return serveConsole(settings.console, req, res, method, path);
+  const { storage } = settings;
+  if (
+    storage !== undefined &&
+    path.startsWith(`/${storage.bucket}/`) &&
+    target.searchParams.has("X-Amz-Signature") &&
+    (method === "PUT" || method === "POST")
+  )
+    return forwardToStorage(storage.endpoint, req, res);
 
   if (path === "/")
     return discardAndSend(
@@ -400,6 +451,117 @@ function sendMetrics(metrics: () => string, req: IncomingMessage, res: ServerRes
   const body = Buffer.from(metrics(), "utf8");
   res.writeHead(200, { "Content-Type": PROMETHEUS_CONTENT_TYPE, "Content-Length": body.length });
   res.end(method === "HEAD" ? undefined : body);
+}
+
+interface GzippedFile extends StaticFile {
+  readonly gzip: Buffer;
+}
+
+/** The site's files, each compressed once when they are first loaded. */
+function gzippedSite(site: StaticSite): () => Promise<ReadonlyMap<string, GzippedFile>> {
+  let loading: Promise<ReadonlyMap<string, GzippedFile>> | undefined;
+  return () => {
+    loading ??= site
+      .files()
+      .then(
+        (files) => new Map([...files].map(([name, file]) => [name, { ...file, gzip: gzipSync(file.body) }])),
+      );
+    // A failed build is tried again on the next request rather than kept.
+    loading.catch(() => {
+      loading = undefined;
+    });
+    return loading;
+  };
+}
+
+/** `GET /console/...`: the console's static files, with its security headers. */
+async function serveConsole(
+  site: () => Promise<ReadonlyMap<string, GzippedFile>>,
+  req: IncomingMessage,
+  res: ServerResponse,
+  method: string,
+  path: string,
+): Promise<void> {
+  req.resume();
+  for (const [name, value] of Object.entries(CONSOLE_SECURITY_HEADERS)) res.setHeader(name, value);
+  if (method !== "GET" && method !== "HEAD") {
+    res.setHeader("Allow", "GET, HEAD");
+    return sendText(res, 405, "Method Not Allowed");
+  }
+  // Relative asset URLs resolve against the directory.
+  if (path === CONSOLE_PATH) {
+    res.writeHead(308, { Location: `${CONSOLE_PATH}/`, "Content-Length": 0 });
+    res.end();
+    return;
+  }
+  let files: ReadonlyMap<string, GzippedFile>;
+  try {
+    files = await site();
+  } catch (error) {
+    console.error("[gateway] the console could not be built:", error);
+    return sendText(res, 500, "The console could not be built: see the stack's log.");
+  }
+  const name = path.slice(CONSOLE_PATH.length + 1) || "index.html";
+  const file = files.get(name);
+  if (file === undefined) return sendText(res, 404, `Not Found: ${name}`);
+  const gzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""));
+  const body = gzip ? file.gzip : file.body;
+  res.writeHead(200, {
+    "Content-Type": file.contentType,
+    "Content-Length": body.length,
+    "Cache-Control": file.immutable ? "public, max-age=31536000, immutable" : "no-cache",
+    Vary: "Accept-Encoding",
+    ...(gzip ? { "Content-Encoding": "gzip" } : {}),
+  });
+  res.end(method === "HEAD" ? undefined : body);
+}
+
+function sendText(res: ServerResponse, status: number, text: string): void {
+  const body = Buffer.from(`${text}\n`, "utf8");
+  res.writeHead(status, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": body.length });
+  res.end(body);
+}
+
+// Hop-by-hop headers: they describe one connection, not the request.
+const HOP_HEADERS = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
+
+/**
+ * A presigned S3 request, streamed to the S3 endpoint as sent except for its Host, which names the endpoint the
+ * URL was signed for: the endpoint checks the signature, this only carries the bytes (no size limit of ours).
+ */
+function forwardToStorage(endpoint: string, req: IncomingMessage, res: ServerResponse): void {
+  const upstreamUrl = new URL(endpoint);
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value !== undefined && !HOP_HEADERS.has(name)) headers[name] = value;
+  }
+  headers.host = upstreamUrl.host;
+  const upstream = httpRequest(
+    {
+      host: upstreamUrl.hostname,
+      port: upstreamUrl.port,
+      method: req.method,
+      path: req.url,
+      headers,
+    },
+    (answer) => {
+      const answerHeaders: Record<string, string | string[]> = {};
+      for (const [name, value] of Object.entries(answer.headers)) {
+        if (value !== undefined && !HOP_HEADERS.has(name)) answerHeaders[name] = value;
+      }
+      res.writeHead(answer.statusCode ?? 502, answerHeaders);
+      answer.pipe(res);
+      answer.on("error", () => res.destroy());
+    },
+  );
+  upstream.on("error", () => {
+    if (res.headersSent) res.destroy();
+    else sendGatewayError(res, 502, "The S3 endpoint did not answer", "BadGateway");
+  });
+  res.on("close", () => {
+    if (!res.writableFinished) upstream.destroy();
+  });
+  req.pipe(upstream);
 }
 
 interface HeaderMaps {

@@ -1,18 +1,25 @@
-import { resolve } from "node:path";
+import { readFile } from "node:fs/promises";
+import { extname, join, resolve } from "node:path";
 import { Logger } from "@aws-lambda-powertools/logger";
 import type { LogLevel } from "@aws-lambda-powertools/logger/types";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { Upload } from "@aws-sdk/lib-storage";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
-import { AdminService } from "#core/admin/admin-service.ts";
+import { AdminService, type VersionUploads } from "#core/admin/admin-service.ts";
+import { MinuteFigures } from "#core/metrics/figures.ts";
 import { PipelineStatistics } from "#core/metrics/pipeline-statistics.ts";
 import type { RequestTracing, Span } from "#core/metrics/span.ts";
 import { InferenceStatistics } from "#core/metrics/statistics.ts";
 import type { ModelVersion } from "#core/model.ts";
 import { manifestKey, modelKey } from "#core/registry/manifest.ts";
 import { isServable } from "#core/registry/registry.ts";
-import { createAdminDeps, createAdminHandler, loadAdminConfig } from "#lambdas/admin/handler.ts";
+import {
+  createAdminDeps,
+  createAdminHandler,
+  loadAdminConfig,
+  s3VersionUploads,
+} from "#lambdas/admin/handler.ts";
 import { loadInferenceConfig } from "#lambdas/inference/config.ts";
 import { createInferenceHandler } from "#lambdas/inference/handler.ts";
 import { createInferenceParts, defaultClients, type InferenceParts } from "#lambdas/inference/service.ts";
@@ -30,10 +37,11 @@ import {
   createRegistrationDeps,
   loadRegisterConfig,
 } from "#lambdas/register/handler.ts";
+import { buildConsole } from "../console/build.ts";
 import { buildIrisModel } from "../models/iris.ts";
 import { type Emulators, type LocalCredentials, startEmulators } from "./emulators.ts";
 import { JOB_DEADLINE_MS, localFunctionEnvironments } from "./function-environments.ts";
-import { type Gateway, startGateway } from "./gateway.ts";
+import { type Gateway, type StaticFile, type StaticSite, startGateway } from "./gateway.ts";
 import { type QueuePollerOptions, startQueuePoller } from "./queue-poller.ts";
 import { type LocalSageMaker, startLocalSageMaker } from "./sagemaker-runtime.ts";
 import { startUploadBridge, type UploadBridge } from "./upload-bridge.ts";
@@ -84,6 +92,8 @@ export interface LocalStackOptions {
    * S3 and DynamoDB calls. @default none
    */
   readonly tracing?: RequestTracing;
+  /** Serve the web console at `/console/`, built into `<dataDir>/console` on its first request. @default true */
+  readonly console?: boolean;
 }
 
 export interface PublishOptions {
@@ -95,6 +105,10 @@ export interface PublishOptions {
 
 export interface LocalStack {
   readonly url: string;
+  /** The web console (`<url>/console/`); it asks for the keys. */
+  readonly consoleUrl: string;
+  /** Each model's requests, errors and latency per minute: the admin API's figures answer from it. */
+  readonly figures: MinuteFigures;
   /** What the inference function counted: `GET /metrics` and `.../stats` answer from it. */
   readonly statistics: InferenceStatistics;
   /** What the register, optimize and jobs functions counted: `GET /metrics` answers from it too. */
@@ -277,8 +291,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     stoppers.push(() => bridge.stop());
     await bridge.reconcile(registry);
 
+    // Per-minute figures for the console, beside the cumulative counters below.
+    const figures = new MinuteFigures();
+    const uploads = sameOriginUploads(s3VersionUploads(LOCAL_BUCKET, s3Config));
     const admin = createAdminHandler(
-      new AdminService(createAdminDeps(loadAdminConfig(environments.admin), s3, dynamo)),
+      new AdminService(
+        createAdminDeps(loadAdminConfig(environments.admin), s3, dynamo, { figures, uploads }),
+      ),
       new Logger({ serviceName: "maas-admin", logLevel }),
     );
     // One set of counters for the whole stack: /metrics and the statistics extension read them.
@@ -292,8 +311,12 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         serverTiming: true,
         ...(inference.capture === undefined ? {} : { capture: inference.capture }),
         ...(tracing === undefined ? {} : { tracing }),
+        metrics: figures,
       }),
       adminHandler: admin,
+      ...((options.console ?? true) ? { console: consoleSite(join(dataDir, "console")) } : {}),
+      // The presigned publish uploads the admin API hands out, PUT from the console's own origin.
+      storage: { bucket: LOCAL_BUCKET, endpoint: emulators.s3Endpoint },
       metrics: () => statistics.prometheus() + pipelineStatistics.prometheus(),
       apiKey: options.apiKey,
       adminKey: options.adminKey,
@@ -347,6 +370,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
     return {
       url: gateway.url,
+      consoleUrl: `${gateway.url}/console/`,
+      figures,
       statistics,
       pipelineStatistics,
       emulators,
@@ -364,4 +389,54 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     await stopAll();
     throw error;
   }
+}
+
+const CONTENT_TYPES: Readonly<Record<string, string>> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json",
+};
+
+/** The console as the gateway serves it: built on first use, with the local stack's config.json. */
+function consoleSite(outDir: string): StaticSite {
+  return {
+    async files() {
+      const { files } = await buildConsole(outDir);
+      const site = new Map<string, StaticFile>();
+      for (const file of files) {
+        site.set(file, {
+          body: await readFile(join(outDir, file)),
+          contentType: CONTENT_TYPES[extname(file)] ?? "application/octet-stream",
+          // Every file but index.html carries its content's hash in its name.
+          immutable: file !== "index.html",
+        });
+      }
+      site.set("config.json", {
+        body: Buffer.from(JSON.stringify({ auth: "key" })),
+        contentType: CONTENT_TYPES[".json"]!,
+        immutable: false,
+      });
+      return site;
+    },
+  };
+}
+
+/**
+ * Presigned upload URLs without the S3 endpoint's origin: the gateway forwards `/<bucket>/...` to it, so a
+ * browser uploads to the origin it loaded the console from (the endpoint's port is another origin).
+ */
+function sameOriginUploads(uploads: VersionUploads): VersionUploads {
+  const local = (url: string) => {
+    const parsed = new URL(url);
+    return `${parsed.pathname}${parsed.search}`;
+  };
+  return {
+    presignPut: async (key, expiresSeconds) => local(await uploads.presignPut(key, expiresSeconds)),
+    presignMultipart: async (key, parts, expiresSeconds) => {
+      const { uploadId, partUrls, completeUrl } = await uploads.presignMultipart(key, parts, expiresSeconds);
+      return { uploadId, partUrls: partUrls.map(local), completeUrl: local(completeUrl) };
+    },
+    exists: (key) => uploads.exists(key),
+  };
 }

@@ -110,6 +110,7 @@ async function main(): Promise<void> {
       "",
       `serverless-maas is up in ${seconds} s`,
       `  API          ${stack.url}   (Open Inference Protocol V2)`,
+      `  console      ${stack.consoleUrl}   (sign in with the admin key and the API key)`,
       `  API key      ${keys.apiKey}`,
       `  admin key    ${keys.adminKey}`,
       `  S3 (models)  ${stack.emulators.s3Endpoint}   bucket ${stack.bucket}   (SigV4-signed requests only)`,

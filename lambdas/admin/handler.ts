@@ -1,9 +1,15 @@
 import { Logger } from "@aws-lambda-powertools/logger";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { DeleteObjectsCommand, S3Client } from "@aws-sdk/client-s3";
+import { DeleteObjectsCommand, S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
+import { S3JobObjects } from "#aws/jobs/aws-jobs.ts";
 import { bodyText, errorResponse, json, type ProxyHandler } from "#aws/lambda/api-gateway.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
-import { type AdminDeps, AdminService, matchAdminRoute } from "#core/admin/admin-service.ts";
+import {
+  type AdminDeps,
+  AdminService,
+  matchAdminRoute,
+  type VersionUploads,
+} from "#core/admin/admin-service.ts";
 import { manifestKey, modelKey } from "#core/registry/manifest.ts";
 import { type AdminConfig, loadAdminConfig } from "./config.ts";
 
@@ -16,7 +22,7 @@ export function createAdminHandler(service: AdminService, logger: Logger): Proxy
     const started = performance.now();
     let result: Awaited<ReturnType<ProxyHandler>>;
     try {
-      const route = matchAdminRoute(event.httpMethod, event.path);
+      const route = matchAdminRoute(event.httpMethod, event.path, event.queryStringParameters);
       const outcome = await service.handle(route, bodyText(event));
       result = json(outcome.status, outcome.body);
     } catch (error) {
@@ -33,8 +39,33 @@ export function createAdminHandler(service: AdminService, logger: Logger): Proxy
   };
 }
 
-export function createAdminDeps(config: AdminConfig, s3: S3Client, dynamo: DynamoDBClient): AdminDeps {
+/**
+ * Publish uploads presigned in the model bucket with the function's own credentials (its role must be
+ * allowed to put `models/*`), through the presigner asynchronous inference uses.
+ */
+export function s3VersionUploads(bucket: string, config: S3ClientConfig = {}): VersionUploads {
+  const objects = new S3JobObjects(bucket, {
+    ...config,
+    // Otherwise the SDK signs a CRC32 of the empty body into each URL, and S3 refuses the real upload.
+    requestChecksumCalculation: "WHEN_REQUIRED",
+  });
   return {
+    presignPut: (key, expiresSeconds) => objects.presignPut(key, expiresSeconds),
+    presignMultipart: (key, parts, expiresSeconds) => objects.presignMultipart(key, parts, expiresSeconds),
+    exists: async (key) => (await objects.size(key)) !== undefined,
+  };
+}
+
+export function createAdminDeps(
+  config: AdminConfig,
+  s3: S3Client,
+  dynamo: DynamoDBClient,
+  overrides: Pick<AdminDeps, "figures" | "uploads"> = {},
+): AdminDeps {
+  return {
+    // The Lambda environment's region and credentials; the local stack passes its own.
+    uploads: overrides.uploads ?? s3VersionUploads(config.MAAS_BUCKET),
+    ...(overrides.figures === undefined ? {} : { figures: overrides.figures }),
     registry: new DynamoModelRegistry(dynamo, config.MAAS_REGISTRY_TABLE),
     deleteUpload: async (name, version) => {
       await s3.send(

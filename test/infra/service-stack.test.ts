@@ -1,6 +1,7 @@
 import type { CfnResource } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import { describe, expect, it } from "vitest";
+import { CONSOLE_CSP } from "../../lib/maas-console.ts";
 import type { MaasFunction } from "../../lib/maas-function.ts";
 import { maasStacks } from "./support.ts";
 import { asArray, cdkPath, permissionsOf, render, type TemplateResource } from "./template-helpers.ts";
@@ -117,8 +118,8 @@ describe("functions", () => {
   });
 
   it("keeps function logs for a month", () => {
-    // Five functions' and the API's access log.
-    template.resourceCountIs("AWS::Logs::LogGroup", 6);
+    // Five functions', the API's access log and the console deployment handler's.
+    template.resourceCountIs("AWS::Logs::LogGroup", 7);
     template.allResourcesProperties("AWS::Logs::LogGroup", { RetentionInDays: 30 });
   });
 
@@ -398,13 +399,40 @@ describe("REST API", () => {
         { route: "GET /v2/health/live", auth: "NONE", apiKey: false },
         { route: "GET /v2/health/ready", auth: "NONE", apiKey: false },
         { route: "ANY /admin/{proxy+}", auth: "AWS_IAM", apiKey: false },
+        { route: "GET /console", auth: "NONE", apiKey: false },
+        { route: "GET /console/{proxy+}", auth: "NONE", apiKey: false },
       ]),
     );
-    expect(methods()).toHaveLength(6);
+    expect(methods()).toHaveLength(8);
+  });
+
+  it("serves the console's files from its own bucket through S3, with its CSP stored beside each file", () => {
+    const consoleMethods = methods().filter((method) => method.route.includes("/console"));
+    const bucket = service.getLogicalId(service.console?.bucket.node.defaultChild as CfnResource);
+    for (const method of consoleMethods) {
+      expect(method.target).toContain('"Type":"AWS"');
+      expect(method.target).toContain(`:s3:path/",{"Ref":"${bucket}"},"/console/`);
+      expect(method.target).toContain(
+        '"method.response.header.Content-Security-Policy":"integration.response.header.x-amz-meta-csp"',
+      );
+      expect(method.target).toContain(`"method.response.header.X-Content-Type-Options":"'nosniff'"`);
+    }
+    template.hasResourceProperties("Custom::CDKBucketDeployment", {
+      DestinationBucketKeyPrefix: "console/",
+      Prune: true,
+      RetainOnDelete: false,
+      UserMetadata: { csp: CONSOLE_CSP },
+    });
+  });
+
+  it("leaves the console out when told to", () => {
+    const { service: without } = maasStacks({ context: { console: false } });
+    expect(without.console).toBeUndefined();
+    Template.fromStack(without).resourceCountIs("Custom::CDKBucketDeployment", 0);
   });
 
   it("proxies /v2 to the inference alias and /admin to the admin function (payload v1)", () => {
-    for (const method of methods()) {
+    for (const method of methods().filter((candidate) => !candidate.route.includes("/console"))) {
       expect(method.target).toContain('"Type":"AWS_PROXY"');
       if (method.route.includes("/admin")) expect(method.target).toContain(idOf(service.admin));
       else
@@ -497,10 +525,11 @@ describe("REST API", () => {
 
 describe("least privilege", () => {
   const roleId = (fn: MaasFunction) => service.getLogicalId(fn.role?.node.defaultChild as CfnResource);
+  // CDK's own BucketDeployment handler (the console's files) is left out: aws-cdk-lib writes its policy.
   const allStatements = () =>
-    (Object.values(template.findResources("AWS::IAM::Policy")) as TemplateResource[]).flatMap(
-      (policy) => policy.Properties.PolicyDocument?.Statement ?? [],
-    );
+    (Object.values(template.findResources("AWS::IAM::Policy")) as TemplateResource[])
+      .filter((policy) => !cdkPath(policy).includes("/Custom::CDKBucketDeployment"))
+      .flatMap((policy) => policy.Properties.PolicyDocument?.Statement ?? []);
 
   it("grants no wildcard action anywhere", () => {
     for (const statement of allStatements()) {
@@ -514,7 +543,7 @@ describe("least privilege", () => {
         if (resource === "*")
           expect(asArray(statement.Action).every((action) => action.startsWith("xray:"))).toBe(true);
         else if (resource.includes("*"))
-          expect(resource).toMatch(/\/(models|artifacts|async\/inputs|async\/results|capture)\/\*$/);
+          expect(resource).toMatch(/\/(models|artifacts|async\/inputs|async\/results|capture|console)\/\*$/);
       }
     }
   });

@@ -6,6 +6,7 @@ import {
   ModelNotFoundError,
   RouteNotFoundError,
 } from "#core/errors.ts";
+import { type FigureSeries, MINUTE_MS, type ModelFigures } from "#core/metrics/figures.ts";
 import {
   ALIAS_PATTERN,
   type CaptureSettings,
@@ -15,7 +16,7 @@ import {
   servingVariantKind,
   VERSION_PATTERN,
 } from "#core/model.ts";
-import { captureSettingsSchema } from "#core/registry/manifest.ts";
+import { captureSettingsSchema, modelKey } from "#core/registry/manifest.ts";
 import { type AliasRecord, isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
 import { MAX_JSON_DEPTH, nestsDeeperThan } from "#core/v2/parse.ts";
 import { safeDecode } from "#core/v2/routes.ts";
@@ -29,16 +30,48 @@ export class ConflictError extends MaasError {
   }
 }
 
+/** Not kept, or not wired, in this deployment (figures, publish uploads): the message says which. */
+export class NotImplementedError extends MaasError {
+  constructor(message: string) {
+    super(501, "not_implemented", message);
+    this.name = "NotImplementedError";
+  }
+}
+
+/**
+ * Presigned uploads into the model bucket, for publishing from a browser. URLs may be relative to the
+ * API's origin (the local gateway forwards them to its S3 endpoint) or absolute (S3 itself).
+ */
+export interface VersionUploads {
+  presignPut(key: string, expiresSeconds: number): Promise<string>;
+  /** Starts a multipart upload and presigns its parts and its completion. */
+  presignMultipart(
+    key: string,
+    parts: number,
+    expiresSeconds: number,
+  ): Promise<{ uploadId: string; partUrls: string[]; completeUrl: string }>;
+  /** Whether an object is at `key`. */
+  exists(key: string): Promise<boolean>;
+}
+
 export interface AdminDeps {
   readonly registry: ModelRegistryWriter;
   /** Removes a deleted version's uploaded files; its content-addressed artifact may be shared and stays. */
   readonly deleteUpload: (name: string, version: number) => Promise<void>;
   readonly now: () => string;
+  /** Per-minute figures of a model; without it `GET .../figures` answers 501. */
+  readonly figures?: ModelFigures;
+  /** Presigned publish uploads; without it `POST .../uploads` answers 501. */
+  readonly uploads?: VersionUploads;
+  /** Lifetime of presigned upload URLs. @default 3600 */
+  readonly uploadExpiresSeconds?: number;
 }
 
 export type AdminRoute =
   | { readonly kind: "list-models" }
   | { readonly kind: "list-versions"; readonly model: string }
+  | { readonly kind: "figures"; readonly model: string; readonly minutes: number }
+  | { readonly kind: "create-uploads"; readonly model: string; readonly version: number }
   | { readonly kind: "get-version"; readonly model: string; readonly version: number }
   | { readonly kind: "delete-version"; readonly model: string; readonly version: number }
   | { readonly kind: "set-variant"; readonly model: string; readonly version: number }
@@ -51,10 +84,23 @@ export type AdminRoute =
   | { readonly kind: "rollback-alias"; readonly model: string; readonly alias: string };
 
 const ADMIN_PATH =
-  /^\/admin\/models(?:\/([^/]+)(?:\/(versions|aliases)(?:\/([^/]+)(?:\/(rollback|variant|capture))?)?)?)?\/?$/;
+  /^\/admin\/models(?:\/([^/]+)(?:\/(versions|aliases|figures)(?:\/([^/]+)(?:\/(rollback|variant|capture|uploads))?)?)?)?\/?$/;
 
-/** Matches an admin request; 404 for unknown paths and names, 405 for a known path and wrong method. */
-export function matchAdminRoute(method: string, path: string): AdminRoute {
+/** Minutes of figures a request may ask for: a day, CloudWatch's one-minute resolution kept for 15 days. */
+export const MAX_FIGURE_MINUTES = 1440;
+const figuresQuerySchema = z.object({
+  minutes: z.coerce.number().int().min(1).max(MAX_FIGURE_MINUTES).default(60),
+});
+
+/**
+ * Matches an admin request; 404 for unknown paths and names, 405 for a known path and wrong method,
+ * 400 for a query a route cannot take.
+ */
+export function matchAdminRoute(
+  method: string,
+  path: string,
+  query: Readonly<Record<string, string | undefined>> | null = null,
+): AdminRoute {
   const match = ADMIN_PATH.exec(path);
   if (match === null) throw new RouteNotFoundError(method, path);
   const [, rawModel, collection, rawItem, action] = match;
@@ -69,6 +115,16 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
   if (!MODEL_NAME_PATTERN.test(model)) throw new ModelNotFoundError(`model '${model}' not found`);
   if (collection === undefined) throw new RouteNotFoundError(method, path);
 
+  if (collection === "figures") {
+    if (rawItem !== undefined) throw new RouteNotFoundError(method, path);
+    allow(["GET"]);
+    const parsed = figuresQuerySchema.safeParse({ minutes: query?.minutes });
+    if (!parsed.success) {
+      throw new InvalidRequestError(`minutes must be an integer from 1 to ${MAX_FIGURE_MINUTES}`);
+    }
+    return { kind: "figures", model, minutes: parsed.data.minutes };
+  }
+
   if (collection === "versions") {
     if (action === "rollback") throw new RouteNotFoundError(method, path);
     if (rawItem === undefined) {
@@ -77,6 +133,10 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
     }
     if (!VERSION_PATTERN.test(rawItem)) throw new ModelNotFoundError(`'${rawItem}' is not a version number`);
     const version = Number(rawItem);
+    if (action === "uploads") {
+      allow(["POST"]);
+      return { kind: "create-uploads", model, version };
+    }
     if (action === "variant") {
       allow(["PUT"]);
       return { kind: "set-variant", model, version };
@@ -103,7 +163,8 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
       `'${alias}' is not a valid alias: a lower-case letter, then letters, digits, '-' or '_' (at most 64)`,
     );
   }
-  if (action === "variant" || action === "capture") throw new RouteNotFoundError(method, path);
+  if (action === "variant" || action === "capture" || action === "uploads")
+    throw new RouteNotFoundError(method, path);
   if (action === "rollback") {
     allow(["POST"]);
     return { kind: "rollback-alias", model, alias };
@@ -114,6 +175,47 @@ export function matchAdminRoute(method: string, path: string): AdminRoute {
 }
 
 const setAliasSchema = z.object({ version: z.number().int().positive() }).strict();
+
+/** Files of a version a publisher may upload: the model, its manifest, and files the manifest names. */
+const UPLOAD_FILE = /^(?:model\.onnx|[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.json)$/;
+/** S3's most parts in one multipart upload. */
+const MAX_UPLOAD_PARTS = 10_000;
+const uploadFileSchema = z.union([
+  z.string().regex(UPLOAD_FILE),
+  z
+    .object({ name: z.string().regex(UPLOAD_FILE), parts: z.number().int().min(1).max(MAX_UPLOAD_PARTS) })
+    .strict(),
+]);
+const createUploadsSchema = z
+  .object({ files: z.array(uploadFileSchema).min(1).max(8) })
+  .strict()
+  .transform(({ files }) => files.map((file) => (typeof file === "string" ? { name: file } : file)))
+  .refine((files) => files.some((file) => file.name === "model.onnx"), {
+    message: "files must include model.onnx",
+  })
+  .refine((files) => new Set(files.map((file) => file.name)).size === files.length, {
+    message: "files must not repeat a name",
+  });
+/** The largest version an upload key may carry (parseUploadKey). */
+const MAX_VERSION = 2 ** 31 - 1;
+const UPLOADS_EXAMPLE = '{"files": ["maas.json", "tokenizer.json", "model.onnx"]}';
+
+/** One file's place to upload: a presigned PUT, or the parts of a multipart upload and its completion. */
+export type VersionUpload =
+  | { readonly file: string; readonly key: string; readonly url: string }
+  | {
+      readonly file: string;
+      readonly key: string;
+      readonly uploadId: string;
+      readonly partUrls: readonly string[];
+      readonly completeUrl: string;
+    };
+
+/** Registration reads the manifest and the files it names when model.onnx arrives: the model goes last. */
+function uploadOrder(a: { name: string }, b: { name: string }): number {
+  const rank = (name: string) => (name === "maas.json" ? 0 : name === "model.onnx" ? 2 : 1);
+  return rank(a.name) - rank(b.name);
+}
 const setVariantSchema = z.object({ kind: z.string().min(1).max(64) }).strict();
 
 /** Capture switched off: the registry keeps the field (its updates only set). */
@@ -164,10 +266,18 @@ function describeVersion(record: ModelVersion, aliases: readonly AliasRecord[] =
     ...(record.description === undefined ? {} : { description: record.description }),
     ...(record.tags === undefined ? {} : { tags: record.tags }),
     ...(record.capture === undefined ? {} : { capture: record.capture }),
+    ...(record.task === undefined ? {} : { task: describeTask(record.task) }),
     ...(record.rejectedUpload === undefined ? {} : { rejectedUpload: record.rejectedUpload }),
     createdAt: record.createdAt,
     updatedAt: record.updatedAt,
   };
+}
+
+/** A version's task as its manifest set it; the tokenizer's location stays internal. */
+function describeTask(task: NonNullable<ModelVersion["task"]>) {
+  if (task.kind === "image-classification") return task;
+  const { tokenizer: _tokenizer, ...described } = task;
+  return described;
 }
 
 /** Registry management: versions, status, aliases, promotion and rollback. */
@@ -183,6 +293,10 @@ export class AdminService {
     switch (route.kind) {
       case "list-models":
         return { status: 200, body: { models: await registry.listModels() } };
+      case "figures":
+        return { status: 200, body: await this.#figures(route.model, route.minutes) };
+      case "create-uploads":
+        return { status: 201, body: await this.#createUploads(route.model, route.version, body) };
       case "list-versions": {
         const [versions, aliases] = await Promise.all([
           this.#versionsOf(route.model),
@@ -224,6 +338,57 @@ export class AdminService {
       case "rollback-alias":
         return { status: 200, body: await this.#rollback(route.model, route.alias) };
     }
+  }
+
+  /** The last `minutes` minutes, the current one included (partly counted), oldest first. */
+  async #figures(name: string, minutes: number): Promise<FigureSeries> {
+    const figures = this.#deps.figures;
+    if (figures === undefined) throw new NotImplementedError("figures are not kept in this deployment");
+    await this.#versionsOf(name);
+    const now = new Date(this.#deps.now()).getTime();
+    const to = new Date(now + MINUTE_MS);
+    const from = new Date(now - (minutes - 1) * MINUTE_MS);
+    return figures.series(name, from, to);
+  }
+
+  /**
+   * Presigned uploads of a new version's files, in the order to upload them (model.onnx last). Only for
+   * a version the registry does not know and whose model is not in the bucket yet: nothing published
+   * is overwritten.
+   */
+  async #createUploads(name: string, version: number, body: string) {
+    const uploads = this.#deps.uploads;
+    if (uploads === undefined) {
+      throw new NotImplementedError("publishing through presigned uploads is not set up in this deployment");
+    }
+    if (version > MAX_VERSION)
+      throw new InvalidRequestError(`a version is a positive integer up to ${MAX_VERSION}`);
+    const parsed = createUploadsSchema.safeParse(jsonBody(body, UPLOADS_EXAMPLE));
+    if (!parsed.success)
+      throw new InvalidRequestError(`${describeZodError(parsed.error)}: send ${UPLOADS_EXAMPLE}`);
+    const existing = await this.#deps.registry.getVersionConsistent(name, version);
+    if (existing !== undefined) {
+      throw new ConflictError(
+        `version ${version} of model '${name}' already exists (${existing.status}): publish a new version number`,
+      );
+    }
+    if (await uploads.exists(modelKey(name, version))) {
+      throw new ConflictError(
+        `version ${version} of model '${name}' is already uploaded and being registered: publish a new version number`,
+      );
+    }
+    const expiresIn = this.#deps.uploadExpiresSeconds ?? 3600;
+    const files = [...parsed.data].sort(uploadOrder);
+    const tickets = await Promise.all(
+      files.map(async (file): Promise<VersionUpload> => {
+        const key = `models/${name}/${version}/${file.name}`;
+        if (!("parts" in file))
+          return { file: file.name, key, url: await uploads.presignPut(key, expiresIn) };
+        const multipart = await uploads.presignMultipart(key, file.parts, expiresIn);
+        return { file: file.name, key, ...multipart };
+      }),
+    );
+    return { name, version, expiresIn, uploads: tickets };
   }
 
   async #versionsOf(name: string): Promise<ModelVersion[]> {
