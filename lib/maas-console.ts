@@ -5,7 +5,7 @@ import { DockerImage, RemovalPolicy, Stack } from "aws-cdk-lib";
 import { AwsIntegration, type RestApi } from "aws-cdk-lib/aws-apigateway";
 import { type IGrantable, PolicyStatement, Role, ServicePrincipal } from "aws-cdk-lib/aws-iam";
 import { LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
-import { BlockPublicAccess, Bucket, BucketEncryption } from "aws-cdk-lib/aws-s3";
+import { BlockPublicAccess, Bucket, BucketEncryption, type IBucket } from "aws-cdk-lib/aws-s3";
 import { BucketDeployment, CacheControl, Source } from "aws-cdk-lib/aws-s3-deployment";
 import { Construct } from "constructs";
 import { acknowledge, acknowledgeChild, acknowledgeGrantWildcard } from "./nag.ts";
@@ -15,6 +15,15 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The console's Content-Security-Policy: the page loads and talks to its own origin only. */
 export const CONSOLE_CSP =
   "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/** The CSP with the upload bucket's origin allowed in connect-src (presigned URLs are absolute in AWS). */
+export function consoleCsp(uploadBucket?: IBucket): string {
+  if (uploadBucket === undefined) return CONSOLE_CSP;
+  return CONSOLE_CSP.replace(
+    "connect-src 'self'",
+    `connect-src 'self' https://${uploadBucket.bucketRegionalDomainName}`,
+  );
+}
 
 /** Headers API Gateway adds to every console file as static values (none holds a quote). */
 const STATIC_HEADERS = { "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer" } as const;
@@ -29,6 +38,8 @@ const STORED_HEADERS = {
 export interface MaasConsoleProps {
   /** The API the console is served under (`/console/`), the same origin as the API it calls. */
   readonly api: RestApi;
+  /** The bucket the console's publish uploads to through presigned URLs: its origin joins connect-src. */
+  readonly uploadBucket?: IBucket;
 }
 
 /**
@@ -94,7 +105,7 @@ export class MaasConsole extends Construct {
       logGroup: new LogGroup(this, "DeploymentLogs", { retention: RetentionDays.ONE_MONTH }),
       // Revalidated on each load: index.html must never point at bundles a newer deploy pruned.
       cacheControl: [CacheControl.noCache()],
-      metadata: { csp: CONSOLE_CSP },
+      metadata: { csp: consoleCsp(props.uploadBucket) },
     });
     acknowledgeDeploymentHandler(this, this.bucket);
 

@@ -1,6 +1,12 @@
 import { Duration } from "aws-cdk-lib";
 import { Grant, type IGrantable } from "aws-cdk-lib/aws-iam";
-import { BlockPublicAccess, Bucket, BucketEncryption, ObjectOwnership } from "aws-cdk-lib/aws-s3";
+import {
+  BlockPublicAccess,
+  Bucket,
+  BucketEncryption,
+  HttpMethods,
+  ObjectOwnership,
+} from "aws-cdk-lib/aws-s3";
 import { Construct } from "constructs";
 import { CAPTURE_PREFIX } from "#core/capture/payload-capture.ts";
 import { JOB_KEYS } from "#core/jobs/jobs.ts";
@@ -120,6 +126,17 @@ export class ModelBucket extends Construct {
       enforceSSL: true,
       serverAccessLogsBucket: this.accessLogsBucket,
       serverAccessLogsPrefix: this.accessLogsBucket ? "model-bucket/" : undefined,
+      // Browsers upload through presigned URLs (the console's publish, asynchronous inputs): the URL's
+      // signature is the authorization, so any origin may send it; ETag is what a multipart part returns.
+      cors: [
+        {
+          allowedMethods: [HttpMethods.PUT, HttpMethods.POST],
+          allowedOrigins: ["*"],
+          allowedHeaders: ["content-type", "content-length"],
+          exposedHeaders: ["ETag"],
+          maxAge: 3600,
+        },
+      ],
       lifecycleRules: [
         { abortIncompleteMultipartUploadAfter: abortAfter },
         { noncurrentVersionExpiration: noncurrent },
@@ -147,6 +164,11 @@ export class ModelBucket extends Construct {
   /** Read uploads and manifests (`models/*`), nothing else in the bucket. */
   public grantReadUploads(grantee: IGrantable): Grant {
     return this.grantOnPrefix(grantee, ["s3:GetObject"], MODELS_PREFIX);
+  }
+
+  /** Write uploads (`models/*`): what the console's presigned publish URLs are signed with. */
+  public grantWriteUploads(grantee: IGrantable): Grant {
+    return this.grantOnPrefix(grantee, ["s3:PutObject"], MODELS_PREFIX);
   }
 
   /** Delete uploads (`models/*`); versioning keeps the bytes until the noncurrent rule expires them. */

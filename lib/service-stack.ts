@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Aws, CfnOutput, Duration, Size, Stack, type StackProps } from "aws-cdk-lib";
 import { type IMetric, MathExpression, Stats } from "aws-cdk-lib/aws-cloudwatch";
+import { Policy, PolicyStatement, type Role } from "aws-cdk-lib/aws-iam";
 import { type Alias, Architecture, EventSourceMapping } from "aws-cdk-lib/aws-lambda";
 import { SqsEventSource, type SqsEventSourceProps } from "aws-cdk-lib/aws-lambda-event-sources";
 import type { IQueue } from "aws-cdk-lib/aws-sqs";
@@ -324,6 +325,19 @@ export class MaasServiceStack extends Stack {
     });
     registry.grantReadWriteRegistry(this.admin);
     models.grantDeleteUploads(this.admin);
+    // The console's publish: presigned PUTs of models/<m>/<v>/*, after checking nothing is there yet.
+    models.grantWriteUploads(this.admin);
+    models.grantReadUploads(this.admin);
+    // The console's figures, in a policy of its own: GetMetricData has no resource-level permissions.
+    const figures = new Policy(this, "AdminFiguresPolicy", {
+      roles: [this.admin.role as Role],
+      statements: [new PolicyStatement({ actions: ["cloudwatch:GetMetricData"], resources: ["*"] })],
+    });
+    acknowledge(
+      figures,
+      "AwsSolutions-IAM5[Resource::*]",
+      "cloudwatch:GetMetricData supports no resource-level permissions; the admin function reads the service's own metrics for the console's charts.",
+    );
 
     this.register = new MaasFunction(this, "Register", {
       ...common,
@@ -413,7 +427,8 @@ export class MaasServiceStack extends Stack {
       corsOrigins: props.corsOrigins,
       cloudWatchRole: props.apiGatewayCloudWatchRole,
     });
-    if (props.console ?? true) this.console = new MaasConsole(this, "Console", { api: this.api.api });
+    if (props.console ?? true)
+      this.console = new MaasConsole(this, "Console", { api: this.api.api, uploadBucket: models.bucket });
     this.alarms = new MaasAlarms(this, "Alarms", {
       deadLetterQueues: { Register: queues.registerDeadLetterQueue },
       drainedDeadLetterQueues: {

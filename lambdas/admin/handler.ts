@@ -1,8 +1,10 @@
 import { Logger } from "@aws-lambda-powertools/logger";
+import { CloudWatchClient, GetMetricDataCommand } from "@aws-sdk/client-cloudwatch";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DeleteObjectsCommand, S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
 import { S3JobObjects } from "#aws/jobs/aws-jobs.ts";
 import { bodyText, errorResponse, json, type ProxyHandler } from "#aws/lambda/api-gateway.ts";
+import { CloudWatchFigures } from "#aws/metrics/cloudwatch-figures.ts";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import {
   type AdminDeps,
@@ -44,11 +46,8 @@ export function createAdminHandler(service: AdminService, logger: Logger): Proxy
  * allowed to put `models/*`), through the presigner asynchronous inference uses.
  */
 export function s3VersionUploads(bucket: string, config: S3ClientConfig = {}): VersionUploads {
-  const objects = new S3JobObjects(bucket, {
-    ...config,
-    // Otherwise the SDK signs a CRC32 of the empty body into each URL, and S3 refuses the real upload.
-    requestChecksumCalculation: "WHEN_REQUIRED",
-  });
+  // The asynchronous inputs' presigner: it signs no checksum of an empty body into the URLs.
+  const objects = new S3JobObjects(bucket, config);
   return {
     presignPut: (key, expiresSeconds) => objects.presignPut(key, expiresSeconds),
     presignMultipart: (key, parts, expiresSeconds) => objects.presignMultipart(key, parts, expiresSeconds),
@@ -88,8 +87,17 @@ let defaultHandler: ProxyHandler | undefined;
 export const handler: ProxyHandler = (event, context) => {
   if (defaultHandler === undefined) {
     const config = loadAdminConfig(process.env);
+    const dynamo = new DynamoDBClient({});
+    const registry = new DynamoModelRegistry(dynamo, config.MAAS_REGISTRY_TABLE);
+    const cloudWatch = new CloudWatchClient({});
+    // The console's charts, from the metrics the inference function emits.
+    const figures = new CloudWatchFigures(
+      { getMetricData: (input) => cloudWatch.send(new GetMetricDataCommand(input)) },
+      async (model) =>
+        (await registry.listVersions(model)).map(({ version, target }) => ({ version, target })),
+    );
     defaultHandler = createAdminHandler(
-      new AdminService(createAdminDeps(config, new S3Client({}), new DynamoDBClient({}))),
+      new AdminService(createAdminDeps(config, new S3Client({}), dynamo, { figures })),
       defaultLogger,
     );
   }

@@ -1,7 +1,6 @@
 import type { CfnResource } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import { describe, expect, it } from "vitest";
-import { CONSOLE_CSP } from "../../lib/maas-console.ts";
 import type { MaasFunction } from "../../lib/maas-function.ts";
 import { maasStacks } from "./support.ts";
 import { asArray, cdkPath, permissionsOf, render, type TemplateResource } from "./template-helpers.ts";
@@ -421,8 +420,19 @@ describe("REST API", () => {
       DestinationBucketKeyPrefix: "console/",
       Prune: true,
       RetainOnDelete: false,
-      UserMetadata: { csp: CONSOLE_CSP },
+      UserMetadata: { csp: Match.anyValue() },
     });
+  });
+
+  it("lets the console's CSP connect to its own origin and the model bucket's, for presigned uploads", () => {
+    const deployment = Object.values(
+      template.findResources("Custom::CDKBucketDeployment"),
+    )[0] as TemplateResource;
+    const csp = render((deployment.Properties.UserMetadata as { csp: unknown }).csp);
+    expect(csp).toMatch(
+      /^default-src 'self';.* connect-src 'self' https:\/\/<[^>]+RegionalDomainName[^>]*>;/,
+    );
+    expect(csp).toContain("frame-ancestors 'none'");
   });
 
   it("leaves the console out when told to", () => {
@@ -537,11 +547,13 @@ describe("least privilege", () => {
     }
   });
 
-  it("uses '*' resources only for X-Ray and wildcards only as object prefixes", () => {
+  it("uses '*' resources only for X-Ray and CloudWatch reads, and wildcards only as object prefixes", () => {
+    // Neither has resource-level permissions.
+    const unscoped = ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:GetMetricData"];
     for (const statement of allStatements()) {
       for (const resource of asArray(statement.Resource).map(render)) {
         if (resource === "*")
-          expect(asArray(statement.Action).every((action) => action.startsWith("xray:"))).toBe(true);
+          expect(asArray(statement.Action).every((action) => unscoped.includes(action))).toBe(true);
         else if (resource.includes("*"))
           expect(resource).toMatch(/\/(models|artifacts|async\/inputs|async\/results|capture|console)\/\*$/);
       }
@@ -625,13 +637,17 @@ describe("least privilege", () => {
     );
   });
 
-  it("lets admin read and write the registry and delete uploads", () => {
+  it("lets admin read and write the registry, delete and presign uploads, and read the metrics", () => {
     expect(permissionsOf(template, roleId(service.admin))).toEqual(
       [
         ...logsAndTraces(logGroupId(service.admin)),
         ...registryRead(table()),
         ...registryWrite(table()),
         `s3:DeleteObject <${bucket()}>/models/*`,
+        // The console's figures (a policy of its own) and publish: presigned PUTs, after a HEAD.
+        "cloudwatch:GetMetricData *",
+        `s3:GetObject <${bucket()}>/models/*`,
+        `s3:PutObject <${bucket()}>/models/*`,
       ].sort(),
     );
   });

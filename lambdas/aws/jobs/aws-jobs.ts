@@ -119,7 +119,9 @@ export class S3JobObjects implements JobObjects {
         import("@aws-sdk/client-s3"),
         import("@aws-sdk/s3-request-presigner"),
       ]);
-      return [sdk, presigner, new sdk.S3Client(config)];
+      // Otherwise the SDK signs a CRC32 of the empty body into each presigned PUT, and S3 refuses the
+      // real upload: checksums are asked for only where S3 requires them.
+      return [sdk, presigner, new sdk.S3Client({ requestChecksumCalculation: "WHEN_REQUIRED", ...config })];
     });
   }
 
