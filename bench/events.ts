@@ -1,4 +1,7 @@
-import type { APIGatewayProxyEvent } from "aws-lambda";
+import type { APIGatewayProxyEvent, APIGatewayProxyResult } from "aws-lambda";
+import * as z from "zod/mini";
+import type { ProxyHandler } from "#lambdas/inference/handler.ts";
+import { lambdaContext } from "../local/gateway.ts";
 
 /** An API Gateway (REST, proxy) infer request, as the benches hand it to the handler. */
 function proxyInferEvent(
@@ -36,4 +39,31 @@ export function bytesInferEvent(
 ): APIGatewayProxyEvent {
   const base64 = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("base64");
   return proxyInferEvent(model, base64, headers, true);
+}
+
+const outputSchema = z.object({
+  name: z.string(),
+  shape: z.array(z.number()),
+  data: z.array(z.union([z.number(), z.string()])),
+});
+const inferResponseSchema = z.object({ outputs: z.array(outputSchema) });
+
+/** One output of a handler's 200 infer response, by name. */
+export function responseOutput(result: APIGatewayProxyResult, name: string): z.infer<typeof outputSchema> {
+  const { outputs } = inferResponseSchema.parse(JSON.parse(result.body));
+  const found = outputs.find((candidate) => candidate.name === name);
+  if (found === undefined) throw new Error(`the response has no output '${name}'`);
+  return found;
+}
+
+/** Calls the handler as Lambda would; anything but a 200 throws. */
+export async function callHandler(
+  handler: ProxyHandler,
+  event: APIGatewayProxyEvent,
+): Promise<APIGatewayProxyResult> {
+  const result = await handler(event, lambdaContext("bench", Date.now()));
+  // The handler writes its log line after answering: let it finish outside the timing.
+  await new Promise((logged) => setImmediate(logged));
+  if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
+  return result;
 }

