@@ -15,7 +15,7 @@ import type { AliasRecord, TensorSpec, Variant, VersionRecord } from "../schemas
 import { SNIPPET_LANGUAGES, type SnippetLanguage, snippet } from "../snippets.ts";
 import { describeShape, formatBytes, formatNumber } from "../tensors.ts";
 import { FiguresPanel } from "./figures.tsx";
-import { VersionNotes } from "./models.tsx";
+import { VersionCells, VersionNotes } from "./models.tsx";
 import { exampleBody, TryIt } from "./try-it.tsx";
 
 const servable = (version: VersionRecord) => version.status === "ready" || version.status === "optimizing";
@@ -266,15 +266,7 @@ function VersionsPanel(props: {
                     {v.version}
                   </a>
                 </th>
-                <td>
-                  <StatusBadge status={v.status} />
-                </td>
-                <td>{v.target}</td>
-                <td>{v.serving ?? "–"}</td>
-                <td>{v.aliases.length === 0 ? "–" : v.aliases.join(", ")}</td>
-                <td>
-                  <VersionNotes version={v} />
-                </td>
+                <VersionCells version={v} />
                 <td>
                   {servable(v) && !v.aliases.includes("default") && (
                     <button

@@ -28,6 +28,23 @@ export async function loadCatalog(api: Api): Promise<CatalogModel[]> {
 const inProgress = (models: readonly CatalogModel[]) =>
   models.some((model) => model.versions.some((v) => v.status === "registering" || v.status === "optimizing"));
 
+/** A version's status, target, serving variant, aliases and notes: the cells both version tables show. */
+export function VersionCells({ version }: { version: VersionRecord }) {
+  return (
+    <>
+      <td>
+        <StatusBadge status={version.status} />
+      </td>
+      <td>{version.target}</td>
+      <td>{version.serving ?? "–"}</td>
+      <td>{version.aliases.length === 0 ? "–" : version.aliases.join(", ")}</td>
+      <td>
+        <VersionNotes version={version} />
+      </td>
+    </>
+  );
+}
+
 export function VersionNotes({ version }: { version: VersionRecord }) {
   const warnings = version.warnings ?? [];
   return (
@@ -179,15 +196,7 @@ export function ModelsView({ api }: { api: Api }) {
                       {version.version}
                     </a>
                   </td>
-                  <td>
-                    <StatusBadge status={version.status} />
-                  </td>
-                  <td>{version.target}</td>
-                  <td>{version.serving ?? "–"}</td>
-                  <td>{version.aliases.length === 0 ? "–" : version.aliases.join(", ")}</td>
-                  <td>
-                    <VersionNotes version={version} />
-                  </td>
+                  <VersionCells version={version} />
                 </tr>
               ))}
               {rows.length === 0 && (
