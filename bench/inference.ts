@@ -97,7 +97,7 @@ async function main() {
       }),
     );
     console.log(
-      "\nmetrics and tracing on (EMF through Powertools, statistics, X-Ray sampling 1 request in 20) against off, same build, same process and session, alternating blocks of 100 requests; on - off is the median over adjacent pairs of blocks of the difference of their medians, and the control the same between unmetered blocks a pair apart (the noise floor):\n",
+      "\nmetrics and tracing on (EMF lines, statistics, X-Ray sampling 1 request in 20) against off, same build, same process and session, alternating blocks of 100 requests; on - off is the median over adjacent pairs of blocks of the difference of their medians, and the control the same between unmetered blocks a pair apart (the noise floor):\n",
     );
     const diffs = (index: number, field: "pairedDiffs" | "controlDiffs") =>
       sides.handler.flatMap((run) => run[index]?.[field] ?? []).map((ms) => ms * 1000);

@@ -1,6 +1,6 @@
 import { expect, vi } from "vitest";
 
-/** The EMF documents `record` wrote to stdout, one JSON object a line; Powertools must warn of nothing. */
+/** The EMF documents `record` wrote to stdout, one JSON object a line; nothing may be written to stderr. */
 export function emitted(record: () => void): Record<string, unknown>[] {
   const lines: string[] = [];
   const warnings: string[] = [];
@@ -23,6 +23,13 @@ export function emitted(record: () => void): Record<string, unknown>[] {
     .split("\n")
     .filter((line) => line.startsWith("{"))
     .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+type Directive = { Namespace: string; Dimensions: string[][]; Metrics: unknown[] };
+
+/** An EMF document's directives (`_aws.CloudWatchMetrics`): namespace, dimension sets and metric definitions. */
+export function directives(document: Record<string, unknown>): Directive[] {
+  return (document._aws as { CloudWatchMetrics: Directive[] }).CloudWatchMetrics;
 }
 
 /** An EMF document's `_aws.CloudWatchMetrics[0]`: its namespace, dimension sets and metric definitions. */

@@ -8,7 +8,7 @@ import {
 } from "#core/metrics/inference-metric.ts";
 import { METRICS_NAMESPACE, PROMETHEUS } from "#core/metrics/names.ts";
 import { InferenceStatistics } from "#core/metrics/statistics.ts";
-import { directive, emitted } from "../support/metric-outputs.ts";
+import { directive, directives, emitted } from "../support/metric-outputs.ts";
 
 function metric(overrides: Partial<InferenceMetric>): InferenceMetric {
   return {
@@ -221,27 +221,26 @@ describe("inference metric", () => {
   });
 });
 
-describe("EMF metrics sink (Powertools Metrics)", () => {
+describe("EMF metrics sink", () => {
   afterEach(() => {
     vi.restoreAllMocks();
   });
 
-  it("writes a success by model, version and backend, and its latency by backend alone, in milliseconds", () => {
+  it("writes a success on one line: by model, version and backend, and its latency by backend alone, in milliseconds", () => {
     const sink = new EmfMetricsSink();
 
-    const [document, byBackend, ...rest] = emitted(() => sink.record(success({ artifactFetchUs: 5000 })));
+    const [document, ...rest] = emitted(() => sink.record(success({ artifactFetchUs: 5000 })));
 
     expect(rest).toEqual([]);
-    const { Namespace, Dimensions, Metrics } = directive(document!);
-    expect(Namespace).toBe(METRICS_NAMESPACE);
-    expect(Dimensions).toEqual([["model", "version", "backend"]]);
-    expect(directive(byBackend!)).toEqual({
+    const [byRequest, byBackend, ...more] = directives(document!);
+    expect(more).toEqual([]);
+    expect(byRequest?.Namespace).toBe(METRICS_NAMESPACE);
+    expect(byRequest?.Dimensions).toEqual([["model", "version", "backend"]]);
+    expect(byBackend).toEqual({
       Namespace: METRICS_NAMESPACE,
       Dimensions: [["backend"]],
       Metrics: [{ Name: "RequestLatency", Unit: "Milliseconds" }],
     });
-    expect(byBackend).toMatchObject({ backend: "lambda", RequestLatency: 1 });
-    expect(byBackend).not.toHaveProperty("model");
     expect(document).toMatchObject({
       model: "iris",
       version: "1",
@@ -260,11 +259,16 @@ describe("EMF metrics sink (Powertools Metrics)", () => {
     });
     expect(document).not.toHaveProperty("SessionCreateLatency");
     expect(document).not.toHaveProperty("service");
-    expect(Metrics).toContainEqual({ Name: "RequestLatency", Unit: "Milliseconds" });
-    expect(Metrics).toContainEqual({ Name: "RequestBytes", Unit: "Bytes" });
+    // Every metric a directive names has its value on the line: CloudWatch drops a line otherwise.
+    for (const { Metrics } of directives(document!))
+      for (const { Name } of Metrics as { Name: string }[])
+        expect(typeof document![Name], Name).toBe("number");
+    expect(byRequest?.Metrics).toContainEqual({ Name: "ArtifactFetchLatency", Unit: "Milliseconds" });
+    expect(byRequest?.Metrics).not.toContainEqual({ Name: "SessionCreateLatency", Unit: "Milliseconds" });
+    expect(byRequest?.Metrics).toContainEqual({ Name: "RequestBytes", Unit: "Bytes" });
   });
 
-  it("writes a failure's count under its reason on a line of its own, and nothing carries over", () => {
+  it("writes a failure on one line, its count under its reason too, and nothing carries over", () => {
     const sink = new EmfMetricsSink();
 
     const documents = emitted(() => {
@@ -272,26 +276,29 @@ describe("EMF metrics sink (Powertools Metrics)", () => {
       sink.record(success());
     });
 
-    expect(documents.map((document) => directive(document).Dimensions)).toEqual([
-      [["model", "version", "backend"]],
-      [["model", "version", "backend", "reason"]],
-      [["model", "version", "backend"]],
-      [["backend"]],
+    expect(documents.map((document) => directives(document).map((one) => one.Dimensions))).toEqual([
+      [[["model", "version", "backend"]], [["model", "version", "backend", "reason"]]],
+      [[["model", "version", "backend"]], [["backend"]]],
     ]);
-    expect(documents[0]).toMatchObject({ InferenceRequests: 1, RequestBytes: 50 });
-    expect(documents[0]).not.toHaveProperty("InferenceFailure");
+    expect(documents[0]).toMatchObject({
+      InferenceRequests: 1,
+      RequestBytes: 50,
+      reason: "caller_error",
+      InferenceFailure: 1,
+    });
     expect(documents[0]).not.toHaveProperty("RequestLatency");
-    expect(documents[1]).toMatchObject({ reason: "caller_error", InferenceFailure: 1 });
-    expect(directive(documents[1]!).Metrics).toEqual([{ Name: "InferenceFailure", Unit: "Count" }]);
-    expect(documents[2]).not.toHaveProperty("reason");
-    expect(documents[2]).toMatchObject({ InferenceSuccess: 1, InferenceRequests: 1 });
+    expect(directives(documents[0]!)[0]?.Metrics).not.toContainEqual({
+      Name: "InferenceFailure",
+      Unit: "Count",
+    });
+    expect(directives(documents[0]!)[1]?.Metrics).toEqual([{ Name: "InferenceFailure", Unit: "Count" }]);
+    expect(documents[1]).not.toHaveProperty("reason");
+    expect(documents[1]).not.toHaveProperty("InferenceFailure");
+    expect(documents[1]).toMatchObject({ InferenceSuccess: 1, InferenceRequests: 1 });
   });
 
-  it("writes Powertools' ColdStart once, by function name, in an on-demand environment", () => {
-    // Powertools counts cold starts of on-demand environments only (not provisioned ones).
-    vi.stubEnv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand");
-    const sink = new EmfMetricsSink({ functionName: "maas-inference-fn" });
-    vi.unstubAllEnvs();
+  it("writes ColdStart once, by function name, in an on-demand environment", () => {
+    const sink = new EmfMetricsSink({ functionName: "maas-inference-fn", initializationType: "on-demand" });
 
     const documents = emitted(() => {
       sink.record(success({ coldStart: true }));
@@ -330,5 +337,19 @@ describe("EMF metrics sink (Powertools Metrics)", () => {
     expect(documents).toHaveLength(1);
     expect(directive(documents[0]!).Dimensions).toEqual([["reason"]]);
     expect(documents[0]).toMatchObject({ reason: "caller_error", InferenceFailure: 1 });
+  });
+});
+
+describe("EMF metrics sink: provisioned environments", () => {
+  it("does not count a provisioned environment's start as a cold start", () => {
+    const sink = new EmfMetricsSink({
+      functionName: "maas-inference-fn",
+      initializationType: "provisioned-concurrency",
+    });
+
+    const documents = emitted(() => sink.record(success({ coldStart: true, initUs: 90_000 })));
+
+    expect(documents.filter((document) => "ColdStart" in document)).toEqual([]);
+    expect(documents.filter((document) => "InitDuration" in document)).toHaveLength(1);
   });
 });

@@ -20,13 +20,13 @@ import { directive, emitted } from "../support/metric-outputs.ts";
 
 const silent = new Logger({ serviceName: "test", logLevel: "SILENT" });
 
-describe("EMF pipeline metrics sink (Powertools Metrics)", () => {
+describe("EMF pipeline metrics sink", () => {
   afterEach(() => {
     vi.restoreAllMocks();
   });
 
   it("writes a registration as one EMF line by model, version and outcome, its duration in milliseconds", () => {
-    const sink = new EmfPipelineMetricsSink({ serviceName: "maas-register" });
+    const sink = new EmfPipelineMetricsSink();
 
     const documents = emitted(() =>
       sink.record({

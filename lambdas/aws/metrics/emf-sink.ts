@@ -1,85 +1,133 @@
-import type { Metrics } from "@aws-lambda-powertools/metrics";
 import type { InferenceMetric, MetricsSink } from "#core/metrics/inference-metric.ts";
 import { METRIC_DIMENSIONS, METRICS } from "#core/metrics/names.ts";
-import { addMetric, serviceMetrics } from "./powertools-metrics.ts";
+import { type EmfOutput, EmfShape, EmfShapes, stdoutEmf } from "./emf.ts";
 
 export interface EmfMetricsSinkOptions {
-  /** The `function_name` dimension of the cold start metric; unset, it has none. */
+  /** The `function_name` dimension of the cold start metrics; unset, they have none. */
   readonly functionName?: string | undefined;
-  /** @default "maas-inference" */
-  readonly serviceName?: string;
+  /** @default stdout */
+  readonly output?: EmfOutput;
+  /**
+   * Lambda's `AWS_LAMBDA_INITIALIZATION_TYPE`: a provisioned environment's start is not a cold start
+   * a caller waited for, so it is not counted (as Powertools counts them).
+   * @default process.env.AWS_LAMBDA_INITIALIZATION_TYPE
+   */
+  readonly initializationType?: string | undefined;
 }
 
+const { model, version, backend, reason } = METRIC_DIMENSIONS;
+const REQUEST = [model, version, backend];
+
+/** A success's line: the request's figures by model, version and backend, its latency by backend too. */
+const successShapes = new EmfShapes((key: string) => [
+  {
+    dimensions: REQUEST,
+    metrics: [
+      METRICS.requests,
+      METRICS.requestBytes,
+      METRICS.responseBytes,
+      METRICS.successes,
+      METRICS.latency,
+      METRICS.registryLatency,
+      METRICS.queueLatency,
+      METRICS.inputDecodeLatency,
+      METRICS.runLatency,
+      METRICS.outputEncodeLatency,
+      // Only the requests that loaded the model: a zero here would drag every percentile down.
+      ...(key.includes("fetch") ? [METRICS.artifactFetchLatency] : []),
+      ...(key.includes("create") ? [METRICS.sessionCreateLatency] : []),
+    ],
+  },
+  // What the latency alarm watches: an alarm cannot watch a SEARCH over models.
+  { dimensions: [backend], metrics: [METRICS.latency] },
+]);
+
+/** A failure's line: the request by model, version and backend, its count under its reason as well. */
+const failureShape = new EmfShape([
+  { dimensions: REQUEST, metrics: [METRICS.requests, METRICS.requestBytes, METRICS.responseBytes] },
+  { dimensions: [...REQUEST, reason], metrics: [METRICS.failures] },
+]);
+/** A request whose model version was never resolved: its reason alone. */
+const unresolvedShape = new EmfShape([{ dimensions: [reason], metrics: [METRICS.failures] }]);
+
 /**
- * Infer requests as CloudWatch metrics, written by Powertools Metrics as EMF log lines: one line per
- * request with the dimensions model, version and backend; a success adds its latency under backend alone
- * (what an alarm watches: it cannot watch a SEARCH over models), a failure its count under model,
- * version, backend and reason. A request whose model version was never resolved counts under reason
- * alone. Lines, not dimension sets: Powertools warns on every line whose sets share a key. Each line is
- * flushed as it is written, after the response, so nothing carries over to the next invocation. No
- * per-caller dimension: every model × version × backend (× reason) is one custom metric, billed monthly.
+ * Infer requests as CloudWatch metrics, written as one EMF log line per request (emf.ts), after the
+ * response: a success's figures by model, version and backend and its latency by backend alone, or a
+ * failure's count by model, version, backend and reason. A request whose model version was never
+ * resolved counts under reason alone. An environment's first request adds a line for its cold start and
+ * init duration by function name. No per-caller dimension: every model × version × backend (× reason)
+ * is one custom metric, billed monthly.
  */
 export class EmfMetricsSink implements MetricsSink {
-  readonly #metrics: Metrics;
+  readonly #output: EmfOutput;
+  readonly #coldStart: EmfShape;
+  readonly #init: EmfShape;
   readonly #functionName: string | undefined;
+  #coldStartCounted: boolean;
 
   constructor(options: EmfMetricsSinkOptions = {}) {
-    this.#metrics = serviceMetrics(options.serviceName ?? "maas-inference");
+    this.#output = options.output ?? stdoutEmf;
     this.#functionName = options.functionName;
+    const initialization = options.initializationType ?? process.env.AWS_LAMBDA_INITIALIZATION_TYPE;
+    this.#coldStartCounted = initialization === "provisioned-concurrency";
+    const dimensions = this.#functionName === undefined ? [] : ["function_name"];
+    this.#coldStart = new EmfShape([{ dimensions, metrics: [METRICS.coldStarts] }]);
+    this.#init = new EmfShape([{ dimensions, metrics: [METRICS.initDuration] }]);
   }
 
   record(metric: Readonly<InferenceMetric>): void {
-    const metrics = this.#metrics;
-    // Powertools' own first-invocation flag: one ColdStart per environment, by function name.
-    if (metric.coldStart) {
-      metrics.captureColdStartMetric(this.#functionName);
-      if (metric.initUs > 0) {
-        if (this.#functionName !== undefined) metrics.addDimension("function_name", this.#functionName);
-        addMetric(metrics, METRICS.initDuration, metric.initUs / 1000);
-        metrics.publishStoredMetrics();
-      }
-    }
+    if (metric.coldStart) this.#recordColdStart(metric.initUs);
     if (metric.model === undefined || metric.version === undefined || metric.backend === undefined) {
       if (metric.reason === undefined) return;
-      metrics.addDimension(METRIC_DIMENSIONS.reason, metric.reason);
-      addMetric(metrics, METRICS.failures, 1);
-      metrics.publishStoredMetrics();
+      this.#output(unresolvedShape.line({ reason: metric.reason, [METRICS.failures.name]: 1 }));
       return;
     }
-    const version = String(metric.version);
-    metrics.addDimension(METRIC_DIMENSIONS.model, metric.model);
-    metrics.addDimension(METRIC_DIMENSIONS.version, version);
-    metrics.addDimension(METRIC_DIMENSIONS.backend, metric.backend);
-    addMetric(metrics, METRICS.requests, 1);
-    addMetric(metrics, METRICS.requestBytes, metric.requestBytes);
-    addMetric(metrics, METRICS.responseBytes, metric.responseBytes);
-    if (metric.outcome === "success") {
-      addMetric(metrics, METRICS.successes, 1);
-      addMetric(metrics, METRICS.latency, metric.totalUs / 1000);
-      addMetric(metrics, METRICS.registryLatency, metric.registryUs / 1000);
-      addMetric(metrics, METRICS.queueLatency, metric.queueUs / 1000);
-      addMetric(metrics, METRICS.inputDecodeLatency, metric.inputDecodeUs / 1000);
-      addMetric(metrics, METRICS.runLatency, metric.inferUs / 1000);
-      addMetric(metrics, METRICS.outputEncodeLatency, metric.outputEncodeUs / 1000);
-      // Only the requests that loaded the model: a zero here would drag every percentile down.
-      if (metric.artifactFetchUs > 0)
-        addMetric(metrics, METRICS.artifactFetchLatency, metric.artifactFetchUs / 1000);
-      if (metric.sessionCreateUs > 0)
-        addMetric(metrics, METRICS.sessionCreateLatency, metric.sessionCreateUs / 1000);
-      metrics.publishStoredMetrics();
-      metrics.addDimension(METRIC_DIMENSIONS.backend, metric.backend);
-      addMetric(metrics, METRICS.latency, metric.totalUs / 1000);
-      metrics.publishStoredMetrics();
+    const dimensions = { model: metric.model, version: String(metric.version), backend: metric.backend };
+    const bytes = {
+      [METRICS.requests.name]: 1,
+      [METRICS.requestBytes.name]: metric.requestBytes,
+      [METRICS.responseBytes.name]: metric.responseBytes,
+    };
+    if (metric.outcome !== "success") {
+      this.#output(
+        failureShape.line({
+          ...dimensions,
+          reason: metric.reason ?? "internal",
+          ...bytes,
+          [METRICS.failures.name]: 1,
+        }),
+      );
       return;
     }
-    metrics.publishStoredMetrics();
-    // The failure under its reason, on a line of its own: a reason on the line above would split every
-    // metric there by reason too.
-    metrics.addDimension(METRIC_DIMENSIONS.model, metric.model);
-    metrics.addDimension(METRIC_DIMENSIONS.version, version);
-    metrics.addDimension(METRIC_DIMENSIONS.backend, metric.backend);
-    metrics.addDimension(METRIC_DIMENSIONS.reason, metric.reason ?? "internal");
-    addMetric(metrics, METRICS.failures, 1);
-    metrics.publishStoredMetrics();
+    const fetched = metric.artifactFetchUs > 0;
+    const created = metric.sessionCreateUs > 0;
+    const shape = successShapes.get(fetched ? (created ? "fetch+create" : "fetch") : created ? "create" : "");
+    this.#output(
+      shape.line({
+        ...dimensions,
+        ...bytes,
+        [METRICS.successes.name]: 1,
+        [METRICS.latency.name]: metric.totalUs / 1000,
+        [METRICS.registryLatency.name]: metric.registryUs / 1000,
+        [METRICS.queueLatency.name]: metric.queueUs / 1000,
+        [METRICS.inputDecodeLatency.name]: metric.inputDecodeUs / 1000,
+        [METRICS.runLatency.name]: metric.inferUs / 1000,
+        [METRICS.outputEncodeLatency.name]: metric.outputEncodeUs / 1000,
+        ...(fetched ? { [METRICS.artifactFetchLatency.name]: metric.artifactFetchUs / 1000 } : {}),
+        ...(created ? { [METRICS.sessionCreateLatency.name]: metric.sessionCreateUs / 1000 } : {}),
+      }),
+    );
+  }
+
+  /** The environment's cold start, once, and how long its initialization took, on lines of their own. */
+  #recordColdStart(initUs: number): void {
+    const functionName: Record<string, string> =
+      this.#functionName === undefined ? {} : { function_name: this.#functionName };
+    if (!this.#coldStartCounted) {
+      this.#coldStartCounted = true;
+      this.#output(this.#coldStart.line({ ...functionName, [METRICS.coldStarts.name]: 1 }));
+    }
+    if (initUs > 0)
+      this.#output(this.#init.line({ ...functionName, [METRICS.initDuration.name]: initUs / 1000 }));
   }
 }

@@ -1,11 +1,10 @@
-import type { Metrics } from "@aws-lambda-powertools/metrics";
 import { METRIC_DIMENSIONS, METRICS, type MetricSpec } from "#core/metrics/names.ts";
 import type { PipelineMetric, PipelineMetricsSink } from "#core/metrics/pipeline-metric.ts";
-import { addMetric, serviceMetrics } from "./powertools-metrics.ts";
+import { type EmfOutput, EmfShapes, stdoutEmf } from "./emf.ts";
 
 export interface EmfPipelineMetricsSinkOptions {
-  /** @default - Powertools' own (`POWERTOOLS_SERVICE_NAME`); it is no dimension */
-  readonly serviceName?: string;
+  /** @default stdout */
+  readonly output?: EmfOutput;
 }
 
 /** Each kind's count and duration. */
@@ -15,30 +14,54 @@ const FIGURES: Record<PipelineMetric["kind"], { count: MetricSpec; duration: Met
   job: { count: METRICS.jobs, duration: METRICS.jobDuration },
 };
 
+type ShapeKey = `${PipelineMetric["kind"]} ${"model" | ""} ${"version" | ""} ${"queue" | ""}`;
+
+const shapes = new EmfShapes((key: ShapeKey) => {
+  const [kind, hasModel, hasVersion, hasQueue] = key.split(" ") as [
+    PipelineMetric["kind"],
+    string,
+    string,
+    string,
+  ];
+  const { count, duration } = FIGURES[kind];
+  return [
+    {
+      dimensions: [
+        ...(hasModel ? [METRIC_DIMENSIONS.model] : []),
+        ...(hasVersion ? [METRIC_DIMENSIONS.version] : []),
+        METRIC_DIMENSIONS.outcome,
+      ],
+      metrics: [count, duration, ...(hasQueue ? [METRICS.jobQueueWait] : [])],
+    },
+  ];
+});
+
 /**
- * The worker functions' outcomes as CloudWatch metrics, written by Powertools Metrics as EMF log lines:
- * one line per upload, optimize message or job message, with the dimensions model, version and outcome
- * (outcome alone where the message named no model), flushed as it is written so nothing carries over to
- * the next invocation. No per-caller or per-job dimension: each model × version × outcome is one custom
- * metric, billed monthly.
+ * The worker functions' outcomes as CloudWatch metrics, one EMF log line (emf.ts) per upload, optimize
+ * message or job message, with the dimensions model, version and outcome (outcome alone where the
+ * message named no model). No per-caller or per-job dimension: each model × version × outcome is one
+ * custom metric, billed monthly.
  */
 export class EmfPipelineMetricsSink implements PipelineMetricsSink {
-  readonly #metrics: Metrics;
+  readonly #output: EmfOutput;
 
   constructor(options: EmfPipelineMetricsSinkOptions = {}) {
-    this.#metrics = serviceMetrics(options.serviceName);
+    this.#output = options.output ?? stdoutEmf;
   }
 
   record(metric: Readonly<PipelineMetric>): void {
-    const metrics = this.#metrics;
-    if (metric.model !== undefined) metrics.addDimension(METRIC_DIMENSIONS.model, metric.model);
-    if (metric.version !== undefined) metrics.addDimension(METRIC_DIMENSIONS.version, String(metric.version));
-    metrics.addDimension(METRIC_DIMENSIONS.outcome, metric.outcome);
     const { count, duration } = FIGURES[metric.kind];
-    addMetric(metrics, count, 1);
-    addMetric(metrics, duration, metric.durationUs / 1000);
-    if (metric.kind === "job" && metric.queueUs !== undefined)
-      addMetric(metrics, METRICS.jobQueueWait, metric.queueUs / 1000);
-    metrics.publishStoredMetrics();
+    const queued = metric.kind === "job" && metric.queueUs !== undefined;
+    const key: ShapeKey = `${metric.kind} ${metric.model === undefined ? "" : "model"} ${metric.version === undefined ? "" : "version"} ${queued ? "queue" : ""}`;
+    this.#output(
+      shapes.get(key).line({
+        ...(metric.model === undefined ? {} : { model: metric.model }),
+        ...(metric.version === undefined ? {} : { version: String(metric.version) }),
+        outcome: metric.outcome,
+        [count.name]: 1,
+        [duration.name]: metric.durationUs / 1000,
+        ...(queued ? { [METRICS.jobQueueWait.name]: (metric.queueUs as number) / 1000 } : {}),
+      }),
+    );
   }
 }
