@@ -28,7 +28,7 @@ const ENTRIES = {
     "",
   ].join("\n"),
   // Not a tracer: the metrics the function also loads at start-up, for the cold path's whole account.
-  "EMF sink (Powertools Metrics)": [
+  "EMF sink (emf.ts)": [
     'import { EmfMetricsSink } from "#aws/metrics/emf-sink.ts";',
     'export const sink = new EmfMetricsSink({ functionName: "bench" });',
     "",
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
   );
   const powertools = median(samples["Powertools Tracer"]) - baseline;
   const ours = median(samples["xray.ts (ours)"]) - baseline;
-  const metrics = median(samples["EMF sink (Powertools Metrics)"]) - baseline;
+  const metrics = median(samples["EMF sink (emf.ts)"]) - baseline;
   console.log(
     `\nmetrics and tracing as deployed (EMF sink + xray.ts) add ${formatMs(metrics + ours)} ms of import to a cold start; neither records anything before the first response`,
   );
