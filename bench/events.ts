@@ -67,3 +67,22 @@ export async function callHandler(
   if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
   return result;
 }
+
+/** `iterations` timed calls of the handler, in ms; anything but a 200 throws. */
+export async function timeHandler(
+  handler: ProxyHandler,
+  event: APIGatewayProxyEvent,
+  iterations: number,
+): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < iterations; i++) {
+    // Lambda hands the handler its context: building it is not the handler's time.
+    const context = lambdaContext("bench", Date.now());
+    const start = performance.now();
+    const result = await handler(event, context);
+    times.push(performance.now() - start);
+    await new Promise((logged) => setImmediate(logged));
+    if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
+  }
+  return times;
+}

@@ -23,7 +23,6 @@ import { isServable } from "#core/registry/registry.ts";
 import { preprocessImages } from "#core/tasks/image.ts";
 import { mulberry32 } from "#core/tensor/seeded-random.ts";
 import type { ProxyHandler } from "#lambdas/inference/handler.ts";
-import { lambdaContext } from "../local/gateway.ts";
 import type { LocalStack } from "../local/stack.ts";
 import {
   PADDLE_CLS_IMAGE,
@@ -31,7 +30,13 @@ import {
   PADDLE_CLS_MANIFEST,
   PADDLE_CLS_MODEL,
 } from "../models/paddle-ocr.ts";
-import { bytesInferEvent, callHandler as call, inferEvent, responseOutput as output } from "./events.ts";
+import {
+  bytesInferEvent,
+  callHandler as call,
+  inferEvent,
+  timeHandler as measure,
+  responseOutput as output,
+} from "./events.ts";
 import { formatMs, median, percentile, printTable } from "./stats.ts";
 
 const ITERATIONS = Number(process.env.BENCH_IMAGE_ITERATIONS ?? 50);
@@ -187,20 +192,6 @@ async function verify(handler: ProxyHandler, sample: Case): Promise<void> {
         );
     }
   }
-}
-
-/** `iterations` timed calls, in ms. */
-async function measure(handler: ProxyHandler, event: APIGatewayProxyEvent, iterations: number) {
-  const times: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    const context = lambdaContext("bench", Date.now());
-    const start = performance.now();
-    const result = await handler(event, context);
-    times.push(performance.now() - start);
-    await new Promise((logged) => setImmediate(logged));
-    if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
-  }
-  return times;
 }
 
 export interface ImageRouteFigures {

@@ -25,11 +25,15 @@ import { isServable } from "#core/registry/registry.ts";
 import type { TextBatch } from "#core/tasks/task.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
 import { createInferenceHandler, type ProxyHandler } from "#lambdas/inference/handler.ts";
-import { lambdaContext } from "../local/gateway.ts";
 import type { LocalStack } from "../local/stack.ts";
 import { buildBertClassifierModel } from "../models/bert.ts";
 import { optimizerIdle, startBenchStack } from "./bench-stack.ts";
-import { callHandler as call, inferEvent, responseOutput as output } from "./events.ts";
+import {
+  callHandler as call,
+  inferEvent,
+  timeHandler as measure,
+  responseOutput as output,
+} from "./events.ts";
 import {
   benchColdLibraries,
   benchImageRoute,
@@ -120,21 +124,6 @@ async function verify(handler: ProxyHandler, sample: Case): Promise<void> {
         `${sample.label} row ${row}: text says ${labels[row]} ${scores[row]}, tensor logits ${values.join(", ")}`,
       );
   }
-}
-
-/** `iterations` timed calls, in ms. */
-async function measure(handler: ProxyHandler, event: APIGatewayProxyEvent, iterations: number) {
-  const times: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    // Lambda hands the handler its context: building it is not the handler's time.
-    const context = lambdaContext("bench", Date.now());
-    const start = performance.now();
-    const result = await handler(event, context);
-    times.push(performance.now() - start);
-    await new Promise((logged) => setImmediate(logged));
-    if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
-  }
-  return times;
 }
 
 /** Publishes the classifier with its tokenizer, the original pinned so that it serves what we built. */
