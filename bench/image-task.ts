@@ -22,6 +22,7 @@ import sharp from "sharp";
 import { isServable } from "#core/registry/registry.ts";
 import { preprocessImages } from "#core/tasks/image.ts";
 import { mulberry32 } from "#core/tensor/seeded-random.ts";
+import { bytesElements } from "#core/v2/binary-data.ts";
 import type { ProxyHandler } from "#lambdas/inference/handler.ts";
 import type { LocalStack } from "../local/stack.ts";
 import {
@@ -112,13 +113,7 @@ async function requestCase(label: string, images: readonly Buffer[]): Promise<Ca
   const rows = images.length;
   const tensor = await preprocessImages(images, SPEC);
   const floats = Buffer.from(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength);
-  const elements = Buffer.concat(
-    images.flatMap((image) => {
-      const length = Buffer.alloc(4);
-      length.writeUInt32LE(image.length);
-      return [length, image];
-    }),
-  );
+  const elements = bytesElements(images);
   const imageJson = {
     inputs: [
       {

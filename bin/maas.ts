@@ -34,6 +34,7 @@ import { retryPolicy } from "#aws/http/retry.ts";
 import { CAPTURE_PREFIX, captureHourPrefix } from "#core/capture/payload-capture.ts";
 import { type CaptureSettings, MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
 import { manifestKey, modelKey, parseManifest } from "#core/registry/manifest.ts";
+import { bytesElements } from "#core/v2/binary-data.ts";
 import { DEFAULT_DATA_DIR, type LocalStackInfo, readStackFile } from "../local/stack-file.ts";
 
 class UsageError extends Error {}
@@ -1053,18 +1054,18 @@ function taskBody(
     const inputs = [{ name: "text", datatype: "BYTES", shape: [texts.length], data: texts }];
     return { body: JSON.stringify({ inputs, ...parameters }), headers: {} };
   }
-  const elements = images.flatMap((image) => {
-    const length = Buffer.alloc(4);
-    length.writeUInt32LE(image.length);
-    return [length, image];
-  });
-  const size = elements.reduce((total, element) => total + element.length, 0);
+  const elements = bytesElements(images);
   const inputs = [
-    { name: "image", datatype: "BYTES", shape: [images.length], parameters: { binary_data_size: size } },
+    {
+      name: "image",
+      datatype: "BYTES",
+      shape: [images.length],
+      parameters: { binary_data_size: elements.length },
+    },
   ];
   const header = Buffer.from(JSON.stringify({ inputs, ...parameters }), "utf8");
   return {
-    body: Buffer.concat([header, ...elements]),
+    body: Buffer.concat([header, elements]),
     headers: {
       "content-type": "application/octet-stream",
       "inference-header-content-length": String(header.length),

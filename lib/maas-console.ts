@@ -8,25 +8,13 @@ import { LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import { BlockPublicAccess, Bucket, BucketEncryption, type IBucket } from "aws-cdk-lib/aws-s3";
 import { BucketDeployment, CacheControl, Source } from "aws-cdk-lib/aws-s3-deployment";
 import { Construct } from "constructs";
+import { CONSOLE_HEADERS, consoleCsp } from "../console/headers.ts";
 import { acknowledge, acknowledgeChild, acknowledgeGrantWildcard } from "./nag.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
-/** The console's Content-Security-Policy: the page loads and talks to its own origin only. */
-export const CONSOLE_CSP =
-  "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
-
-/** The CSP with the upload bucket's origin allowed in connect-src (presigned URLs are absolute in AWS). */
-export function consoleCsp(uploadBucket?: IBucket): string {
-  if (uploadBucket === undefined) return CONSOLE_CSP;
-  return CONSOLE_CSP.replace(
-    "connect-src 'self'",
-    `connect-src 'self' https://${uploadBucket.bucketRegionalDomainName}`,
-  );
-}
-
 /** Headers API Gateway adds to every console file as static values (none holds a quote). */
-const STATIC_HEADERS = { "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer" } as const;
+const STATIC_HEADERS = CONSOLE_HEADERS;
 
 /** Headers S3 stores with each file and API Gateway passes on: API Gateway's static values cannot quote the CSP's `'self'`. */
 const STORED_HEADERS = {
@@ -105,7 +93,12 @@ export class MaasConsole extends Construct {
       logGroup: new LogGroup(this, "DeploymentLogs", { retention: RetentionDays.ONE_MONTH }),
       // Revalidated on each load: index.html must never point at bundles a newer deploy pruned.
       cacheControl: [CacheControl.noCache()],
-      metadata: { csp: consoleCsp(props.uploadBucket) },
+      // Presigned upload URLs are absolute in AWS: the bucket's origin joins connect-src.
+      metadata: {
+        csp: consoleCsp(
+          props.uploadBucket === undefined ? [] : [`https://${props.uploadBucket.bucketRegionalDomainName}`],
+        ),
+      },
     });
     acknowledgeDeploymentHandler(this, this.bucket);
 

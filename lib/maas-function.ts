@@ -1,5 +1,4 @@
 import { existsSync, readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Duration, Size } from "aws-cdk-lib";
@@ -17,6 +16,7 @@ import type { Construct } from "constructs";
 import { SESSION_WORKER_BUNDLE, SESSION_WORKER_SOURCE } from "#aws/onnx/session-protocol.ts";
 import { metricsEnvironment } from "./maas-metrics.ts";
 import { acknowledge, acknowledgeChild } from "./nag.ts";
+import { packageRoot } from "./package-root.ts";
 import { sharpPackages } from "./sharp-packages.ts";
 
 /** The onnxruntime-node binaries Lambda can load, by function architecture. */
@@ -314,14 +314,6 @@ function separateModuleCommands(name: string, entry: string, target: string): st
     `printf '%s' ${q(packageJson)} > ${out}/package.json`,
     [q(esbuild), q(source), ...args.map(q), `--outfile=${out}/index.mjs`].join(" "),
   ];
-}
-
-/** Where Node would find `name` from `fromDir` (its package directory, not its entry point). */
-function packageRoot(name: string, fromDir: string): string {
-  const candidates = createRequire(join(fromDir, "noop.js")).resolve.paths(name) ?? [];
-  const found = candidates.map((dir) => join(dir, name)).find((dir) => existsSync(join(dir, "package.json")));
-  if (found === undefined) throw new Error(`cannot find ${name} from ${fromDir}; run npm install`);
-  return found;
 }
 
 function shellQuote(path: string): string {

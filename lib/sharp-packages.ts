@@ -1,8 +1,8 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { packageRoot } from "./package-root.ts";
 
 /**
  * The packages an image task function needs of sharp (issue 19), for one Lambda architecture: sharp's
@@ -21,10 +21,10 @@ export interface SharpPackage {
 }
 
 export function sharpPackages(fromDir: string, arch: "x64" | "arm64"): SharpPackage[] {
-  const sharp = packageDir("sharp", fromDir);
+  const sharp = packageRoot("sharp", fromDir);
   const manifest = readManifest(sharp);
   const dependencies = Object.keys(manifest.dependencies ?? {}).map((name) => {
-    const dir = packageDir(name, sharp);
+    const dir = packageRoot(name, sharp);
     const own = readManifest(dir);
     if (Object.keys(own.dependencies ?? {}).length > 0)
       throw new Error(`sharp's dependency ${name} has dependencies of its own; copy them too`);
@@ -51,13 +51,6 @@ interface PackageManifest {
 
 function readManifest(dir: string): PackageManifest {
   return JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as PackageManifest;
-}
-
-function packageDir(name: string, fromDir: string): string {
-  const candidates = createRequire(join(fromDir, "noop.js")).resolve.paths(name) ?? [];
-  const found = candidates.map((dir) => join(dir, name)).find((dir) => existsSync(join(dir, "package.json")));
-  if (found === undefined) throw new Error(`cannot find ${name} from ${fromDir}; run npm install`);
-  return found;
 }
 
 /** The installed package if it is this version (this machine's platform), else a cached `npm pack` of it. */

@@ -55,6 +55,7 @@ import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from "aws-l
 import * as z from "zod";
 import { PROMETHEUS_CONTENT_TYPE } from "#core/metrics/prometheus.ts";
 import { safeDecode } from "#core/v2/routes.ts";
+import { CONSOLE_HEADERS, consoleCsp } from "../console/headers.ts";
 import { readBody } from "../containers/gpu/read-body.ts";
 
 export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
@@ -130,17 +131,6 @@ const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
 const OPEN_ROUTES = new Set(["GET /v2/health/live", "GET /v2/health/ready"]);
 const METRICS_PATH = "/metrics";
 const CONSOLE_PATH = "/console";
-/**
- * The console's own policy: its scripts, styles and API calls from this origin only (images of the try-it panel
- * are local blobs and data URLs), never framed, no base or form targets.
- */
-export const CONSOLE_SECURITY_HEADERS = {
-  "Content-Security-Policy":
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; " +
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-  "X-Content-Type-Options": "nosniff",
-  "Referrer-Policy": "no-referrer",
-} as const;
 const ACCOUNT_ID = "000000000000";
 const REGION = "us-east-1";
 // How long a refused body is drained before the answer goes out anyway (with Connection: close).
@@ -461,15 +451,18 @@ interface GzippedFile extends StaticFile {
 function gzippedSite(site: StaticSite): () => Promise<ReadonlyMap<string, GzippedFile>> {
   let loading: Promise<ReadonlyMap<string, GzippedFile>> | undefined;
   return () => {
-    loading ??= site
-      .files()
-      .then(
-        (files) => new Map([...files].map(([name, file]) => [name, { ...file, gzip: gzipSync(file.body) }])),
-      );
-    // A failed build is tried again on the next request rather than kept.
-    loading.catch(() => {
-      loading = undefined;
-    });
+    if (loading === undefined) {
+      loading = site
+        .files()
+        .then(
+          (files) =>
+            new Map([...files].map(([name, file]) => [name, { ...file, gzip: gzipSync(file.body) }])),
+        );
+      // A failed build is tried again on the next request rather than kept.
+      loading.catch(() => {
+        loading = undefined;
+      });
+    }
     return loading;
   };
 }
@@ -483,7 +476,8 @@ async function serveConsole(
   path: string,
 ): Promise<void> {
   req.resume();
-  for (const [name, value] of Object.entries(CONSOLE_SECURITY_HEADERS)) res.setHeader(name, value);
+  res.setHeader("Content-Security-Policy", consoleCsp());
+  for (const [name, value] of Object.entries(CONSOLE_HEADERS)) res.setHeader(name, value);
   if (method !== "GET" && method !== "HEAD") {
     res.setHeader("Allow", "GET, HEAD");
     return sendText(res, 405, "Method Not Allowed");

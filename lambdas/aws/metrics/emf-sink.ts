@@ -19,28 +19,31 @@ const { model, version, backend, reason } = METRIC_DIMENSIONS;
 const REQUEST = [model, version, backend];
 
 /** A success's line: the request's figures by model, version and backend, its latency by backend too. */
-const successShapes = new EmfShapes((key: string) => [
-  {
-    dimensions: REQUEST,
-    metrics: [
-      METRICS.requests,
-      METRICS.requestBytes,
-      METRICS.responseBytes,
-      METRICS.successes,
-      METRICS.latency,
-      METRICS.registryLatency,
-      METRICS.queueLatency,
-      METRICS.inputDecodeLatency,
-      METRICS.runLatency,
-      METRICS.outputEncodeLatency,
-      // Only the requests that loaded the model: a zero here would drag every percentile down.
-      ...(key.includes("fetch") ? [METRICS.artifactFetchLatency] : []),
-      ...(key.includes("create") ? [METRICS.sessionCreateLatency] : []),
-    ],
-  },
-  // What the latency alarm watches: an alarm cannot watch a SEARCH over models.
-  { dimensions: [backend], metrics: [METRICS.latency] },
-]);
+function successDirectives(fetched: boolean, created: boolean) {
+  return [
+    {
+      dimensions: REQUEST,
+      metrics: [
+        METRICS.requests,
+        METRICS.requestBytes,
+        METRICS.responseBytes,
+        METRICS.successes,
+        METRICS.latency,
+        METRICS.registryLatency,
+        METRICS.queueLatency,
+        METRICS.inputDecodeLatency,
+        METRICS.runLatency,
+        METRICS.outputEncodeLatency,
+        // Only the requests that loaded the model: a zero here would drag every percentile down.
+        ...(fetched ? [METRICS.artifactFetchLatency] : []),
+        ...(created ? [METRICS.sessionCreateLatency] : []),
+      ],
+    },
+    // What the latency alarm watches: an alarm cannot watch a SEARCH over models.
+    { dimensions: [backend], metrics: [METRICS.latency] },
+  ];
+}
+const successShapes = new EmfShapes();
 
 /** A failure's line: the request by model, version and backend, its count under its reason as well. */
 const failureShape = new EmfShape([
@@ -101,7 +104,7 @@ export class EmfMetricsSink implements MetricsSink {
     }
     const fetched = metric.artifactFetchUs > 0;
     const created = metric.sessionCreateUs > 0;
-    const shape = successShapes.get(fetched ? (created ? "fetch+create" : "fetch") : created ? "create" : "");
+    const shape = successShapes.get(`${fetched} ${created}`, () => successDirectives(fetched, created));
     this.#output(
       shape.line({
         ...dimensions,

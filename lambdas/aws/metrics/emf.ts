@@ -38,19 +38,14 @@ export class EmfShape {
   }
 }
 
-/** Shapes by a key the caller derives from which optional metrics a line has: each is built once. */
-export class EmfShapes<K> {
-  readonly #shapes = new Map<K, EmfShape>();
-  readonly #build: (key: K) => readonly EmfDirective[];
+/** Shapes built on first use, by a key that says which optional metrics a line has. */
+export class EmfShapes {
+  readonly #shapes = new Map<string, EmfShape>();
 
-  constructor(build: (key: K) => readonly EmfDirective[]) {
-    this.#build = build;
-  }
-
-  get(key: K): EmfShape {
+  get(key: string, directives: () => readonly EmfDirective[]): EmfShape {
     let shape = this.#shapes.get(key);
     if (shape === undefined) {
-      shape = new EmfShape(this.#build(key));
+      shape = new EmfShape(directives());
       this.#shapes.set(key, shape);
     }
     return shape;

@@ -14,27 +14,7 @@ const FIGURES: Record<PipelineMetric["kind"], { count: MetricSpec; duration: Met
   job: { count: METRICS.jobs, duration: METRICS.jobDuration },
 };
 
-type ShapeKey = `${PipelineMetric["kind"]} ${"model" | ""} ${"version" | ""} ${"queue" | ""}`;
-
-const shapes = new EmfShapes((key: ShapeKey) => {
-  const [kind, hasModel, hasVersion, hasQueue] = key.split(" ") as [
-    PipelineMetric["kind"],
-    string,
-    string,
-    string,
-  ];
-  const { count, duration } = FIGURES[kind];
-  return [
-    {
-      dimensions: [
-        ...(hasModel ? [METRIC_DIMENSIONS.model] : []),
-        ...(hasVersion ? [METRIC_DIMENSIONS.version] : []),
-        METRIC_DIMENSIONS.outcome,
-      ],
-      metrics: [count, duration, ...(hasQueue ? [METRICS.jobQueueWait] : [])],
-    },
-  ];
-});
+const shapes = new EmfShapes();
 
 /**
  * The worker functions' outcomes as CloudWatch metrics, one EMF log line (emf.ts) per upload, optimize
@@ -52,12 +32,18 @@ export class EmfPipelineMetricsSink implements PipelineMetricsSink {
   record(metric: Readonly<PipelineMetric>): void {
     const { count, duration } = FIGURES[metric.kind];
     const queued = metric.kind === "job" && metric.queueUs !== undefined;
-    const key: ShapeKey = `${metric.kind} ${metric.model === undefined ? "" : "model"} ${metric.version === undefined ? "" : "version"} ${queued ? "queue" : ""}`;
+    const dimensions = {
+      ...(metric.model === undefined ? {} : { [METRIC_DIMENSIONS.model]: metric.model }),
+      ...(metric.version === undefined ? {} : { [METRIC_DIMENSIONS.version]: String(metric.version) }),
+      [METRIC_DIMENSIONS.outcome]: metric.outcome,
+    };
+    const metrics = [count, duration, ...(queued ? [METRICS.jobQueueWait] : [])];
+    const shape = shapes.get(`${Object.keys(dimensions)} ${metrics.map((spec) => spec.name)}`, () => [
+      { dimensions: Object.keys(dimensions), metrics },
+    ]);
     this.#output(
-      shapes.get(key).line({
-        ...(metric.model === undefined ? {} : { model: metric.model }),
-        ...(metric.version === undefined ? {} : { version: String(metric.version) }),
-        outcome: metric.outcome,
+      shape.line({
+        ...dimensions,
         [count.name]: 1,
         [duration.name]: metric.durationUs / 1000,
         ...(queued ? { [METRICS.jobQueueWait.name]: (metric.queueUs as number) / 1000 } : {}),

@@ -16,7 +16,13 @@ import {
   servingVariantKind,
   VERSION_PATTERN,
 } from "#core/model.ts";
-import { captureSettingsSchema, modelKey } from "#core/registry/manifest.ts";
+import {
+  captureSettingsSchema,
+  MAX_VERSION,
+  modelKey,
+  SIDE_FILE_PATTERN,
+  uploadKey,
+} from "#core/registry/manifest.ts";
 import { type AliasRecord, isServable, type ModelRegistryWriter } from "#core/registry/registry.ts";
 import { MAX_JSON_DEPTH, nestsDeeperThan } from "#core/v2/parse.ts";
 import { safeDecode } from "#core/v2/routes.ts";
@@ -177,7 +183,7 @@ export function matchAdminRoute(
 const setAliasSchema = z.object({ version: z.number().int().positive() }).strict();
 
 /** Files of a version a publisher may upload: the model, its manifest, and files the manifest names. */
-const UPLOAD_FILE = /^(?:model\.onnx|[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.json)$/;
+const UPLOAD_FILE = new RegExp(`^model\\.onnx$|${SIDE_FILE_PATTERN.source}`);
 /** S3's most parts in one multipart upload. */
 const MAX_UPLOAD_PARTS = 10_000;
 const uploadFileSchema = z.union([
@@ -196,8 +202,6 @@ const createUploadsSchema = z
   .refine((files) => new Set(files.map((file) => file.name)).size === files.length, {
     message: "files must not repeat a name",
   });
-/** The largest version an upload key may carry (parseUploadKey). */
-const MAX_VERSION = 2 ** 31 - 1;
 const UPLOADS_EXAMPLE = '{"files": ["maas.json", "tokenizer.json", "model.onnx"]}';
 
 /** One file's place to upload: a presigned PUT, or the parts of a multipart upload and its completion. */
@@ -381,7 +385,7 @@ export class AdminService {
     const files = [...parsed.data].sort(uploadOrder);
     const tickets = await Promise.all(
       files.map(async (file): Promise<VersionUpload> => {
-        const key = `models/${name}/${version}/${file.name}`;
+        const key = uploadKey(name, version, file.name);
         if (!("parts" in file))
           return { file: file.name, key, url: await uploads.presignPut(key, expiresIn) };
         const multipart = await uploads.presignMultipart(key, file.parts, expiresIn);

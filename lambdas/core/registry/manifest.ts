@@ -16,6 +16,12 @@ export const captureSettingsSchema = z
   })
   .strict();
 
+/** A JSON file a manifest names beside its model (`tokenizer.json`): a safe name, no path. */
+export const SIDE_FILE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.json$/;
+
+/** The largest version an upload key may carry: registry numbers stay 32-bit. */
+export const MAX_VERSION = 2 ** 31 - 1;
+
 /**
  * The optional `models/<name>/<version>/maas.json` beside a model. Upload it before the model: it is
  * read when the model registers. One uploaded later updates only the descriptive fields.
@@ -42,10 +48,7 @@ const manifestSchema = z
     /** A file beside the model, uploaded before it: Hugging Face's tokenizer.json. Text tasks need one. */
     tokenizer: z
       .string()
-      .regex(
-        /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.json$/,
-        "a file name beside the model, such as tokenizer.json",
-      )
+      .regex(SIDE_FILE_PATTERN, "a file name beside the model, such as tokenizer.json")
       .optional(),
     /** Tokens per row, past which a text is truncated. */
     maxLength: z.number().int().min(1).max(8192).optional(),
@@ -172,18 +175,23 @@ export function parseUploadKey(key: string): UploadKey {
       `'${name}' is not a valid model name: 1-64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit`,
     );
   }
-  if (!VERSION_PATTERN.test(version) || Number(version) > 2 ** 31 - 1) {
+  if (!VERSION_PATTERN.test(version) || Number(version) > MAX_VERSION) {
     throw new InvalidUploadKeyError(`'${version}' is not a valid version: use a positive integer`);
   }
   return { name, version: Number(version), file: file as UploadKey["file"] };
 }
 
+/** A file of a version's upload: `models/<name>/<version>/<file>`. */
+export function uploadKey(name: string, version: number, file: string): string {
+  return `models/${name}/${version}/${file}`;
+}
+
 export function manifestKey(name: string, version: number): string {
-  return `models/${name}/${version}/maas.json`;
+  return uploadKey(name, version, "maas.json");
 }
 
 export function modelKey(name: string, version: number): string {
-  return `models/${name}/${version}/model.onnx`;
+  return uploadKey(name, version, "model.onnx");
 }
 
 /** Content-addressed home of a verified upload: identical bytes are stored once and never change. */

@@ -5,7 +5,7 @@ import { IMAGE_DEFAULTS, type TextTokenizer, TOKENIZER_INPUTS } from "#core/task
 import { tokenizerFeeds } from "#core/tasks/text-task.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
-import type { Manifest } from "./manifest.ts";
+import { type Manifest, uploadKey } from "./manifest.ts";
 
 /**
  * Registration's check of a task version (issue 19): the whole chain on a sample, before the version
@@ -45,7 +45,7 @@ export async function checkTask(
   if (kind === undefined) return undefined;
   if (kind === "image-classification") return checkImageTask(manifest, signature, labels, model.path, deps);
   const file = manifest.tokenizer ?? "tokenizer.json";
-  const key = `models/${model.name}/${model.version}/${file}`;
+  const key = uploadKey(model.name, model.version, file);
   const head = await deps.head(model.bucket, key);
   if (head === undefined) {
     return {

@@ -285,12 +285,19 @@ export function encodeBinaryRequest(inputs: readonly NamedTensor[], outputs: rea
 export function tensorBytes(tensor: Pick<NamedTensor, "data" | "type">): Uint8Array {
   const { data } = tensor;
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  const encoded = (data as readonly string[]).map((text) => Buffer.from(text, "utf8"));
+  return bytesElements(data as readonly string[]);
+}
+
+/** BYTES elements as the extension lays them out: each one's length in 4 little-endian bytes, then its bytes (text as UTF-8). */
+export function bytesElements(elements: readonly (string | Uint8Array)[]): Buffer {
+  const encoded = elements.map((element) =>
+    typeof element === "string" ? Buffer.from(element, "utf8") : element,
+  );
   const out = Buffer.allocUnsafe(encoded.reduce((sum, element) => sum + 4 + element.length, 0));
   let offset = 0;
   for (const element of encoded) {
     out.writeUInt32LE(element.length, offset);
-    element.copy(out, offset + 4);
+    out.set(element, offset + 4);
     offset += 4 + element.length;
   }
   return out;

@@ -414,10 +414,10 @@ export class InferenceService {
         const images = imagesOf(input.shape, input.datatype, input.data);
         return answer(await this.#runImages(version, images, topK, deadline, metric, mark));
       }
-      const texts = textsOf(decodeInput(input));
-      return answer(
-        (await this.#runText(version as TextTaskVersion, texts, topK, deadline, metric, mark)).outputs,
-      );
+      if (isTextTask(version)) {
+        const texts = textsOf(decodeInput(input));
+        return answer((await this.#runText(version, texts, topK, deadline, metric, mark)).outputs);
+      }
     }
     const inputSpecs = checkInputs(request.inputs, version.signature);
     const outputs = selectOutputs(request.outputs, version.signature);
