@@ -9,7 +9,13 @@ import { createRequire } from "node:module";
 import { parentPort, workerData } from "node:worker_threads";
 import type * as Ort from "onnxruntime-node";
 import { fromOrtResults, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
-import type { SessionWorkerData, SessionWorkerReply, SessionWorkerRequest } from "./session-protocol.ts";
+import {
+  RunChannel,
+  type SessionWorkerData,
+  type SessionWorkerReply,
+  type SessionWorkerRequest,
+  SpinWindow,
+} from "./session-protocol.ts";
 
 const data = workerData as SessionWorkerData;
 const port = parentPort;
@@ -18,8 +24,20 @@ if (port === null) throw new Error("session-worker.ts runs as a worker thread");
 const ort = createRequire(data.ortEntry)(data.ortEntry) as typeof Ort;
 let session: Ort.InferenceSession | undefined;
 
+type RunRequest = Extract<SessionWorkerRequest, { kind: "run" }>;
+
 function reply(message: SessionWorkerReply, transfer: ArrayBuffer[] = []): void {
   port?.postMessage(message, transfer);
+}
+
+const runs = new RunChannel(data.runs, data.runCounts, "worker");
+
+/** What the session had asked for when this run's reply went out: the next request comes past it. */
+let requestsBeforeReply = 0;
+
+function replyRun(message: SessionWorkerReply, transfer: ArrayBuffer[] = []): void {
+  requestsBeforeReply = runs.mark();
+  runs.post(message, transfer);
 }
 
 function failure(error: unknown): { message: string } {
@@ -44,9 +62,9 @@ async function open(artifact: string | Uint8Array): Promise<void> {
   }
 }
 
-async function run(request: Extract<SessionWorkerRequest, { kind: "run" }>): Promise<void> {
+async function run(request: RunRequest): Promise<void> {
   if (session === undefined) {
-    reply({ kind: "failed", id: request.id, error: { message: "no session is open in this worker" } });
+    replyRun({ kind: "failed", id: request.id, error: { message: "no session is open in this worker" } });
     return;
   }
   try {
@@ -61,18 +79,35 @@ async function run(request: Extract<SessionWorkerRequest, { kind: "run" }>): Pro
     const transfer = outputs.flatMap(({ data }) =>
       ArrayBuffer.isView(data) ? [data.buffer as ArrayBuffer] : [],
     );
-    reply({ kind: "ran", id: request.id, outputs }, transfer);
+    replyRun({ kind: "ran", id: request.id, outputs }, transfer);
   } catch (error) {
-    reply({ kind: "failed", id: request.id, error: failure(error) });
+    replyRun({ kind: "failed", id: request.id, error: failure(error) });
   }
 }
 
+/** How long the next request has taken to come after a reply: back-to-back callers get it polled for. */
+const nextRequest = new SpinWindow();
+let repliedAt: number | undefined;
+
+/** Runs `first`, then each request that comes while this thread polls after a reply (see SpinWindow). */
+async function serve(first: RunRequest): Promise<void> {
+  let request: RunRequest | undefined = first;
+  while (request !== undefined) {
+    if (repliedAt !== undefined) nextRequest.observe((performance.now() - repliedAt) * 1000);
+    await run(request);
+    repliedAt = performance.now();
+    request = runs.poll(requestsBeforeReply, nextRequest.us) as RunRequest | undefined;
+  }
+}
+
+runs.port.on("message", (request: RunRequest) => void serve(request));
+
 port.on("message", (request: SessionWorkerRequest) => {
   if (request.kind === "open") void open(request.artifact);
-  else if (request.kind === "run") void run(request);
-  else {
+  else if (request.kind === "close") {
     void session?.release();
     session = undefined;
+    runs.port.close();
     port.close();
   }
 });

@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { Worker } from "node:worker_threads";
+import { MessageChannel, Worker } from "node:worker_threads";
 import type * as Ort from "onnxruntime-node";
 import { BackendUnavailableError, DeadlineExceededError } from "#core/errors.ts";
 import type { RunTimings } from "#core/runner.ts";
@@ -7,12 +7,14 @@ import { ortRunError } from "#core/tensor/ort-tensors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { LocalArtifact } from "./artifact-cache.ts";
 import {
+  RunChannel,
   SESSION_WORKER_BUNDLE,
   SESSION_WORKER_SOURCE,
   type SessionDescription,
   type SessionWorkerData,
   type SessionWorkerReply,
   type SessionWorkerRequest,
+  SpinWindow,
 } from "./session-protocol.ts";
 
 /**
@@ -58,16 +60,24 @@ export function exitProcess(code: number): never {
   process.exit(code);
 }
 
+/** A session's thread, and the channel its runs go to and come back by. */
+interface SessionThread {
+  readonly worker: Worker;
+  readonly runs: RunChannel;
+}
+
 /** A worker started ahead of its session (a cold start starts one while S3 sends the artifact). */
-let spare: Worker | undefined;
+let spare: SessionThread | undefined;
 let spareOptions: Ort.InferenceSession.SessionOptions | undefined;
 
-function startWorker(options: Ort.InferenceSession.SessionOptions): Worker {
-  const data: SessionWorkerData = { ortEntry: resolveOrtEntry(), options };
+function startWorker(options: Ort.InferenceSession.SessionOptions): SessionThread {
+  const { port1, port2 } = new MessageChannel();
+  const runCounts = RunChannel.counts();
+  const data: SessionWorkerData = { ortEntry: resolveOrtEntry(), options, runs: port2, runCounts };
   // A spare never keeps the process alive; open() refs it while loading (its listeners) and unrefs it after.
-  const worker = new Worker(SESSION_WORKER_ENTRY, { workerData: data });
+  const worker = new Worker(SESSION_WORKER_ENTRY, { workerData: data, transferList: [port2] });
   worker.unref();
-  return worker;
+  return { worker, runs: new RunChannel(port1, runCounts, "session") };
 }
 
 interface PendingRun {
@@ -78,7 +88,7 @@ interface PendingRun {
   readonly budgetMs: number;
   /** Where the run's queue wait and its time in the worker are added, if the caller measures them. */
   readonly timings: RunTimings | undefined;
-  /** performance.now() when the run was asked for, then when it was posted to the worker (with timings only). */
+  /** performance.now() when the run was asked for, then when it was posted to the worker. */
   mark: number;
   readonly resolve: (outputs: NamedTensor[]) => void;
   readonly reject: (error: Error) => void;
@@ -105,18 +115,24 @@ export class WorkerSession implements SessionDescription {
   readonly inputMetadata: readonly Ort.InferenceSession.ValueMetadata[];
   readonly outputMetadata: readonly Ort.InferenceSession.ValueMetadata[];
   readonly #worker: Worker;
+  readonly #runs: RunChannel;
+  /** How long runs have taken to come back: short ones are polled for rather than waited on. */
+  readonly #replies = new SpinWindow();
   readonly #queue: PendingRun[] = [];
   #running: PendingRun | undefined;
   #nextId = 1;
   #lost: Error | undefined;
 
-  private constructor(worker: Worker, description: SessionDescription) {
+  private constructor({ worker, runs }: SessionThread, description: SessionDescription) {
     this.#worker = worker;
+    this.#runs = runs;
     this.inputNames = description.inputNames;
     this.outputNames = description.outputNames;
     this.inputMetadata = description.inputMetadata;
     this.outputMetadata = description.outputMetadata;
-    worker.on("message", (reply: SessionWorkerReply) => this.#settle(reply));
+    runs.port.on("message", (reply: SessionWorkerReply) => this.#settle(reply));
+    // Listening refs a port: a session held in a pool must not keep the process alive.
+    runs.port.unref();
     worker.on("error", (error) =>
       this.#lose(new SessionLostError(`the session's worker failed: ${error.message}`)),
     );
@@ -129,7 +145,7 @@ export class WorkerSession implements SessionDescription {
     spare = startWorker(options);
     spareOptions = options;
     // A spare that fails is dropped: open() starts its own.
-    spare.once("error", () => {
+    spare.worker.once("error", () => {
       spare = undefined;
     });
   }
@@ -142,13 +158,14 @@ export class WorkerSession implements SessionDescription {
     artifact: LocalArtifact,
     options: Ort.InferenceSession.SessionOptions,
   ): Promise<WorkerSession> {
-    let worker: Worker;
+    let thread: SessionThread;
     if (spare !== undefined && spareOptions === options) {
-      worker = spare;
+      thread = spare;
       spare = undefined;
     } else {
-      worker = startWorker(options);
+      thread = startWorker(options);
     }
+    const { worker } = thread;
     const description = await new Promise<SessionDescription>((resolve, reject) => {
       const onMessage = (reply: SessionWorkerReply) => {
         if (reply.kind === "opened") done(() => resolve(reply));
@@ -173,10 +190,11 @@ export class WorkerSession implements SessionDescription {
         typeof request.artifact === "string" ? [] : [request.artifact.buffer as ArrayBuffer],
       );
     }).catch(async (error: unknown) => {
+      thread.runs.port.close();
       await worker.terminate();
       throw error;
     });
-    const session = new WorkerSession(worker, description);
+    const session = new WorkerSession(thread, description);
     // Adding 'message' listeners refs a worker: a session held in a pool must not keep the process alive.
     worker.unref();
     return session;
@@ -207,13 +225,13 @@ export class WorkerSession implements SessionDescription {
         outputs,
         budgetMs,
         timings,
-        mark: timings === undefined ? 0 : performance.now(),
+        mark: performance.now(),
         resolve,
         reject,
       };
       pending.timer = setTimeout(() => this.#expire(pending), budgetMs);
       this.#queue.push(pending);
-      this.#next();
+      this.#next(true);
     });
   }
 
@@ -222,27 +240,37 @@ export class WorkerSession implements SessionDescription {
     // A stuck worker is terminated when its run ends (#settle).
     if (stuckWorkers.has(this.#worker)) return;
     this.#worker.postMessage({ kind: "close" } satisfies SessionWorkerRequest);
+    this.#runs.port.close();
     await this.#worker.terminate();
   }
 
-  #next(): void {
+  /**
+   * Posts the next queued run. `poll`: wait for a short run's reply here (see SpinWindow). Only a run
+   * asked for with nothing ahead of it is polled for: a queue drained from #settle goes by events, so
+   * that a burst of queued runs cannot hold this thread for the whole burst.
+   */
+  #next(poll: boolean): void {
     if (this.#running !== undefined) return;
     const pending = this.#queue.shift();
     if (pending === undefined) return;
     this.#running = pending;
+    const posted = performance.now();
     if (pending.timings !== undefined) {
-      const posted = performance.now();
       pending.timings.queueUs += (posted - pending.mark) * 1000;
       pending.timings.spans?.push({ name: "queue", start: pending.mark, end: posted });
-      pending.mark = posted;
     }
+    pending.mark = posted;
     const request: SessionWorkerRequest = {
       kind: "run",
       id: pending.id,
       inputs: pending.inputs,
       outputs: pending.outputs,
     };
-    this.#worker.postMessage(request);
+    const replies = this.#runs.mark();
+    this.#runs.post(request);
+    if (!poll) return;
+    const reply = this.#runs.poll(replies, this.#replies.us) as SessionWorkerReply | undefined;
+    if (reply !== undefined) this.#settle(reply);
   }
 
   #settle(reply: SessionWorkerReply): void {
@@ -255,14 +283,15 @@ export class WorkerSession implements SessionDescription {
     if (pending === undefined || !("id" in reply) || reply.id !== pending.id) return;
     this.#running = undefined;
     clearTimeout(pending.timer);
+    const ran = performance.now();
+    this.#replies.observe((ran - pending.mark) * 1000);
     if (pending.timings !== undefined) {
-      const ran = performance.now();
       pending.timings.inferUs += (ran - pending.mark) * 1000;
       pending.timings.spans?.push({ name: "run", start: pending.mark, end: ran });
     }
     if (reply.kind === "ran") pending.resolve(reply.outputs);
     else if (reply.kind === "failed") pending.reject(ortRunError(new Error(reply.error.message)));
-    this.#next();
+    this.#next(false);
   }
 
   #expire(pending: PendingRun): void {
