@@ -128,6 +128,24 @@ describe("WorkerSession", () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
+  it("opens from bytes without taking them from the caller, who may still be writing them to disk", async () => {
+    // The artifact cache hands out a Buffer of its own memory, whose slice() is a view, not a copy.
+    const model = buildIrisModel();
+    const bytes = Buffer.allocUnsafeSlow(model.byteLength);
+    bytes.set(model);
+    const before = Buffer.from(bytes);
+
+    const session = await WorkerSession.open(bytes, sessionOptions(1));
+    try {
+      expect(bytes.byteLength).toBe(before.byteLength);
+      expect(bytes.equals(before)).toBe(true);
+      const [label] = await session.run(irisInputs, ["label"], Date.now() + 10_000);
+      expect(label?.data).toEqual(["setosa"]);
+    } finally {
+      await session.release();
+    }
+  });
+
   it("answers short back-to-back runs before run() returns, by polling for their replies", async () => {
     for (let i = 0; i < 20; i++) await iris.run(irisInputs, ["label"], Date.now() + 10_000);
 

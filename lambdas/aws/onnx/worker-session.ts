@@ -179,11 +179,12 @@ export class WorkerSession implements SessionDescription {
         settle();
       };
       worker.on("message", onMessage).on("error", onError).on("exit", onExit);
-      // Bytes are copied once here and moved, not cloned: cloning 50 MB cost about 400 ms here, the
-      // copy about 150 (fresh pages). The inference function hands the worker a path instead.
+      // Bytes are copied once here and the copy moved, not cloned (cloning 50 MB cost about 400 ms on
+      // an earlier build machine). A copy, since the caller keeps writing its bytes to disk: the cache
+      // hands out a Buffer, whose slice() is a view, and moving that would take the caller's memory.
       const request: SessionWorkerRequest = {
         kind: "open",
-        artifact: typeof artifact === "string" ? artifact : artifact.slice(),
+        artifact: typeof artifact === "string" ? artifact : new Uint8Array(artifact),
       };
       worker.postMessage(
         request,
