@@ -5,11 +5,16 @@ const MiB = 1024 * 1024;
 const base = { MAAS_REGISTRY_TABLE: "registry" };
 
 describe("inference function configuration", () => {
-  it("sizes the session budget from the function's memory, and sends downloads through the disk", () => {
+  it("sizes the session budget and in-memory downloads from the function's memory", () => {
     const config = loadInferenceConfig({ ...base, AWS_LAMBDA_FUNCTION_MEMORY_SIZE: "3008" });
 
     expect(config.MAAS_SESSION_BYTES).toBe(1504 * MiB);
-    // Sessions live in worker threads, which open the streamed file rather than take a copy of bytes.
+    expect(config.MAAS_ARTIFACT_MEMORY_BYTES).toBe(376 * MiB);
+  });
+
+  it("streams every download to disk when in-memory downloads are set to 0", () => {
+    const config = loadInferenceConfig({ ...base, MAAS_ARTIFACT_MEMORY_BYTES: "0" });
+
     expect(config.MAAS_ARTIFACT_MEMORY_BYTES).toBe(0);
   });
 
