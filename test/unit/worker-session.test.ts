@@ -146,6 +146,21 @@ describe("WorkerSession", () => {
     }
   });
 
+  it("releases by letting the worker release its session and end by itself, not by terminating it", async () => {
+    const session = await WorkerSession.open(join(dir, "iris.onnx"), sessionOptions(1));
+    for (let i = 0; i < 20; i++) await session.run(irisInputs, ["label"], Date.now() + 10_000);
+    const start = performance.now();
+
+    await session.release();
+
+    // A worker that did not end by itself would be terminated only after the 5 s grace.
+    expect(performance.now() - start).toBeLessThan(2_000);
+    expect(session.lost).toBe(true);
+    await expect(session.run(irisInputs, ["label"], Date.now() + 10_000)).rejects.toMatchObject({
+      status: 503,
+    });
+  });
+
   it("answers short back-to-back runs before run() returns, by polling for their replies", async () => {
     for (let i = 0; i < 20; i++) await iris.run(irisInputs, ["label"], Date.now() + 10_000);
 

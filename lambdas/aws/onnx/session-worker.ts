@@ -105,10 +105,13 @@ runs.port.on("message", (request: RunRequest) => void serve(request));
 port.on("message", (request: SessionWorkerRequest) => {
   if (request.kind === "open") void open(request.artifact);
   else if (request.kind === "close") {
-    void session?.release();
+    // The session first, then both ports: with nothing left to wait for, the thread ends by itself.
+    const closing = session;
     session = undefined;
-    runs.port.close();
-    port.close();
+    void Promise.resolve(closing?.release()).finally(() => {
+      runs.port.close();
+      port.close();
+    });
   }
 });
 reply({ kind: "started" });

@@ -32,6 +32,9 @@ function resolveOrtEntry(): string {
   return ortEntry;
 }
 
+/** How long a released session's worker has to end by itself before it is terminated. */
+const RELEASE_GRACE_MS = 5_000;
+
 /** Workers whose run passed its deadline and is still inside onnxruntime's native code. */
 const stuckWorkers = new Set<Worker>();
 
@@ -236,13 +239,21 @@ export class WorkerSession implements SessionDescription {
     });
   }
 
+  /**
+   * Asks the worker to release its session and end, and waits for it to end; terminates it only if
+   * it has not within RELEASE_GRACE_MS. Terminating a thread that is inside onnxruntime's binding (a
+   * release of a large session takes milliseconds) aborts the process when the call returns.
+   */
   async release(): Promise<void> {
     this.#lose(new SessionLostError("the session was released"));
     // A stuck worker is terminated when its run ends (#settle).
     if (stuckWorkers.has(this.#worker)) return;
-    this.#worker.postMessage({ kind: "close" } satisfies SessionWorkerRequest);
-    this.#runs.port.close();
-    await this.#worker.terminate();
+    const worker = this.#worker;
+    const ended = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+    const grace = setTimeout(() => void worker.terminate().catch(() => undefined), RELEASE_GRACE_MS);
+    worker.postMessage({ kind: "close" } satisfies SessionWorkerRequest);
+    await ended;
+    clearTimeout(grace);
   }
 
   /**
