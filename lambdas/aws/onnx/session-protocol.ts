@@ -69,15 +69,18 @@ export class SpinWindow {
 
 /**
  * The port that a session's runs go to its worker by and come back by, with a count of the messages
- * each side has posted in shared memory. A side that expects an answer soon polls the other's count,
- * and takes the message off the port only once it moved: polling the port itself takes its lock on
- * every call, which the other side needs to post (it made the iris hop about 60 µs slower here).
+ * each side has posted in shared memory. Each side posts, then may poll for the other's answer: it
+ * watches the other's count move past where it stood at the post, and takes the message off the port
+ * only then. Polling the port itself takes its lock on every call, which the other side needs to post
+ * (it made the iris hop about 60 µs slower here).
  */
 export class RunChannel {
   readonly port: MessagePort;
   readonly #counts: Int32Array;
   readonly #mine: number;
   readonly #theirs: number;
+  /** The other end's count when this end last posted: its answer takes it past this. */
+  #theirsAtPost = 0;
 
   /** `counts`: two 32-bit counters, shared by both ends; the session's end posts on the first. */
   constructor(port: MessagePort, counts: SharedArrayBuffer, end: "session" | "worker") {
@@ -93,23 +96,20 @@ export class RunChannel {
   }
 
   post(message: SessionWorkerRequest | SessionWorkerReply, transfer: ArrayBuffer[] = []): void {
+    // Read before posting: the answer may come, and move the count, before postMessage returns.
+    this.#theirsAtPost = Atomics.load(this.#counts, this.#theirs);
     this.port.postMessage(message, transfer);
     Atomics.add(this.#counts, this.#mine, 1);
   }
 
-  /** How many messages the other end has posted: taken before asking it for something, for poll(). */
-  mark(): number {
-    return Atomics.load(this.#counts, this.#theirs);
-  }
-
   /**
-   * The other end's next message if it posts one past `mark` within `us` µs (this thread busy
+   * The other end's answer to this end's last post if it comes within `us` µs (this thread busy
    * meanwhile), else undefined: it comes by the port's 'message' event instead.
    */
-  poll(mark: number, us: number): unknown {
+  poll(us: number): unknown {
     if (us <= 0) return undefined;
     const until = performance.now() + us / 1000;
-    while (Atomics.load(this.#counts, this.#theirs) === mark) {
+    while (Atomics.load(this.#counts, this.#theirs) === this.#theirsAtPost) {
       if (performance.now() >= until) return undefined;
     }
     return receiveMessageOnPort(this.port)?.message;

@@ -32,14 +32,6 @@ function reply(message: SessionWorkerReply, transfer: ArrayBuffer[] = []): void 
 
 const runs = new RunChannel(data.runs, data.runCounts, "worker");
 
-/** What the session had asked for when this run's reply went out: the next request comes past it. */
-let requestsBeforeReply = 0;
-
-function replyRun(message: SessionWorkerReply, transfer: ArrayBuffer[] = []): void {
-  requestsBeforeReply = runs.mark();
-  runs.post(message, transfer);
-}
-
 function failure(error: unknown): { message: string } {
   return { message: error instanceof Error ? error.message : String(error) };
 }
@@ -64,7 +56,7 @@ async function open(artifact: string | Uint8Array): Promise<void> {
 
 async function run(request: RunRequest): Promise<void> {
   if (session === undefined) {
-    replyRun({ kind: "failed", id: request.id, error: { message: "no session is open in this worker" } });
+    runs.post({ kind: "failed", id: request.id, error: { message: "no session is open in this worker" } });
     return;
   }
   try {
@@ -79,9 +71,9 @@ async function run(request: RunRequest): Promise<void> {
     const transfer = outputs.flatMap(({ data }) =>
       ArrayBuffer.isView(data) ? [data.buffer as ArrayBuffer] : [],
     );
-    replyRun({ kind: "ran", id: request.id, outputs }, transfer);
+    runs.post({ kind: "ran", id: request.id, outputs }, transfer);
   } catch (error) {
-    replyRun({ kind: "failed", id: request.id, error: failure(error) });
+    runs.post({ kind: "failed", id: request.id, error: failure(error) });
   }
 }
 
@@ -96,7 +88,7 @@ async function serve(first: RunRequest): Promise<void> {
     if (repliedAt !== undefined) nextRequest.observe((performance.now() - repliedAt) * 1000);
     await run(request);
     repliedAt = performance.now();
-    request = runs.poll(requestsBeforeReply, nextRequest.us) as RunRequest | undefined;
+    request = runs.poll(nextRequest.us) as RunRequest | undefined;
   }
 }
 

@@ -278,10 +278,9 @@ export class WorkerSession implements SessionDescription {
       inputs: pending.inputs,
       outputs: pending.outputs,
     };
-    const replies = this.#runs.mark();
     this.#runs.post(request);
     if (!poll) return;
-    const reply = this.#runs.poll(replies, this.#replies.us) as SessionWorkerReply | undefined;
+    const reply = this.#runs.poll(this.#replies.us) as SessionWorkerReply | undefined;
     if (reply !== undefined) this.#settle(reply);
   }
 
