@@ -1,5 +1,5 @@
 import { Logger } from "@aws-lambda-powertools/logger";
-import { CloudWatchClient, GetMetricDataCommand } from "@aws-sdk/client-cloudwatch";
+import type { CloudWatchClient } from "@aws-sdk/client-cloudwatch";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DeleteObjectsCommand, S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
 import { S3JobObjects } from "#aws/jobs/aws-jobs.ts";
@@ -88,14 +88,16 @@ export const handler: ProxyHandler = (event, context) => {
   if (defaultHandler === undefined) {
     const config = loadAdminConfig(process.env);
     const dynamo = new DynamoDBClient({});
-    const registry = new DynamoModelRegistry(dynamo, config.MAAS_REGISTRY_TABLE);
-    const cloudWatch = new CloudWatchClient({});
-    // The console's charts, from the metrics the inference function emits.
-    const figures = new CloudWatchFigures(
-      { getMetricData: (input) => cloudWatch.send(new GetMetricDataCommand(input)) },
-      async (model) =>
-        (await registry.listVersions(model)).map(({ version, target }) => ({ version, target })),
-    );
+    // The console's charts, from the metrics the inference function emits; the client is loaded on
+    // the first figures request, not on every cold start.
+    let cloudWatch: CloudWatchClient | undefined;
+    const figures = new CloudWatchFigures({
+      getMetricData: async (input) => {
+        const { CloudWatchClient, GetMetricDataCommand } = await import("@aws-sdk/client-cloudwatch");
+        cloudWatch ??= new CloudWatchClient({});
+        return cloudWatch.send(new GetMetricDataCommand(input));
+      },
+    });
     defaultHandler = createAdminHandler(
       new AdminService(createAdminDeps(config, new S3Client({}), dynamo, { figures })),
       defaultLogger,

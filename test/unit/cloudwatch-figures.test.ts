@@ -31,12 +31,12 @@ function fakeCloudWatch(series: Record<string, Record<number, number>>) {
 describe("CloudWatchFigures", () => {
   it("asks for each version's requests and latency percentiles by its dimensions, and every failure reason through one SEARCH", async () => {
     const { reader, calls } = fakeCloudWatch({});
-    const figures = new CloudWatchFigures(reader, async () => [
+    const figures = new CloudWatchFigures(reader);
+
+    await figures.series("iris", minute(0), minute(3), [
       { version: 1, target: "lambda" },
       { version: 2, target: "sagemaker" },
     ]);
-
-    await figures.series("iris", minute(0), minute(3));
 
     const queries = calls[0]?.MetricDataQueries ?? [];
     expect(queries.find((query) => query.Id === "failures")?.Expression).toBe(
@@ -75,12 +75,12 @@ describe("CloudWatchFigures", () => {
       p99_1: { 1: 10 },
       errors: { 1: 2 },
     });
-    const figures = new CloudWatchFigures(reader, async () => [
+    const figures = new CloudWatchFigures(reader);
+
+    const series = await figures.series("iris", minute(0), minute(3), [
       { version: 1, target: "lambda" },
       { version: 2, target: "lambda" },
     ]);
-
-    const series = await figures.series("iris", minute(0), minute(3));
 
     expect(series.timestamps).toEqual([0, 1, 2].map((n) => minute(n).getTime() / 1000));
     expect(series.requests).toEqual([30, 40, 0]);
@@ -91,9 +91,9 @@ describe("CloudWatchFigures", () => {
 
   it("does not call CloudWatch for an empty window", async () => {
     const { reader, calls } = fakeCloudWatch({});
-    const figures = new CloudWatchFigures(reader, async () => [{ version: 1, target: "lambda" }]);
+    const figures = new CloudWatchFigures(reader);
 
-    const series = await figures.series("iris", minute(5), minute(5));
+    const series = await figures.series("iris", minute(5), minute(5), [{ version: 1, target: "lambda" }]);
 
     expect(series.requests).toEqual([]);
     expect(calls).toEqual([]);

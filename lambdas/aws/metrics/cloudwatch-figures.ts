@@ -1,14 +1,18 @@
 import type { GetMetricDataCommandInput, GetMetricDataCommandOutput } from "@aws-sdk/client-cloudwatch";
-import { type FigureSeries, MINUTE_MS, type ModelFigures, minuteGrid } from "#core/metrics/figures.ts";
+import {
+  type FigureSeries,
+  type FigureVersion,
+  figureSeries,
+  MINUTE_MS,
+  type ModelFigures,
+  minuteGrid,
+} from "#core/metrics/figures.ts";
 import { METRIC_DIMENSIONS, METRICS, METRICS_NAMESPACE } from "#core/metrics/names.ts";
 
 /** What the figures need of CloudWatch: a CloudWatchClient sending GetMetricDataCommand, or a test's recorder. */
 export interface MetricDataReader {
   getMetricData(input: GetMetricDataCommandInput): Promise<GetMetricDataCommandOutput>;
 }
-
-/** A model's versions and where each runs: the `version` and `backend` dimensions of its series. */
-export type VersionLister = (model: string) => Promise<readonly { version: number; target: string }[]>;
 
 /** Versions charted per model, the newest: each costs four of GetMetricData's 500 queries a call. */
 const MAX_VERSIONS = 20;
@@ -22,71 +26,65 @@ const MAX_VERSIONS = 20;
  */
 export class CloudWatchFigures implements ModelFigures {
   readonly #reader: MetricDataReader;
-  readonly #versions: VersionLister;
 
-  constructor(reader: MetricDataReader, versions: VersionLister) {
+  constructor(reader: MetricDataReader) {
     this.#reader = reader;
-    this.#versions = versions;
   }
 
-  async series(model: string, from: Date, to: Date): Promise<FigureSeries> {
+  async series(
+    model: string,
+    from: Date,
+    to: Date,
+    allVersions: readonly FigureVersion[],
+  ): Promise<FigureSeries> {
     const grid = minuteGrid(from, to);
-    const versions = (await this.#versions(model)).slice(-MAX_VERSIONS);
+    const versions = allVersions.slice(-MAX_VERSIONS);
     const values = grid.length === 0 ? new Map() : await this.#read(model, versions, grid);
-    const at = (id: string, minute: number) => values.get(id)?.get(minute);
-    const requests: number[] = [];
-    const errors: number[] = [];
-    const latency = {
-      p50: [] as (number | null)[],
-      p90: [] as (number | null)[],
-      p99: [] as (number | null)[],
-    };
-    for (const minute of grid) {
-      let total = 0;
+    // Each version's series, looked up once rather than by id in every minute.
+    const perVersion = versions.map((_, index) => ({
+      requests: values.get(`r${index}`),
+      p50: values.get(`p50_${index}`),
+      p90: values.get(`p90_${index}`),
+      p99: values.get(`p99_${index}`),
+    }));
+    const errors = values.get("errors");
+    return figureSeries(model, grid, (minute) => {
+      let requests = 0;
       const weighted = { p50: 0, p90: 0, p99: 0 };
       let weight = 0;
-      versions.forEach((_, index) => {
-        const count = at(`r${index}`, minute) ?? 0;
-        total += count;
-        const p50 = at(`p50_${index}`, minute);
-        if (p50 === undefined || count === 0) return;
+      for (const series of perVersion) {
+        const count = series.requests?.get(minute) ?? 0;
+        requests += count;
+        const p50 = series.p50?.get(minute);
+        if (p50 === undefined || count === 0) continue;
         weight += count;
         weighted.p50 += p50 * count;
-        weighted.p90 += (at(`p90_${index}`, minute) ?? p50) * count;
-        weighted.p99 += (at(`p99_${index}`, minute) ?? p50) * count;
-      });
-      requests.push(total);
-      errors.push(at("errors", minute) ?? 0);
-      for (const key of ["p50", "p90", "p99"] as const)
-        latency[key].push(weight === 0 ? null : weighted[key] / weight);
-    }
-    return {
-      model,
-      stepSeconds: 60,
-      timestamps: grid.map((minute) => minute / 1000),
-      requests,
-      errors,
-      latencyMs: latency,
-    };
+        weighted.p90 += (series.p90?.get(minute) ?? p50) * count;
+        weighted.p99 += (series.p99?.get(minute) ?? p50) * count;
+      }
+      const mean = (key: keyof typeof weighted) => (weight === 0 ? null : weighted[key] / weight);
+      return {
+        requests,
+        errors: errors?.get(minute) ?? 0,
+        p50: mean("p50"),
+        p90: mean("p90"),
+        p99: mean("p99"),
+      };
+    });
   }
 
   /** Every query's values by id, then by minute start (epoch ms), across GetMetricData's pages. */
   async #read(
     model: string,
-    versions: readonly { version: number; target: string }[],
+    versions: readonly FigureVersion[],
     grid: readonly number[],
   ): Promise<Map<string, Map<number, number>>> {
-    const dimensions = (version: { version: number; target: string }) => [
+    const dimensions = (version: FigureVersion) => [
       { Name: METRIC_DIMENSIONS.model, Value: model },
       { Name: METRIC_DIMENSIONS.version, Value: String(version.version) },
       { Name: METRIC_DIMENSIONS.backend, Value: version.target },
     ];
-    const stat = (
-      id: string,
-      metric: string,
-      statistic: string,
-      version: { version: number; target: string },
-    ) => ({
+    const stat = (id: string, metric: string, statistic: string, version: FigureVersion) => ({
       Id: id,
       MetricStat: {
         Metric: { Namespace: METRICS_NAMESPACE, MetricName: metric, Dimensions: dimensions(version) },

@@ -348,11 +348,11 @@ export class AdminService {
   async #figures(name: string, minutes: number): Promise<FigureSeries> {
     const figures = this.#deps.figures;
     if (figures === undefined) throw new NotImplementedError("figures are not kept in this deployment");
-    await this.#versionsOf(name);
+    const versions = await this.#versionsOf(name);
     const now = new Date(this.#deps.now()).getTime();
     const to = new Date(now + MINUTE_MS);
     const from = new Date(now - (minutes - 1) * MINUTE_MS);
-    return figures.series(name, from, to);
+    return figures.series(name, from, to, versions);
   }
 
   /**

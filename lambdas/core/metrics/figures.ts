@@ -8,9 +8,25 @@ import type { InferenceMetric, MetricsSink } from "./inference-metric.ts";
 export interface ModelFigures {
   /**
    * One point per whole minute from `from`'s minute up to, not including, `to`'s minute, oldest first
-   * (`minuteGrid`). Minutes without requests count 0 and have no latency (null).
+   * (`minuteGrid`). Minutes without requests count 0 and have no latency (null). `versions`: the model's
+   * versions and where each runs, as the registry lists them (CloudWatch's series are per version).
    */
-  series(model: string, from: Date, to: Date): Promise<FigureSeries>;
+  series(model: string, from: Date, to: Date, versions: readonly FigureVersion[]): Promise<FigureSeries>;
+}
+
+/** A version's `version` and `backend` dimensions. */
+export interface FigureVersion {
+  readonly version: number;
+  readonly target: string;
+}
+
+/** One minute's point of a FigureSeries. */
+export interface FigurePoint {
+  readonly requests: number;
+  readonly errors: number;
+  readonly p50: number | null;
+  readonly p90: number | null;
+  readonly p99: number | null;
 }
 
 /** Columns of equal length, one entry per minute: the shape charting libraries (uPlot) take as is. */
@@ -43,6 +59,27 @@ export function minuteGrid(from: Date, to: Date): number[] {
   return minutes;
 }
 
+/** The series of `model` over the minutes of `grid`, each minute's point from `point`. */
+export function figureSeries(
+  model: string,
+  grid: readonly number[],
+  point: (minute: number) => FigurePoint,
+): FigureSeries {
+  const points = grid.map(point);
+  return {
+    model,
+    stepSeconds: 60,
+    timestamps: grid.map((minute) => minute / 1000),
+    requests: points.map((p) => p.requests),
+    errors: points.map((p) => p.errors),
+    latencyMs: {
+      p50: points.map((p) => p.p50),
+      p90: points.map((p) => p.p90),
+      p99: points.map((p) => p.p99),
+    },
+  };
+}
+
 /** The value at quantile `q` of ascending `sorted` (nearest rank, as CloudWatch's pNN statistics). */
 export function quantile(sorted: readonly number[], q: number): number | null {
   if (sorted.length === 0) return null;
@@ -63,7 +100,6 @@ export interface MinuteFiguresOptions {
 interface MinuteBucket {
   requests: number;
   errors: number;
-  successes: number;
   readonly latencies: number[];
 }
 
@@ -94,41 +130,28 @@ export class MinuteFigures implements MetricsSink, ModelFigures {
       bucket.errors++;
       return;
     }
-    bucket.successes++;
     const ms = metric.totalUs / 1000;
     if (bucket.latencies.length < this.#samplesPerMinute) bucket.latencies.push(ms);
     else {
       // Reservoir sampling: every success of the minute is kept with the same chance.
-      const slot = Math.floor(this.#random() * bucket.successes);
+      const slot = Math.floor(this.#random() * (bucket.requests - bucket.errors));
       if (slot < this.#samplesPerMinute) bucket.latencies[slot] = ms;
     }
   }
 
   async series(model: string, from: Date, to: Date): Promise<FigureSeries> {
     const minutes = this.#models.get(model);
-    const grid = minuteGrid(from, to);
-    const p50: (number | null)[] = [];
-    const p90: (number | null)[] = [];
-    const p99: (number | null)[] = [];
-    const requests: number[] = [];
-    const errors: number[] = [];
-    for (const minute of grid) {
+    return figureSeries(model, minuteGrid(from, to), (minute) => {
       const bucket = minutes?.get(minute);
       const sorted = bucket === undefined ? [] : [...bucket.latencies].sort((a, b) => a - b);
-      requests.push(bucket?.requests ?? 0);
-      errors.push(bucket?.errors ?? 0);
-      p50.push(quantile(sorted, 0.5));
-      p90.push(quantile(sorted, 0.9));
-      p99.push(quantile(sorted, 0.99));
-    }
-    return {
-      model,
-      stepSeconds: 60,
-      timestamps: grid.map((minute) => minute / 1000),
-      requests,
-      errors,
-      latencyMs: { p50, p90, p99 },
-    };
+      return {
+        requests: bucket?.requests ?? 0,
+        errors: bucket?.errors ?? 0,
+        p50: quantile(sorted, 0.5),
+        p90: quantile(sorted, 0.9),
+        p99: quantile(sorted, 0.99),
+      };
+    });
   }
 
   #bucket(model: string, minute: number): MinuteBucket {
@@ -139,7 +162,7 @@ export class MinuteFigures implements MetricsSink, ModelFigures {
     }
     let bucket = minutes.get(minute);
     if (bucket === undefined) {
-      bucket = { requests: 0, errors: 0, successes: 0, latencies: [] };
+      bucket = { requests: 0, errors: 0, latencies: [] };
       minutes.set(minute, bucket);
       // Once a minute per model at most: drop what fell out of the retention window.
       const oldest = minute - this.#retentionMinutes * MINUTE_MS;
