@@ -1,6 +1,6 @@
 import type { InferenceMetric, MetricsSink } from "#core/metrics/inference-metric.ts";
 import { METRIC_DIMENSIONS, METRICS } from "#core/metrics/names.ts";
-import { type EmfOutput, EmfShape, EmfShapes, stdoutEmf } from "./emf.ts";
+import { type EmfOutput, EmfShape, stdoutEmf } from "./emf.ts";
 
 export interface EmfMetricsSinkOptions {
   /** The `function_name` dimension of the cold start metrics; unset, they have none. */
@@ -43,7 +43,10 @@ function successDirectives(fetched: boolean, created: boolean) {
     { dimensions: [backend], metrics: [METRICS.latency] },
   ];
 }
-const successShapes = new EmfShapes();
+/** The four success shapes, by whether the request fetched the artifact and created the session. */
+const SUCCESS_SHAPES = [false, true].flatMap((fetched) =>
+  [false, true].map((created) => new EmfShape(successDirectives(fetched, created))),
+);
 
 /** A failure's line: the request by model, version and backend, its count under its reason as well. */
 const failureShape = new EmfShape([
@@ -82,21 +85,19 @@ export class EmfMetricsSink implements MetricsSink {
     if (metric.coldStart) this.#recordColdStart(metric.initUs);
     if (metric.model === undefined || metric.version === undefined || metric.backend === undefined) {
       if (metric.reason === undefined) return;
-      this.#output(unresolvedShape.line({ reason: metric.reason, [METRICS.failures.name]: 1 }));
+      this.#output(unresolvedShape.line({ [reason]: metric.reason, [METRICS.failures.name]: 1 }));
       return;
     }
-    const dimensions = { model: metric.model, version: String(metric.version), backend: metric.backend };
-    const bytes = {
-      [METRICS.requests.name]: 1,
-      [METRICS.requestBytes.name]: metric.requestBytes,
-      [METRICS.responseBytes.name]: metric.responseBytes,
-    };
     if (metric.outcome !== "success") {
       this.#output(
         failureShape.line({
-          ...dimensions,
-          reason: metric.reason ?? "internal",
-          ...bytes,
+          [model]: metric.model,
+          [version]: String(metric.version),
+          [backend]: metric.backend,
+          [reason]: metric.reason ?? "internal",
+          [METRICS.requests.name]: 1,
+          [METRICS.requestBytes.name]: metric.requestBytes,
+          [METRICS.responseBytes.name]: metric.responseBytes,
           [METRICS.failures.name]: 1,
         }),
       );
@@ -104,11 +105,15 @@ export class EmfMetricsSink implements MetricsSink {
     }
     const fetched = metric.artifactFetchUs > 0;
     const created = metric.sessionCreateUs > 0;
-    const shape = successShapes.get(`${fetched} ${created}`, () => successDirectives(fetched, created));
+    const shape = SUCCESS_SHAPES[(fetched ? 2 : 0) + (created ? 1 : 0)] as EmfShape;
     this.#output(
       shape.line({
-        ...dimensions,
-        ...bytes,
+        [model]: metric.model,
+        [version]: String(metric.version),
+        [backend]: metric.backend,
+        [METRICS.requests.name]: 1,
+        [METRICS.requestBytes.name]: metric.requestBytes,
+        [METRICS.responseBytes.name]: metric.responseBytes,
         [METRICS.successes.name]: 1,
         [METRICS.latency.name]: metric.totalUs / 1000,
         [METRICS.registryLatency.name]: metric.registryUs / 1000,
