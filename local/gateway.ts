@@ -42,7 +42,6 @@
 import { randomUUID } from "node:crypto";
 import {
   createServer,
-  request as httpRequest,
   type IncomingMessage,
   type Server,
   type ServerResponse,
@@ -57,6 +56,7 @@ import { PROMETHEUS_CONTENT_TYPE } from "#core/metrics/prometheus.ts";
 import { safeDecode } from "#core/v2/routes.ts";
 import { CONSOLE_HEADERS, consoleCsp } from "../console/headers.ts";
 import { readBody } from "../containers/gpu/read-body.ts";
+import { proxyRequest } from "./proxy.ts";
 
 export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
@@ -131,6 +131,8 @@ const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
 const OPEN_ROUTES = new Set(["GET /v2/health/live", "GET /v2/health/ready"]);
 const METRICS_PATH = "/metrics";
 const CONSOLE_PATH = "/console";
+/** The local console's policy: the same for every page, built once. */
+const CONSOLE_CSP = consoleCsp();
 const ACCOUNT_ID = "000000000000";
 const REGION = "us-east-1";
 // How long a refused body is drained before the answer goes out anyway (with Connection: close).
@@ -476,7 +478,7 @@ async function serveConsole(
   path: string,
 ): Promise<void> {
   req.resume();
-  res.setHeader("Content-Security-Policy", consoleCsp());
+  res.setHeader("Content-Security-Policy", CONSOLE_CSP);
   for (const [name, value] of Object.entries(CONSOLE_HEADERS)) res.setHeader(name, value);
   if (method !== "GET" && method !== "HEAD") {
     res.setHeader("Allow", "GET, HEAD");
@@ -525,37 +527,18 @@ const HOP_HEADERS = new Set(["connection", "keep-alive", "proxy-connection", "tr
  */
 function forwardToStorage(endpoint: string, req: IncomingMessage, res: ServerResponse): void {
   const upstreamUrl = new URL(endpoint);
-  const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value !== undefined && !HOP_HEADERS.has(name)) headers[name] = value;
-  }
-  headers.host = upstreamUrl.host;
-  const upstream = httpRequest(
+  proxyRequest(
+    req,
+    res,
     {
       host: upstreamUrl.hostname,
       port: upstreamUrl.port,
-      method: req.method,
-      path: req.url,
-      headers,
+      hostHeader: upstreamUrl.host,
+      dropHeaders: HOP_HEADERS,
     },
-    (answer) => {
-      const answerHeaders: Record<string, string | string[]> = {};
-      for (const [name, value] of Object.entries(answer.headers)) {
-        if (value !== undefined && !HOP_HEADERS.has(name)) answerHeaders[name] = value;
-      }
-      res.writeHead(answer.statusCode ?? 502, answerHeaders);
-      answer.pipe(res);
-      answer.on("error", () => res.destroy());
-    },
+    undefined,
+    (unanswered) => sendGatewayError(unanswered, 502, "The S3 endpoint did not answer", "BadGateway"),
   );
-  upstream.on("error", () => {
-    if (res.headersSent) res.destroy();
-    else sendGatewayError(res, 502, "The S3 endpoint did not answer", "BadGateway");
-  });
-  res.on("close", () => {
-    if (!res.writableFinished) upstream.destroy();
-  });
-  req.pipe(upstream);
 }
 
 interface HeaderMaps {

@@ -13,7 +13,6 @@ import { randomUUID, timingSafeEqual } from "node:crypto";
 import {
   Agent,
   createServer,
-  request as httpRequest,
   type IncomingHttpHeaders,
   type IncomingMessage,
   type Server,
@@ -29,6 +28,7 @@ import {
 } from "@smithy/signature-v4";
 import type { AwsCredentialIdentity, HeaderBag, HttpRequest, QueryParameterBag } from "@smithy/types";
 import { listen } from "./gateway.ts";
+import { proxyRequest } from "./proxy.ts";
 
 export interface SignatureGateOptions {
   /** Public port; 0 picks a free one. */
@@ -384,29 +384,13 @@ function forward(
   upstreamPort: number,
   agent: Agent,
 ): void {
-  const headers: IncomingHttpHeaders = {};
-  for (const [name, value] of Object.entries(req.headers)) if (!HOP_HEADERS.has(name)) headers[name] = value;
-  const upstream = httpRequest(
-    { host: "127.0.0.1", port: upstreamPort, method: req.method, path: req.url, headers, agent },
-    (answer) => {
-      const answerHeaders: IncomingHttpHeaders = {};
-      for (const [name, value] of Object.entries(answer.headers)) {
-        if (!HOP_HEADERS.has(name)) answerHeaders[name] = value;
-      }
-      res.writeHead(answer.statusCode ?? 502, answerHeaders);
-      answer.pipe(res);
-      answer.on("error", () => res.destroy());
-    },
+  proxyRequest(
+    req,
+    res,
+    { host: "127.0.0.1", port: upstreamPort, agent, dropHeaders: HOP_HEADERS },
+    body,
+    (unanswered) => sendError(unanswered, 502, "InternalError", "The S3/SQS emulator did not answer."),
   );
-  upstream.on("error", () => {
-    if (res.headersSent) res.destroy();
-    else sendError(res, 502, "InternalError", "The S3/SQS emulator did not answer.");
-  });
-  res.on("close", () => {
-    if (!res.writableFinished) upstream.destroy();
-  });
-  if (body === undefined) req.pipe(upstream);
-  else upstream.end(body);
 }
 
 function refuse(req: IncomingMessage, res: ServerResponse, error: unknown): void {

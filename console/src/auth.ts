@@ -27,6 +27,8 @@ export interface CredentialField {
   readonly label: string;
   readonly hint: string;
   readonly secret: boolean;
+  /** The form may leave it empty (a default applies). */
+  readonly optional?: boolean;
 }
 
 export class CredentialsError extends Error {
@@ -133,7 +135,13 @@ export function sigv4Auth(defaultRegion: string): Auth {
       },
       { name: "secretAccessKey", label: "Secret access key", hint: "", secret: true },
       { name: "sessionToken", label: "Session token", hint: "", secret: true },
-      { name: "region", label: "Region", hint: `The API's region (${defaultRegion}).`, secret: false },
+      {
+        name: "region",
+        label: "Region",
+        hint: `The API's region (${defaultRegion}).`,
+        secret: false,
+        optional: true,
+      },
       API_KEY_FIELD,
     ],
     signedIn: () => saved !== undefined,

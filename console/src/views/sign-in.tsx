@@ -20,7 +20,7 @@ function Field(props: { field: CredentialField; value: string; onInput: (value: 
       {field.secret ? (
         <input {...common} type="password" required />
       ) : (
-        <input {...common} type="text" spellcheck={false} required={field.name !== "region"} />
+        <input {...common} type="text" spellcheck={false} required={!field.optional} />
       )}
       {field.hint !== "" && (
         <span id={`${id}-hint`} class="hint">

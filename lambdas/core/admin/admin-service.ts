@@ -6,6 +6,7 @@ import {
   ModelNotFoundError,
   RouteNotFoundError,
 } from "#core/errors.ts";
+import type { JobObjects } from "#core/jobs/jobs.ts";
 import { type FigureSeries, MINUTE_MS, type ModelFigures } from "#core/metrics/figures.ts";
 import {
   ALIAS_PATTERN,
@@ -48,14 +49,7 @@ export class NotImplementedError extends MaasError {
  * Presigned uploads into the model bucket, for publishing from a browser. URLs may be relative to the
  * API's origin (the local gateway forwards them to its S3 endpoint) or absolute (S3 itself).
  */
-export interface VersionUploads {
-  presignPut(key: string, expiresSeconds: number): Promise<string>;
-  /** Starts a multipart upload and presigns its parts and its completion. */
-  presignMultipart(
-    key: string,
-    parts: number,
-    expiresSeconds: number,
-  ): Promise<{ uploadId: string; partUrls: string[]; completeUrl: string }>;
+export interface VersionUploads extends Pick<JobObjects, "presignPut" | "presignMultipart"> {
   /** Whether an object is at `key`. */
   exists(key: string): Promise<boolean>;
 }
@@ -207,13 +201,7 @@ const UPLOADS_EXAMPLE = '{"files": ["maas.json", "tokenizer.json", "model.onnx"]
 /** One file's place to upload: a presigned PUT, or the parts of a multipart upload and its completion. */
 export type VersionUpload =
   | { readonly file: string; readonly key: string; readonly url: string }
-  | {
-      readonly file: string;
-      readonly key: string;
-      readonly uploadId: string;
-      readonly partUrls: readonly string[];
-      readonly completeUrl: string;
-    };
+  | ({ readonly file: string; readonly key: string } & Awaited<ReturnType<JobObjects["presignMultipart"]>>);
 
 /** Registration reads the manifest and the files it names when model.onnx arrives: the model goes last. */
 function uploadOrder(a: { name: string }, b: { name: string }): number {
