@@ -56,16 +56,28 @@ export function responseOutput(result: APIGatewayProxyResult, name: string): z.i
   return found;
 }
 
+/** One call of the handler as Lambda makes it, timed without building its context; anything but a 200 throws. */
+async function callTimed(
+  handler: ProxyHandler,
+  event: APIGatewayProxyEvent,
+): Promise<{ result: APIGatewayProxyResult; ms: number }> {
+  // Lambda hands the handler its context: building it is not the handler's time.
+  const context = lambdaContext("bench", Date.now());
+  const start = performance.now();
+  const result = await handler(event, context);
+  const ms = performance.now() - start;
+  // The handler writes its log line after answering: let it finish outside the timing.
+  await new Promise((logged) => setImmediate(logged));
+  if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
+  return { result, ms };
+}
+
 /** Calls the handler as Lambda would; anything but a 200 throws. */
 export async function callHandler(
   handler: ProxyHandler,
   event: APIGatewayProxyEvent,
 ): Promise<APIGatewayProxyResult> {
-  const result = await handler(event, lambdaContext("bench", Date.now()));
-  // The handler writes its log line after answering: let it finish outside the timing.
-  await new Promise((logged) => setImmediate(logged));
-  if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
-  return result;
+  return (await callTimed(handler, event)).result;
 }
 
 /** `iterations` timed calls of the handler, in ms; anything but a 200 throws. */
@@ -75,14 +87,6 @@ export async function timeHandler(
   iterations: number,
 ): Promise<number[]> {
   const times: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    // Lambda hands the handler its context: building it is not the handler's time.
-    const context = lambdaContext("bench", Date.now());
-    const start = performance.now();
-    const result = await handler(event, context);
-    times.push(performance.now() - start);
-    await new Promise((logged) => setImmediate(logged));
-    if (result.statusCode !== 200) throw new Error(`handler answered ${result.statusCode}: ${result.body}`);
-  }
+  for (let i = 0; i < iterations; i++) times.push((await callTimed(handler, event)).ms);
   return times;
 }

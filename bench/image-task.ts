@@ -15,6 +15,7 @@ import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { APIGatewayProxyEvent } from "aws-lambda";
 import { build } from "esbuild";
@@ -48,6 +49,7 @@ const WARMUP = Math.min(10, ITERATIONS);
 export const IMAGE_MODEL = "textdir-bench";
 const TOKENIZER = new URL("../models/fixtures/bert-uncased/tokenizer.json", import.meta.url);
 const SPEC = PADDLE_CLS_IMAGE;
+const execFileAsync = promisify(execFile);
 const [PHOTO_WIDTH, PHOTO_HEIGHT] = [640, 480];
 
 type Form = "image binary" | "tensor binary" | "image JSON" | "tensor JSON";
@@ -299,24 +301,29 @@ export async function benchColdLibraries(): Promise<void> {
   try {
     const image = join(scratch, "photo.jpg");
     await writeFile(image, await photo(1));
-    const runs = {
-      sharp: [image, String(SPEC.size[0]), String(SPEC.size[1])],
-      "@huggingface/tokenizers": [new URL(TOKENIZER).pathname],
-    };
+    const runs = [
+      {
+        mode: "sharp",
+        library: "sharp",
+        args: [image],
+        use: `preprocessImages, 1 × ${PHOTO_WIDTH}x${PHOTO_HEIGHT} JPEG to 48 x 192`,
+      },
+      {
+        mode: "tokenizers",
+        library: "@huggingface/tokenizers",
+        args: [fileURLToPath(TOKENIZER)],
+        use: "loadTextTokenizer (bert-base-uncased) + encode 1 sentence",
+      },
+    ] as const;
     const rows: string[][] = [];
-    for (const [library, args] of Object.entries(runs)) {
+    for (const { mode, library, args, use } of runs) {
       const samples: { importMs: number; firstUseMs: number; warmMs: number }[] = [];
       for (let i = 0; i < COLD_SAMPLES; i++) {
-        const mode = library === "sharp" ? "sharp" : "tokenizers";
-        const { stdout } = await promisify(execFile)(process.execPath, [child, mode, ...args]);
+        const { stdout } = await execFileAsync(process.execPath, [child, mode, ...args]);
         samples.push(JSON.parse(stdout.trim().split("\n").at(-1) ?? "null"));
       }
       const p50 = (key: "importMs" | "firstUseMs" | "warmMs") =>
         formatMs(median(samples.map((sample) => sample[key])));
-      const use =
-        library === "sharp"
-          ? `preprocessImages, 1 × ${PHOTO_WIDTH}x${PHOTO_HEIGHT} JPEG to 48 x 192`
-          : "loadTextTokenizer (bert-base-uncased) + encode 1 sentence";
       rows.push([library, p50("importMs"), p50("firstUseMs"), p50("warmMs"), use]);
     }
     console.log(

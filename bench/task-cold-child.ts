@@ -1,19 +1,19 @@
 /**
  * One task library's cold start, in a fresh process (bundled by bench/image-task.ts as the function's
  * asset is, the library external; run with plain node):
- *   sharp <image file> <height> <width>   import sharp, then pre-process the image as an image task's
- *                                         first request does (preprocessImages), then once more warm
+ *   sharp <image file>                    import sharp, then pre-process the image as PaddleOCR's
+ *                                         classifier's first request does (preprocessImages), then
+ *                                         once more warm
  *   tokenizers <tokenizer.json>           import @huggingface/tokenizers, then build the tokenizer and
  *                                         encode a sentence (loadTextTokenizer), then encode once more
  * Prints one JSON line of timings in milliseconds: importMs, firstUseMs, warmMs.
  */
 import { readFile } from "node:fs/promises";
-import type { ImageSpec } from "#core/model.ts";
 import { preprocessImages } from "#core/tasks/image.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
 import { PADDLE_CLS_IMAGE } from "../models/paddle-ocr.ts";
 
-const [mode, file = "", height = "48", width = "192"] = process.argv.slice(2);
+const [mode, file = ""] = process.argv.slice(2);
 
 async function timed(work: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
@@ -23,10 +23,9 @@ async function timed(work: () => Promise<unknown>): Promise<number> {
 
 async function sharp(path: string) {
   const image = await readFile(path);
-  const spec: ImageSpec = { ...PADDLE_CLS_IMAGE, size: [Number(height), Number(width)] };
   const importMs = await timed(() => import("sharp"));
-  const firstUseMs = await timed(() => preprocessImages([image], spec));
-  const warmMs = await timed(() => preprocessImages([image], spec));
+  const firstUseMs = await timed(() => preprocessImages([image], PADDLE_CLS_IMAGE));
+  const warmMs = await timed(() => preprocessImages([image], PADDLE_CLS_IMAGE));
   return { importMs, firstUseMs, warmMs };
 }
 

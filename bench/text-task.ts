@@ -21,6 +21,7 @@ import { readFileSync } from "node:fs";
 import { Logger } from "@aws-lambda-powertools/logger";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import type { APIGatewayProxyEvent } from "aws-lambda";
+import { uploadKey } from "#core/registry/manifest.ts";
 import { isServable } from "#core/registry/registry.ts";
 import type { TextBatch } from "#core/tasks/task.ts";
 import { loadTextTokenizer } from "#core/tasks/tokenizer.ts";
@@ -136,7 +137,7 @@ async function publish(
   await stack.emulators.s3Client().send(
     new PutObjectCommand({
       Bucket: stack.bucket,
-      Key: `models/${model}/1/tokenizer.json`,
+      Key: uploadKey(model, 1, "tokenizer.json"),
       // Trailing whitespace only: a sha256 of its own, so each model's first text request loads a tokenizer.
       Body: TOKENIZER + "\n".repeat(index),
     }),
@@ -144,7 +145,7 @@ async function publish(
   const version = await stack.publish(
     model,
     1,
-    buildBertClassifierModel({ labels: LABELS.length, ...shape, heads: 12, seed: 7 }),
+    buildBertClassifierModel({ labels: LABELS.length, ...shape, seed: 7 }),
     {
       manifest: {
         task: "text-classification",
