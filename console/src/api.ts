@@ -27,7 +27,7 @@ export class ApiError extends Error {
 }
 
 /** The message a failed response carries (`{"error": "..."}` and its relatives), else its status. */
-export async function errorFrom(response: Response): Promise<ApiError> {
+async function errorFrom(response: Response): Promise<ApiError> {
   const text = await response.text().catch(() => "");
   let message = text.trim();
   try {

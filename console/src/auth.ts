@@ -75,7 +75,7 @@ const API_KEY_FIELD: CredentialField = {
 };
 
 /** The local stack's keys: x-api-key on every call, the admin key for /admin and the API key for the rest. */
-export function keyAuth(): Auth {
+function keyAuth(): Auth {
   let saved = load(keyCredentials);
   return {
     mode: "key",
@@ -120,7 +120,7 @@ const TEMPORARY_KEY_ID = /^ASIA[A-Z0-9]{12,124}$/;
  * AWS: /admin signed with SigV4 (service execute-api) from temporary credentials, as
  * `aws configure export-credentials` prints them; long-lived keys are refused.
  */
-export function sigv4Auth(defaultRegion: string): Auth {
+function sigv4Auth(defaultRegion: string): Auth {
   let saved = load(sigv4Credentials);
   // aws4fetch loads only in this mode, on the first signed call.
   let client: Promise<{ fetch: (url: string, init?: RequestInit) => Promise<Response> }> | undefined;

@@ -51,7 +51,7 @@ export function useResource<T>(load: () => Promise<T>, key: string, refreshMs?: 
   };
 }
 
-export function messageOf(error: unknown): string {
+function messageOf(error: unknown): string {
   if (error instanceof ApiError || error instanceof Error) return error.message;
   return String(error);
 }

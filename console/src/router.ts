@@ -11,7 +11,7 @@ export type Route =
 
 const TABS: readonly ModelTab[] = ["overview", "try", "figures"];
 
-export function parseRoute(hash: string): Route {
+function parseRoute(hash: string): Route {
   const parts = hash
     .replace(/^#\/?/, "")
     .split("/")

@@ -74,6 +74,10 @@ export const versionSchema = z.object({
 });
 export type VersionRecord = z.infer<typeof versionSchema>;
 
+/** Whether the version answers infer requests (an optimizing version serves its original). */
+export const servable = (version: VersionRecord): boolean =>
+  version.status === "ready" || version.status === "optimizing";
+
 export const modelsSchema = z.object({
   models: z.array(z.object({ name: z.string(), versions: z.array(z.number()) })),
 });

@@ -9,7 +9,7 @@ const MAX_GENERATED_ELEMENTS = 65_536;
 export type Nested = unknown[] | string | number | boolean | null;
 
 /** The concrete shape a generated input takes for a declared one. */
-export function concreteShape(shape: readonly number[]): number[] {
+function concreteShape(shape: readonly number[]): number[] {
   return shape.map((dim) => (dim >= 0 ? dim : DYNAMIC_DIM));
 }
 

@@ -209,6 +209,8 @@ export interface ModelVersion {
 /** Model names are path segments and registry keys: keep them to a safe alphabet. */
 export const MODEL_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const ALIAS_PATTERN = /^[a-z][a-z0-9_-]{0,63}$/;
+/** A JSON file a manifest names beside its model (`tokenizer.json`): a safe name, no path. */
+export const SIDE_FILE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.json$/;
 /** A version number as paths and keys spell it: no sign, no leading zero, at most ten digits. */
 export const VERSION_PATTERN = /^[1-9]\d{0,9}$/;
 

@@ -11,17 +11,15 @@ import {
   useResource,
 } from "../components.tsx";
 import { href, type ModelTab, navigate } from "../router.ts";
-import type { AliasRecord, TensorSpec, Variant, VersionRecord } from "../schemas.ts";
+import { type AliasRecord, servable, type TensorSpec, type Variant, type VersionRecord } from "../schemas.ts";
 import { SNIPPET_LANGUAGES, type SnippetLanguage, snippet } from "../snippets.ts";
 import { describeShape, formatBytes, formatNumber } from "../tensors.ts";
 import { FiguresPanel } from "./figures.tsx";
 import { VersionCells, VersionNotes } from "./models.tsx";
 import { exampleBody, TryIt } from "./try-it.tsx";
 
-const servable = (version: VersionRecord) => version.status === "ready" || version.status === "optimizing";
-
 /** The version a model page opens on: the default alias's, else the newest that serves, else the newest. */
-export function defaultVersion(versions: readonly VersionRecord[]): VersionRecord | undefined {
+function defaultVersion(versions: readonly VersionRecord[]): VersionRecord | undefined {
   return (
     versions.find((v) => v.aliases.includes("default")) ??
     [...versions].reverse().find(servable) ??

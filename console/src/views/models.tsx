@@ -5,14 +5,14 @@ import { ErrorMessage, Loading, StatusBadge, useResource } from "../components.t
 import { href } from "../router.ts";
 import { STATUSES, type VersionRecord } from "../schemas.ts";
 
-export interface CatalogModel {
+interface CatalogModel {
   readonly name: string;
   readonly versions: readonly VersionRecord[];
   /** Why the model's versions could not be read, if they could not. */
   readonly error?: unknown;
 }
 
-export async function loadCatalog(api: Api): Promise<CatalogModel[]> {
+async function loadCatalog(api: Api): Promise<CatalogModel[]> {
   const { models } = await api.models();
   return Promise.all(
     models.map((model) =>

@@ -4,6 +4,7 @@
  * version's status is followed until it is ready or failed.
  */
 import { useEffect, useRef, useState } from "preact/hooks";
+import { MODEL_NAME_PATTERN, SIDE_FILE_PATTERN } from "../../../lambdas/core/model.ts";
 import { type Api, ApiError } from "../api.ts";
 import { ErrorMessage, StatusBadge } from "../components.tsx";
 import { href } from "../router.ts";
@@ -11,21 +12,19 @@ import type { VersionRecord } from "../schemas.ts";
 import { formatBytes } from "../tensors.ts";
 import { partsFor, uploadFiles } from "../upload.ts";
 
-const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
-const SIDE_FILE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.json$/;
 const POLL_MS = 500;
 /** Registration and optimization of a large model take minutes; past this the page stops waiting. */
 const WAIT_LIMIT_MS = 15 * 60 * 1000;
 
 /** The chosen files by the name they are uploaded as (`model.onnx`, `maas.json`, `tokenizer.json`). */
-export function classifyFiles(files: readonly File[]): { chosen: Map<string, File>; refused: string[] } {
+function classifyFiles(files: readonly File[]): { chosen: Map<string, File>; refused: string[] } {
   const chosen = new Map<string, File>();
   const refused: string[] = [];
   for (const file of files) {
     if (file.name.toLowerCase().endsWith(".onnx")) {
       if (chosen.has("model.onnx")) refused.push(`${file.name}: one .onnx model per version`);
       else chosen.set("model.onnx", file);
-    } else if (SIDE_FILE.test(file.name)) {
+    } else if (SIDE_FILE_PATTERN.test(file.name)) {
       chosen.set(file.name, file);
     } else {
       refused.push(
@@ -88,7 +87,7 @@ export function PublishView({ api, model: initialModel }: { api: Api; model?: st
   );
 
   const suggestVersion = (model: string) => {
-    if (!MODEL_NAME.test(model)) return;
+    if (!MODEL_NAME_PATTERN.test(model)) return;
     nextVersion(api, model).then(
       (next) => setVersion(String(next)),
       () => undefined,
@@ -130,7 +129,7 @@ export function PublishView({ api, model: initialModel }: { api: Api; model?: st
     setFormError(undefined);
     const model = name.trim();
     const number = Number(version);
-    if (!MODEL_NAME.test(model)) {
+    if (!MODEL_NAME_PATTERN.test(model)) {
       setFormError(
         new Error(
           "The name takes 1-64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit.",

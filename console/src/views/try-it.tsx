@@ -6,7 +6,13 @@
 import { useEffect, useState } from "preact/hooks";
 import type { Api, InferResult } from "../api.ts";
 import { Bars, ErrorMessage, Loading, useResource } from "../components.tsx";
-import type { ModelMetadata, OutputTensor, TensorMetadata, VersionRecord } from "../schemas.ts";
+import {
+  type ModelMetadata,
+  type OutputTensor,
+  servable,
+  type TensorMetadata,
+  type VersionRecord,
+} from "../schemas.ts";
 import {
   describeShape,
   formatMs,
@@ -71,12 +77,7 @@ function readAsBase64(file: File): Promise<string> {
 }
 
 export function TryIt({ api, version }: { api: Api; version: VersionRecord }) {
-  const servable = version.status === "ready" || version.status === "optimizing";
-  const metadata = useResource(
-    () => api.metadata(version.name, version.version),
-    `${version.name}/${version.version}`,
-  );
-  if (!servable) {
+  if (!servable(version)) {
     return (
       <section class="panel" aria-labelledby="try-title">
         <h2 id="try-title">Try version {version.version}</h2>
@@ -87,6 +88,15 @@ export function TryIt({ api, version }: { api: Api; version: VersionRecord }) {
       </section>
     );
   }
+  return <TryServable api={api} version={version} />;
+}
+
+/** A version that serves: its signature read first (a version that does not serve is never asked). */
+function TryServable({ api, version }: { api: Api; version: VersionRecord }) {
+  const metadata = useResource(
+    () => api.metadata(version.name, version.version),
+    `${version.name}/${version.version}`,
+  );
   if (metadata.data === undefined) {
     return metadata.error === undefined ? (
       <Loading what="its signature" />

@@ -87,7 +87,7 @@ const ADMIN_PATH =
   /^\/admin\/models(?:\/([^/]+)(?:\/(versions|aliases|figures)(?:\/([^/]+)(?:\/(rollback|variant|capture|uploads))?)?)?)?\/?$/;
 
 /** Minutes of figures a request may ask for: a day, CloudWatch's one-minute resolution kept for 15 days. */
-export const MAX_FIGURE_MINUTES = 1440;
+const MAX_FIGURE_MINUTES = 1440;
 const figuresQuerySchema = z.object({
   minutes: z.coerce.number().int().min(1).max(MAX_FIGURE_MINUTES).default(60),
 });
@@ -199,7 +199,7 @@ const createUploadsSchema = z
 const UPLOADS_EXAMPLE = '{"files": ["maas.json", "tokenizer.json", "model.onnx"]}';
 
 /** One file's place to upload: a presigned PUT, or the parts of a multipart upload and its completion. */
-export type VersionUpload =
+type VersionUpload =
   | { readonly file: string; readonly key: string; readonly url: string }
   | ({ readonly file: string; readonly key: string } & Awaited<ReturnType<JobObjects["presignMultipart"]>>);
 

@@ -1,5 +1,5 @@
 import * as z from "zod";
-import { MODEL_NAME_PATTERN, VERSION_PATTERN } from "#core/model.ts";
+import { MODEL_NAME_PATTERN, SIDE_FILE_PATTERN, VERSION_PATTERN } from "#core/model.ts";
 import { IMAGE_CHANNELS, IMAGE_LAYOUTS, IMAGE_RESIZES, POOLINGS, TASK_KINDS } from "#core/tasks/task.ts";
 import { describeZodError, requestInputSchema } from "#core/v2/wire.ts";
 
@@ -16,8 +16,7 @@ export const captureSettingsSchema = z
   })
   .strict();
 
-/** A JSON file a manifest names beside its model (`tokenizer.json`): a safe name, no path. */
-export const SIDE_FILE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.json$/;
+export { SIDE_FILE_PATTERN } from "#core/model.ts";
 
 /** The largest version an upload key may carry: registry numbers stay 32-bit. */
 export const MAX_VERSION = 2 ** 31 - 1;
