@@ -2,11 +2,8 @@
  * The admin routes the web console adds: a model's per-minute figures, and presigned uploads that publish
  * a new version from a browser. Against the emulators: the registry in DynamoDB, the uploads in S3.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { beforeAll, describe, expect, it } from "vitest";
 import { DynamoModelRegistry } from "#aws/registry/dynamo-registry.ts";
 import {
   type AdminDeps,
@@ -27,11 +24,9 @@ import { MINUTE_MS, MinuteFigures } from "#core/metrics/figures.ts";
 import { newInferenceMetric } from "#core/metrics/inference-metric.ts";
 import type { ModelVersion } from "#core/model.ts";
 import { s3VersionUploads } from "#lambdas/admin/handler.ts";
-import { type Emulators, startEmulators } from "../../local/emulators.ts";
+import { MODEL_BUCKET, useBucketEmulators } from "../support/bucket-emulators.ts";
 import { rejectionOf, thrownBy } from "../support/rejection.ts";
 
-const TABLE = "console-registry";
-const BUCKET = "console-models";
 const NOW = Date.UTC(2026, 11, 7, 12, 30, 15);
 
 describe("matchAdminRoute: the console's routes", () => {
@@ -75,30 +70,19 @@ describe("matchAdminRoute: the console's routes", () => {
   });
 });
 
-let dataDir: string;
-let emulators: Emulators;
+const bucket = useBucketEmulators("admin-console");
 let registry: DynamoModelRegistry;
-let s3: S3Client;
 let uploads: VersionUploads;
 
-beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "maas-admin-console-"));
-  emulators = await startEmulators({ dataDir, s3Port: 0, bucket: BUCKET, table: TABLE });
-  registry = new DynamoModelRegistry(emulators.dynamoClient(), TABLE);
-  const config = {
+beforeAll(() => {
+  const { emulators } = bucket;
+  registry = new DynamoModelRegistry(emulators.dynamoClient(), "maas-registry");
+  uploads = s3VersionUploads(MODEL_BUCKET, {
     region: emulators.region,
     credentials: emulators.credentials,
     endpoint: emulators.s3Endpoint,
     forcePathStyle: true,
-  };
-  s3 = new S3Client(config);
-  uploads = s3VersionUploads(BUCKET, config);
-});
-
-afterAll(async () => {
-  s3?.destroy();
-  await emulators?.stop();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
 });
 
 function service(deps: Partial<AdminDeps> = {}): AdminService {
@@ -251,7 +235,9 @@ describe("AdminService: publish uploads", () => {
 
   it("refuses a version whose model is already uploaded but not yet registered", async () => {
     const name = uniqueName("racing");
-    await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: `models/${name}/2/model.onnx`, Body: "x" }));
+    await bucket.emulators
+      .s3Client()
+      .send(new PutObjectCommand({ Bucket: MODEL_BUCKET, Key: `models/${name}/2/model.onnx`, Body: "x" }));
 
     const error = await rejectionOf(create(name, 2, { files: ["model.onnx"] }), ConflictError);
 
