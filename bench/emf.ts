@@ -10,7 +10,7 @@ import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
 import { EmfMetricsSink } from "#aws/metrics/emf-sink.ts";
 import type { InferenceMetric } from "#core/metrics/inference-metric.ts";
 import { METRIC_DIMENSIONS, METRICS, METRICS_NAMESPACE, type MetricSpec } from "#core/metrics/names.ts";
-import { printTable } from "./stats.ts";
+import { median, printTable } from "./stats.ts";
 
 const RECORDS = Number(process.env.BENCH_EMF_RECORDS ?? 20_000);
 const ROUNDS = Number(process.env.BENCH_EMF_ROUNDS ?? 6);
@@ -80,11 +80,6 @@ function block(sink: { record(metric: InferenceMetric): void }): number {
   const start = performance.now();
   for (let i = 0; i < RECORDS; i++) sink.record(i % 10 === 9 ? failure : success);
   return ((performance.now() - start) * 1000) / RECORDS;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] as number;
 }
 
 function main() {

@@ -1,4 +1,4 @@
-// Hand-written EMF: Powertools Metrics took 49.0 µs per served request's metric lines, this 1.83 µs (npm run bench:emf, same run).
+// Hand-written EMF: Powertools Metrics took 38.3 µs per served request's metric lines, this 1.38 µs (npm run bench:emf, same run).
 import { METRICS_NAMESPACE, type MetricSpec } from "#core/metrics/names.ts";
 
 /**
