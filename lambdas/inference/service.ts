@@ -157,7 +157,7 @@ export function createInferenceParts(
     whileWaiting: () => WorkerSession.prestart(options),
   });
   const sessions = new SessionPool<WorkerSession>({
-    create: (artifact) => WorkerSession.open(artifact, options),
+    create: (artifact) => WorkerSession.open(artifact, options, { inline: true }),
     maxSessions: config.MAAS_SESSION_MAX,
     maxBytes: config.MAAS_SESSION_BYTES,
     retryAfterMs: config.MAAS_SESSION_RETRY_MS,

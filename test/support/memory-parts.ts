@@ -65,7 +65,7 @@ export function workerRunner(
   deadlineMs?: number,
 ): { runner: OnnxRunner; sessions: SessionPool<WorkerSession> } {
   const sessions = new SessionPool<WorkerSession>({
-    create: (artifact) => WorkerSession.open(artifact, sessionOptions(1)),
+    create: (artifact) => WorkerSession.open(artifact, sessionOptions(1), { inline: true }),
     maxSessions: 4,
     maxBytes: 64 * 1024 * 1024,
     retryAfterMs: 1_000,

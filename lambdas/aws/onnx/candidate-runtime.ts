@@ -4,7 +4,8 @@ import type {
   GraphOptimizationLevel,
 } from "#core/optimize/optimization.ts";
 import { fromOrtResults, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
-import { createOrtSession, loadOrt, sessionOptions } from "./runner.ts";
+import { loadOrt } from "./ort.ts";
+import { createOrtSession, sessionOptions } from "./runner.ts";
 
 /** onnxruntime for the optimizer: sessions opened exactly as the inference function opens them. */
 export class OrtCandidateRuntime implements CandidateRuntime {

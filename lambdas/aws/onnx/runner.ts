@@ -1,36 +1,13 @@
-import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import type * as Ort from "onnxruntime-node";
 import type { ArtifactRef, ServableVersion } from "#core/model.ts";
 import { DEFAULT_DEADLINE_MS, type ModelRunner, type RunOptions, type RunTimings } from "#core/runner.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { LocalArtifact } from "./artifact-cache.ts";
+import { loadOrt } from "./ort.ts";
 import { type ServingArtifacts, VariantUnavailableError } from "./serving-artifacts.ts";
 import type { SessionPool } from "./session-pool.ts";
 import { SessionLostError, type WorkerSession } from "./worker-session.ts";
-
-/** The module once loaded, or the error its load threw, which every later call throws again. */
-let ortLoad: { readonly ort: typeof Ort } | { readonly error: unknown } | undefined;
-
-/**
- * Loads onnxruntime-node on this thread, on first use: registration's and the optimizer's sessions.
- * The inference function's sessions load it in their worker threads (worker-session.ts).
- *
- * Through CommonJS `require`, which is what the package is: import() would take each of its files
- * through the ESM loader's translation, about 10 ms more of the same block on the build machine. A
- * load that fails is kept, and thrown to every caller.
- */
-export function loadOrt(): typeof Ort {
-  if (ortLoad === undefined) {
-    try {
-      ortLoad = { ort: createRequire(import.meta.url)("onnxruntime-node") as typeof Ort };
-    } catch (error) {
-      ortLoad = { error };
-    }
-  }
-  if ("error" in ortLoad) throw ortLoad.error;
-  return ortLoad.ort;
-}
 
 export function sessionOptions(intraOpThreads = availableParallelism()): Ort.InferenceSession.SessionOptions {
   return {

@@ -38,7 +38,8 @@ export interface SessionDescription {
 export type SessionWorkerReply =
   | { readonly kind: "started" }
   | ({ readonly kind: "opened" } & SessionDescription)
-  | { readonly kind: "ran"; readonly id: number; readonly outputs: NamedTensor[] }
+  /** runUs: the run in the worker, its inputs' and outputs' conversions included. */
+  | { readonly kind: "ran"; readonly id: number; readonly outputs: NamedTensor[]; readonly runUs: number }
   /** id 0: opening the session failed. */
   | { readonly kind: "failed"; readonly id: number; readonly error: { readonly message: string } };
 

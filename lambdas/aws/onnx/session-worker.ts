@@ -59,6 +59,7 @@ async function run(request: RunRequest): Promise<void> {
     runs.post({ kind: "failed", id: request.id, error: { message: "no session is open in this worker" } });
     return;
   }
+  const started = performance.now();
   try {
     const feeds = toOrtFeeds(ort, request.inputs);
     // Every output, as most requests ask: onnxruntime's own default, without its name checks.
@@ -71,7 +72,8 @@ async function run(request: RunRequest): Promise<void> {
     const transfer = outputs.flatMap(({ data }) =>
       ArrayBuffer.isView(data) ? [data.buffer as ArrayBuffer] : [],
     );
-    runs.post({ kind: "ran", id: request.id, outputs }, transfer);
+    const runUs = (performance.now() - started) * 1000;
+    runs.post({ kind: "ran", id: request.id, outputs, runUs }, transfer);
   } catch (error) {
     runs.post({ kind: "failed", id: request.id, error: failure(error) });
   }

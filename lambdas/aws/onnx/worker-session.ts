@@ -6,6 +6,7 @@ import type { RunTimings } from "#core/runner.ts";
 import { ortRunError } from "#core/tensor/ort-tensors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { LocalArtifact } from "./artifact-cache.ts";
+import { InlineRuns } from "./inline-runs.ts";
 import {
   RunChannel,
   SESSION_WORKER_BUNDLE,
@@ -83,8 +84,21 @@ function startWorker(options: Ort.InferenceSession.SessionOptions): SessionThrea
   return { worker, runs: new RunChannel(port1, runCounts, "session") };
 }
 
+/** How WorkerSession.open makes a session. */
+export interface OpenOptions {
+  /**
+   * Let short runs of a small shape-bound model run on this thread instead (inline-runs.ts).
+   * @default false
+   */
+  readonly inline?: boolean;
+  /** The longest worker run, in µs, whose shapes then run inline. @default INLINE_LIMIT_US */
+  readonly inlineLimitUs?: number;
+}
+
 interface PendingRun {
   readonly id: number;
+  /** The run's InlineShapes key, when the session may run some shapes inline. */
+  readonly shape: string | undefined;
   readonly inputs: readonly NamedTensor[];
   readonly outputs: readonly string[];
   /** What was left of the deadline when the run was asked for. */
@@ -110,7 +124,8 @@ export class SessionLostError extends BackendUnavailableError {
  * One onnxruntime session in a worker thread of its own. Runs are queued and sent one at a time; a run
  * that passes its deadline fails with a 504 and is abandoned, since onnxruntime offers no way to stop
  * a run from outside: the session is retired (`lost`) and its worker terminated once the run returns.
- * Runs queued behind it fail with SessionLostError, for the caller to retry on a new session.
+ * Runs queued behind it fail with SessionLostError, for the caller to retry on a new session. With
+ * OpenOptions.inline, a small shape-bound model's short runs are made on this thread (inline-runs.ts).
  */
 export class WorkerSession implements SessionDescription {
   readonly inputNames: readonly string[];
@@ -119,6 +134,7 @@ export class WorkerSession implements SessionDescription {
   readonly outputMetadata: readonly Ort.InferenceSession.ValueMetadata[];
   readonly #worker: Worker;
   readonly #runs: RunChannel;
+  readonly #inline: InlineRuns | undefined;
   /** How long runs have taken to come back: short ones are polled for rather than waited on. */
   readonly #replies = new SpinWindow();
   readonly #queue: PendingRun[] = [];
@@ -126,9 +142,14 @@ export class WorkerSession implements SessionDescription {
   #nextId = 1;
   #lost: Error | undefined;
 
-  private constructor({ worker, runs }: SessionThread, description: SessionDescription) {
+  private constructor(
+    { worker, runs }: SessionThread,
+    description: SessionDescription,
+    inline: InlineRuns | undefined,
+  ) {
     this.#worker = worker;
     this.#runs = runs;
+    this.#inline = inline;
     this.inputNames = description.inputNames;
     this.outputNames = description.outputNames;
     this.inputMetadata = description.inputMetadata;
@@ -160,6 +181,7 @@ export class WorkerSession implements SessionDescription {
   static async open(
     artifact: LocalArtifact,
     options: Ort.InferenceSession.SessionOptions,
+    { inline = false, inlineLimitUs }: OpenOptions = {},
   ): Promise<WorkerSession> {
     let thread: SessionThread;
     if (spare !== undefined && spareOptions === options) {
@@ -169,6 +191,10 @@ export class WorkerSession implements SessionDescription {
       thread = startWorker(options);
     }
     const { worker } = thread;
+    // Read while the worker loads: the artifact is held for this call only.
+    const inlineRuns = inline
+      ? InlineRuns.of(artifact, options, inlineLimitUs).catch(() => undefined)
+      : undefined;
     const description = await new Promise<SessionDescription>((resolve, reject) => {
       const onMessage = (reply: SessionWorkerReply) => {
         if (reply.kind === "opened") done(() => resolve(reply));
@@ -198,10 +224,15 @@ export class WorkerSession implements SessionDescription {
       await worker.terminate();
       throw error;
     });
-    const session = new WorkerSession(thread, description);
+    const session = new WorkerSession(thread, description, await inlineRuns);
     // Adding 'message' listeners refs a worker: a session held in a pool must not keep the process alive.
     worker.unref();
     return session;
+  }
+
+  /** Its runs on this thread, and why it makes none, when it was opened with OpenOptions.inline. */
+  get inline(): Pick<InlineRuns, "runs" | "refusal"> | undefined {
+    return this.#inline;
   }
 
   /** Whether the session can no longer run (a run passed its deadline, or its worker died). */
@@ -221,10 +252,17 @@ export class WorkerSession implements SessionDescription {
     timings?: RunTimings,
   ): Promise<NamedTensor[]> {
     if (this.#lost !== undefined) return Promise.reject(this.#lost);
+    const inline = this.#inline;
+    const shape = inline?.key(inputs, outputs);
+    if (shape !== undefined) {
+      const ran = inline?.run(shape, inputs, outputs, deadline, timings);
+      if (ran !== undefined) return ran;
+    }
     return new Promise<NamedTensor[]>((resolve, reject) => {
       const budgetMs = Math.max(0, deadline - Date.now());
       const pending: PendingRun = {
         id: this.#nextId++,
+        shape,
         inputs,
         outputs,
         budgetMs,
@@ -246,6 +284,7 @@ export class WorkerSession implements SessionDescription {
    */
   async release(): Promise<void> {
     this.#lose(new SessionLostError("the session was released"));
+    await this.#inline?.release();
     // A stuck worker is terminated when its run ends (#settle).
     if (stuckWorkers.has(this.#worker)) return;
     const worker = this.#worker;
@@ -296,6 +335,8 @@ export class WorkerSession implements SessionDescription {
     clearTimeout(pending.timer);
     const ran = performance.now();
     this.#replies.observe((ran - pending.mark) * 1000);
+    if (reply.kind === "ran" && pending.shape !== undefined)
+      this.#inline?.observe(pending.shape, reply.runUs);
     if (pending.timings !== undefined) {
       pending.timings.inferUs += (ran - pending.mark) * 1000;
       pending.timings.spans?.push({ name: "run", start: pending.mark, end: ran });
