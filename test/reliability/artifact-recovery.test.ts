@@ -62,7 +62,6 @@ async function objectBytes(key: string): Promise<Uint8Array | undefined> {
 /** Loses what this environment holds of a version: its sessions and its local copies, as a cold start has none. */
 async function forgetLocally(): Promise<void> {
   await stack.inference.sessions.close();
-  await stack.inference.artifacts.flushed();
   const cacheDir = join(dataDir, "artifact-cache");
   for (const name of await readdir(cacheDir)) await rm(join(cacheDir, name), { force: true });
 }

@@ -129,17 +129,32 @@ describe("WorkerSession", () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it("opens from bytes without taking them from the caller, who may still be writing them to disk", async () => {
-    // The artifact cache hands out a Buffer of its own memory, whose slice() is a view, not a copy.
+  it("moves bytes that fill their buffer to the worker, without a copy", async () => {
+    // As the artifact cache hands them out: the caller's own memory, all of it.
     const model = buildIrisModel();
     const bytes = Buffer.allocUnsafeSlow(model.byteLength);
     bytes.set(model);
-    const before = Buffer.from(bytes);
 
     const session = await WorkerSession.open(bytes, sessionOptions(1));
     try {
-      expect(bytes.byteLength).toBe(before.byteLength);
-      expect(bytes.equals(before)).toBe(true);
+      expect(bytes.buffer.byteLength).toBe(0);
+      const [label] = await session.run(irisInputs, ["label"], Date.now() + 10_000);
+      expect(label?.data).toEqual(["setosa"]);
+    } finally {
+      await session.release();
+    }
+  });
+
+  it("copies bytes that are a view into a larger buffer, leaving the buffer whole", async () => {
+    const model = buildIrisModel();
+    const shared = Buffer.alloc(model.byteLength + 64);
+    shared.set(model, 32);
+    const bytes = shared.subarray(32, 32 + model.byteLength);
+    const before = Buffer.from(shared);
+
+    const session = await WorkerSession.open(bytes, sessionOptions(1));
+    try {
+      expect(shared.equals(before)).toBe(true);
       const [label] = await session.run(irisInputs, ["label"], Date.now() + 10_000);
       expect(label?.data).toEqual(["setosa"]);
     } finally {

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
-import { mkdir, open, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { type FileHandle, mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
@@ -24,7 +24,7 @@ export interface ArtifactCacheOptions {
   readonly maxBytes: number;
   /**
    * Artifacts up to this size are downloaded into memory by `load`, which hands the verified bytes
-   * to the caller at once and writes the disk copy behind it. Larger ones stream to disk. @default 0
+   * to the caller, the disk copy written as they arrive. Larger ones stream to disk. @default 0
    */
   readonly memoryMaxBytes?: number;
   /**
@@ -36,7 +36,8 @@ export interface ArtifactCacheOptions {
 
 /**
  * A verified artifact on this machine: the file's path, or, straight after a download into memory,
- * the bytes themselves (onnxruntime creates a session from either).
+ * the bytes themselves (onnxruntime creates a session from either). Bytes are handed to one caller,
+ * whose own they are: nothing else reads them, so they may be moved to another thread.
  */
 export type LocalArtifact = string | Uint8Array;
 
@@ -65,8 +66,6 @@ export class ArtifactCache {
   /** Insertion order is recency order: a hit re-inserts its entry. */
   readonly #files = new Map<string, CachedFile>();
   readonly #downloads = new Map<string, Promise<LocalArtifact>>();
-  /** Disk copies of artifacts downloaded into memory, until they are renamed into place. */
-  readonly #writes = new Map<string, Promise<void>>();
   /** Bytes of files under their final names, including those being deleted until they are gone. */
   #bytes = 0;
   /** Bytes of downloads and disk copies in flight, counted against the budget before they write. */
@@ -111,18 +110,14 @@ export class ArtifactCache {
   /** Path of a verified local copy of the artifact, downloading it first if needed. */
   async path(ref: ArtifactRef): Promise<string> {
     const local = await this.#local(ref, false);
-    if (typeof local === "string") return local;
-    // Shared an in-memory download: its disk copy is what this caller needs.
-    await this.#writes.get(ref.sha256);
-    const cached = this.#files.get(ref.sha256);
-    if (cached === undefined)
-      throw new Error(`artifact ${ref.key} could not be written to ${this.#options.directory}`);
-    return cached.path;
+    if (typeof local !== "string") throw new Error("a download to disk returned bytes");
+    return local;
   }
 
   /**
    * A verified copy of the artifact: its cached file, or, when this call had to download an artifact
-   * of at most `memoryMaxBytes`, its bytes (the file follows; `flushed()` waits for it).
+   * of at most `memoryMaxBytes`, its bytes, this caller's own (their file is in place too, unless it
+   * could not be written).
    */
   load(ref: ArtifactRef): Promise<LocalArtifact> {
     return this.#local(ref, true);
@@ -130,7 +125,6 @@ export class ArtifactCache {
 
   async #local(ref: ArtifactRef, intoMemory: boolean): Promise<LocalArtifact> {
     await this.#scanned;
-    await this.#writes.get(ref.sha256);
     const cached = this.#files.get(ref.sha256);
     if (cached !== undefined) {
       const present = await stat(cached.path).then(
@@ -145,17 +139,15 @@ export class ArtifactCache {
       }
       if (this.#files.get(ref.sha256) === cached) this.#forget(ref.sha256);
     }
-    let download = this.#downloads.get(ref.sha256);
-    if (download === undefined) {
-      download = this.#download(ref, intoMemory).finally(() => this.#downloads.delete(ref.sha256));
-      this.#downloads.set(ref.sha256, download);
+    const shared = this.#downloads.get(ref.sha256);
+    if (shared !== undefined) {
+      // Bytes belong to the caller that started the download: the others take the file it left.
+      await shared;
+      return this.#local(ref, intoMemory);
     }
+    const download = this.#download(ref, intoMemory).finally(() => this.#downloads.delete(ref.sha256));
+    this.#downloads.set(ref.sha256, download);
     return download;
-  }
-
-  /** Resolves once every disk copy of an in-memory download has landed (or failed and been removed). */
-  async flushed(): Promise<void> {
-    while (this.#writes.size > 0) await Promise.all(this.#writes.values());
   }
 
   /** A warm container that restarted its process keeps /tmp: reuse what is already verified there. */
@@ -183,15 +175,10 @@ export class ArtifactCache {
     }
     const finalPath = join(this.#options.directory, `${ref.sha256}.onnx`);
     await this.#reserve(ref.bytes);
-    let reserved = true;
+    const reserved = true;
     try {
-      if (intoMemory && ref.bytes <= (this.#options.memoryMaxBytes ?? 0)) {
-        const bytes = await this.#fetchIntoMemory(ref);
-        // The caller gets the bytes now; the reservation passes to the write, which releases it.
-        reserved = false;
-        this.#writeBehind(ref, bytes, finalPath);
-        return bytes;
-      }
+      if (intoMemory && ref.bytes <= (this.#options.memoryMaxBytes ?? 0))
+        return await this.#fetchIntoMemory(ref, finalPath);
       await this.#fetchVerified(ref, finalPath);
       // Landed: counted as a file before its reservation is released, so its room is never handed on.
       const file: CachedFile = { path: finalPath, bytes: ref.bytes, holds: 0 };
@@ -216,58 +203,54 @@ export class ArtifactCache {
   }
 
   /**
-   * Reads the object into one buffer of the registered size, hashing as it arrives: no second copy,
-   * no disk round trip before the session can be created.
+   * Reads the object into one buffer of the registered size, hashing each block as it arrives and
+   * writing it to a part file behind that, renamed into place once verified: no disk round trip
+   * before the session can be created, and once this returns nothing reads the buffer any more, so a
+   * session's worker can take it without a copy. A failed disk write costs only the cache entry.
    */
-  async #fetchIntoMemory(ref: ArtifactRef): Promise<Uint8Array> {
-    const body = await this.#options.source.open(ref, this.#options.whileWaiting);
+  async #fetchIntoMemory(ref: ArtifactRef, finalPath: string): Promise<Uint8Array> {
+    const partPath = this.#partPath(ref);
+    const copy = await DiskCopy.create(partPath);
     const bytes = Buffer.allocUnsafeSlow(ref.bytes);
-    const hash = createHash("sha256");
-    let received = 0;
-    let hashed = 0;
-    // Flowing mode ('data' events) rather than an async iterator: no promise or tick per chunk.
-    body.on("data", (chunk: Buffer) => {
-      if (received + chunk.length > ref.bytes) {
-        body.destroy(tooLarge(ref));
-        return;
-      }
-      bytes.set(chunk, received);
-      received += chunk.length;
-      // Hashed from the buffer a block at a time, while the block is still in cache: one update per
-      // socket chunk (64 KB) cost more in calls than in hashing.
-      if (received - hashed >= HASH_BLOCK_BYTES) {
-        hash.update(bytes.subarray(hashed, received));
-        hashed = received;
-      }
-    });
-    await finished(body);
-    hash.update(bytes.subarray(hashed, received));
-    verifyAgainstRecord(ref, received, hash.digest("hex"));
+    try {
+      const body = await this.#options.source.open(ref, this.#options.whileWaiting);
+      const hash = createHash("sha256");
+      let received = 0;
+      let hashed = 0;
+      // Flowing mode ('data' events) rather than an async iterator: no promise or tick per chunk.
+      body.on("data", (chunk: Buffer) => {
+        if (received + chunk.length > ref.bytes) {
+          body.destroy(tooLarge(ref));
+          return;
+        }
+        bytes.set(chunk, received);
+        received += chunk.length;
+        // Hashed from the buffer a block at a time, while the block is still in cache: one update per
+        // socket chunk (64 KB) cost more in calls than in hashing.
+        if (received - hashed >= HASH_BLOCK_BYTES) {
+          hash.update(bytes.subarray(hashed, received));
+          copy.write(bytes, hashed, received);
+          hashed = received;
+        }
+      });
+      await finished(body);
+      hash.update(bytes.subarray(hashed, received));
+      verifyAgainstRecord(ref, received, hash.digest("hex"));
+      copy.write(bytes, hashed, received);
+    } catch (error) {
+      await copy.discard();
+      throw error;
+    }
+    if (await copy.landAt(finalPath)) {
+      this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes, holds: 0 });
+      this.#bytes += ref.bytes;
+    }
     return bytes;
   }
 
   /** A fresh name beside the final one: concurrent writers never share a part file. */
   #partPath(ref: ArtifactRef): string {
     return join(this.#options.directory, `${ref.sha256}.${randomUUID()}.part`);
-  }
-
-  /** Writes verified bytes to a part file and renames it into place; a failure only costs the cache entry. */
-  #writeBehind(ref: ArtifactRef, bytes: Uint8Array, finalPath: string): void {
-    const partPath = this.#partPath(ref);
-    const write = writeFile(partPath, bytes, { flag: "wx" })
-      .then(() => rename(partPath, finalPath))
-      .then(
-        () => {
-          this.#files.set(ref.sha256, { path: finalPath, bytes: ref.bytes, holds: 0 });
-          this.#bytes += ref.bytes;
-        },
-        () => unlink(partPath).catch(() => undefined),
-      )
-      .finally(() => {
-        this.#unreserve(ref.bytes);
-        this.#writes.delete(ref.sha256);
-      });
-    this.#writes.set(ref.sha256, write);
   }
 
   async #fetchVerified(ref: ArtifactRef, finalPath: string): Promise<void> {
@@ -347,6 +330,75 @@ export class ArtifactCache {
     this.#files.delete(sha256);
     this.#bytes -= file.bytes;
     this.#admit();
+  }
+}
+
+/**
+ * A part file written from a buffer a block at a time, in order, one write in flight; the first
+ * failure stops the copy, which then never lands. The buffer must not change until the copy lands or
+ * is discarded.
+ */
+class DiskCopy {
+  readonly #path: string;
+  readonly #file: FileHandle | undefined;
+  #writes: Promise<boolean>;
+
+  private constructor(path: string, file: FileHandle | undefined) {
+    this.#path = path;
+    this.#file = file;
+    this.#writes = Promise.resolve(file !== undefined);
+  }
+
+  /** A copy at `path`, a new file; one that cannot be created is a copy that never lands. */
+  static async create(path: string): Promise<DiskCopy> {
+    return new DiskCopy(path, await open(path, "wx").catch(() => undefined));
+  }
+
+  /** Queues bytes [start, end) of `buffer`, at the same offset in the file. */
+  write(buffer: Uint8Array, start: number, end: number): void {
+    const file = this.#file;
+    if (file === undefined || end <= start) return;
+    this.#writes = this.#writes.then(
+      (ok) =>
+        ok &&
+        file.write(buffer, start, end - start, start).then(
+          () => true,
+          () => false,
+        ),
+    );
+  }
+
+  /** Waits for the writes and renames the file to `finalPath`; false (and no file) if any step failed. */
+  async landAt(finalPath: string): Promise<boolean> {
+    const written = await this.#writes;
+    const closed = await this.#close();
+    if (
+      written &&
+      closed &&
+      (await rename(this.#path, finalPath).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return true;
+    await unlink(this.#path).catch(() => undefined);
+    return false;
+  }
+
+  /** Waits for the writes (they read the buffer) and removes the file. */
+  async discard(): Promise<void> {
+    await this.#writes;
+    await this.#close();
+    await unlink(this.#path).catch(() => undefined);
+  }
+
+  #close(): Promise<boolean> {
+    return this.#file === undefined
+      ? Promise.resolve(false)
+      : this.#file.close().then(
+          () => true,
+          () => false,
+        );
   }
 }
 
