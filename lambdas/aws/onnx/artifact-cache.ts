@@ -175,7 +175,6 @@ export class ArtifactCache {
     }
     const finalPath = join(this.#options.directory, `${ref.sha256}.onnx`);
     await this.#reserve(ref.bytes);
-    const reserved = true;
     try {
       if (intoMemory && ref.bytes <= (this.#options.memoryMaxBytes ?? 0))
         return await this.#fetchIntoMemory(ref, finalPath);
@@ -186,7 +185,7 @@ export class ArtifactCache {
       this.#bytes += ref.bytes;
       return this.#handOut(file);
     } finally {
-      if (reserved) this.#unreserve(ref.bytes);
+      this.#unreserve(ref.bytes);
     }
   }
 
