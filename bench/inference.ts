@@ -147,8 +147,8 @@ interface Bundles {
 }
 
 /**
- * The handler and the bench's children, bundled like the Lambda asset (onnxruntime-node and the
- * SageMaker client external; see lib/maas-function.ts), inside node_modules so that those resolve.
+ * The handler and the bench's children, bundled like the Lambda asset (onnxruntime-node, sharp and the
+ * lazily loaded packages external; see lib/maas-function.ts), inside node_modules so that those resolve.
  */
 async function buildBundles(): Promise<Bundles> {
   const outDir = join(process.cwd(), "node_modules", ".cache", "maas-bench");
@@ -157,7 +157,9 @@ async function buildBundles(): Promise<Bundles> {
     platform: "node",
     format: "esm",
     target: "node22",
-    external: ["onnxruntime-node", ...LAZY_MODULES] as string[],
+    // sharp as MaasFunction.withSharp ships it: beside the handler, not inside (its JavaScript, with
+    // semver and its colour library, is 128 KB the asset's cold start does not parse).
+    external: ["onnxruntime-node", "sharp", ...LAZY_MODULES] as string[],
     banner: {
       js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
     },

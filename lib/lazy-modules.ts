@@ -1,8 +1,9 @@
 /**
  * Packages the inference and jobs handlers load on first use only, bundled beside them rather than in
  * them, so that cold starts do not parse them: the SageMaker client (sagemaker-target requests),
- * asynchronous inference's clients (its routes and jobs) and the tokenizer library (text tasks). Bundled in, these took the inference
- * handler's import from 85 to 247 ms. The bench bundles the handler the same way.
+ * asynchronous inference's clients (its routes and jobs), the tokenizer library (text tasks) and the
+ * ONNX decoder (inline runs' check). Bundled in, the first four took the inference handler's import
+ * from 85 to 247 ms. The bench bundles the handler the same way.
  */
 export const LAZY_MODULES = [
   "@aws-sdk/client-sagemaker-runtime",
@@ -14,4 +15,6 @@ export const LAZY_MODULES = [
   "@aws-sdk/lib-storage",
   // Text task versions' tokenizers (issue 19): parsed only when a text model is first served.
   "@huggingface/tokenizers",
+  // The ONNX schema's decoder: parsed only when a small model is checked for inline runs.
+  "onnx-proto",
 ] as const;

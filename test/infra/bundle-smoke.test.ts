@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { Logger } from "@aws-lambda-powertools/logger";
 import {
@@ -327,6 +328,21 @@ describe("synthesized bundles (x86_64) against the local emulators", () => {
     expect(handlerCode).not.toContain("ListObjectsV2Command");
     expect(handlerCode).not.toContain("ListQueuesCommand");
     expect(handlerCode).not.toContain("TransactWriteCommand");
+  });
+
+  it("keeps the ONNX decoder beside the inference handler, where the inline-runs check loads it from", async () => {
+    const asset = deployed(stacks.service.inference).asset;
+    const handlerCode = await readFile(join(asset.directory, "index.mjs"), "utf8");
+    // A message of the ONNX schema that nothing of ours names: only onnx-proto's code carries it.
+    expect(handlerCode).not.toContain("TensorShapeProto");
+
+    const decoder = join(asset.directory, "node_modules", "onnx-proto", "index.mjs");
+    const { default: onnxProto } = (await import(pathToFileURL(decoder).href)) as {
+      default: typeof import("onnx-proto");
+    };
+    const model = onnxProto.onnx.ModelProto.decode(buildIrisModel());
+
+    expect(model.graph?.node?.map((node) => node.opType)).toContain("MatMul");
   });
 
   it("inference serves a sagemaker-target version with the SageMaker client bundled beside it, not in it", async () => {

@@ -194,12 +194,13 @@ export class InlineRuns {
     this.#bytes = undefined;
     if (bytes === undefined) return;
     try {
-      // Loaded only here: the ONNX schema's decoder costs about 20 ms to load, once a process.
-      const [{ decodeModel }, { shapeBound }] = await Promise.all([
-        import("#core/onnx/graph.ts"),
+      // Loaded only here, and beside the function's bundle rather than in it (lib/lazy-modules.ts): the
+      // ONNX schema's decoder is 113 KB of JavaScript that a cold start would otherwise parse.
+      const [{ default: onnxProto }, { shapeBound }] = await Promise.all([
+        import("onnx-proto"),
         import("#core/onnx/shape-bound.ts"),
       ]);
-      const verdict = shapeBound(decodeModel(bytes));
+      const verdict = shapeBound(onnxProto.onnx.ModelProto.decode(bytes));
       if (!verdict.bound) {
         this.#refusal = verdict.reason;
         return;

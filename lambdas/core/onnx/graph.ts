@@ -1,4 +1,5 @@
 import onnxProto from "onnx-proto";
+import { subgraphs } from "./nodes.ts";
 
 /** Small tools for rewriting ONNX graphs on the protobuf: the quantizer and the fp16 converter share them. */
 
@@ -13,8 +14,7 @@ export type AttributeProto = onnxProto.onnx.IAttributeProto;
 export const DataType = onnx.TensorProto.DataType;
 export const AttributeType = onnx.AttributeProto.AttributeType;
 
-/** Domain of onnxruntime's contrib operators. */
-export const MICROSOFT_DOMAIN = "com.microsoft";
+export { MICROSOFT_DOMAIN, subgraphs } from "./nodes.ts";
 
 type Long = { toNumber(): number };
 export const toNumber = (value: number | Long | null | undefined): number =>
@@ -114,15 +114,6 @@ export function namesReadBySubgraphs(graph: GraphProto): Set<string> {
   };
   for (const node of graph.node ?? []) for (const sub of subgraphs(node)) visit(sub);
   return read;
-}
-
-export function subgraphs(node: NodeProto): GraphProto[] {
-  const graphs: GraphProto[] = [];
-  for (const entry of node.attribute ?? []) {
-    if (entry.g) graphs.push(entry.g);
-    for (const sub of entry.graphs ?? []) graphs.push(sub);
-  }
-  return graphs;
 }
 
 /** Hands out names unused in the graph, so inserted nodes and tensors never collide with existing ones. */

@@ -1,4 +1,5 @@
-import { DataType, MICROSOFT_DOMAIN, type ModelProto, subgraphs } from "./graph.ts";
+import type { ModelProto } from "./graph.ts";
+import { MICROSOFT_DOMAIN, STRING_ELEMENT, subgraphs } from "./nodes.ts";
 
 /**
  * Whether a model is "shape-bound": every tensor a run makes has a size that follows from the
@@ -77,7 +78,7 @@ export function shapeBound(model: ModelProto): ShapeBound {
   const inputs = new Set((graph.input ?? []).map((value) => value.name ?? ""));
   for (const value of graph.input ?? []) {
     // A string's work follows its length, which no shape says.
-    if (value.type?.tensorType?.elemType === DataType.STRING && !initializers.includes(value.name ?? ""))
+    if (value.type?.tensorType?.elemType === STRING_ELEMENT && !initializers.includes(value.name ?? ""))
       return { bound: false, reason: `input '${value.name}' is a string tensor` };
   }
   // Initializers a caller could override (listed among the inputs, as older exporters do) are not constant.
