@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
-import { type FileHandle, mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
+import { createWriteStream, type WriteStream } from "node:fs";
+import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
@@ -209,7 +210,7 @@ export class ArtifactCache {
    */
   async #fetchIntoMemory(ref: ArtifactRef, finalPath: string): Promise<Uint8Array> {
     const partPath = this.#partPath(ref);
-    const copy = await DiskCopy.create(partPath);
+    const copy = new DiskCopy(partPath);
     const bytes = Buffer.allocUnsafeSlow(ref.bytes);
     try {
       const body = await this.#options.source.open(ref, this.#options.whileWaiting);
@@ -333,71 +334,51 @@ export class ArtifactCache {
 }
 
 /**
- * A part file written from a buffer a block at a time, in order, one write in flight; the first
- * failure stops the copy, which then never lands. The buffer must not change until the copy lands or
- * is discarded.
+ * A part file written from a buffer's blocks in order, through an fs.WriteStream (views of the buffer,
+ * not copies); the first failure stops it, and the copy then never lands. The buffer must not change
+ * until the copy lands or is discarded.
  */
 class DiskCopy {
   readonly #path: string;
-  readonly #file: FileHandle | undefined;
-  #writes: Promise<boolean>;
-
-  private constructor(path: string, file: FileHandle | undefined) {
-    this.#path = path;
-    this.#file = file;
-    this.#writes = Promise.resolve(file !== undefined);
-  }
+  readonly #stream: WriteStream;
+  #failed = false;
 
   /** A copy at `path`, a new file; one that cannot be created is a copy that never lands. */
-  static async create(path: string): Promise<DiskCopy> {
-    return new DiskCopy(path, await open(path, "wx").catch(() => undefined));
+  constructor(path: string) {
+    this.#path = path;
+    this.#stream = createWriteStream(path, { flags: "wx" });
+    this.#stream.on("error", () => {
+      this.#failed = true;
+    });
   }
 
-  /** Queues bytes [start, end) of `buffer`, at the same offset in the file. */
+  /** Queues bytes [start, end) of `buffer`, after those queued before. */
   write(buffer: Uint8Array, start: number, end: number): void {
-    const file = this.#file;
-    if (file === undefined || end <= start) return;
-    this.#writes = this.#writes.then(
-      (ok) =>
-        ok &&
-        file.write(buffer, start, end - start, start).then(
-          () => true,
-          () => false,
-        ),
-    );
+    if (!this.#failed && end > start) this.#stream.write(buffer.subarray(start, end));
   }
 
   /** Waits for the writes and renames the file to `finalPath`; false (and no file) if any step failed. */
   async landAt(finalPath: string): Promise<boolean> {
-    const written = await this.#writes;
-    const closed = await this.#close();
-    if (
+    this.#stream.end();
+    const written = await finished(this.#stream).then(
+      () => !this.#failed,
+      () => false,
+    );
+    const renamed =
       written &&
-      closed &&
       (await rename(this.#path, finalPath).then(
         () => true,
         () => false,
-      ))
-    )
-      return true;
-    await unlink(this.#path).catch(() => undefined);
-    return false;
+      ));
+    if (!renamed) await unlink(this.#path).catch(() => undefined);
+    return renamed;
   }
 
-  /** Waits for the writes (they read the buffer) and removes the file. */
+  /** Stops the copy once the write in flight (it reads the buffer) is done, and removes the file. */
   async discard(): Promise<void> {
-    await this.#writes;
-    await this.#close();
+    this.#stream.destroy();
+    await finished(this.#stream).catch(() => undefined);
     await unlink(this.#path).catch(() => undefined);
-  }
-
-  #close(): Promise<boolean> {
-    return this.#file === undefined
-      ? Promise.resolve(false)
-      : this.#file.close().then(
-          () => true,
-          () => false,
-        );
   }
 }
 

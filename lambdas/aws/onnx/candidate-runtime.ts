@@ -3,7 +3,7 @@ import type {
   CandidateSession,
   GraphOptimizationLevel,
 } from "#core/optimize/optimization.ts";
-import { fromOrtResults, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
+import { runOrtSession } from "#core/tensor/ort-tensors.ts";
 import { loadOrt } from "./ort.ts";
 import { createOrtSession, sessionOptions } from "./runner.ts";
 
@@ -20,10 +20,7 @@ export class OrtCandidateRuntime implements CandidateRuntime {
     const session = await createOrtSession(path, this.#intraOpThreads);
     const ort = loadOrt(); // for its tensor types; createOrtSession has loaded it already
     return {
-      run: async (inputs, outputs) => {
-        const results = await session.run(toOrtFeeds(ort, inputs), outputs as string[]);
-        return fromOrtResults(results, outputs);
-      },
+      run: (inputs, outputs) => runOrtSession(ort, session, inputs, outputs),
       release: () => session.release(),
     };
   }

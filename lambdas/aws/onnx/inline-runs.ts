@@ -2,7 +2,7 @@ import { readFile, stat } from "node:fs/promises";
 import type * as Ort from "onnxruntime-node";
 import { DeadlineExceededError } from "#core/errors.ts";
 import type { RunTimings } from "#core/runner.ts";
-import { fromOrtResults, ortRunError, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
+import { ortRunError, runOrtSession } from "#core/tensor/ort-tensors.ts";
 import type { NamedTensor } from "#core/tensor/tensor.ts";
 import type { LocalArtifact } from "./artifact-cache.ts";
 import { loadOrt } from "./ort.ts";
@@ -13,7 +13,7 @@ export const INLINE_LIMIT_US = 500;
 export const INLINE_MAX_MODEL_BYTES = 4 * 1024 * 1024;
 /** Worker runs in a row within the limit before a shape runs inline. */
 const QUALIFYING_RUNS = 3;
-/** Inline runs in a row over DEMOTE_FACTOR × the limit that send a shape back to the worker for good. */
+/** Inline runs in a row over DEMOTE_FACTOR × the limit that send a shape back to the worker, for good. */
 const DEMOTING_RUNS = 2;
 const DEMOTE_FACTOR = 4;
 /** Shapes tracked per model; runs of others go to the worker. */
@@ -22,9 +22,8 @@ const MAX_SHAPES = 64;
 interface ShapeRecord {
   /** Worker runs in a row within the limit. */
   short: number;
-  /** Inline runs in a row over DEMOTE_FACTOR × the limit. */
+  /** Inline runs in a row over DEMOTE_FACTOR × the limit: at DEMOTING_RUNS, it stays there. */
   slow: number;
-  demoted: boolean;
 }
 
 /**
@@ -51,7 +50,7 @@ export class InlineShapes {
 
   allows(key: string): boolean {
     const record = this.#shapes.get(key);
-    return record !== undefined && !record.demoted && record.short >= QUALIFYING_RUNS;
+    return record !== undefined && record.slow < DEMOTING_RUNS && record.short >= QUALIFYING_RUNS;
   }
 
   /** A run of `key` took `us` in the worker. */
@@ -59,7 +58,7 @@ export class InlineShapes {
     let record = this.#shapes.get(key);
     if (record === undefined) {
       if (this.#shapes.size >= MAX_SHAPES) return;
-      record = { short: 0, slow: 0, demoted: false };
+      record = { short: 0, slow: 0 };
       this.#shapes.set(key, record);
     }
     record.short = us <= this.#limitUs ? record.short + 1 : 0;
@@ -68,9 +67,8 @@ export class InlineShapes {
   /** A run of `key` on this thread took `us`. */
   observeInline(key: string, us: number): void {
     const record = this.#shapes.get(key);
-    if (record === undefined) return;
+    if (record === undefined || record.slow >= DEMOTING_RUNS) return;
     record.slow = us > DEMOTE_FACTOR * this.#limitUs ? record.slow + 1 : 0;
-    if (record.slow >= DEMOTING_RUNS) record.demoted = true;
   }
 }
 
@@ -83,9 +81,8 @@ export class InlineShapes {
 export class InlineRuns {
   readonly #shapes: InlineShapes;
   readonly #options: Ort.InferenceSession.SessionOptions;
-  /** The model's bytes, until its session is made or refused. */
+  /** The model's bytes, until the first qualifying shape starts making its session. */
   #bytes: Uint8Array | undefined;
-  #opening: Promise<void> | undefined;
   #session: Ort.InferenceSession | undefined;
   #refusal: string | undefined;
   #runs = 0;
@@ -96,19 +93,27 @@ export class InlineRuns {
     this.#shapes = new InlineShapes(limitUs);
   }
 
-  /** For an artifact of at most INLINE_MAX_MODEL_BYTES (a copy of its bytes is kept); else undefined. */
-  static async of(
+  /**
+   * For an artifact of at most INLINE_MAX_MODEL_BYTES, else undefined. Bytes are copied before this
+   * returns, so the caller may then move its own to a worker; a file is read.
+   */
+  static of(
     artifact: LocalArtifact,
     options: Ort.InferenceSession.SessionOptions,
     limitUs?: number,
   ): Promise<InlineRuns | undefined> {
-    if (typeof artifact !== "string") {
-      return artifact.byteLength > INLINE_MAX_MODEL_BYTES
-        ? undefined
-        : new InlineRuns(new Uint8Array(artifact), options, limitUs);
-    }
-    if ((await stat(artifact)).size > INLINE_MAX_MODEL_BYTES) return undefined;
-    return new InlineRuns(await readFile(artifact), options, limitUs);
+    if (typeof artifact === "string") return InlineRuns.#read(artifact, options, limitUs);
+    const small = artifact.byteLength <= INLINE_MAX_MODEL_BYTES;
+    return Promise.resolve(small ? new InlineRuns(new Uint8Array(artifact), options, limitUs) : undefined);
+  }
+
+  static async #read(
+    path: string,
+    options: Ort.InferenceSession.SessionOptions,
+    limitUs: number | undefined,
+  ): Promise<InlineRuns | undefined> {
+    if ((await stat(path)).size > INLINE_MAX_MODEL_BYTES) return undefined;
+    return new InlineRuns(await readFile(path), options, limitUs);
   }
 
   /** Why the model never runs inline (not shape-bound, or its session failed), once that is known. */
@@ -137,7 +142,7 @@ export class InlineRuns {
     if (!this.#shapes.allows(key)) return undefined;
     const session = this.#session;
     if (session === undefined) {
-      this.#opening ??= this.#open();
+      void this.#open();
       return undefined;
     }
     if (Date.now() >= deadline)
@@ -167,14 +172,8 @@ export class InlineRuns {
   ): Promise<NamedTensor[]> {
     this.#runs++;
     const started = performance.now();
-    let results: Ort.InferenceSession.OnnxValueMapType;
     try {
-      const feeds = toOrtFeeds(loadOrt(), inputs);
-      // Every output, as most requests ask: onnxruntime's own default, without its name checks.
-      results =
-        outputs.length === session.outputNames.length
-          ? await session.run(feeds)
-          : await session.run(feeds, outputs as string[]);
+      return await runOrtSession(loadOrt(), session, inputs, outputs);
     } catch (error) {
       throw ortRunError(error);
     } finally {
@@ -185,10 +184,12 @@ export class InlineRuns {
         timings.spans?.push({ name: "run", start: started, end: ran });
       }
     }
-    return fromOrtResults(results, outputs);
   }
 
-  /** Checks that the model is shape-bound, then makes its session; either failing refuses it. */
+  /**
+   * Checks that the model is shape-bound, then makes its session; either failing refuses it. Once only:
+   * the bytes are taken at the start, and later calls find none.
+   */
   async #open(): Promise<void> {
     const bytes = this.#bytes;
     this.#bytes = undefined;

@@ -8,7 +8,7 @@
 import { createRequire } from "node:module";
 import { parentPort, workerData } from "node:worker_threads";
 import type * as Ort from "onnxruntime-node";
-import { fromOrtResults, toOrtFeeds } from "#core/tensor/ort-tensors.ts";
+import { runOrtSession } from "#core/tensor/ort-tensors.ts";
 import {
   RunChannel,
   type SessionWorkerData,
@@ -61,13 +61,7 @@ async function run(request: RunRequest): Promise<void> {
   }
   const started = performance.now();
   try {
-    const feeds = toOrtFeeds(ort, request.inputs);
-    // Every output, as most requests ask: onnxruntime's own default, without its name checks.
-    const results =
-      request.outputs.length === session.outputNames.length
-        ? await session.run(feeds)
-        : await session.run(feeds, request.outputs as string[]);
-    const outputs = fromOrtResults(results, request.outputs);
+    const outputs = await runOrtSession(ort, session, request.inputs, request.outputs);
     // Numeric outputs own their buffers: moved to the caller, not copied.
     const transfer = outputs.flatMap(({ data }) =>
       ArrayBuffer.isView(data) ? [data.buffer as ArrayBuffer] : [],

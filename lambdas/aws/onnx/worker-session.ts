@@ -204,8 +204,8 @@ export class WorkerSession implements SessionDescription {
       thread = startWorker(options);
     }
     const { worker } = thread;
-    // Read while the worker loads: the artifact is held for this call only. Bytes are copied before
-    // this returns (an async function runs up to its first await), so before the post below moves them.
+    // Read while the worker loads: the artifact is held for this call only. Bytes are copied at once,
+    // before the post below moves them.
     const inlineRuns = inline
       ? InlineRuns.of(artifact, options, inlineLimitUs).catch(() => undefined)
       : undefined;

@@ -74,15 +74,15 @@ function operators(
 export function shapeBound(model: ModelProto): ShapeBound {
   const graph = model.graph;
   if (!graph) return { bound: false, reason: "the model has no graph" };
-  const initializers = (graph.initializer ?? []).map((tensor) => tensor.name ?? "");
+  const initializers = new Set((graph.initializer ?? []).map((tensor) => tensor.name ?? ""));
   const inputs = new Set((graph.input ?? []).map((value) => value.name ?? ""));
   for (const value of graph.input ?? []) {
     // A string's work follows its length, which no shape says.
-    if (value.type?.tensorType?.elemType === STRING_ELEMENT && !initializers.includes(value.name ?? ""))
+    if (value.type?.tensorType?.elemType === STRING_ELEMENT && !initializers.has(value.name ?? ""))
       return { bound: false, reason: `input '${value.name}' is a string tensor` };
   }
   // Initializers a caller could override (listed among the inputs, as older exporters do) are not constant.
-  const constants = new Set(initializers.filter((name) => !inputs.has(name)));
+  const constants = new Set([...initializers].filter((name) => !inputs.has(name)));
   for (const node of graph.node ?? []) {
     const domain = node.domain === "ai.onnx" ? "" : (node.domain ?? "");
     const opType = node.opType ?? "";

@@ -28,6 +28,24 @@ export function fromOrtResults(
   });
 }
 
+/**
+ * Runs `session` on our tensors for `outputs`. Every output, as most requests ask, goes through
+ * onnxruntime's own default, without its name checks.
+ */
+export async function runOrtSession(
+  ort: typeof Ort,
+  session: Ort.InferenceSession,
+  inputs: readonly NamedTensor[],
+  outputs: readonly string[],
+): Promise<NamedTensor[]> {
+  const feeds = toOrtFeeds(ort, inputs);
+  const results =
+    outputs.length === session.outputNames.length
+      ? await session.run(feeds)
+      : await session.run(feeds, outputs as string[]);
+  return fromOrtResults(results, outputs);
+}
+
 /** How one onnxruntime run failure is answered: the caller's (400, 413 past memory limits), or ours (500). */
 export type OrtRunFailure = { readonly status: 400 | 413 } | { readonly status: 500 };
 
