@@ -2,7 +2,7 @@
  * Packages the inference and jobs handlers load on first use only, bundled beside them rather than in
  * them, so that cold starts do not parse them: the SageMaker client (sagemaker-target requests),
  * asynchronous inference's clients (its routes and jobs), the tokenizer library (text tasks) and the
- * ONNX decoder (inline runs' check). Bundled in, the first four took the inference handler's import
+ * ONNX decoder (inline runs' check). Bundled in, the AWS clients took the inference handler's import
  * from 85 to 247 ms. The bench bundles the handler the same way.
  */
 export const LAZY_MODULES = [

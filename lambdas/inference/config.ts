@@ -12,10 +12,10 @@ export const INFERENCE_ENV = defineEnv({
   /** Disk budget for artifacts; keep it under the function's ephemeral storage. */
   artifactCacheBytes: ["MAAS_ARTIFACT_CACHE_BYTES", z._default(positiveInt, 400 * MiB)],
   /**
-   * Artifacts up to this size are downloaded into memory and the session's worker created from a copy
-   * of the bytes while the disk copy is written behind; defaults to an eighth of the function's memory.
-   * The copy of 50 MB takes about 40 ms here; streaming to disk first (0) made the cold start of the
-   * 50 MB MLP about 120 ms slower (three alternating rounds, medians 777 against 895 ms).
+   * Artifacts up to this size are downloaded into memory (their disk copy written as they arrive) and
+   * moved to the session's worker; defaults to an eighth of the function's memory. Streaming to disk
+   * first (0) made the cold start of the 50 MB MLP about 120 ms slower (three alternating rounds,
+   * medians 777 against 895 ms).
    */
   artifactMemoryBytes: [
     "MAAS_ARTIFACT_MEMORY_BYTES",
